@@ -1,0 +1,141 @@
+//! The Redis cache through `fred`: one multiplexed connection that reconnects by itself with
+//! exponential backoff; every command has a timeout so a dead server fails calls quickly
+//! instead of hanging them. Counters are created with their expiry in one `MULTI` so a crash
+//! can never leave a counter that lives forever.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::{
+    prelude::{
+        Builder, Client, ClientLike, Config, Error as FredError, Expiration, KeysInterface, ReconnectPolicy,
+        SetOptions, TransactionInterface,
+    },
+    types::ExpireOptions,
+};
+
+use super::{Cache, CacheError, ttl_millis};
+
+/// A Redis-backed [`Cache`].
+#[derive(Clone)]
+pub struct RedisCache {
+    client: Client,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCache {
+    /// Connects to `url` (`redis://[user:pass@]host:port[/db]`), with every key under `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, CacheError> {
+        let config = Config::from_url(url).map_err(|error| CacheError::BadUrl(format!("{error}")))?;
+        let client = Builder::from_config(config)
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = Duration::from_secs(2);
+            })
+            .with_connection_config(|connection| {
+                connection.connection_timeout = Duration::from_secs(3);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()
+            .map_err(unavailable)?;
+        // The reconnect policy retries forever in the background; the first connection must
+        // succeed promptly or start-up fails with a clear error.
+        match tokio::time::timeout(Duration::from_secs(5), client.init()).await {
+            Ok(Ok(_task)) => {}
+            Ok(Err(error)) => return Err(unavailable(error)),
+            Err(_) => {
+                let _ = client.quit().await;
+                return Err(CacheError::Unavailable(format!(
+                    "no answer from {} within 5 s",
+                    crate::config::redact_url(url)
+                )));
+            }
+        }
+        Ok(Self {
+            client,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+fn unavailable(error: FredError) -> CacheError {
+    CacheError::Unavailable(error.to_string())
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        self.client.get(self.key(key)).await.map_err(unavailable)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        self.client
+            .set::<(), _, _>(self.key(key), value, Some(Expiration::PX(ttl_millis(ttl))), None, false)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
+        let reply: Option<String> = self
+            .client
+            .set(
+                self.key(key),
+                value,
+                Some(Expiration::PX(ttl_millis(ttl))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(reply.is_some())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        let removed: i64 = self.client.del(self.key(key)).await.map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        self.client.getdel(self.key(key)).await.map_err(unavailable)
+    }
+
+    async fn increment(&self, key: &str, ttl: Duration) -> Result<i64, CacheError> {
+        let key = self.key(key);
+        let transaction = self.client.multi();
+        transaction.incr::<(), _>(&key).await.map_err(unavailable)?;
+        // NX: only a counter without an expiry (the one this INCR just created) gets one, so
+        // the window is fixed from the first hit.
+        transaction
+            .pexpire::<(), _>(&key, ttl_millis(ttl), Some(ExpireOptions::NX))
+            .await
+            .map_err(unavailable)?;
+        let (count, _): (i64, i64) = transaction.exec(true).await.map_err(unavailable)?;
+        Ok(count)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, CacheError> {
+        let count: i64 = self.client.exists(self.key(key)).await.map_err(unavailable)?;
+        Ok(count > 0)
+    }
+
+    async fn time_to_live(&self, key: &str) -> Result<Option<Duration>, CacheError> {
+        let millis: i64 = self.client.pttl(self.key(key)).await.map_err(unavailable)?;
+        // -2: no such key; -1: no expiry.
+        Ok(u64::try_from(millis).ok().map(Duration::from_millis))
+    }
+
+    async fn ready(&self) -> bool {
+        self.client.ping::<String>(None).await.is_ok()
+    }
+}

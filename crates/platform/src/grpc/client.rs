@@ -1,0 +1,963 @@
+//! gRPC client builder: turns a target (`dns://catalog.shop.svc.cluster.local:50051`,
+//! `static://a:1,b:2`, `host:port`) into a client-side load-balanced [`GrpcChannel`] that
+//! tonic-generated clients take as is (`CatalogClient::new(channel)`).
+//!
+//! Every call through the channel carries the caller's W3C trace context and a deadline (sent
+//! as `grpc-timeout`), and is transparently retried on another endpoint when it could not even
+//! connect: see [`GrpcChannel`] for the exact guarantee.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    str::FromStr,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Uri, uri::Authority};
+use http_body::Frame;
+use tokio::{sync::oneshot, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, body::Body, transport::Channel};
+use tower::{Service, ServiceExt as _};
+
+use super::discovery::{self, Discovery, EndpointSettings, Nudge, Source};
+use crate::telemetry::propagation;
+
+/// Error type of [`GrpcChannel`] calls (what tonic clients turn into a [`Status`]).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Capacity of the discovery → balancer change queue. The balancer drains it only while it
+/// serves calls, so an idle channel must absorb a burst of DNS changes without blocking.
+const CHANGE_QUEUE: usize = 1024;
+
+/// Where a client sends its calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A DNS name resolved to one endpoint per A/AAAA record and re-resolved every
+    /// [`ClientOptions::refresh_interval`] (a Kubernetes headless Service answers one record per
+    /// ready pod). Written `dns://host:port` or `dns:///host:port`.
+    Dns {
+        /// Name to resolve; end it with `.` to skip the resolv.conf search list.
+        host: String,
+        /// Port every endpoint listens on.
+        port: u16,
+    },
+    /// A fixed list of `http://host:port` endpoints, never re-resolved: `static://a:1,b:2`,
+    /// `http://host:port` or `host:port`.
+    Static(Vec<Uri>),
+}
+
+/// Why a target string is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Nothing but whitespace.
+    #[error("empty gRPC target")]
+    Empty,
+    /// A scheme other than `dns`, `static` or `http`.
+    #[error(
+        "gRPC target `{target}`: unsupported scheme `{scheme}` (expected dns://host:port, \
+         static://host:port,..., http://host:port or host:port)"
+    )]
+    UnsupportedScheme {
+        /// The whole target.
+        target: String,
+        /// The scheme found.
+        scheme: String,
+    },
+    /// `dns://server/name`: choosing the DNS server in the target is not supported.
+    #[error(
+        "gRPC target `{target}`: a DNS server in the target is not supported, set \
+         ClientOptions::nameserver instead"
+    )]
+    DnsAuthority {
+        /// The whole target.
+        target: String,
+    },
+    /// `static://` with no address.
+    #[error("gRPC target `{target}`: empty address list")]
+    EmptyList {
+        /// The whole target.
+        target: String,
+    },
+    /// An address without a host.
+    #[error("gRPC target `{target}`: missing host in `{address}`")]
+    MissingHost {
+        /// The whole target.
+        target: String,
+        /// The faulty address.
+        address: String,
+    },
+    /// An address without a port (there is no default gRPC port).
+    #[error("gRPC target `{target}`: missing port in `{address}`")]
+    MissingPort {
+        /// The whole target.
+        target: String,
+        /// The faulty address.
+        address: String,
+    },
+    /// A port that is not a number in 1..=65535.
+    #[error("gRPC target `{target}`: invalid port in `{address}`")]
+    InvalidPort {
+        /// The whole target.
+        target: String,
+        /// The faulty address.
+        address: String,
+    },
+    /// A host that is not a valid DNS name or IP address, or a path after the port.
+    #[error("gRPC target `{target}`: invalid address `{address}`")]
+    InvalidAddress {
+        /// The whole target.
+        target: String,
+        /// The faulty address.
+        address: String,
+    },
+}
+
+impl Target {
+    /// Parses `dns://host:port`, `dns:///host:port`, `static://a:1,b:2`, `http://host:port` or
+    /// `host:port` (the last two being one static address).
+    pub fn parse(target: &str) -> Result<Self, TargetError> {
+        let target = target.trim();
+        if target.is_empty() {
+            return Err(TargetError::Empty);
+        }
+        let Some((scheme, rest)) = target.split_once("://") else {
+            if let Some((scheme, _)) = target.split_once(':')
+                && scheme.eq_ignore_ascii_case("dns")
+            {
+                // `dns:host:port`, a form gRPC accepts but we keep to the `//` spellings.
+                return Err(TargetError::InvalidAddress {
+                    target: target.to_owned(),
+                    address: target.to_owned(),
+                });
+            }
+            return Ok(Self::Static(vec![static_uri(target, target)?]));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "dns" => {
+                let name = match rest.strip_prefix('/') {
+                    Some(name) => name,
+                    None if rest.contains('/') => {
+                        return Err(TargetError::DnsAuthority {
+                            target: target.to_owned(),
+                        });
+                    }
+                    None => rest,
+                };
+                let (host, port) = split_host_port(target, name)?;
+                if host.parse::<std::net::IpAddr>().is_err() && !is_dns_name(host) {
+                    return Err(TargetError::InvalidAddress {
+                        target: target.to_owned(),
+                        address: name.to_owned(),
+                    });
+                }
+                Ok(Self::Dns {
+                    host: host.to_owned(),
+                    port,
+                })
+            }
+            "static" => {
+                let uris = rest
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|address| !address.is_empty())
+                    .map(|address| {
+                        let address = address.strip_prefix("http://").unwrap_or(address);
+                        static_uri(target, address)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if uris.is_empty() {
+                    return Err(TargetError::EmptyList {
+                        target: target.to_owned(),
+                    });
+                }
+                Ok(Self::Static(uris))
+            }
+            "http" => Ok(Self::Static(vec![static_uri(target, rest)?])),
+            _ => Err(TargetError::UnsupportedScheme {
+                target: target.to_owned(),
+                scheme: scheme.to_owned(),
+            }),
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(target: &str) -> Result<Self, Self::Err> {
+        Self::parse(target)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dns { host, port } if host.contains(':') => write!(f, "dns:///[{host}]:{port}"),
+            Self::Dns { host, port } => write!(f, "dns:///{host}:{port}"),
+            Self::Static(uris) => {
+                f.write_str("static://")?;
+                for (index, uri) in uris.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(",")?;
+                    }
+                    match uri.authority() {
+                        Some(authority) => f.write_str(authority.as_str())?,
+                        None => write!(f, "{uri}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6), checking both parts are present.
+fn split_host_port<'a>(target: &str, address: &'a str) -> Result<(&'a str, u16), TargetError> {
+    let error = |make: fn(String, String) -> TargetError| make(target.to_owned(), address.to_owned());
+    let (host, port) = if let Some(bracketed) = address.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| error(|target, address| TargetError::InvalidAddress { target, address }))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| error(|target, address| TargetError::MissingPort { target, address }))?;
+        (host, port)
+    } else {
+        match address.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                // An IPv6 literal without brackets: the port cannot be told apart.
+                return Err(error(|target, address| TargetError::InvalidAddress { target, address }));
+            }
+            Some((host, port)) => (host, port),
+            None => {
+                return Err(error(|target, address| TargetError::MissingPort { target, address }));
+            }
+        }
+    };
+    if host.is_empty() {
+        return Err(error(|target, address| TargetError::MissingHost { target, address }));
+    }
+    if port.is_empty() {
+        return Err(error(|target, address| TargetError::MissingPort { target, address }));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Ok((host, port)),
+        _ => Err(error(|target, address| TargetError::InvalidPort { target, address })),
+    }
+}
+
+/// A syntactically valid DNS name (letters, digits, `-`, `_`, dot-separated, optional final dot).
+fn is_dns_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `http://host:port` for one static address.
+fn static_uri(target: &str, address: &str) -> Result<Uri, TargetError> {
+    let address = address.strip_suffix('/').unwrap_or(address);
+    let (host, port) = split_host_port(target, address)?;
+    let invalid = || TargetError::InvalidAddress {
+        target: target.to_owned(),
+        address: address.to_owned(),
+    };
+    if host.parse::<std::net::IpAddr>().is_err() && !is_dns_name(host) {
+        return Err(invalid());
+    }
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let authority = Authority::try_from(authority).map_err(|_| invalid())?;
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .map_err(|_| invalid())
+}
+
+/// How a client connects, balances and times its calls.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Bound on establishing a TCP connection to one endpoint (and on a reachability probe).
+    pub connect_timeout: Duration,
+    /// Deadline of every call unless the caller set one (`tonic::Request::set_timeout`): the
+    /// call fails with `DeadlineExceeded` once it passes, and the server is told through the
+    /// `grpc-timeout` header. It bounds the wait for the response headers, retries included.
+    pub request_timeout: Duration,
+    /// How often a `dns://` target is resolved again (and unreachable addresses re-probed).
+    pub refresh_interval: Duration,
+    /// DNS server to ask; `None` uses the system configuration (resolv.conf).
+    pub nameserver: Option<SocketAddr>,
+    /// How many times a call that could not connect is retried on another endpoint.
+    pub connect_retries: u32,
+    /// Pause before the first such retry, doubled for each following one: it gives discovery
+    /// the time to eject the endpoint that refused the connection.
+    pub retry_backoff: Duration,
+    /// Largest request body kept to replay a call; a call whose body is larger, or is still
+    /// being produced when the call starts (a client stream), is never retried.
+    pub retry_buffer_limit: usize,
+    /// HTTP/2 PING interval, to detect a peer that vanished without closing the connection.
+    pub keep_alive_interval: Option<Duration>,
+    /// How long a PING may stay unanswered before the connection is dropped.
+    pub keep_alive_timeout: Duration,
+    /// Stops re-resolution when cancelled (the channel keeps its last endpoints). Discovery
+    /// also stops on its own once every clone of the channel is dropped.
+    pub shutdown: Option<CancellationToken>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(5),
+            nameserver: None,
+            connect_retries: 4,
+            retry_backoff: Duration::from_millis(10),
+            retry_buffer_limit: 4 * 1024 * 1024,
+            keep_alive_interval: Some(Duration::from_secs(30)),
+            keep_alive_timeout: Duration::from_secs(10),
+            shutdown: None,
+        }
+    }
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The target string is malformed.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The DNS resolver could not be configured (e.g. unreadable resolv.conf).
+    #[error("cannot configure the DNS resolver: {0}")]
+    Resolver(#[source] hickory_resolver::net::NetError),
+    /// An option is out of range.
+    #[error("invalid gRPC client option: {0}")]
+    Options(&'static str),
+}
+
+/// Builds a load-balanced channel to `target`.
+///
+/// The endpoints are kept up to date by a background task (see [`super::discovery`]); this
+/// waits for its first round, at most `connect_timeout`, so the first calls do not wait for it.
+/// It never fails because a name does not resolve or a backend is down: calls report that.
+pub async fn connect(target: &Target, options: &ClientOptions) -> Result<GrpcChannel, ClientError> {
+    if options.refresh_interval.is_zero() {
+        return Err(ClientError::Options("refresh_interval must be positive"));
+    }
+    if options.request_timeout.is_zero() {
+        return Err(ClientError::Options("request_timeout must be positive"));
+    }
+    let (source, origin) = match target {
+        Target::Dns { host, port } => {
+            let resolver = discovery::build_resolver(options.nameserver, options.refresh_interval)
+                .map_err(ClientError::Resolver)?;
+            let authority = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            // The logical name as `:authority`; not fatal if it does not form a URI.
+            let origin = Uri::try_from(format!("http://{authority}")).ok();
+            let source = Source::Dns {
+                resolver: Box::new(resolver),
+                host: host.clone(),
+                port: *port,
+            };
+            (source, origin)
+        }
+        Target::Static(uris) => (Source::Fixed(uris.clone()), None),
+    };
+
+    let (channel, changes) = Channel::balance_channel::<Uri>(CHANGE_QUEUE);
+    let nudge = Nudge::default();
+    let discovery = Discovery {
+        target: target.to_string(),
+        source,
+        settings: EndpointSettings {
+            connect_timeout: options.connect_timeout,
+            keep_alive: options
+                .keep_alive_interval
+                .map(|interval| (interval, options.keep_alive_timeout)),
+            origin,
+        },
+        refresh_interval: options.refresh_interval,
+        changes,
+        nudge: nudge.clone(),
+        shutdown: options.shutdown.clone(),
+    };
+    let (first_round, first_round_done) = oneshot::channel();
+    // Detached on purpose: the task ends by itself when the channel is dropped.
+    drop(discovery.spawn(first_round));
+    if tokio::time::timeout(options.connect_timeout, first_round_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(%target, "endpoint discovery is slow: calls will wait for it");
+    }
+
+    Ok(GrpcChannel {
+        channel,
+        policy: Arc::new(CallPolicy {
+            request_timeout: options.request_timeout,
+            connect_retries: options.connect_retries,
+            retry_backoff: options.retry_backoff,
+            retry_buffer_limit: options.retry_buffer_limit,
+            nudge,
+        }),
+    })
+}
+
+/// What every call through one channel shares.
+#[derive(Debug)]
+struct CallPolicy {
+    request_timeout: Duration,
+    connect_retries: u32,
+    retry_backoff: Duration,
+    retry_buffer_limit: usize,
+    nudge: Nudge,
+}
+
+/// A load-balanced gRPC channel: cheap to clone, and what tonic-generated clients take
+/// (`FooClient::new(channel)`; it is a `tower::Service<http::Request<tonic::body::Body>>`).
+///
+/// On every call it:
+/// - injects the current span's W3C trace context into the request headers;
+/// - applies a deadline: the caller's (`tonic::Request::set_timeout`) or
+///   [`ClientOptions::request_timeout`], sent to the server as `grpc-timeout` (reduced to what
+///   is left on a retry) and enforced locally up to the response headers, failing the call with
+///   `DeadlineExceeded`;
+/// - balances over the discovered endpoints (tower's power-of-two-choices).
+///
+/// # Resilience guarantee
+///
+/// tonic's balancer keeps an endpoint whose backend died until discovery removes it, and
+/// tonic reports such an endpoint as ready: a call routed to it fails at once with
+/// `Unavailable` (`tonic::ConnectError`, connection refused). So a call that fails **before
+/// any byte of it reached a server** — the connection to the chosen endpoint could not be
+/// established — is retried, up to [`ClientOptions::connect_retries`] times with a doubling
+/// pause from [`ClientOptions::retry_backoff`], within the call's deadline; each such failure
+/// also asks discovery to probe the resolved addresses right away and eject those refusing
+/// connections. A call is never retried once it was sent: any status a server returned, a
+/// reset stream, a broken connection mid-call or an expired deadline reaches the caller as is,
+/// so non-idempotent calls run at most once. Calls whose request body is larger than
+/// [`ClientOptions::retry_buffer_limit`] or still streaming when the call starts are not
+/// retried either (the body cannot be replayed).
+///
+/// Hence, as long as one endpoint accepts connections, a dead or not-yet-removed backend costs
+/// latency (one refused connect and a short pause), not failed calls.
+#[derive(Clone)]
+pub struct GrpcChannel {
+    channel: Channel,
+    policy: Arc<CallPolicy>,
+}
+
+impl fmt::Debug for GrpcChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcChannel")
+            .field("request_timeout", &self.policy.request_timeout)
+            .field("connect_retries", &self.policy.connect_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service<http::Request<Body>> for GrpcChannel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is awaited inside the call future, on its own clone of the channel, so that
+        // the wait counts against the call's deadline and a retry can wait again.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // Here, not in the future: `call` runs in the caller's span.
+        propagation::inject_http(request.headers_mut());
+        let timeout = caller_timeout(request.headers()).unwrap_or(self.policy.request_timeout);
+        let deadline = Instant::now() + timeout;
+        let (parts, body) = request.into_parts();
+        let body = CapturedBody::capture(body, self.policy.retry_buffer_limit);
+        let channel = self.channel.clone();
+        let policy = Arc::clone(&self.policy);
+        Box::pin(async move {
+            match tokio::time::timeout_at(deadline, send(channel, &policy, parts, body, deadline)).await {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    Err(Status::deadline_exceeded(format!("no response within the {timeout:?} deadline")).into())
+                }
+            }
+        })
+    }
+}
+
+/// Sends the call, retrying it while it fails before reaching any server.
+async fn send(
+    mut channel: Channel,
+    policy: &CallPolicy,
+    parts: http::request::Parts,
+    mut body: CapturedBody,
+    deadline: Instant,
+) -> Result<http::Response<Body>, BoxError> {
+    let mut attempt: u32 = 0;
+    loop {
+        let Some(this_body) = body.take() else {
+            // Unreachable: only replayable bodies come around again.
+            return Err(Status::internal("request body already sent").into());
+        };
+        let mut request = http::Request::from_parts(clone_parts(&parts), this_body);
+        set_grpc_timeout(
+            request.headers_mut(),
+            deadline.saturating_duration_since(Instant::now()),
+        );
+        let result = match channel.ready().await {
+            Ok(ready) => ready.call(request).await,
+            Err(error) => Err(error),
+        };
+        let error: BoxError = match result {
+            Ok(response) => return Ok(response),
+            Err(error) => error.into(),
+        };
+        if in_chain::<tonic::TimeoutExpired>(&*error) {
+            // tonic's connection also enforces the `grpc-timeout` we set and reports it as
+            // `Cancelled`; it is our deadline that expired.
+            return Err(Status::deadline_exceeded("deadline exceeded").into());
+        }
+        if !in_chain::<tonic::ConnectError>(&*error) {
+            return Err(error);
+        }
+        policy.nudge.notify();
+        if attempt >= policy.connect_retries || !body.replayable() {
+            tracing::debug!(error = %Chain(&*error), attempt, "gRPC call could not connect: giving up");
+            return Err(error);
+        }
+        let pause = policy.retry_backoff.saturating_mul(1_u32 << attempt.min(16));
+        attempt += 1;
+        tracing::debug!(error = %Chain(&*error), attempt, ?pause, "gRPC call could not connect: retrying");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// True when an `E` is somewhere in `error`'s source chain. A `tonic::ConnectError` there means
+/// the connection to the endpoint could not be established, so the request never left this
+/// process.
+fn in_chain<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<E>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Displays an error with its sources (`transport error: tcp connect error: Connection
+/// refused`): tonic's top-level messages alone say little.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut request = http::Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    *request.extensions_mut() = parts.extensions.clone();
+    request.into_parts().0
+}
+
+/// The deadline the caller put in the request, if any and well-formed.
+fn caller_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
+    let unit_at = value.len().checked_sub(1)?;
+    let (amount, unit) = value.split_at(unit_at);
+    if amount.is_empty() || amount.len() > 8 {
+        return None;
+    }
+    let amount: u64 = amount.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Writes `timeout` as a `grpc-timeout` header: the most precise unit that fits the 8 digits
+/// the protocol allows.
+fn set_grpc_timeout(headers: &mut HeaderMap, timeout: Duration) {
+    const MAX: u128 = 99_999_999;
+    let candidates = [
+        (timeout.as_nanos(), 'n'),
+        (timeout.as_micros(), 'u'),
+        (timeout.as_millis(), 'm'),
+        (u128::from(timeout.as_secs()), 'S'),
+        (u128::from(timeout.as_secs() / 60), 'M'),
+        (u128::from(timeout.as_secs() / 3600), 'H'),
+    ];
+    let encoded = candidates
+        .iter()
+        .find(|(amount, _)| *amount <= MAX)
+        .map_or_else(|| format!("{MAX}H"), |(amount, unit)| format!("{amount}{unit}"));
+    if let Ok(value) = HeaderValue::try_from(encoded) {
+        headers.insert(GRPC_TIMEOUT, value);
+    }
+}
+
+/// A request body read ahead as far as it is already available, so a call that never reached
+/// a server can be sent again.
+#[derive(Debug)]
+enum CapturedBody {
+    /// The whole body: can be sent any number of times.
+    Complete(Vec<Chunk>),
+    /// Part of it is still to come (a client stream) or it is too large: sent once.
+    Once(Option<ReplayBody>),
+}
+
+#[derive(Debug, Clone)]
+enum Chunk {
+    Data(Bytes),
+    Trailers(HeaderMap),
+}
+
+impl CapturedBody {
+    fn capture(mut body: Body, limit: usize) -> Self {
+        use http_body::Body as _;
+
+        let mut chunks = Vec::new();
+        let mut size = 0_usize;
+        // Poll only what is ready now: a unary request body is encoded synchronously, while a
+        // client stream may wait on the caller, which must not be waited for here. Polling with
+        // a no-op waker is fine because whoever polls the body next registers its own waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if size > limit {
+                break;
+            }
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(None) => return Self::Complete(chunks),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        size = size.saturating_add(data.len());
+                        chunks.push(Chunk::Data(data));
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            chunks.push(Chunk::Trailers(trailers));
+                        }
+                    }
+                },
+                Poll::Ready(Some(Err(status))) => {
+                    return Self::Once(Some(ReplayBody {
+                        chunks: chunks.into(),
+                        rest: None,
+                        error: Some(status),
+                    }));
+                }
+                Poll::Pending => break,
+            }
+        }
+        Self::Once(Some(ReplayBody {
+            chunks: chunks.into(),
+            rest: Some(body),
+            error: None,
+        }))
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Self::Complete(_))
+    }
+
+    /// The body for the next attempt (`None` once a one-shot body was taken).
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Self::Complete(chunks) => Some(Body::new(ReplayBody {
+                chunks: chunks.iter().cloned().collect(),
+                rest: None,
+                error: None,
+            })),
+            Self::Once(body) => body.take().map(Body::new),
+        }
+    }
+}
+
+/// Chunks read ahead, then whatever the original body still has to give.
+#[derive(Debug)]
+struct ReplayBody {
+    chunks: VecDeque<Chunk>,
+    rest: Option<Body>,
+    error: Option<Status>,
+}
+
+impl http_body::Body for ReplayBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(match chunk {
+                Chunk::Data(data) => Frame::data(data),
+                Chunk::Trailers(trailers) => Frame::trailers(trailers),
+            })));
+        }
+        if let Some(error) = self.error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty() && self.error.is_none() && self.rest.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_dns_targets() {
+        let expected = Target::Dns {
+            host: "catalog.shop.svc.cluster.local".to_owned(),
+            port: 50051,
+        };
+        assert_eq!(
+            Target::parse("dns://catalog.shop.svc.cluster.local:50051").unwrap(),
+            expected
+        );
+        assert_eq!(
+            Target::parse(" dns:///catalog.shop.svc.cluster.local:50051 ").unwrap(),
+            expected
+        );
+        assert_eq!(
+            Target::parse("DNS:///catalog.shop.svc.cluster.local.:1").unwrap(),
+            Target::Dns {
+                host: "catalog.shop.svc.cluster.local.".to_owned(),
+                port: 1
+            }
+        );
+        assert_eq!(
+            "dns:///catalog:50051".parse::<Target>().unwrap().to_string(),
+            "dns:///catalog:50051"
+        );
+    }
+
+    #[test]
+    fn parses_static_targets() {
+        assert_eq!(
+            Target::parse("static://10.0.0.1:50051, 10.0.0.2:50052,").unwrap(),
+            Target::Static(vec![uri("http://10.0.0.1:50051/"), uri("http://10.0.0.2:50052/")])
+        );
+        assert_eq!(
+            Target::parse("http://catalog:50051").unwrap(),
+            Target::Static(vec![uri("http://catalog:50051/")])
+        );
+        assert_eq!(
+            Target::parse("http://catalog:50051/").unwrap(),
+            Target::Static(vec![uri("http://catalog:50051/")])
+        );
+        assert_eq!(
+            Target::parse("127.0.0.1:50051").unwrap(),
+            Target::Static(vec![uri("http://127.0.0.1:50051/")])
+        );
+        assert_eq!(
+            Target::parse("[::1]:50051").unwrap(),
+            Target::Static(vec![uri("http://[::1]:50051/")])
+        );
+        assert_eq!(
+            Target::parse("static://a:1,[::1]:2").unwrap().to_string(),
+            "static://a:1,[::1]:2"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_targets() {
+        use TargetError as E;
+        let cases: &[(&str, fn(&TargetError) -> bool)] = &[
+            ("", |e| matches!(e, E::Empty)),
+            ("   ", |e| matches!(e, E::Empty)),
+            (
+                "https://catalog:443",
+                |e| matches!(e, E::UnsupportedScheme { scheme, .. } if scheme == "https"),
+            ),
+            ("consul://catalog", |e| matches!(e, E::UnsupportedScheme { .. })),
+            ("dns://catalog", |e| matches!(e, E::MissingPort { .. })),
+            ("dns://catalog:", |e| matches!(e, E::MissingPort { .. })),
+            ("dns://:50051", |e| matches!(e, E::MissingHost { .. })),
+            ("dns://catalog:http", |e| matches!(e, E::InvalidPort { .. })),
+            ("dns://catalog:70000", |e| matches!(e, E::InvalidPort { .. })),
+            ("dns://catalog:0", |e| matches!(e, E::InvalidPort { .. })),
+            ("dns://8.8.8.8/catalog:50051", |e| matches!(e, E::DnsAuthority { .. })),
+            ("dns://cat alog:1", |e| matches!(e, E::InvalidAddress { .. })),
+            ("dns:catalog:1", |e| matches!(e, E::InvalidAddress { .. })),
+            ("static://", |e| matches!(e, E::EmptyList { .. })),
+            ("static://,,", |e| matches!(e, E::EmptyList { .. })),
+            ("static://a:1,b", |e| matches!(e, E::MissingPort { .. })),
+            ("catalog", |e| matches!(e, E::MissingPort { .. })),
+            ("::1:50051", |e| matches!(e, E::InvalidAddress { .. })),
+            ("[::1:50051", |e| matches!(e, E::InvalidAddress { .. })),
+            ("http://catalog:1/path", |e| matches!(e, E::InvalidPort { .. })),
+            ("http://-bad-:1", |e| matches!(e, E::InvalidAddress { .. })),
+        ];
+        for (input, check) in cases {
+            let error = Target::parse(input).expect_err(input);
+            assert!(check(&error), "{input:?} gave {error:?}");
+            // Every error names the problem in words.
+            assert!(!error.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn encodes_and_reads_grpc_timeout() {
+        for (timeout, expected) in [
+            (Duration::from_millis(50), "50000000n"),
+            (Duration::from_secs(5), "5000000u"),
+            (Duration::from_millis(200), "200000u"),
+            (Duration::from_secs(3600 * 24 * 365), "31536000S"),
+            (Duration::from_secs(3600 * 24 * 365 * 1000), "8760000H"),
+        ] {
+            let mut headers = HeaderMap::new();
+            set_grpc_timeout(&mut headers, timeout);
+            assert_eq!(headers.get(GRPC_TIMEOUT).unwrap(), expected);
+            let read = caller_timeout(&headers).unwrap();
+            assert!(read <= timeout && timeout - read < Duration::from_secs(3600));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(GRPC_TIMEOUT, HeaderValue::from_static("250m"));
+        assert_eq!(caller_timeout(&headers), Some(Duration::from_millis(250)));
+        headers.insert(GRPC_TIMEOUT, HeaderValue::from_static("250x"));
+        assert_eq!(caller_timeout(&headers), None);
+        headers.insert(GRPC_TIMEOUT, HeaderValue::from_static("123456789S"));
+        assert_eq!(caller_timeout(&headers), None);
+    }
+
+    #[tokio::test]
+    async fn ready_bodies_are_replayable_and_pending_ones_are_not() {
+        use http_body::Body as _;
+
+        let chunks = futures::stream::iter(vec![
+            Ok::<_, Status>(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(Bytes::from_static(b"cd"))),
+        ]);
+        let body = Body::new(http_body_util_stream(chunks));
+        let mut captured = CapturedBody::capture(body, 1024);
+        assert!(captured.replayable());
+        for _ in 0..2 {
+            let mut body = captured.take().unwrap();
+            let mut collected = Vec::new();
+            while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                collected.extend_from_slice(frame.unwrap().data_ref().unwrap());
+            }
+            assert_eq!(collected, b"abcd");
+        }
+
+        // Over the limit: sent once, in full.
+        let body = Body::new(http_body_util_stream(futures::stream::iter(vec![
+            Ok::<_, Status>(Frame::data(Bytes::from_static(b"abcdef"))),
+            Ok(Frame::data(Bytes::from_static(b"gh"))),
+        ])));
+        let mut captured = CapturedBody::capture(body, 4);
+        assert!(!captured.replayable());
+        let mut body = captured.take().unwrap();
+        assert!(captured.take().is_none());
+        let mut collected = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            collected.extend_from_slice(frame.unwrap().data_ref().unwrap());
+        }
+        assert_eq!(collected, b"abcdefgh");
+
+        // Still streaming: not replayable, nothing lost.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Status>>(4);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await.unwrap();
+        let body = Body::new(http_body_util_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        let mut captured = CapturedBody::capture(body, 1024);
+        assert!(!captured.replayable());
+        tx.send(Ok(Frame::data(Bytes::from_static(b"y")))).await.unwrap();
+        drop(tx);
+        let mut body = captured.take().unwrap();
+        let mut collected = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            collected.extend_from_slice(frame.unwrap().data_ref().unwrap());
+        }
+        assert_eq!(collected, b"xy");
+    }
+
+    /// A body from a stream of frames (what `http_body_util::StreamBody` does).
+    fn http_body_util_stream<S>(stream: S) -> StreamBody<S>
+    where
+        S: futures::Stream<Item = Result<Frame<Bytes>, Status>> + Unpin + Send + 'static,
+    {
+        StreamBody(stream)
+    }
+
+    struct StreamBody<S>(S);
+
+    impl<S> http_body::Body for StreamBody<S>
+    where
+        S: futures::Stream<Item = Result<Frame<Bytes>, Status>> + Unpin,
+    {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            futures::Stream::poll_next(Pin::new(&mut self.0), cx)
+        }
+    }
+
+    #[test]
+    fn only_connect_failures_are_retried() {
+        let connect: BoxError = Box::new(tonic::ConnectError("refused".into()));
+        assert!(in_chain::<tonic::ConnectError>(&*connect));
+        let status: BoxError = Box::new(Status::unavailable("server said so"));
+        assert!(!in_chain::<tonic::ConnectError>(&*status));
+    }
+}

@@ -1,0 +1,7 @@
+//! gRPC plumbing shared by every service: the server builder (health, reflection, tracing,
+//! timeouts, graceful shutdown) and the client builder (discovery, balancing, deadlines,
+//! trace context).
+
+pub mod client;
+pub mod discovery;
+pub mod server;

@@ -1,0 +1,15 @@
+//! What every shop service shares, written once: typed configuration, telemetry, database
+//! connections and migrations, a cache, a work queue, a transactional outbox, and the gRPC
+//! server and client builders (with discovery and client-side balancing).
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod outbox;
+pub mod queue;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

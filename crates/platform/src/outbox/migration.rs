@@ -1,0 +1,82 @@
+//! The tables every service that publishes or consumes messages needs: `outbox` (messages to
+//! publish) and `inbox` (ids of messages already applied). Services list
+//! [`CreateMessagingTables`] in their own migrator.
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+/// Creates `outbox` and `inbox`.
+#[derive(Debug, DeriveMigrationName)]
+pub struct CreateMessagingTables;
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Seq,
+    Id,
+    Destination,
+    Kind,
+    Payload,
+    Headers,
+    CreatedAt,
+    PublishedAt,
+}
+
+#[derive(DeriveIden)]
+enum Inbox {
+    Table,
+    MessageId,
+    ProcessedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateMessagingTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Outbox::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(Outbox::Seq))
+                    .col(uuid_uniq(Outbox::Id))
+                    .col(string(Outbox::Destination))
+                    .col(string(Outbox::Kind))
+                    .col(blob(Outbox::Payload))
+                    .col(text(Outbox::Headers))
+                    .col(timestamp_with_time_zone(Outbox::CreatedAt))
+                    .col(timestamp_with_time_zone_null(Outbox::PublishedAt))
+                    .to_owned(),
+            )
+            .await?;
+        // The relay's scan: unsent rows in order. Sent rows are skipped by the index prefix.
+        manager
+            .create_index(
+                Index::create()
+                    .name("outbox_unsent")
+                    .table(Outbox::Table)
+                    .col(Outbox::PublishedAt)
+                    .col(Outbox::Seq)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Inbox::Table)
+                    .if_not_exists()
+                    .col(string(Inbox::MessageId).primary_key())
+                    .col(timestamp_with_time_zone(Inbox::ProcessedAt))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Inbox::Table).if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Outbox::Table).if_exists().to_owned())
+            .await
+    }
+}

@@ -1,0 +1,156 @@
+//! The outbox relay: publishes unsent outbox rows in insertion order, waits for the broker's
+//! confirms, then marks them sent, all inside one database transaction. On PostgreSQL the
+//! transaction first takes an advisory lock per schema, so with several replicas exactly one
+//! relays at a time and order is kept; the others wait their turn. If publishing fails, or the
+//! process dies before the commit, nothing is marked and the rows go out again on the next pass
+//! (consumers dedupe on the message id).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement, TransactionTrait, sea_query::Expr,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::entity;
+use crate::queue::{Message, WorkQueue};
+
+/// How the relay paces itself.
+#[derive(Clone, Debug)]
+pub struct RelayOptions {
+    /// Rows published per transaction.
+    pub batch_size: u64,
+    /// How often to look for rows when nobody calls [`OutboxRelay::wake`].
+    pub poll_interval: Duration,
+    /// Longest pause after a failed pass (the pause doubles from `poll_interval` up to this).
+    pub max_backoff: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            poll_interval: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Publishes one service's outbox to the work queue.
+#[derive(Clone, Debug)]
+pub struct OutboxRelay {
+    db: DatabaseConnection,
+    queue: Arc<dyn WorkQueue>,
+    options: RelayOptions,
+    wake: Arc<Notify>,
+}
+
+impl OutboxRelay {
+    /// A relay for the outbox in `db`, publishing to `queue`.
+    pub fn new(db: DatabaseConnection, queue: Arc<dyn WorkQueue>, options: RelayOptions) -> Self {
+        Self {
+            db,
+            queue,
+            options,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Asks the relay to look now (call after committing a transaction that enqueued), instead
+    /// of waiting for the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Relays until `shutdown` is cancelled; a pass in progress finishes first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let pause = match self.relay_once().await {
+                // A full batch means more may be waiting: go again at once.
+                Ok(count) if count as u64 >= self.options.batch_size => {
+                    failures = 0;
+                    Duration::ZERO
+                }
+                Ok(_) => {
+                    failures = 0;
+                    self.options.poll_interval
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let pause = self
+                        .options
+                        .poll_interval
+                        .saturating_mul(2u32.saturating_pow(failures.min(16)));
+                    let pause = pause.min(self.options.max_backoff);
+                    tracing::warn!(error = format!("{error:#}"), retry_in = ?pause, "outbox relay pass failed");
+                    pause
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One pass: publishes up to `batch_size` unsent rows in order and marks them sent.
+    /// Returns how many were published (0 also when another replica holds the relay lock).
+    #[tracing::instrument(name = "outbox.relay", skip(self), err(Display))]
+    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+        let txn = self.db.begin().await.context("starting the relay transaction")?;
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            let lock = Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT pg_try_advisory_xact_lock(hashtext('shop.outbox.' || current_schema())) AS locked",
+            );
+            let row = txn.query_one_raw(lock).await?.context("no reply to the lock query")?;
+            if !row.try_get::<bool>("", "locked")? {
+                return Ok(0);
+            }
+        }
+        let rows = entity::Entity::find()
+            .filter(entity::Column::PublishedAt.is_null())
+            .order_by_asc(entity::Column::Seq)
+            .limit(self.options.batch_size)
+            .all(&txn)
+            .await
+            .context("reading unsent outbox rows")?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        // Consecutive rows for one queue go out as one confirmed batch; order is kept.
+        for run in rows.chunk_by(|a, b| a.destination == b.destination) {
+            let messages = run.iter().map(to_message).collect();
+            self.queue
+                .publish(&run[0].destination, messages)
+                .await
+                .with_context(|| format!("publishing to {}", run[0].destination))?;
+        }
+
+        let sequences: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+        entity::Entity::update_many()
+            .col_expr(entity::Column::PublishedAt, Expr::value(chrono::Utc::now()))
+            .filter(entity::Column::Seq.is_in(sequences))
+            .exec(&txn)
+            .await
+            .context("marking outbox rows sent")?;
+        txn.commit().await.context("committing the relay transaction")?;
+        tracing::debug!(count = rows.len(), "outbox rows published");
+        Ok(rows.len())
+    }
+}
+
+fn to_message(row: &entity::Model) -> Message {
+    Message {
+        id: row.id.to_string(),
+        kind: row.kind.clone(),
+        payload: row.payload.clone(),
+        headers: serde_json::from_str::<BTreeMap<String, String>>(&row.headers).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,666 @@
+//! The RabbitMQ work queue adapter (`amqp://…`), on lapin: durable quorum queues with a
+//! dead-letter exchange and a delivery limit, confirmed mandatory publishes, and consumers
+//! with manual acknowledgement that re-subscribe by themselves after the connection breaks.
+//!
+//! Topology declared for a queue `<name>`:
+//! - `shop.dead-letter`, a durable direct exchange shared by every queue;
+//! - `<name>.dead`, a durable quorum queue bound to it with routing key `<name>`;
+//! - `<name>`, a durable quorum queue with `x-dead-letter-exchange: shop.dead-letter`,
+//!   `x-dead-letter-routing-key: <name>` and `x-delivery-limit: max_deliveries - 1`. RabbitMQ
+//!   counts *returns* (`x-delivery-count`, absent on the first delivery) and dead-letters a
+//!   message returned once more than the limit allows, so a limit of `max_deliveries - 1` lets a
+//!   message be delivered exactly `max_deliveries` times (proven by `tests/queue_contract.rs`).
+//!
+//! Publishes go through the default exchange with `mandatory` set, on a channel in confirm
+//! mode: a publish to a queue that does not exist comes back as [`QueueError::Refused`] rather
+//! than being dropped silently, as with [`super::MemoryQueue`].
+//!
+//! lapin's own automatic recovery is off: the adapter holds one connection behind a lock, and
+//! whichever operation finds it broken reconnects it with exponential backoff (100 ms doubling
+//! to 5 s), giving up with [`QueueError::Unavailable`] after a few seconds. Consumers keep
+//! retrying for as long as they are polled.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+        BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use tokio::{sync::Mutex, time::Instant};
+
+use super::{Consumer, Delivery, Message, QueueError, QueueSpec, Settle, WorkQueue};
+
+/// The exchange dead letters of every queue go through, routed by the source queue's name.
+pub(crate) const DEAD_LETTER_EXCHANGE: &str = "shop.dead-letter";
+/// The header quorum queues add to a redelivered message: how many times it was returned.
+const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+/// Persistent messages survive a broker restart.
+const PERSISTENT: u8 = 2;
+
+/// The first pause between reconnection attempts; it doubles up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long one operation keeps trying to reconnect before it reports the broker unavailable:
+/// long enough to ride out a broker restart or a network blip, short enough that callers (the
+/// outbox relay, a gRPC handler) get an answer.
+const RECONNECT_BUDGET: Duration = Duration::from_secs(3);
+/// One connection or channel attempt (TCP connect, AMQP handshake, channel open); a
+/// black-holed address or a half-open connection must not hang a caller.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a publish waits for the broker's confirms before calling the connection broken.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The RabbitMQ work queue. Cheap to share behind an `Arc`; consumers share its connection,
+/// each on a channel of its own.
+pub struct AmqpQueue {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for AmqpQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpQueue")
+            .field("url", &self.shared.redacted_url)
+            .finish()
+    }
+}
+
+impl AmqpQueue {
+    /// Connects to the broker at `url` (`amqp://user:password@host:port/vhost`). Fails with
+    /// [`QueueError::Unavailable`] if the broker cannot be reached within a few seconds; after
+    /// that, broken connections are re-established on demand.
+    pub async fn connect(url: &str) -> Result<Self, QueueError> {
+        let shared = Arc::new(Shared {
+            url: url.to_owned(),
+            redacted_url: redact_url(url),
+            link: Mutex::new(None),
+        });
+        shared.connection(RECONNECT_BUDGET).await?;
+        Ok(Self { shared })
+    }
+}
+
+#[async_trait]
+impl WorkQueue for AmqpQueue {
+    async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
+        let name = short(&spec.name)?;
+        let dead = short(&spec.dead_letter_queue())?;
+        let connection = self.shared.connection(RECONNECT_BUDGET).await?;
+        // A channel of its own: a refused declaration (other arguments than the existing
+        // queue's) closes the channel, which must not be the publishers'.
+        let channel = connection.create_channel().await.map_err(|error| classify(&error))?;
+        let result = declare_topology(&channel, name, dead, spec.max_deliveries).await;
+        if channel.status().connected() {
+            channel.close(200, "declared".into()).await.ok();
+        }
+        result.map_err(|error| classify(&error))
+    }
+
+    async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let routing_key = short(queue)?;
+        let prepared = messages
+            .into_iter()
+            .map(|message| Ok((properties(&message)?, message.payload)))
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        let channel = self.shared.publisher().await?;
+        // Send the whole batch, then wait for the confirms: one round trip, not one per message.
+        let mut confirms = Vec::with_capacity(prepared.len());
+        for (properties, payload) in prepared {
+            let confirm = channel
+                .basic_publish(
+                    ShortString::default(),
+                    routing_key.clone(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &payload,
+                    properties,
+                )
+                .await
+                .map_err(|error| classify(&error))?;
+            confirms.push(confirm);
+        }
+        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, async {
+            for confirm in confirms {
+                match confirm.await.map_err(|error| classify(&error))? {
+                    Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                    // Mandatory and unroutable: the broker acknowledges it but returns it.
+                    Confirmation::Ack(Some(returned)) => {
+                        return Err(QueueError::Refused(format!(
+                            "no queue named {queue:?} to route to ({} {})",
+                            returned.reply_code, returned.reply_text
+                        )));
+                    }
+                    Confirmation::Nack(_) => {
+                        return Err(QueueError::Refused(format!(
+                            "the broker did not store a message for {queue:?}"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match confirmed {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                tracing::warn!(url = %self.shared.redacted_url, %queue, "publisher confirms timed out");
+                // A broker that stops confirming is as good as gone: start afresh next time.
+                self.shared.reset(&channel).await;
+                Err(QueueError::Unavailable(format!(
+                    "no publisher confirms within {CONFIRM_TIMEOUT:?}"
+                )))
+            }
+        }
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
+        let queue = short(queue)?;
+        let subscription = subscribe(&self.shared, &queue, prefetch).await?;
+        Ok(Box::new(AmqpConsumer {
+            shared: self.shared.clone(),
+            queue,
+            prefetch,
+            subscription: Some(subscription),
+        }))
+    }
+
+    async fn ready(&self) -> bool {
+        // A single attempt: a readiness probe wants an answer, not a retry loop.
+        self.shared.connection(Duration::ZERO).await.is_ok()
+    }
+}
+
+async fn declare_topology(
+    channel: &Channel,
+    name: ShortString,
+    dead: ShortString,
+    max_deliveries: u32,
+) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            DEAD_LETTER_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+
+    let mut dead_arguments = FieldTable::default();
+    dead_arguments.insert("x-queue-type".into(), long_string("quorum"));
+    channel.queue_declare(dead.clone(), durable, dead_arguments).await?;
+    channel
+        .queue_bind(
+            dead,
+            DEAD_LETTER_EXCHANGE.into(),
+            name.clone(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), long_string("quorum"));
+    arguments.insert("x-dead-letter-exchange".into(), long_string(DEAD_LETTER_EXCHANGE));
+    arguments.insert("x-dead-letter-routing-key".into(), long_string(name.as_str()));
+    // RabbitMQ dead-letters a message once its returns exceed the limit, so the limit is the
+    // number of *re*deliveries allowed.
+    arguments.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(max_deliveries.max(1) - 1)),
+    );
+    channel.queue_declare(name, durable, arguments).await?;
+    Ok(())
+}
+
+/// The connection shared by the queue handle and its consumers, re-established on demand.
+struct Shared {
+    /// The URL as given, credentials included: never log it, log `redacted_url`.
+    url: String,
+    redacted_url: String,
+    /// The live connection (if any) and its publish channel. Held while reconnecting, so that
+    /// concurrent operations wait for one reconnection rather than each making their own.
+    link: Mutex<Option<Link>>,
+}
+
+struct Link {
+    connection: Arc<Connection>,
+    /// The channel publishes go through, in confirm mode; opened on first use.
+    publisher: Option<Channel>,
+}
+
+impl Shared {
+    /// The live connection, reconnecting (with backoff, within `budget`) if it is broken.
+    async fn connection(&self, budget: Duration) -> Result<Arc<Connection>, QueueError> {
+        Ok(self.link(budget, false).await?.0)
+    }
+
+    /// The publish channel, reopening it (and the connection) if it is broken.
+    async fn publisher(&self) -> Result<Channel, QueueError> {
+        match self.link(RECONNECT_BUDGET, true).await? {
+            (_, Some(channel)) => Ok(channel),
+            (_, None) => Err(QueueError::Unavailable("no publish channel".to_owned())),
+        }
+    }
+
+    /// Drops the connection if it is still the one `channel` belongs to, so that the next
+    /// operation starts afresh: used when the broker stopped answering on it.
+    async fn reset(&self, channel: &Channel) {
+        let mut link = self.link.lock().await;
+        if link
+            .as_ref()
+            .is_some_and(|live| live.publisher.as_ref() == Some(channel))
+        {
+            tracing::warn!(url = %self.redacted_url, "dropping an unresponsive connection to the message broker");
+            *link = None;
+        }
+    }
+
+    /// The live connection (and the publish channel if `with_publisher`), re-establishing them
+    /// until it works, pausing with exponential backoff between failures, for at most `budget`.
+    /// A refusal by the broker is final at once. An attempt that hangs (a black-holed address,
+    /// a half-open connection) is abandoned after [`ATTEMPT_TIMEOUT`], along with the link.
+    async fn link(
+        &self,
+        budget: Duration,
+        with_publisher: bool,
+    ) -> Result<(Arc<Connection>, Option<Channel>), QueueError> {
+        let mut slot = self.link.lock().await;
+        let deadline = Instant::now() + budget;
+        let mut backoff = Backoff::default();
+        loop {
+            let error = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(&mut slot, with_publisher)).await {
+                Ok(Ok(link)) => return Ok(link),
+                Ok(Err(error)) => classify(&error),
+                Err(_elapsed) => {
+                    *slot = None;
+                    QueueError::Unavailable(format!("the message broker did not answer within {ATTEMPT_TIMEOUT:?}"))
+                }
+            };
+            if matches!(error, QueueError::Refused(_)) {
+                return Err(error);
+            }
+            let pause = backoff.next_pause();
+            if Instant::now() + pause > deadline {
+                tracing::warn!(url = %self.redacted_url, %error, "giving up reconnecting to the message broker for now");
+                return Err(error);
+            }
+            tracing::debug!(url = %self.redacted_url, %error, ?pause, "message broker unreachable; retrying");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        slot: &mut Option<Link>,
+        with_publisher: bool,
+    ) -> lapin::Result<(Arc<Connection>, Option<Channel>)> {
+        if !slot.as_ref().is_some_and(|link| link.connection.status().connected()) {
+            if slot.take().is_some() {
+                tracing::warn!(url = %self.redacted_url, "the connection to the message broker broke; reconnecting");
+            }
+            let properties = ConnectionProperties::default().with_connection_name("shop-platform".into());
+            let connection = Connection::connect(&self.url, properties).await?;
+            tracing::info!(url = %self.redacted_url, "connected to the message broker");
+            *slot = Some(Link {
+                connection: Arc::new(connection),
+                publisher: None,
+            });
+        }
+        let Some(live) = slot.as_mut() else {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotConnected).into());
+        };
+        if !with_publisher {
+            return Ok((live.connection.clone(), None));
+        }
+        if let Some(channel) = live.publisher.as_ref().filter(|channel| channel.status().connected()) {
+            return Ok((live.connection.clone(), Some(channel.clone())));
+        }
+        let channel = live.connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        live.publisher = Some(channel.clone());
+        Ok((live.connection.clone(), Some(channel)))
+    }
+}
+
+/// Exponential backoff: 100 ms, 200 ms, 400 ms, … capped at 5 s.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: INITIAL_BACKOFF }
+    }
+}
+
+impl Backoff {
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        pause
+    }
+}
+
+/// One `basic.consume` on a channel of its own.
+struct Subscription {
+    /// Kept so the channel lives as long as the subscription; dropping the last handle closes
+    /// it, which returns its unacknowledged deliveries to the queue.
+    _channel: Channel,
+    consumer: lapin::Consumer,
+    /// Cleared when the subscription is abandoned, so that settling one of its deliveries
+    /// reports [`QueueError::ChannelClosed`] at once instead of racing the channel's close.
+    alive: Arc<AtomicBool>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+    }
+}
+
+async fn subscribe(shared: &Shared, queue: &ShortString, prefetch: u16) -> Result<Subscription, QueueError> {
+    let connection = shared.connection(RECONNECT_BUDGET).await?;
+    let subscribed = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+        let channel = connection.create_channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                queue.clone(),
+                ShortString::default(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        lapin::Result::Ok((channel, consumer))
+    })
+    .await;
+    let (channel, consumer) = match subscribed {
+        Ok(result) => result.map_err(|error| classify(&error))?,
+        Err(_elapsed) => {
+            return Err(QueueError::Unavailable(format!(
+                "subscribing to {queue} took over {ATTEMPT_TIMEOUT:?}"
+            )));
+        }
+    };
+    tracing::debug!(%queue, prefetch, tag = %consumer.tag(), "subscribed");
+    Ok(Subscription {
+        _channel: channel,
+        consumer,
+        alive: Arc::new(AtomicBool::new(true)),
+    })
+}
+
+/// A consumer of an [`AmqpQueue`]. Dropping it closes its channel.
+struct AmqpConsumer {
+    shared: Arc<Shared>,
+    queue: ShortString,
+    prefetch: u16,
+    /// `None` after the subscription broke, until `next` re-subscribes.
+    subscription: Option<Subscription>,
+}
+
+impl fmt::Debug for AmqpConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpConsumer")
+            .field("queue", &self.queue)
+            .field("prefetch", &self.prefetch)
+            .field("subscribed", &self.subscription.is_some())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Consumer for AmqpConsumer {
+    async fn next(&mut self) -> Result<Delivery, QueueError> {
+        // Cancel safety (`next_batch` times `next` out): every await below either leaves the
+        // subscription untouched or leaves it `None`, which the next call repairs.
+        let mut backoff = Backoff::default();
+        loop {
+            let Some(subscription) = self.subscription.as_mut() else {
+                match subscribe(&self.shared, &self.queue, self.prefetch).await {
+                    Ok(subscription) => {
+                        tracing::info!(queue = %self.queue, "re-subscribed after the subscription broke");
+                        self.subscription = Some(subscription);
+                    }
+                    // The queue is gone (deleted): the caller should know, not wait forever.
+                    Err(error @ QueueError::Refused(_)) => return Err(error),
+                    Err(error) => {
+                        let pause = backoff.next_pause();
+                        tracing::warn!(queue = %self.queue, %error, ?pause, "cannot re-subscribe yet");
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                continue;
+            };
+            match subscription.consumer.next().await {
+                Some(Ok(delivery)) => return Ok(convert(delivery, subscription.alive.clone())),
+                Some(Err(error)) => {
+                    tracing::warn!(queue = %self.queue, %error, "the subscription broke; re-subscribing");
+                    self.subscription = None;
+                }
+                None => {
+                    tracing::warn!(queue = %self.queue, "the broker cancelled the subscription; re-subscribing");
+                    self.subscription = None;
+                }
+            }
+        }
+    }
+}
+
+/// Turns a lapin delivery into ours.
+fn convert(delivery: lapin::message::Delivery, alive: Arc<AtomicBool>) -> Delivery {
+    let properties = &delivery.properties;
+    let mut headers = BTreeMap::new();
+    let mut returns = None;
+    if let Some(table) = properties.headers() {
+        for (key, value) in table {
+            if key.as_str() == DELIVERY_COUNT_HEADER {
+                returns = integer(value);
+            } else if let Some(text) = text(value) {
+                headers.insert(key.to_string(), text);
+            }
+        }
+    }
+    let delivery_count = match returns {
+        Some(returns) => u32::try_from(returns).unwrap_or(u32::MAX).saturating_add(1),
+        // Quorum queues always add the header to a redelivery; this covers other queue types.
+        None if delivery.redelivered => 2,
+        None => 1,
+    };
+    let message = Message {
+        id: properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        kind: properties.kind().as_ref().map(ToString::to_string).unwrap_or_default(),
+        payload: delivery.data,
+        headers,
+    };
+    Delivery::new(
+        message,
+        delivery_count,
+        Box::new(AmqpSettle {
+            acker: delivery.acker,
+            alive,
+        }),
+    )
+}
+
+fn integer(value: &AMQPValue) -> Option<i64> {
+    match *value {
+        AMQPValue::ShortShortInt(v) => Some(v.into()),
+        AMQPValue::ShortShortUInt(v) => Some(v.into()),
+        AMQPValue::ShortInt(v) => Some(v.into()),
+        AMQPValue::ShortUInt(v) => Some(v.into()),
+        AMQPValue::LongInt(v) => Some(v.into()),
+        AMQPValue::LongUInt(v) => Some(v.into()),
+        AMQPValue::LongLongInt(v) => Some(v),
+        _ => None,
+    }
+}
+
+fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        AMQPValue::ShortString(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// Settles a delivery on the channel it came from.
+struct AmqpSettle {
+    acker: lapin::Acker,
+    alive: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for AmqpSettle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpSettle")
+            .field("alive", &self.alive.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl AmqpSettle {
+    fn settle(outcome: lapin::Result<bool>) -> Result<(), QueueError> {
+        match outcome {
+            Ok(true) => Ok(()),
+            // Poisoned: the channel closed, the broker requeues the message by itself.
+            Ok(false) => Err(QueueError::ChannelClosed),
+            Err(error) => {
+                tracing::debug!(%error, "settling a delivery failed");
+                Err(QueueError::ChannelClosed)
+            }
+        }
+    }
+
+    fn check_alive(&self) -> Result<(), QueueError> {
+        if self.alive.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(QueueError::ChannelClosed)
+        }
+    }
+}
+
+#[async_trait]
+impl Settle for AmqpSettle {
+    async fn ack(&self) -> Result<(), QueueError> {
+        self.check_alive()?;
+        Self::settle(self.acker.ack(BasicAckOptions::default()).await)
+    }
+
+    async fn retry(&self) -> Result<(), QueueError> {
+        self.check_alive()?;
+        Self::settle(
+            self.acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await,
+        )
+    }
+
+    async fn dead_letter(&self) -> Result<(), QueueError> {
+        self.check_alive()?;
+        Self::settle(self.acker.reject(BasicRejectOptions { requeue: false }).await)
+    }
+}
+
+/// The AMQP properties of `message`: persistent, with its id, kind and headers.
+fn properties(message: &Message) -> Result<BasicProperties, QueueError> {
+    let mut headers = FieldTable::default();
+    for (key, value) in &message.headers {
+        headers.insert(short(key)?, long_string(value));
+    }
+    Ok(BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_message_id(short(&message.id)?)
+        .with_type(short(&message.kind)?)
+        .with_headers(headers))
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// An AMQP short string (at most 255 bytes); lapin's `From` impls panic on longer ones.
+fn short(value: &str) -> Result<ShortString, QueueError> {
+    ShortString::try_new(value).map_err(|error| QueueError::Refused(format!("{value:.40}…: {error}")))
+}
+
+/// Maps a lapin error: the broker refusing something (a channel-level error such as
+/// `NOT_FOUND` or `PRECONDITION_FAILED`) is [`QueueError::Refused`]; anything else means the
+/// connection is unusable for now.
+fn classify(error: &lapin::Error) -> QueueError {
+    if error.is_amqp_soft_error() {
+        QueueError::Refused(error.to_string())
+    } else {
+        QueueError::Unavailable(error.to_string())
+    }
+}
+
+/// `url` with its password replaced by `***`, for logs.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only fails for URLs that cannot have credentials, which this one has.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparseable AMQP URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_the_password() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+        assert_eq!(redact_url("not a url"), "<unparseable AMQP URL>");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut backoff = Backoff::default();
+        let pauses: Vec<u128> = (0..8).map(|_| backoff.next_pause().as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+}

@@ -1,0 +1,183 @@
+//! The work queue: durable publish with publisher confirms, and competing consumers with
+//! manual acknowledgement, bounded prefetch, requeue and dead-lettering after a bounded number
+//! of deliveries. Two adapters obey one contract: RabbitMQ (`amqp://…`) and in-process
+//! (`memory://`), proven by the same test suite.
+
+mod amqp;
+mod memory;
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+pub use amqp::AmqpQueue;
+pub use memory::MemoryQueue;
+
+/// One message on a queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Unique id of the message (the AMQP `message_id`); consumers dedupe on it, and the outbox
+    /// uses its row id here so that a republished row keeps its id.
+    pub id: String,
+    /// What the payload is, e.g. `shop.events.v1.ReserveStock` (the AMQP `type` property).
+    pub kind: String,
+    /// The encoded payload (protobuf).
+    pub payload: Vec<u8>,
+    /// String headers: W3C trace context (`traceparent`, `tracestate`) and the like.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The shape of a queue: its name and how many deliveries a message gets before it goes to
+/// the dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// The queue's name, e.g. `stock.reserve`.
+    pub name: String,
+    /// Deliveries a message may have (the first one included) before it is dead-lettered.
+    pub max_deliveries: u32,
+}
+
+impl QueueSpec {
+    /// A queue with the default delivery limit (5).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            max_deliveries: 5,
+        }
+    }
+
+    /// The same queue with another delivery limit (at least 1).
+    pub fn with_max_deliveries(mut self, max_deliveries: u32) -> Self {
+        self.max_deliveries = max_deliveries.max(1);
+        self
+    }
+
+    /// The name of the queue where this queue's dead letters land.
+    pub fn dead_letter_queue(&self) -> String {
+        dead_letter_queue_name(&self.name)
+    }
+}
+
+/// The name of the dead-letter queue of `queue`.
+pub fn dead_letter_queue_name(queue: &str) -> String {
+    format!("{queue}.dead")
+}
+
+/// What can go wrong with the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The broker could not be reached or the connection broke; retrying later may succeed.
+    #[error("the message broker is unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused a publish (negative confirm) or the queue does not exist.
+    #[error("the message broker refused the operation: {0}")]
+    Refused(String),
+    /// The delivery's channel is gone: it will be (or was) redelivered, so its ack is moot.
+    #[error("the delivery's channel was closed before it was settled")]
+    ChannelClosed,
+    /// The consumer was stopped.
+    #[error("the consumer is closed")]
+    Closed,
+}
+
+/// A work queue backend. Cheap to clone behind an `Arc`.
+#[async_trait]
+pub trait WorkQueue: Send + Sync + fmt::Debug {
+    /// Declares the queue, its dead-letter queue and their binding; idempotent.
+    async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError>;
+
+    /// Publishes persistent messages to `queue` and returns once the broker has confirmed every
+    /// one of them (publisher confirms). On error, any subset may have been stored: callers
+    /// republish, and consumers dedupe on [`Message::id`].
+    async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), QueueError>;
+
+    /// Starts a consumer on `queue` receiving at most `prefetch` unacknowledged deliveries at
+    /// a time. Deliveries that are never settled are redelivered when the consumer is dropped.
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError>;
+
+    /// Whether the broker answers now (for readiness probes).
+    async fn ready(&self) -> bool;
+}
+
+/// A competing consumer on one queue.
+#[async_trait]
+pub trait Consumer: Send + fmt::Debug {
+    /// The next delivery. Waits for one; survives broker reconnects (re-subscribing); returns
+    /// `Err(QueueError::Closed)` only once the consumer is closed.
+    async fn next(&mut self) -> Result<Delivery, QueueError>;
+
+    /// Up to `max` deliveries: waits for the first, then takes whatever else arrives within
+    /// `linger`. Lets a worker apply a batch in one transaction and ack it after the commit.
+    async fn next_batch(&mut self, max: usize, linger: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let mut batch = vec![self.next().await?];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(Ok(delivery)) => batch.push(delivery),
+                Ok(Err(error)) if batch.is_empty() => return Err(error),
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// How a delivery is settled; implemented by each adapter.
+#[async_trait]
+pub trait Settle: Send + Sync + fmt::Debug {
+    /// Done: remove the message.
+    async fn ack(&self) -> Result<(), QueueError>;
+    /// Failed for now: put it back for another delivery (counts towards the delivery limit).
+    async fn retry(&self) -> Result<(), QueueError>;
+    /// Never going to work (undecodable, say): straight to the dead-letter queue.
+    async fn dead_letter(&self) -> Result<(), QueueError>;
+}
+
+/// One delivery of a message to a consumer.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The message.
+    pub message: Message,
+    /// How many times this message has been delivered, this time included (1 on the first).
+    pub delivery_count: u32,
+    settle: Box<dyn Settle>,
+}
+
+impl Delivery {
+    /// Builds a delivery; adapters call this.
+    pub fn new(message: Message, delivery_count: u32, settle: Box<dyn Settle>) -> Self {
+        Self {
+            message,
+            delivery_count,
+            settle,
+        }
+    }
+
+    /// Acknowledges the delivery: the message is done. Call only after its effects committed.
+    pub async fn ack(self) -> Result<(), QueueError> {
+        self.settle.ack().await
+    }
+
+    /// Returns the message to the queue for another try.
+    pub async fn retry(self) -> Result<(), QueueError> {
+        self.settle.retry().await
+    }
+
+    /// Sends the message to the dead-letter queue.
+    pub async fn dead_letter(self) -> Result<(), QueueError> {
+        self.settle.dead_letter().await
+    }
+}
+
+/// Opens the work queue a URL names: `amqp://…`/`amqps://…` (RabbitMQ) or `memory://`.
+pub async fn from_url(url: &str) -> Result<Arc<dyn WorkQueue>, QueueError> {
+    if url.starts_with("memory:") {
+        Ok(Arc::new(MemoryQueue::new()))
+    } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
+        Ok(Arc::new(AmqpQueue::connect(url).await?))
+    } else {
+        Err(QueueError::Refused(format!(
+            "unsupported work queue URL scheme in {url:?}"
+        )))
+    }
+}

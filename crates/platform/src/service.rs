@@ -1,0 +1,197 @@
+//! What every service binary configures the same way: where its gRPC server listens, its
+//! database, and the shared backends (cache and work queue) chosen by URL. The one-process
+//! `shop` binary opens the backends once and hands the same instances to every service, so the
+//! in-process queue really connects the order service to the catalog worker.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+
+use crate::{
+    cache::{self, Cache},
+    config::{ConfigError, Env},
+    db::DatabaseConfig,
+    queue::{self, WorkQueue},
+};
+
+/// URLs of the backends a process uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendUrls {
+    /// `postgres://…` (each service in its own schema) or `sqlite://…` (a file per service).
+    pub database: String,
+    /// `redis://…` or `memory://`.
+    pub cache: String,
+    /// `amqp://…` or `memory://`.
+    pub queue: String,
+}
+
+impl BackendUrls {
+    /// Reads `DATABASE_URL`, `REDIS_URL` and `AMQP_URL`; without them: SQLite files under
+    /// `data_dir`, and in-process cache and queue.
+    pub fn from_env(env: &impl Env, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let default_db = format!("sqlite://{}/shop.db?mode=rwc", data_dir.display());
+        Ok(Self {
+            database: env.url_or("DATABASE_URL", &default_db, &["postgres", "postgresql", "sqlite"])?,
+            cache: env.url_or("REDIS_URL", "memory://", &["redis", "rediss", "memory"])?,
+            queue: env.url_or("AMQP_URL", "memory://", &["amqp", "amqps", "memory"])?,
+        })
+    }
+}
+
+/// The data directory: `SHOP_DATA_DIR`, else `$XDG_DATA_HOME/shop`, else `~/.local/share/shop`,
+/// else `./shop-data`.
+pub fn data_dir(env: &impl Env) -> PathBuf {
+    env.path_or("SHOP_DATA_DIR", || {
+        env.var("XDG_DATA_HOME")
+            .map(|dir| PathBuf::from(dir).join("shop"))
+            .or_else(|| {
+                env.var("HOME")
+                    .map(|home| PathBuf::from(home).join(".local/share/shop"))
+            })
+            .unwrap_or_else(|| PathBuf::from("shop-data"))
+    })
+}
+
+/// The cache and work queue, opened once per process and shared by its services.
+#[derive(Clone, Debug)]
+pub struct Backends {
+    /// The cache (each service uses its own key prefix).
+    pub cache: Arc<dyn Cache>,
+    /// The work queue.
+    pub queue: Arc<dyn WorkQueue>,
+}
+
+impl Backends {
+    /// Opens the cache and queue the URLs name.
+    pub async fn open(urls: &BackendUrls) -> anyhow::Result<Self> {
+        let cache = cache::from_url(&urls.cache, "shop:")
+            .await
+            .with_context(|| format!("opening the cache at {}", crate::config::redact_url(&urls.cache)))?;
+        let queue = queue::from_url(&urls.queue)
+            .await
+            .with_context(|| format!("opening the work queue at {}", crate::config::redact_url(&urls.queue)))?;
+        Ok(Self { cache, queue })
+    }
+}
+
+/// The settings of one service: its gRPC address and its database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// Where the gRPC server listens.
+    pub grpc_addr: SocketAddr,
+    /// The service's database (its own schema or file).
+    pub database: DatabaseConfig,
+}
+
+impl ServiceSettings {
+    /// The settings of service `name` from `SHOP_GRPC_ADDR` (default `0.0.0.0:<default_port>`)
+    /// and the database URL.
+    pub fn from_env(env: &impl Env, name: &str, default_port: u16, urls: &BackendUrls) -> Result<Self, ConfigError> {
+        Ok(Self {
+            grpc_addr: env.addr_or("SHOP_GRPC_ADDR", &format!("0.0.0.0:{default_port}"))?,
+            database: DatabaseConfig::new(urls.database.clone(), name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MapEnv;
+
+    #[test]
+    fn defaults_are_embedded() {
+        let env = MapEnv::from_pairs([("SHOP_DATA_DIR", "/srv/shop")]);
+        let urls = BackendUrls::from_env(&env, &data_dir(&env)).ok();
+        assert_eq!(
+            urls,
+            Some(BackendUrls {
+                database: "sqlite:///srv/shop/shop.db?mode=rwc".into(),
+                cache: "memory://".into(),
+                queue: "memory://".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn wrong_schemes_name_their_variable() {
+        let env = MapEnv::from_pairs([("REDIS_URL", "amqp://x")]);
+        let error = BackendUrls::from_env(&env, std::path::Path::new("/d"))
+            .err()
+            .map(|e| e.key);
+        assert_eq!(error.as_deref(), Some("REDIS_URL"));
+    }
+
+    #[test]
+    fn data_dir_falls_back_to_the_home_directory() {
+        let env = MapEnv::from_pairs([("HOME", "/home/ada")]);
+        assert_eq!(data_dir(&env), PathBuf::from("/home/ada/.local/share/shop"));
+    }
+}
+
+/// A service of the mesh, as its binary and the one-process `shop` binary start it.
+pub trait MeshService: Sized + Send + 'static {
+    /// Its name: also its database schema and its telemetry `service.name`.
+    const NAME: &'static str;
+    /// The gRPC port it listens on by default.
+    const DEFAULT_PORT: u16;
+
+    /// Connects to its database (migrating it), binds its gRPC listener, and prepares its
+    /// background work; nothing is served yet.
+    fn build(
+        settings: ServiceSettings,
+        backends: Backends,
+    ) -> impl std::future::Future<Output = anyhow::Result<Self>> + Send;
+
+    /// Where its gRPC server listens.
+    fn grpc_addr(&self) -> SocketAddr;
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight work and returns.
+    fn run(
+        self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Connects to a service's database and applies its migrations.
+pub async fn open_database<M: sea_orm_migration::MigratorTrait>(
+    settings: &ServiceSettings,
+) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = crate::db::connect(&settings.database).await?;
+    crate::db::migrate::<M>(&db, &settings.database.schema).await?;
+    Ok(db)
+}
+
+/// The whole `main` of a service binary: configuration from the environment (exit code 64 on a
+/// bad value), telemetry, backends, the service, and a clean stop on SIGTERM or ctrl-c.
+pub fn main<S: MeshService>() -> std::process::ExitCode {
+    use crate::config::{ProcessEnv, exit_on_bad_config};
+    let env = ProcessEnv;
+    let (telemetry, urls, settings) = exit_on_bad_config((|| {
+        let telemetry = crate::telemetry::TelemetryConfig::from_env(&env, S::NAME)?;
+        let urls = BackendUrls::from_env(&env, &data_dir(&env))?;
+        let settings = ServiceSettings::from_env(&env, S::NAME, S::DEFAULT_PORT, &urls)?;
+        Ok((telemetry, urls, settings))
+    })());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let _guard = crate::telemetry::init(&telemetry)?;
+        let backends = Backends::open(&urls).await?;
+        let service = S::build(settings, backends).await?;
+        tracing::info!(service = S::NAME, grpc = %service.grpc_addr(), "listening");
+        service.run(crate::shutdown::on_signal()).await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{} service failed: {error:#}", S::NAME);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

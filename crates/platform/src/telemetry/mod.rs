@@ -1,0 +1,173 @@
+//! Telemetry set up in one place: a `tracing` subscriber (human-readable or JSON lines, filtered
+//! by `RUST_LOG`), and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans exported over OTLP/gRPC
+//! with W3C trace-context propagation so one trace follows a request from the REST edge through
+//! gRPC calls and queue messages. See [`propagation`] for carrying context across boundaries.
+
+pub mod propagation;
+
+use std::str::FromStr;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::{ConfigError, Env};
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Multi-field human-readable lines, for a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line with trace ids, for log collectors.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "pretty" | "text" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("{other:?} is not a log format: use pretty or json")),
+        }
+    }
+}
+
+/// Telemetry settings, from `SHOP_LOG_FORMAT`, `RUST_LOG` and `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// The `service.name` resource of exported spans.
+    pub service_name: String,
+    /// Log line format.
+    pub format: LogFormat,
+    /// The log filter (`RUST_LOG` syntax); `info` by default.
+    pub filter: String,
+    /// Where to export spans over OTLP/gRPC; no export when absent.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Reads the settings of `service_name` from `env`.
+    pub fn from_env(env: &impl Env, service_name: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service_name: service_name.to_owned(),
+            format: env.parse_or("SHOP_LOG_FORMAT", LogFormat::Pretty)?,
+            filter: env.var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+            otlp_endpoint: match env.var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                None => None,
+                Some(_) => Some(env.url_or("OTEL_EXPORTER_OTLP_ENDPOINT", "", &["http", "https"])?),
+            },
+        })
+    }
+}
+
+/// Keeps the exporter alive; flushes pending spans when dropped at the end of `main`.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber and propagator. Call once, first thing in `main`.
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = EnvFilter::try_new(&config.filter)
+        .map_err(|error| anyhow::anyhow!("RUST_LOG {:?} is not a valid filter: {error}", config.filter))?;
+
+    let provider = match &config.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig as _;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()?;
+            let resource = Resource::builder()
+                .with_service_name(config.service_name.clone())
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+    };
+    let otel_layer = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone())));
+
+    let fmt_layer = match config.format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()?;
+    Ok(TelemetryGuard { provider })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MapEnv;
+
+    #[test]
+    fn defaults_are_pretty_info_and_no_export() {
+        let config = TelemetryConfig::from_env(&MapEnv::default(), "user").ok();
+        let config = config.map(|c| (c.format, c.filter, c.otlp_endpoint));
+        assert_eq!(config, Some((LogFormat::Pretty, "info".to_owned(), None)));
+    }
+
+    #[test]
+    fn bad_format_and_endpoint_are_refused() {
+        let env = MapEnv::from_pairs([("SHOP_LOG_FORMAT", "xml")]);
+        assert!(TelemetryConfig::from_env(&env, "user").is_err());
+        let env = MapEnv::from_pairs([("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")]);
+        assert!(TelemetryConfig::from_env(&env, "user").is_err());
+    }
+
+    #[test]
+    fn trace_context_round_trips_through_message_headers() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let remote = SpanContext::new(
+            TraceId::from(0x0af7651916cd43dd8448eb211c80319c_u128),
+            SpanId::from(0xb7ad6b7169203331_u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let mut headers = std::collections::BTreeMap::new();
+        headers.insert(
+            "traceparent".to_owned(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+        );
+        let extracted = propagation::extract_message(&headers);
+        assert_eq!(extracted.span().span_context(), &remote);
+
+        let mut http_headers = http::HeaderMap::new();
+        http_headers.insert(
+            "traceparent",
+            http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        assert_eq!(propagation::extract_http(&http_headers).span().span_context(), &remote);
+    }
+}

@@ -1,0 +1,69 @@
+//! Helpers for tests that run against real servers on loopback (compiled with the `testing`
+//! feature only). Every test isolates itself: its own PostgreSQL database, its own queue names,
+//! its own cache key prefix, so tests run in parallel.
+//!
+//! The servers come from the environment, with loopback defaults:
+//! `SHOP_TEST_DATABASE_URL` (an admin connection to PostgreSQL), `SHOP_TEST_REDIS_URL`,
+//! `SHOP_TEST_AMQP_URL`. A test that cannot reach its server fails loudly rather than skipping.
+
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+pub mod proxy;
+
+use std::sync::LazyLock;
+
+/// PostgreSQL admin URL used to create per-test databases.
+pub fn postgres_url() -> String {
+    env_or("SHOP_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+}
+
+/// Redis URL for tests.
+pub fn redis_url() -> String {
+    env_or("SHOP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+/// RabbitMQ URL for tests.
+pub fn amqp_url() -> String {
+    env_or("SHOP_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+}
+
+/// A name nobody else uses, for a queue, a key prefix or a database: `prefix_<random>`.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Creates an empty PostgreSQL database with a unique name and returns its URL. Databases are
+/// left behind for post-mortems; `.ci/run` drops the `shop_test_%` ones before each run.
+pub async fn create_postgres_database() -> String {
+    use sea_orm::ConnectionTrait as _;
+    let admin_url = postgres_url();
+    let admin = sea_orm::Database::connect(admin_url.as_str())
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL at {admin_url} must answer: {error}"));
+    let name = unique_name("shop_test");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|error| panic!("creating test database {name}: {error}"));
+    admin.close().await.ok();
+    let mut url = url::Url::parse(&admin_url).unwrap_or_else(|error| panic!("bad PostgreSQL URL: {error}"));
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// Initialises logging once per test binary; shown only with `TEST_LOG=1`.
+pub fn init_test_logging() {
+    static INIT: LazyLock<()> = LazyLock::new(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+    });
+    LazyLock::force(&INIT);
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}

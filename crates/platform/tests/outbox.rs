@@ -1,0 +1,302 @@
+//! The outbox and inbox on real PostgreSQL (and the embedded SQLite), with the in-process queue
+//! for ordering and failure injection and real RabbitMQ for broker connection loss.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait};
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+use shop_platform::{
+    db::{self, DatabaseConfig},
+    outbox::{self, CreateMessagingTables, OutboxRelay, RelayOptions, inbox},
+    queue::{Consumer, MemoryQueue, Message, QueueError, QueueSpec, WorkQueue},
+    testing,
+};
+use tokio_util::sync::CancellationToken;
+
+struct Migrator;
+
+#[async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateMessagingTables)]
+    }
+}
+
+async fn postgres() -> (DatabaseConfig, DatabaseConnection) {
+    testing::init_test_logging();
+    let config = DatabaseConfig::new(testing::create_postgres_database().await, "relaytest");
+    let db = db::connect(&config).await.unwrap();
+    db::migrate::<Migrator>(&db, &config.schema).await.unwrap();
+    (config, db)
+}
+
+async fn sqlite() -> (DatabaseConfig, DatabaseConnection, tempfile::TempDir) {
+    testing::init_test_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig::new(format!("sqlite://{}/shop.db", dir.path().display()), "relaytest");
+    let db = db::connect(&config).await.unwrap();
+    db::migrate::<Migrator>(&db, &config.schema).await.unwrap();
+    (config, db, dir)
+}
+
+async fn memory_queue(name: &str) -> Arc<dyn WorkQueue> {
+    let queue = MemoryQueue::new();
+    queue.declare(&QueueSpec::new(name)).await.unwrap();
+    Arc::new(queue)
+}
+
+/// Enqueues `count` messages, one transaction each, and returns their ids in order.
+async fn enqueue(db: &DatabaseConnection, queue: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let txn = db.begin().await.unwrap();
+        let id = outbox::enqueue(&txn, queue, "test.Event", format!("event {n}").into_bytes())
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        ids.push(id.to_string());
+    }
+    ids
+}
+
+/// Receives until `expected` distinct ids arrived (acking each), or fails after `wait`.
+async fn receive_ids(consumer: &mut Box<dyn Consumer>, expected: usize, wait: Duration) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut distinct = HashSet::new();
+    tokio::time::timeout(wait, async {
+        while distinct.len() < expected {
+            let delivery = consumer.next().await.unwrap();
+            distinct.insert(delivery.message.id.clone());
+            ids.push(delivery.message.id.clone());
+            delivery.ack().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {expected} messages arrived", distinct.len()));
+    ids
+}
+
+async fn unsent(db: &DatabaseConnection) -> u64 {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    outbox::entity::Entity::find()
+        .filter(outbox::entity::Column::PublishedAt.is_null())
+        .count(db)
+        .await
+        .unwrap()
+}
+
+async fn crash_after_commit_is_published_by_the_next_relay(config: DatabaseConfig, db: DatabaseConnection) {
+    let name = testing::unique_name("crash");
+    let queue = memory_queue(&name).await;
+    let ids = enqueue(&db, &name, 3).await;
+    // The process dies here: committed, never published. A new process starts.
+    db.close().await.unwrap();
+    let db = db::connect(&config).await.unwrap();
+    assert_eq!(unsent(&db).await, 3);
+
+    let relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
+    assert_eq!(relay.relay_once().await.unwrap(), 3);
+    assert_eq!(relay.relay_once().await.unwrap(), 0, "sent rows are not sent again");
+    assert_eq!(unsent(&db).await, 0);
+
+    let mut consumer = queue.consume(&name, 10).await.unwrap();
+    let received = receive_ids(&mut consumer, 3, Duration::from_secs(5)).await;
+    assert_eq!(received, ids, "published once each, in order");
+}
+
+#[tokio::test]
+async fn postgres_crash_after_commit_is_published_by_the_next_relay() {
+    let (config, db) = postgres().await;
+    crash_after_commit_is_published_by_the_next_relay(config, db).await;
+}
+
+#[tokio::test]
+async fn sqlite_crash_after_commit_is_published_by_the_next_relay() {
+    let (config, db, _dir) = sqlite().await;
+    crash_after_commit_is_published_by_the_next_relay(config, db).await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_publishes_nothing() {
+    let (_, db) = postgres().await;
+    let name = testing::unique_name("rollback");
+    let queue = memory_queue(&name).await;
+    let txn = db.begin().await.unwrap();
+    outbox::enqueue(&txn, &name, "test.Event", b"never".to_vec())
+        .await
+        .unwrap();
+    txn.rollback().await.unwrap();
+    let relay = OutboxRelay::new(db, queue, RelayOptions::default());
+    assert_eq!(relay.relay_once().await.unwrap(), 0);
+}
+
+/// A broker that stores the messages and then "loses" the confirm the first time: the process
+/// dies after publishing and before marking the rows sent.
+#[derive(Debug)]
+struct LosesFirstConfirm {
+    inner: Arc<dyn WorkQueue>,
+    publishes: AtomicUsize,
+}
+
+#[async_trait]
+impl WorkQueue for LosesFirstConfirm {
+    async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
+        self.inner.declare(spec).await
+    }
+    async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), QueueError> {
+        self.inner.publish(queue, messages).await?;
+        if self.publishes.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(QueueError::Unavailable("connection lost before the confirm".into()));
+        }
+        Ok(())
+    }
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
+        self.inner.consume(queue, prefetch).await
+    }
+    async fn ready(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_republished_message_is_applied_once_by_an_inbox_consumer() {
+    let (_, db) = postgres().await;
+    let name = testing::unique_name("dup");
+    let inner = memory_queue(&name).await;
+    let queue = Arc::new(LosesFirstConfirm {
+        inner: Arc::clone(&inner),
+        publishes: AtomicUsize::new(0),
+    });
+    let ids = enqueue(&db, &name, 5).await;
+
+    let relay = OutboxRelay::new(db.clone(), queue, RelayOptions::default());
+    assert!(relay.relay_once().await.is_err(), "the lost confirm fails the pass");
+    assert_eq!(unsent(&db).await, 5, "nothing was marked sent");
+    assert_eq!(relay.relay_once().await.unwrap(), 5, "so every row goes out again");
+
+    // The consumer sees every message twice, and applies each once.
+    db.execute_unprepared("CREATE TABLE effects (message_id text NOT NULL)")
+        .await
+        .unwrap();
+    let mut consumer = inner.consume(&name, 20).await.unwrap();
+    let mut deliveries = 0;
+    while deliveries < 10 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let txn = db.begin().await.unwrap();
+        if inbox::first_delivery(&txn, &delivery.message.id).await.unwrap() {
+            txn.execute_unprepared(&format!("INSERT INTO effects VALUES ('{}')", delivery.message.id))
+                .await
+                .unwrap();
+        }
+        txn.commit().await.unwrap();
+        delivery.ack().await.unwrap();
+        deliveries += 1;
+    }
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT message_id FROM effects ORDER BY message_id",
+        ))
+        .await
+        .unwrap();
+    let mut applied: Vec<String> = rows.iter().map(|row| row.try_get("", "message_id").unwrap()).collect();
+    let mut expected = ids;
+    applied.sort();
+    expected.sort();
+    assert_eq!(applied, expected, "each message applied exactly once");
+}
+
+#[tokio::test]
+async fn two_relay_replicas_publish_every_row_once_and_in_order() {
+    let (_, db) = postgres().await;
+    let name = testing::unique_name("replicas");
+    let queue = memory_queue(&name).await;
+    let ids = enqueue(&db, &name, 400).await;
+
+    let options = RelayOptions {
+        batch_size: 25,
+        ..RelayOptions::default()
+    };
+    let shutdown = CancellationToken::new();
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            let relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), options.clone());
+            tokio::spawn(relay.run(shutdown.clone()))
+        })
+        .collect();
+    let mut consumer = queue.consume(&name, 100).await.unwrap();
+    let received = receive_ids(&mut consumer, 400, Duration::from_secs(20)).await;
+    shutdown.cancel();
+    for replica in replicas {
+        replica.await.unwrap();
+    }
+    assert_eq!(received.len(), 400, "no row published twice");
+    assert_eq!(received, ids, "in insertion order");
+    assert_eq!(unsent(&db).await, 0);
+}
+
+#[tokio::test]
+async fn broker_connection_loss_under_the_relay_loses_nothing() {
+    let (_, db) = postgres().await;
+    let name = testing::unique_name("outbox_amqp");
+    let mut via_proxy = url::Url::parse(&testing::amqp_url()).unwrap();
+    let broker = tokio::net::lookup_host((via_proxy.host_str().unwrap(), via_proxy.port().unwrap_or(5672)))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = testing::proxy::FaultProxy::start(broker).await.unwrap();
+    via_proxy.set_port(Some(proxy.addr().port())).unwrap();
+    let publisher = shop_platform::queue::from_url(via_proxy.as_str()).await.unwrap();
+    publisher.declare(&QueueSpec::new(&name)).await.unwrap();
+    let direct = shop_platform::queue::from_url(&testing::amqp_url()).await.unwrap();
+
+    let relay = OutboxRelay::new(
+        db.clone(),
+        publisher,
+        RelayOptions {
+            batch_size: 20,
+            poll_interval: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.clone().run(shutdown.clone()));
+
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        ids.extend(enqueue(&db, &name, 40).await);
+        relay.wake();
+        tokio::time::sleep(Duration::from_millis(30 * round)).await;
+        proxy.sever_all();
+    }
+    let mut consumer = direct.consume(&name, 200).await.unwrap();
+    let received = receive_ids(&mut consumer, ids.len(), Duration::from_secs(30)).await;
+    let distinct: HashSet<_> = received.iter().collect();
+    assert!(
+        ids.iter().all(|id| distinct.contains(id)),
+        "every row reached the broker"
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while unsent(&db).await > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every row is eventually marked sent");
+    shutdown.cancel();
+    running.await.unwrap();
+}

@@ -1,0 +1,15 @@
+//! The order service's schema migrations, applied at start (one replica at a time).
+
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+use shop_platform::outbox::CreateMessagingTables;
+
+/// Every migration of the order schema, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateMessagingTables)]
+    }
+}

@@ -1,0 +1,123 @@
+//! The whole shop mesh in one process on loopback: every service and the REST gateway, sharing
+//! one set of backends (embedded by default: SQLite files, in-process cache and queue). It is
+//! the newcomer's first command and the tests' in-process harness; in Kubernetes each service
+//! runs as its own binary instead.
+
+pub mod config;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use shop_catalog::CatalogService;
+use shop_gateway::{Gateway, GatewayConfig};
+use shop_order::OrderService;
+use shop_platform::{
+    grpc::client::{ClientOptions, Target},
+    service::{Backends, MeshService, ServiceSettings},
+};
+use shop_user::UserService;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ShopConfig;
+
+/// Where each part of the running mesh listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addresses {
+    /// The REST gateway.
+    pub http: SocketAddr,
+    /// The user service's gRPC.
+    pub user: SocketAddr,
+    /// The catalog service's gRPC.
+    pub catalog: SocketAddr,
+    /// The order service's gRPC.
+    pub order: SocketAddr,
+}
+
+/// The mesh, built and bound, not yet serving.
+#[derive(Debug)]
+pub struct Mesh {
+    user: UserService,
+    catalog: CatalogService,
+    order: OrderService,
+    gateway: Gateway,
+    addresses: Addresses,
+}
+
+impl Mesh {
+    /// Opens the backends, then builds and binds every service and the gateway.
+    pub async fn build(config: &ShopConfig) -> anyhow::Result<Self> {
+        let backends = Backends::open(&config.backends).await?;
+        let settings = |name: &str, grpc_addr| ServiceSettings {
+            grpc_addr,
+            database: shop_platform::db::DatabaseConfig::new(config.backends.database.clone(), name),
+        };
+        let user = UserService::build(settings(UserService::NAME, config.user_grpc_addr), backends.clone())
+            .await
+            .context("starting the user service")?;
+        let catalog = CatalogService::build(
+            settings(CatalogService::NAME, config.catalog_grpc_addr),
+            backends.clone(),
+        )
+        .await
+        .context("starting the catalog service")?;
+        let order = OrderService::build(settings(OrderService::NAME, config.order_grpc_addr), backends)
+            .await
+            .context("starting the order service")?;
+
+        // The gateway reaches the services at the ports they actually bound (port 0 in tests).
+        let target = |addr: SocketAddr| Target::parse(&format!("http://{addr}"));
+        let gateway_config = GatewayConfig {
+            http_addr: config.http_addr,
+            user: target(user.grpc_addr())?,
+            catalog: target(catalog.grpc_addr())?,
+            order: target(order.grpc_addr())?,
+            client: ClientOptions::default(),
+            readiness_timeout: std::time::Duration::from_secs(1),
+        };
+        let gateway = Gateway::build(&gateway_config).await.context("starting the gateway")?;
+        let addresses = Addresses {
+            http: gateway.local_addr()?,
+            user: user.grpc_addr(),
+            catalog: catalog.grpc_addr(),
+            order: order.grpc_addr(),
+        };
+        Ok(Self {
+            user,
+            catalog,
+            order,
+            gateway,
+            addresses,
+        })
+    }
+
+    /// Where everything listens.
+    pub fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    /// Serves until `shutdown` is cancelled; if any part fails, the others are stopped too.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut parts = JoinSet::new();
+        parts.spawn(named("user", self.user.run(shutdown.clone())));
+        parts.spawn(named("catalog", self.catalog.run(shutdown.clone())));
+        parts.spawn(named("order", self.order.run(shutdown.clone())));
+        parts.spawn(named("gateway", self.gateway.run(shutdown.clone())));
+        let mut outcome = Ok(());
+        while let Some(joined) = parts.join_next().await {
+            let result = joined.context("a mesh task panicked").and_then(|result| result);
+            if let Err(error) = result {
+                tracing::error!(error = format!("{error:#}"), "stopping the mesh");
+                shutdown.cancel();
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+        outcome
+    }
+}
+
+async fn named(name: &'static str, part: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    part.await.with_context(|| format!("{name} stopped"))
+}

@@ -1,0 +1,168 @@
+//! The one-process mesh: it starts on embedded defaults, every service answers gRPC health, the
+//! gateway answers its probes, and the binary stops cleanly on SIGTERM and refuses bad
+//! configuration with exit code 64.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use shop::{Mesh, ShopConfig};
+use shop_platform::config::MapEnv;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+fn loopback_config(data_dir: &std::path::Path) -> ShopConfig {
+    let data_dir = data_dir.display().to_string();
+    let env = MapEnv::from_pairs([
+        ("SHOP_DATA_DIR", data_dir.as_str()),
+        ("SHOP_HTTP_ADDR", "127.0.0.1:0"),
+        ("SHOP_USER_GRPC_ADDR", "127.0.0.1:0"),
+        ("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0"),
+        ("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0"),
+    ]);
+    ShopConfig::from_env(&env).unwrap()
+}
+
+async fn serving(addr: SocketAddr) -> ServingStatus {
+    let target = shop_platform::grpc::client::Target::parse(&format!("http://{addr}")).unwrap();
+    let channel = shop_platform::grpc::client::connect(&target, &Default::default())
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let reply = client
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap();
+    reply.get_ref().status()
+}
+
+#[tokio::test]
+async fn every_service_answers_health_and_the_gateway_is_ready() {
+    shop_platform::testing::init_test_logging();
+    let data = tempfile::tempdir().unwrap();
+    let mesh = Mesh::build(&loopback_config(data.path())).await.unwrap();
+    let at = mesh.addresses().clone();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(mesh.run(shutdown.clone()));
+
+    for addr in [at.user, at.catalog, at.order] {
+        assert_eq!(serving(addr).await, ServingStatus::Serving, "{addr}");
+    }
+    let http = reqwest::Client::new();
+    let alive = http.get(format!("http://{}/healthz", at.http)).send().await.unwrap();
+    assert_eq!(alive.status(), 200);
+    assert!(
+        alive.headers().contains_key("x-request-id"),
+        "a request id is generated"
+    );
+    let ready = http
+        .get(format!("http://{}/readyz", at.http))
+        .header("x-request-id", "probe-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.headers()["x-request-id"],
+        "probe-1",
+        "a given request id is echoed"
+    );
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["catalog"], "serving");
+
+    // Each service keeps its own embedded database file.
+    for name in ["user", "catalog", "order"] {
+        assert!(data.path().join(format!("shop-{name}.db")).exists(), "{name} database");
+    }
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn readiness_fails_when_a_service_is_down() {
+    shop_platform::testing::init_test_logging();
+    let data = tempfile::tempdir().unwrap();
+    let mesh = Mesh::build(&loopback_config(data.path())).await.unwrap();
+    let at = mesh.addresses().clone();
+    drop(mesh); // every listener closes: nothing answers behind the gateway
+    let gateway_config = shop_gateway::GatewayConfig {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        user: shop_platform::grpc::client::Target::parse(&format!("http://{}", at.user)).unwrap(),
+        catalog: shop_platform::grpc::client::Target::parse(&format!("http://{}", at.catalog)).unwrap(),
+        order: shop_platform::grpc::client::Target::parse(&format!("http://{}", at.order)).unwrap(),
+        client: Default::default(),
+        readiness_timeout: Duration::from_millis(500),
+    };
+    let gateway = shop_gateway::Gateway::build(&gateway_config).await.unwrap();
+    let http_addr = gateway.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(gateway.run(shutdown.clone()));
+    let alive = reqwest::get(format!("http://{http_addr}/healthz")).await.unwrap();
+    assert_eq!(alive.status(), 200, "liveness does not depend on downstreams");
+    let ready = reqwest::get(format!("http://{http_addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_binary_prints_its_addresses_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .env_clear()
+        .env("SHOP_DATA_DIR", data.path())
+        .env("SHOP_HTTP_ADDR", "127.0.0.1:0")
+        .env("SHOP_USER_GRPC_ADDR", "127.0.0.1:0")
+        .env("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0")
+        .env("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut grpc = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while grpc.len() < 3 {
+            let line = lines.next_line().await.unwrap().expect("the binary exited early");
+            if let Some(addr) = line.split("grpc://").nth(1) {
+                grpc.push(addr.trim().parse::<SocketAddr>().unwrap());
+            }
+        }
+    })
+    .await
+    .unwrap();
+    for addr in grpc {
+        assert_eq!(serving(addr).await, ServingStatus::Serving, "{addr}");
+    }
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_with_code_64_and_names_the_variable() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .env_clear()
+        .env("SHOP_SHIP_AFTER", "tomorrow")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SHOP_SHIP_AFTER"));
+}
