@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod outbox;
+pub mod paging;
 pub mod queue;
 pub mod service;
 pub mod shutdown;

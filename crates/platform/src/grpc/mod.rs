@@ -4,4 +4,6 @@
 
 pub mod client;
 pub mod discovery;
+pub mod error;
+pub mod identity;
 pub mod server;

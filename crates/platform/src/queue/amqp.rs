@@ -45,7 +45,7 @@ use tokio::{sync::Mutex, time::Instant};
 use super::{Consumer, Delivery, Message, QueueError, QueueSpec, Settle, WorkQueue};
 
 /// The exchange dead letters of every queue go through, routed by the source queue's name.
-pub(crate) const DEAD_LETTER_EXCHANGE: &str = "shop.dead-letter";
+pub(super) const DEAD_LETTER_EXCHANGE: &str = "shop.dead-letter";
 /// The header quorum queues add to a redelivered message: how many times it was returned.
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// Persistent messages survive a broker restart.

@@ -25,10 +25,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{Consumer, Delivery, Message, QueueError, QueueSpec, Settle, WorkQueue};
-
-/// The exchange name dead-lettered messages report, as the RabbitMQ adapter's do.
-const DEAD_LETTER_EXCHANGE: &str = "shop.dead-letter";
+use super::{Consumer, Delivery, Message, QueueError, QueueSpec, Settle, WorkQueue, amqp::DEAD_LETTER_EXCHANGE};
 
 /// The in-process work queue. Clones share the same queues.
 #[derive(Clone, Default)]

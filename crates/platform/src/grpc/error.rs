@@ -1,0 +1,203 @@
+//! Domain errors, mapped ONCE to gRPC statuses. Services return [`ServiceError`]; the stable
+//! machine code travels in the `x-shop-error-code` metadata entry (and `x-shop-retry-after` for
+//! rate limits), which the gateway turns into the problem+json `code`. Unexpected errors are
+//! logged with their whole cause chain and reach the caller only as a generic INTERNAL, so no
+//! internals leak.
+
+use std::time::Duration;
+
+use tonic::{Code, Status, metadata::MetadataValue};
+
+/// The metadata entry carrying the machine error code.
+pub const ERROR_CODE_METADATA: &str = "x-shop-error-code";
+/// The metadata entry carrying whole seconds until a rate-limited call may succeed.
+pub const RETRY_AFTER_METADATA: &str = "x-shop-retry-after";
+
+/// A failure a service reports to its caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad input: INVALID_ARGUMENT.
+    #[error("{message}")]
+    InvalidArgument {
+        /// Machine code, e.g. `invalid_argument`, `weak_password`.
+        code: &'static str,
+        /// What is wrong, for people.
+        message: String,
+    },
+    /// No identity on a call that needs one: UNAUTHENTICATED.
+    #[error("{message}")]
+    Unauthenticated {
+        /// Machine code, e.g. `unauthenticated`, `invalid_credentials`.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// The caller's role does not allow this: PERMISSION_DENIED.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No such resource, or another user's: NOT_FOUND.
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with an existing resource: ALREADY_EXISTS.
+    #[error("{message}")]
+    AlreadyExists {
+        /// Machine code, e.g. `email_taken`.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// Not allowed in the resource's current state: FAILED_PRECONDITION.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Machine code, e.g. `not_cancellable`.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// Concurrent work on the same thing; retry later: ABORTED.
+    #[error("{message}")]
+    Aborted {
+        /// Machine code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// Rate limited: RESOURCE_EXHAUSTED with a retry delay.
+    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// When a retry may succeed.
+        retry_after: Duration,
+    },
+    /// A dependency is down: UNAVAILABLE.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure: INTERNAL, details only in the log.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ServiceError {
+    /// Bad input with the generic `invalid_argument` code.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            code: "invalid_argument",
+            message: message.into(),
+        }
+    }
+
+    /// The call needs a signed-in caller.
+    pub fn unauthenticated() -> Self {
+        Self::Unauthenticated {
+            code: "unauthenticated",
+            message: "sign in first".into(),
+        }
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::NotFound(_) => Code::NotFound,
+            Self::AlreadyExists { .. } => Code::AlreadyExists,
+            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::Aborted { .. } => Code::Aborted,
+            Self::RateLimited { .. } => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Unexpected(_) => Code::Internal,
+        }
+    }
+
+    /// The stable machine code.
+    pub fn machine_code(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { code, .. }
+            | Self::Unauthenticated { code, .. }
+            | Self::AlreadyExists { code, .. }
+            | Self::FailedPrecondition { code, .. }
+            | Self::Aborted { code, .. } => code,
+            Self::PermissionDenied(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Unexpected(_) => "internal",
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ServiceError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        Self::Unexpected(anyhow::Error::new(error).context("database"))
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        let message = match &error {
+            ServiceError::Unexpected(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "unexpected failure");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut status = Status::new(error.grpc_code(), message);
+        status
+            .metadata_mut()
+            .insert(ERROR_CODE_METADATA, MetadataValue::from_static(error.machine_code()));
+        if let ServiceError::RateLimited { retry_after } = &error {
+            let seconds = retry_after.as_secs().max(1).to_string();
+            if let Ok(value) = MetadataValue::try_from(seconds.as_str()) {
+                status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+            }
+        }
+        status
+    }
+}
+
+/// The machine code a status carries (for the gateway and for clients' tests).
+pub fn machine_code(status: &Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(ERROR_CODE_METADATA)
+        .and_then(|value| value.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_carries_its_code_and_machine_code() {
+        let status = Status::from(ServiceError::FailedPrecondition {
+            code: "not_cancellable",
+            message: "the order has shipped".into(),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(machine_code(&status), Some("not_cancellable"));
+        assert_eq!(status.message(), "the order has shipped");
+    }
+
+    #[test]
+    fn unexpected_errors_hide_their_details() {
+        let status = Status::from(ServiceError::Unexpected(anyhow::anyhow!("password=hunter2 at db:5432")));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("hunter2"));
+        assert_eq!(machine_code(&status), Some("internal"));
+    }
+
+    #[test]
+    fn rate_limits_say_when_to_retry() {
+        let status = Status::from(ServiceError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status
+                .metadata()
+                .get(RETRY_AFTER_METADATA)
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+}
