@@ -1,13 +1,16 @@
 //! The configuration of the one-process run, from the environment of API.md "Operating the
 //! one-process run", validated at start.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
+use shop_catalog::{CatalogConfig, CatalogService};
+use shop_order::{OrderConfig, OrderService};
 use shop_platform::{
-    config::{ConfigError, Env, SecretString},
-    service::{BackendUrls, data_dir},
+    config::{ConfigError, Env},
+    service::{BackendUrls, MeshService, data_dir},
     telemetry::TelemetryConfig,
 };
+use shop_user::{UserConfig, UserService};
 
 /// Everything the `shop` binary reads from the environment.
 #[derive(Debug)]
@@ -24,56 +27,29 @@ pub struct ShopConfig {
     pub data_dir: PathBuf,
     /// Database, cache and queue (`DATABASE_URL`, `REDIS_URL`, `AMQP_URL`).
     pub backends: BackendUrls,
-    /// Where verification mails go (`SMTP_URL`; `log://` writes them to the log).
-    pub smtp_url: String,
-    /// Shipping happens this long after payment (`SHOP_SHIP_AFTER`, default 1d).
-    pub ship_after: Duration,
-    /// Delivery happens this long after shipping (`SHOP_DELIVER_AFTER`, default 1d).
-    pub deliver_after: Duration,
-    /// Orders can be cancelled this long after placing (`SHOP_CANCEL_WINDOW`, default 24h).
-    pub cancel_window: Duration,
-    /// Items can be returned this long after delivery (`SHOP_RETURN_WINDOW`, default 1d).
-    pub return_window: Duration,
-    /// The admin account created at start if absent (`SHOP_ADMIN_EMAIL`, `SHOP_ADMIN_PASSWORD`).
-    pub admin: Option<(String, SecretString)>,
+    /// The user service's own settings (`SMTP_URL`, `SHOP_ADMIN_EMAIL`, …).
+    pub user: UserConfig,
+    /// The catalog service's own settings.
+    pub catalog: CatalogConfig,
+    /// The order service's own settings (`SHOP_SHIP_AFTER`, `SHOP_CANCEL_WINDOW`, …).
+    pub order: OrderConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
 }
-
-const DAY: Duration = Duration::from_secs(86_400);
 
 impl ShopConfig {
     /// Reads and validates the configuration.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let data_dir = data_dir(env);
-        let admin = match (env.var("SHOP_ADMIN_EMAIL"), env.secret("SHOP_ADMIN_PASSWORD")) {
-            (Some(email), Some(password)) => Some((email, password)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "SHOP_ADMIN_PASSWORD",
-                    "must be set with SHOP_ADMIN_EMAIL",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "SHOP_ADMIN_EMAIL",
-                    "must be set with SHOP_ADMIN_PASSWORD",
-                ));
-            }
-        };
         Ok(Self {
             http_addr: env.addr_or("SHOP_HTTP_ADDR", "127.0.0.1:8080")?,
             user_grpc_addr: env.addr_or("SHOP_USER_GRPC_ADDR", "127.0.0.1:50051")?,
             catalog_grpc_addr: env.addr_or("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:50052")?,
             order_grpc_addr: env.addr_or("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:50053")?,
             backends: BackendUrls::from_env(env, &data_dir)?,
-            smtp_url: env.url_or("SMTP_URL", "log://", &["smtp", "smtps", "log"])?,
-            ship_after: env.duration_or("SHOP_SHIP_AFTER", DAY)?,
-            deliver_after: env.duration_or("SHOP_DELIVER_AFTER", DAY)?,
-            cancel_window: env.duration_or("SHOP_CANCEL_WINDOW", DAY)?,
-            return_window: env.duration_or("SHOP_RETURN_WINDOW", DAY)?,
-            admin,
+            user: UserService::config_from_env(env)?,
+            catalog: CatalogService::config_from_env(env)?,
+            order: OrderService::config_from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, "shop")?,
             data_dir,
         })
@@ -89,8 +65,16 @@ mod tests {
     #[test]
     fn defaults_match_the_documentation() {
         let config = ShopConfig::from_env(&MapEnv::from_pairs([("SHOP_DATA_DIR", "/tmp/x")])).ok();
-        let config = config.map(|c| (c.http_addr.to_string(), c.backends.cache, c.ship_after, c.cancel_window));
-        assert_eq!(config, Some(("127.0.0.1:8080".into(), "memory://".into(), DAY, DAY)));
+        let day = std::time::Duration::from_secs(86_400);
+        let config = config.map(|c| {
+            (
+                c.http_addr.to_string(),
+                c.backends.cache,
+                c.order.ship_after,
+                c.order.cancel_window,
+            )
+        });
+        assert_eq!(config, Some(("127.0.0.1:8080".into(), "memory://".into(), day, day)));
     }
 
     #[test]

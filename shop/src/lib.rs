@@ -52,18 +52,27 @@ impl Mesh {
             grpc_addr,
             database: shop_platform::db::DatabaseConfig::new(config.backends.database.clone(), name),
         };
-        let user = UserService::build(settings(UserService::NAME, config.user_grpc_addr), backends.clone())
-            .await
-            .context("starting the user service")?;
+        let user = UserService::build(
+            settings(UserService::NAME, config.user_grpc_addr),
+            config.user.clone(),
+            backends.clone(),
+        )
+        .await
+        .context("starting the user service")?;
         let catalog = CatalogService::build(
             settings(CatalogService::NAME, config.catalog_grpc_addr),
+            config.catalog.clone(),
             backends.clone(),
         )
         .await
         .context("starting the catalog service")?;
-        let order = OrderService::build(settings(OrderService::NAME, config.order_grpc_addr), backends)
-            .await
-            .context("starting the order service")?;
+        let order = OrderService::build(
+            settings(OrderService::NAME, config.order_grpc_addr),
+            config.order.clone(),
+            backends,
+        )
+        .await
+        .context("starting the order service")?;
 
         // The gateway reaches the services at the ports they actually bound (port 0 in tests).
         let target = |addr: SocketAddr| Target::parse(&format!("http://{addr}"));

@@ -136,10 +136,18 @@ pub trait MeshService: Sized + Send + 'static {
     /// The gRPC port it listens on by default.
     const DEFAULT_PORT: u16;
 
+    /// Its own settings, beyond its address and database.
+    type Config: Send + 'static;
+
+    /// Reads its own settings from the environment (the same variables whether it runs alone
+    /// or inside the one-process `shop` binary).
+    fn config_from_env(env: &impl Env) -> Result<Self::Config, ConfigError>;
+
     /// Connects to its database (migrating it), binds its gRPC listener, and prepares its
     /// background work; nothing is served yet.
     fn build(
         settings: ServiceSettings,
+        config: Self::Config,
         backends: Backends,
     ) -> impl std::future::Future<Output = anyhow::Result<Self>> + Send;
 
@@ -167,11 +175,12 @@ pub async fn open_database<M: sea_orm_migration::MigratorTrait>(
 pub fn main<S: MeshService>() -> std::process::ExitCode {
     use crate::config::{ProcessEnv, exit_on_bad_config};
     let env = ProcessEnv;
-    let (telemetry, urls, settings) = exit_on_bad_config((|| {
+    let (telemetry, urls, settings, config) = exit_on_bad_config((|| {
         let telemetry = crate::telemetry::TelemetryConfig::from_env(&env, S::NAME)?;
         let urls = BackendUrls::from_env(&env, &data_dir(&env))?;
         let settings = ServiceSettings::from_env(&env, S::NAME, S::DEFAULT_PORT, &urls)?;
-        Ok((telemetry, urls, settings))
+        let config = S::config_from_env(&env)?;
+        Ok((telemetry, urls, settings, config))
     })());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -183,7 +192,7 @@ pub fn main<S: MeshService>() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         let _guard = crate::telemetry::init(&telemetry)?;
         let backends = Backends::open(&urls).await?;
-        let service = S::build(settings, backends).await?;
+        let service = S::build(settings, config, backends).await?;
         tracing::info!(service = S::NAME, grpc = %service.grpc_addr(), "listening");
         service.run(crate::shutdown::on_signal()).await
     });

@@ -1,17 +1,21 @@
 //! The catalog service: products, stock levels, and the stock reservation worker fed by the work queue (`shop.catalog.v1`).
 //! A library, so the `catalog` binary and the one-process `shop` binary start it the same way.
 
+pub mod config;
 pub mod migration;
 
 use std::net::SocketAddr;
 
 use sea_orm::DatabaseConnection;
 use shop_platform::{
+    config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     outbox::{OutboxRelay, RelayOptions},
     service::{Backends, MeshService, ServiceSettings, open_database},
 };
 use tokio_util::sync::CancellationToken;
+
+pub use config::CatalogConfig;
 
 /// The running catalog service.
 #[derive(Debug)]
@@ -31,8 +35,13 @@ impl CatalogService {
 impl MeshService for CatalogService {
     const NAME: &'static str = "catalog";
     const DEFAULT_PORT: u16 = 50052;
+    type Config = CatalogConfig;
 
-    async fn build(settings: ServiceSettings, backends: Backends) -> anyhow::Result<Self> {
+    fn config_from_env(env: &impl Env) -> Result<CatalogConfig, ConfigError> {
+        CatalogConfig::from_env(env)
+    }
+
+    async fn build(settings: ServiceSettings, _config: CatalogConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
         let relay = OutboxRelay::new(db.clone(), backends.queue, RelayOptions::default());
         let server = GrpcServerBuilder::new(settings.grpc_addr)
