@@ -94,41 +94,6 @@ impl ServiceSettings {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::MapEnv;
-
-    #[test]
-    fn defaults_are_embedded() {
-        let env = MapEnv::from_pairs([("SHOP_DATA_DIR", "/srv/shop")]);
-        let urls = BackendUrls::from_env(&env, &data_dir(&env)).ok();
-        assert_eq!(
-            urls,
-            Some(BackendUrls {
-                database: "sqlite:///srv/shop/shop.db?mode=rwc".into(),
-                cache: "memory://".into(),
-                queue: "memory://".into(),
-            })
-        );
-    }
-
-    #[test]
-    fn wrong_schemes_name_their_variable() {
-        let env = MapEnv::from_pairs([("REDIS_URL", "amqp://x")]);
-        let error = BackendUrls::from_env(&env, std::path::Path::new("/d"))
-            .err()
-            .map(|e| e.key);
-        assert_eq!(error.as_deref(), Some("REDIS_URL"));
-    }
-
-    #[test]
-    fn data_dir_falls_back_to_the_home_directory() {
-        let env = MapEnv::from_pairs([("HOME", "/home/ada")]);
-        assert_eq!(data_dir(&env), PathBuf::from("/home/ada/.local/share/shop"));
-    }
-}
-
 /// A service of the mesh, as its binary and the one-process `shop` binary start it.
 pub trait MeshService: Sized + Send + 'static {
     /// Its name: also its database schema and its telemetry `service.name`.
@@ -202,5 +167,40 @@ pub fn main<S: MeshService>() -> std::process::ExitCode {
             eprintln!("{} service failed: {error:#}", S::NAME);
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MapEnv;
+
+    #[test]
+    fn defaults_are_embedded() {
+        let env = MapEnv::from_pairs([("SHOP_DATA_DIR", "/srv/shop")]);
+        let urls = BackendUrls::from_env(&env, &data_dir(&env)).ok();
+        assert_eq!(
+            urls,
+            Some(BackendUrls {
+                database: "sqlite:///srv/shop/shop.db?mode=rwc".into(),
+                cache: "memory://".into(),
+                queue: "memory://".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn wrong_schemes_name_their_variable() {
+        let env = MapEnv::from_pairs([("REDIS_URL", "amqp://x")]);
+        let error = BackendUrls::from_env(&env, std::path::Path::new("/d"))
+            .err()
+            .map(|e| e.key);
+        assert_eq!(error.as_deref(), Some("REDIS_URL"));
+    }
+
+    #[test]
+    fn data_dir_falls_back_to_the_home_directory() {
+        let env = MapEnv::from_pairs([("HOME", "/home/ada")]);
+        assert_eq!(data_dir(&env), PathBuf::from("/home/ada/.local/share/shop"));
     }
 }

@@ -545,7 +545,7 @@ async fn send(
             // `Cancelled`; it is our deadline that expired.
             return Err(Status::deadline_exceeded("deadline exceeded").into());
         }
-        if !in_chain::<tonic::ConnectError>(&*error) {
+        if !never_processed(&*error) {
             return Err(error);
         }
         policy.nudge.notify();
@@ -560,9 +560,35 @@ async fn send(
     }
 }
 
-/// True when an `E` is somewhere in `error`'s source chain. A `tonic::ConnectError` there means
-/// the connection to the endpoint could not be established, so the request never left this
-/// process.
+/// True when the call is known not to have been processed by any server, so sending it again
+/// cannot run it twice:
+/// - the connection to the endpoint could not be established (`tonic::ConnectError`);
+/// - hyper gave the request back unsent because the connection closed first (on the HTTP/2
+///   client path hyper reports `Canceled` only for requests it never handed to h2);
+/// - the server's GOAWAY covered the stream (h2 fails with a remote GOAWAY error only the
+///   streams above the GOAWAY's last stream id, which RFC 9113 §6.8 says were not processed,
+///   and streams opened after it, which were never sent), or it refused the stream
+///   (`REFUSED_STREAM`, RFC 9113 §8.7). A backend draining on shutdown produces these.
+fn never_processed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
+        {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_remote() && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// True when an `E` is somewhere in `error`'s source chain.
 fn in_chain<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(error) = source {
@@ -956,8 +982,12 @@ mod tests {
     #[test]
     fn only_connect_failures_are_retried() {
         let connect: BoxError = Box::new(tonic::ConnectError("refused".into()));
-        assert!(in_chain::<tonic::ConnectError>(&*connect));
+        assert!(never_processed(&*connect));
         let status: BoxError = Box::new(Status::unavailable("server said so"));
-        assert!(!in_chain::<tonic::ConnectError>(&*status));
+        assert!(!never_processed(&*status));
+        let refused: BoxError = Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        // Built locally, not received from a server: not a promise the server made.
+        assert!(!never_processed(&*refused));
+        assert!(in_chain::<Status>(&*status));
     }
 }

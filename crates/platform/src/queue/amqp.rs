@@ -62,8 +62,10 @@ const RECONNECT_BUDGET: Duration = Duration::from_secs(3);
 /// One connection or channel attempt (TCP connect, AMQP handshake, channel open); a
 /// black-holed address or a half-open connection must not hang a caller.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a publish waits for the broker's confirms before calling the connection broken.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a publish (sending and confirms) may take before the connection is deemed broken.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long declaring a queue's topology may take (quorum queues take a moment to start).
+const DECLARE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The RabbitMQ work queue. Cheap to share behind an `Arc`; consumers share its connection,
 /// each on a channel of its own.
@@ -100,14 +102,24 @@ impl WorkQueue for AmqpQueue {
         let name = short(&spec.name)?;
         let dead = short(&spec.dead_letter_queue())?;
         let connection = self.shared.connection(RECONNECT_BUDGET).await?;
-        // A channel of its own: a refused declaration (other arguments than the existing
-        // queue's) closes the channel, which must not be the publishers'.
-        let channel = connection.create_channel().await.map_err(|error| classify(&error))?;
-        let result = declare_topology(&channel, name, dead, spec.max_deliveries).await;
-        if channel.status().connected() {
-            channel.close(200, "declared".into()).await.ok();
+        let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
+            // A channel of its own: a refused declaration (other arguments than the existing
+            // queue's) closes the channel, which must not be the publishers'.
+            let channel = connection.create_channel().await?;
+            let result = declare_topology(&channel, name, dead, spec.max_deliveries).await;
+            if channel.status().connected() {
+                channel.close(200, "declared".into()).await.ok();
+            }
+            result
+        })
+        .await;
+        match declared {
+            Ok(result) => result.map_err(|error| classify(&error)),
+            Err(_elapsed) => Err(QueueError::Unavailable(format!(
+                "declaring {:?} took over {DECLARE_TIMEOUT:?}",
+                spec.name
+            ))),
         }
-        result.map_err(|error| classify(&error))
     }
 
     async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), QueueError> {
@@ -120,53 +132,16 @@ impl WorkQueue for AmqpQueue {
             .map(|message| Ok((properties(&message)?, message.payload)))
             .collect::<Result<Vec<_>, QueueError>>()?;
         let channel = self.shared.publisher().await?;
-        // Send the whole batch, then wait for the confirms: one round trip, not one per message.
-        let mut confirms = Vec::with_capacity(prepared.len());
-        for (properties, payload) in prepared {
-            let confirm = channel
-                .basic_publish(
-                    ShortString::default(),
-                    routing_key.clone(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &payload,
-                    properties,
-                )
-                .await
-                .map_err(|error| classify(&error))?;
-            confirms.push(confirm);
-        }
-        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, async {
-            for confirm in confirms {
-                match confirm.await.map_err(|error| classify(&error))? {
-                    Confirmation::Ack(None) | Confirmation::NotRequested => {}
-                    // Mandatory and unroutable: the broker acknowledges it but returns it.
-                    Confirmation::Ack(Some(returned)) => {
-                        return Err(QueueError::Refused(format!(
-                            "no queue named {queue:?} to route to ({} {})",
-                            returned.reply_code, returned.reply_text
-                        )));
-                    }
-                    Confirmation::Nack(_) => {
-                        return Err(QueueError::Refused(format!(
-                            "the broker did not store a message for {queue:?}"
-                        )));
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await;
-        match confirmed {
+        // Bounded: a broker that blocks publishers (a resource alarm) or stops confirming must
+        // not hang the caller, who will republish.
+        match tokio::time::timeout(PUBLISH_TIMEOUT, publish_batch(&channel, queue, routing_key, prepared)).await {
             Ok(result) => result,
             Err(_elapsed) => {
-                tracing::warn!(url = %self.shared.redacted_url, %queue, "publisher confirms timed out");
+                tracing::warn!(url = %self.shared.redacted_url, %queue, "publishing timed out");
                 // A broker that stops confirming is as good as gone: start afresh next time.
                 self.shared.reset(&channel).await;
                 Err(QueueError::Unavailable(format!(
-                    "no publisher confirms within {CONFIRM_TIMEOUT:?}"
+                    "no publisher confirms within {PUBLISH_TIMEOUT:?}"
                 )))
             }
         }
@@ -187,6 +162,52 @@ impl WorkQueue for AmqpQueue {
         // A single attempt: a readiness probe wants an answer, not a retry loop.
         self.shared.connection(Duration::ZERO).await.is_ok()
     }
+}
+
+/// Publishes `batch` on `channel`, then waits for every confirm: one round trip for the batch,
+/// not one per message.
+async fn publish_batch(
+    channel: &Channel,
+    queue: &str,
+    routing_key: ShortString,
+    batch: Vec<(BasicProperties, Vec<u8>)>,
+) -> Result<(), QueueError> {
+    let mut confirms = Vec::with_capacity(batch.len());
+    for (properties, payload) in batch {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            immediate: false,
+        };
+        let confirm = channel
+            .basic_publish(
+                ShortString::default(),
+                routing_key.clone(),
+                options,
+                &payload,
+                properties,
+            )
+            .await
+            .map_err(|error| classify(&error))?;
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        match confirm.await.map_err(|error| classify(&error))? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => {}
+            // Mandatory and unroutable: the broker acknowledges the message but returns it.
+            Confirmation::Ack(Some(returned)) => {
+                return Err(QueueError::Refused(format!(
+                    "no queue named {queue:?} to route to ({} {})",
+                    returned.reply_code, returned.reply_text
+                )));
+            }
+            Confirmation::Nack(_) => {
+                return Err(QueueError::Refused(format!(
+                    "the broker did not store a message for {queue:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn declare_topology(

@@ -1,0 +1,210 @@
+//! The gRPC server builder: health and reflection come with every server, the request timeout
+//! is enforced, and a shutdown lets in-flight calls finish before `serve` returns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use shop_platform::grpc::{
+    client::{ClientOptions, GrpcChannel, Target, connect},
+    server::GrpcServerBuilder,
+};
+use shop_proto::pb::catalog::{
+    self as catalog,
+    catalog_service_client::CatalogServiceClient,
+    catalog_service_server::{CatalogService, CatalogServiceServer},
+};
+use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+/// A catalog whose `GetStock` takes as many milliseconds as the product id says; the other
+/// rpcs are not needed here.
+#[derive(Debug, Default)]
+struct SlowCatalog;
+
+#[tonic::async_trait]
+impl CatalogService for SlowCatalog {
+    async fn get_stock(
+        &self,
+        request: Request<catalog::GetStockRequest>,
+    ) -> Result<Response<catalog::GetStockResponse>, Status> {
+        let millis: u64 = request
+            .get_ref()
+            .product_id
+            .parse()
+            .map_err(|_| Status::invalid_argument("millis"))?;
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(Response::new(catalog::GetStockResponse {
+            product_id: request.into_inner().product_id,
+            stock: 7,
+        }))
+    }
+    async fn create_product(
+        &self,
+        _: Request<catalog::CreateProductRequest>,
+    ) -> Result<Response<catalog::CreateProductResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn get_product(
+        &self,
+        _: Request<catalog::GetProductRequest>,
+    ) -> Result<Response<catalog::GetProductResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn batch_get_products(
+        &self,
+        _: Request<catalog::BatchGetProductsRequest>,
+    ) -> Result<Response<catalog::BatchGetProductsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn list_products(
+        &self,
+        _: Request<catalog::ListProductsRequest>,
+    ) -> Result<Response<catalog::ListProductsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn update_product(
+        &self,
+        _: Request<catalog::UpdateProductRequest>,
+    ) -> Result<Response<catalog::UpdateProductResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn delete_product(
+        &self,
+        _: Request<catalog::DeleteProductRequest>,
+    ) -> Result<Response<catalog::DeleteProductResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn set_stock(
+        &self,
+        _: Request<catalog::SetStockRequest>,
+    ) -> Result<Response<catalog::SetStockResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    served: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(request_timeout: Duration) -> Running {
+    shop_platform::testing::init_test_logging();
+    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap())
+        .request_timeout(request_timeout)
+        .add_service(CatalogServiceServer::new(SlowCatalog))
+        .reflection(shop_proto::FILE_DESCRIPTOR_SET)
+        .bind()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(server.serve(shutdown.clone()));
+    Running { addr, shutdown, served }
+}
+
+async fn channel(addr: SocketAddr) -> GrpcChannel {
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(10),
+        ..ClientOptions::default()
+    };
+    connect(&Target::parse(&format!("http://{addr}")).unwrap(), &options)
+        .await
+        .unwrap()
+}
+
+fn stock_request(millis: u64) -> catalog::GetStockRequest {
+    catalog::GetStockRequest {
+        product_id: millis.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn every_service_and_the_server_report_serving() {
+    let server = start(Duration::from_secs(5)).await;
+    let mut health = HealthClient::new(channel(server.addr).await);
+    for service in ["", "shop.catalog.v1.CatalogService"] {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.get_ref().status(), ServingStatus::Serving, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await;
+    assert_eq!(unknown.unwrap_err().code(), tonic::Code::NotFound);
+    server.shutdown.cancel();
+    server.served.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let server = start(Duration::from_secs(5)).await;
+    let mut reflection = ServerReflectionClient::new(channel(server.addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reply {reply:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|service| service.name).collect();
+    for expected in ["shop.catalog.v1.CatalogService", "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn calls_longer_than_the_request_timeout_are_cut_off() {
+    let server = start(Duration::from_millis(200)).await;
+    let mut client = CatalogServiceClient::new(channel(server.addr).await);
+    assert_eq!(client.get_stock(stock_request(10)).await.unwrap().get_ref().stock, 7);
+    let started = std::time::Instant::now();
+    let status = client.get_stock(stock_request(3_000)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2), "cut off near the timeout");
+    assert!(status.message().to_lowercase().contains("timeout"), "{status:?}");
+    server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish() {
+    let server = start(Duration::from_secs(5)).await;
+    let mut client = CatalogServiceClient::new(channel(server.addr).await);
+    let in_flight = tokio::spawn(async move { client.get_stock(stock_request(600)).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.shutdown.cancel();
+    let reply = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight call completes during the drain");
+    assert_eq!(reply.get_ref().stock, 7);
+    tokio::time::timeout(Duration::from_secs(5), server.served)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // Once drained, the port no longer accepts connections.
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
