@@ -2,12 +2,13 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use axum::http::HeaderName;
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::client::{ClientOptions, Target},
 };
 
-/// Where the gateway listens and where the services are.
+/// Where the gateway listens, where the services are, and the edge's limits.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// `SHOP_HTTP_ADDR` [0.0.0.0:8080].
@@ -23,6 +24,20 @@ pub struct GatewayConfig {
     pub client: ClientOptions,
     /// How long `/readyz` waits for each service (`SHOP_READINESS_TIMEOUT` [1s]).
     pub readiness_timeout: Duration,
+    /// Longest time a request may take (`SHOP_REQUEST_TIMEOUT` [15s]).
+    pub request_timeout: Duration,
+    /// Largest request body in bytes (`SHOP_BODY_LIMIT` [65536]).
+    pub body_limit: usize,
+    /// Requests a minute per client IP (`SHOP_RATE_LIMIT_PER_IP` [600]).
+    pub rate_limit_per_ip: u32,
+    /// Requests a minute per signed-in user (`SHOP_RATE_LIMIT_PER_USER` [600]).
+    pub rate_limit_per_user: u32,
+    /// The header carrying the client's IP, set by the ingress (`SHOP_CLIENT_IP_HEADER`, e.g.
+    /// `x-real-ip`); unset: the TCP peer address. Never set it without a proxy that overwrites
+    /// the header, or clients could pick their own rate-limit key.
+    pub client_ip_header: Option<HeaderName>,
+    /// Origins allowed by CORS (`SHOP_CORS_ORIGINS`, comma-separated; unset: none).
+    pub cors_origins: Vec<String>,
 }
 
 impl GatewayConfig {
@@ -32,6 +47,22 @@ impl GatewayConfig {
             let raw = env.var(key).unwrap_or_else(|| default.to_owned());
             Target::parse(&raw).map_err(|error| ConfigError::new(key, error.to_string()))
         };
+        let client_ip_header = match env.var("SHOP_CLIENT_IP_HEADER") {
+            None => None,
+            Some(raw) => Some(
+                HeaderName::try_from(raw.trim().to_ascii_lowercase())
+                    .map_err(|_| ConfigError::new("SHOP_CLIENT_IP_HEADER", "not a header name"))?,
+            ),
+        };
+        let cors_origins = env
+            .var("SHOP_CORS_ORIGINS")
+            .map(|raw| {
+                raw.split(',')
+                    .map(|origin| origin.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Self {
             http_addr: env.addr_or("SHOP_HTTP_ADDR", default_addr)?,
             user: target("SHOP_USER_TARGET", "http://127.0.0.1:50051")?,
@@ -39,6 +70,30 @@ impl GatewayConfig {
             order: target("SHOP_ORDER_TARGET", "http://127.0.0.1:50053")?,
             client: ClientOptions::default(),
             readiness_timeout: env.duration_or("SHOP_READINESS_TIMEOUT", Duration::from_secs(1))?,
+            request_timeout: env.duration_or("SHOP_REQUEST_TIMEOUT", Duration::from_secs(15))?,
+            body_limit: env.parse_or("SHOP_BODY_LIMIT", 64 * 1024)?,
+            rate_limit_per_ip: env.parse_or("SHOP_RATE_LIMIT_PER_IP", 600)?,
+            rate_limit_per_user: env.parse_or("SHOP_RATE_LIMIT_PER_USER", 600)?,
+            client_ip_header,
+            cors_origins,
         })
+    }
+
+    /// The defaults with the given service targets (the one-process run and tests).
+    pub fn with_targets(http_addr: SocketAddr, user: Target, catalog: Target, order: Target) -> Self {
+        Self {
+            http_addr,
+            user,
+            catalog,
+            order,
+            client: ClientOptions::default(),
+            readiness_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(15),
+            body_limit: 64 * 1024,
+            rate_limit_per_ip: 600,
+            rate_limit_per_user: 600,
+            client_ip_header: None,
+            cors_origins: Vec::new(),
+        }
     }
 }

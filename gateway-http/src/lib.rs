@@ -1,24 +1,46 @@
 //! The REST edge of shop: the only public door. It serves `/api/v1/...` (API.md) by calling the
-//! services over balanced gRPC channels, and answers `/healthz` (the process lives) and
-//! `/readyz` (every downstream service answers its gRPC health check) for Kubernetes probes.
+//! services over balanced gRPC channels with deadlines, verifies access tokens offline,
+//! limits rates per client and per user across replicas, answers every error as
+//! problem+json, publishes its OpenAPI document at `/openapi.json`, and answers `/healthz`
+//! (the process lives) and `/readyz` (every service behind it answers) for Kubernetes.
 
+pub mod auth;
 pub mod config;
+mod edge;
+pub mod extract;
 mod health;
+pub mod limits;
+mod openapi;
+pub mod problem;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use axum::Router;
-use http::{HeaderName, Request};
-use shop_platform::grpc::client::{self, GrpcChannel};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Request, StatusCode},
+    middleware,
+    routing::get,
+};
+use shop_platform::{
+    cache::Cache,
+    grpc::client::{self, GrpcChannel},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::{
+    compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 
 pub use config::GatewayConfig;
+
+use crate::{auth::Authenticator, limits::RateLimits, problem::ApiError};
 
 /// The gRPC channels to the services.
 #[derive(Clone, Debug)]
@@ -54,14 +76,43 @@ impl Upstreams {
 pub struct AppState {
     /// The service channels.
     pub upstreams: Arc<Upstreams>,
+    /// Access-token verification.
+    pub auth: Arc<Authenticator>,
+    /// Rate limits.
+    pub limits: Arc<RateLimits>,
     /// How long `/readyz` waits for each service.
     pub readiness_timeout: Duration,
 }
 
+impl AppState {
+    /// The state for `config`, over `upstreams`, counting rate limits in `cache`.
+    pub fn new(config: &GatewayConfig, upstreams: Upstreams, cache: Arc<dyn Cache>) -> Self {
+        let auth = Authenticator::new(upstreams.user.clone());
+        let limits = RateLimits::new(
+            cache,
+            config.rate_limit_per_ip,
+            config.rate_limit_per_user,
+            config.client_ip_header.clone(),
+        );
+        Self {
+            upstreams: Arc::new(upstreams),
+            auth: Arc::new(auth),
+            limits: Arc::new(limits),
+            readiness_timeout: config.readiness_timeout,
+        }
+    }
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The gateway's router, with its middleware.
-pub fn app(state: AppState) -> Router {
+/// The `/api/v1` routes.
+fn api_routes() -> Router<AppState> {
+    Router::new()
+}
+
+/// The gateway's router with its whole middleware stack.
+pub fn app(state: AppState, config: &GatewayConfig) -> Router {
+    let api = api_routes().route_layer(middleware::from_fn_with_state(state.clone(), limits::limit_by_ip));
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
         let span = tracing::info_span!(
             "http.server",
@@ -74,12 +125,44 @@ pub fn app(state: AppState) -> Router {
         shop_platform::telemetry::propagation::set_remote_parent(&span, parent);
         span
     });
-    health::routes()
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|origin| origin.parse().ok())
+        .collect();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            REQUEST_ID,
+        ])
+        .expose_headers([REQUEST_ID, axum::http::header::RETRY_AFTER]);
+
+    Router::new()
+        .merge(health::routes())
+        .route("/openapi.json", get(openapi::document))
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::not_found() })
         .with_state(state)
-        // Outermost first: give the request an id, trace with it, echo it on the response.
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost first: id the request, trace it, echo the id, then the edge rules.
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(trace)
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(cors)
+                .layer(CompressionLayer::new())
+                .layer(middleware::from_fn(edge::errors_as_problems))
+                .layer(middleware::from_fn(edge::strip_identity_headers))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    config.request_timeout,
+                ))
+                // Bodies are read only through extractors, which enforce this limit (413).
+                .layer(DefaultBodyLimit::max(config.body_limit)),
+        )
 }
 
 /// The gateway, bound and ready to serve.
@@ -90,20 +173,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Connects the upstream channels and binds the HTTP listener.
-    pub async fn build(config: &GatewayConfig) -> anyhow::Result<Self> {
-        let upstreams = Arc::new(Upstreams::connect(config).await?);
+    /// Connects the upstream channels and binds the HTTP listener; rate limits count in `cache`.
+    pub async fn build(config: &GatewayConfig, cache: Arc<dyn Cache>) -> anyhow::Result<Self> {
+        let upstreams = Upstreams::connect(config).await?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_addr))?;
-        let state = AppState {
-            upstreams,
-            readiness_timeout: config.readiness_timeout,
-        };
-        Ok(Self {
-            listener,
-            router: app(state),
-        })
+        let router = app(AppState::new(config, upstreams, cache), config);
+        Ok(Self { listener, router })
     }
 
     /// Where the gateway listens.
@@ -113,7 +190,8 @@ impl Gateway {
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests and returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
             .context("serving HTTP")

@@ -1,17 +1,20 @@
-//! The REST gateway as its own process, configured by the environment (see `GatewayConfig`).
+//! The REST gateway as its own process, configured by the environment (see `GatewayConfig`;
+//! `REDIS_URL` for the rate-limit counters shared by every replica).
 
-use shop_platform::config::{ProcessEnv, exit_on_bad_config};
+use shop_platform::config::{Env, ProcessEnv, exit_on_bad_config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = ProcessEnv;
-    let (config, telemetry) = exit_on_bad_config((|| {
+    let (config, telemetry, cache_url) = exit_on_bad_config((|| {
         let config = shop_gateway::GatewayConfig::from_env(&env, "0.0.0.0:8080")?;
         let telemetry = shop_platform::telemetry::TelemetryConfig::from_env(&env, "gateway")?;
-        Ok((config, telemetry))
+        let cache_url = env.url_or("REDIS_URL", "memory://", &["redis", "rediss", "memory"])?;
+        Ok((config, telemetry, cache_url))
     })());
     let _telemetry = shop_platform::telemetry::init(&telemetry)?;
-    let gateway = shop_gateway::Gateway::build(&config).await?;
+    let cache = shop_platform::cache::from_url(&cache_url, "shop:gateway:").await?;
+    let gateway = shop_gateway::Gateway::build(&config, cache).await?;
     tracing::info!(http = %gateway.local_addr()?, "gateway listening");
     gateway.run(shop_platform::shutdown::on_signal()).await
 }

@@ -5,14 +5,14 @@
 
 pub mod config;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use shop_catalog::CatalogService;
 use shop_gateway::{Gateway, GatewayConfig};
 use shop_order::OrderService;
 use shop_platform::{
-    grpc::client::{ClientOptions, Target},
+    grpc::client::Target,
     service::{Backends, MeshService, ServiceSettings},
 };
 use shop_user::UserService;
@@ -48,6 +48,7 @@ impl Mesh {
     /// Opens the backends, then builds and binds every service and the gateway.
     pub async fn build(config: &ShopConfig) -> anyhow::Result<Self> {
         let backends = Backends::open(&config.backends).await?;
+        let cache = Arc::clone(&backends.cache);
         let settings = |name: &str, grpc_addr| ServiceSettings {
             grpc_addr,
             database: shop_platform::db::DatabaseConfig::new(config.backends.database.clone(), name),
@@ -76,15 +77,15 @@ impl Mesh {
 
         // The gateway reaches the services at the ports they actually bound (port 0 in tests).
         let target = |addr: SocketAddr| Target::parse(&format!("http://{addr}"));
-        let gateway_config = GatewayConfig {
-            http_addr: config.http_addr,
-            user: target(user.grpc_addr())?,
-            catalog: target(catalog.grpc_addr())?,
-            order: target(order.grpc_addr())?,
-            client: ClientOptions::default(),
-            readiness_timeout: std::time::Duration::from_secs(1),
-        };
-        let gateway = Gateway::build(&gateway_config).await.context("starting the gateway")?;
+        let gateway_config = GatewayConfig::with_targets(
+            config.http_addr,
+            target(user.grpc_addr())?,
+            target(catalog.grpc_addr())?,
+            target(order.grpc_addr())?,
+        );
+        let gateway = Gateway::build(&gateway_config, cache)
+            .await
+            .context("starting the gateway")?;
         let addresses = Addresses {
             http: gateway.local_addr()?,
             user: user.grpc_addr(),

@@ -91,15 +91,16 @@ async fn readiness_fails_when_a_service_is_down() {
     let mesh = Mesh::build(&loopback_config(data.path())).await.unwrap();
     let at = mesh.addresses().clone();
     drop(mesh); // every listener closes: nothing answers behind the gateway
-    let gateway_config = shop_gateway::GatewayConfig {
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        user: shop_platform::grpc::client::Target::parse(&format!("http://{}", at.user)).unwrap(),
-        catalog: shop_platform::grpc::client::Target::parse(&format!("http://{}", at.catalog)).unwrap(),
-        order: shop_platform::grpc::client::Target::parse(&format!("http://{}", at.order)).unwrap(),
-        client: Default::default(),
-        readiness_timeout: Duration::from_millis(500),
-    };
-    let gateway = shop_gateway::Gateway::build(&gateway_config).await.unwrap();
+    let target = |addr: SocketAddr| shop_platform::grpc::client::Target::parse(&format!("http://{addr}")).unwrap();
+    let mut gateway_config = shop_gateway::GatewayConfig::with_targets(
+        "127.0.0.1:0".parse().unwrap(),
+        target(at.user),
+        target(at.catalog),
+        target(at.order),
+    );
+    gateway_config.readiness_timeout = Duration::from_millis(500);
+    let cache = std::sync::Arc::new(shop_platform::cache::MemoryCache::new("test:"));
+    let gateway = shop_gateway::Gateway::build(&gateway_config, cache).await.unwrap();
     let http_addr = gateway.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(gateway.run(shutdown.clone()));

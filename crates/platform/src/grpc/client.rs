@@ -3,8 +3,8 @@
 //! tonic-generated clients take as is (`CatalogClient::new(channel)`).
 //!
 //! Every call through the channel carries the caller's W3C trace context and a deadline (sent
-//! as `grpc-timeout`), and is transparently retried on another endpoint when it could not even
-//! connect: see [`GrpcChannel`] for the exact guarantee.
+//! as `grpc-timeout`), and is transparently retried on another endpoint when it provably never
+//! reached a server (dead or draining backend): see [`GrpcChannel`] for the exact guarantee.
 
 use std::{
     collections::VecDeque,
@@ -33,6 +33,9 @@ use crate::telemetry::propagation;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Longest deadline honoured (the header allows thousands of years, `Instant` arithmetic not).
+const MAX_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Capacity of the discovery → balancer change queue. The balancer drains it only while it
 /// serves calls, so an idle channel must absorb a burst of DNS changes without blocking.
@@ -309,10 +312,11 @@ pub struct ClientOptions {
     pub refresh_interval: Duration,
     /// DNS server to ask; `None` uses the system configuration (resolv.conf).
     pub nameserver: Option<SocketAddr>,
-    /// How many times a call that could not connect is retried on another endpoint.
-    pub connect_retries: u32,
+    /// How many times a call that no server processed (refused connection, backend draining:
+    /// see [`GrpcChannel`]) is sent again, to whichever endpoint the balancer picks.
+    pub transparent_retries: u32,
     /// Pause before the first such retry, doubled for each following one: it gives discovery
-    /// the time to eject the endpoint that refused the connection.
+    /// the time to eject the endpoint that refused the call.
     pub retry_backoff: Duration,
     /// Largest request body kept to replay a call; a call whose body is larger, or is still
     /// being produced when the call starts (a client stream), is never retried.
@@ -333,7 +337,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(5),
             refresh_interval: Duration::from_secs(5),
             nameserver: None,
-            connect_retries: 4,
+            transparent_retries: 4,
             retry_backoff: Duration::from_millis(10),
             retry_buffer_limit: 4 * 1024 * 1024,
             keep_alive_interval: Some(Duration::from_secs(30)),
@@ -421,7 +425,7 @@ pub async fn connect(target: &Target, options: &ClientOptions) -> Result<GrpcCha
         channel,
         policy: Arc::new(CallPolicy {
             request_timeout: options.request_timeout,
-            connect_retries: options.connect_retries,
+            transparent_retries: options.transparent_retries,
             retry_backoff: options.retry_backoff,
             retry_buffer_limit: options.retry_buffer_limit,
             nudge,
@@ -433,7 +437,7 @@ pub async fn connect(target: &Target, options: &ClientOptions) -> Result<GrpcCha
 #[derive(Debug)]
 struct CallPolicy {
     request_timeout: Duration,
-    connect_retries: u32,
+    transparent_retries: u32,
     retry_backoff: Duration,
     retry_buffer_limit: usize,
     nudge: Nudge,
@@ -453,20 +457,29 @@ struct CallPolicy {
 /// # Resilience guarantee
 ///
 /// tonic's balancer keeps an endpoint whose backend died until discovery removes it, and
-/// tonic reports such an endpoint as ready: a call routed to it fails at once with
-/// `Unavailable` (`tonic::ConnectError`, connection refused). So a call that fails **before
-/// any byte of it reached a server** — the connection to the chosen endpoint could not be
-/// established — is retried, up to [`ClientOptions::connect_retries`] times with a doubling
-/// pause from [`ClientOptions::retry_backoff`], within the call's deadline; each such failure
-/// also asks discovery to probe the resolved addresses right away and eject those refusing
-/// connections. A call is never retried once it was sent: any status a server returned, a
-/// reset stream, a broken connection mid-call or an expired deadline reaches the caller as is,
-/// so non-idempotent calls run at most once. Calls whose request body is larger than
-/// [`ClientOptions::retry_buffer_limit`] or still streaming when the call starts are not
-/// retried either (the body cannot be replayed).
+/// reports it ready: every call it routes there fails at once with `Unavailable` ("tcp connect
+/// error", connection refused) — a third of the calls with one of three backends dead, as the
+/// `plain_tonic_balancer_fails_calls_routed_to_a_dead_endpoint` test shows. A backend draining
+/// on shutdown also fails in-flight calls that it never processed (its GOAWAY, or the request
+/// still queued on the closing connection).
 ///
-/// Hence, as long as one endpoint accepts connections, a dead or not-yet-removed backend costs
-/// latency (one refused connect and a short pause), not failed calls.
+/// So a call that failed in a way proving **no server processed it** — the connection could
+/// not be established, hyper handed the request back unsent, or the server's GOAWAY or
+/// `REFUSED_STREAM` covered the stream — is sent again, up to
+/// [`ClientOptions::transparent_retries`] times with a doubling pause from
+/// [`ClientOptions::retry_backoff`], within the call's deadline. Each such failure also has
+/// discovery probe the addresses at once and eject those refusing connections, so the next
+/// attempts (and calls) go elsewhere even while DNS still lists the dead backend.
+///
+/// Nothing else is retried: any status a server returned, a stream reset or a connection
+/// broken while the server may have been processing the call, an expired deadline all reach
+/// the caller as they are, so a non-idempotent call never runs twice. Calls whose request body
+/// exceeds [`ClientOptions::retry_buffer_limit`], or is still streaming when the call starts,
+/// are sent once (the body cannot be replayed).
+///
+/// Net effect: while at least one endpoint accepts connections, a dead, draining or
+/// not-yet-removed backend costs a little latency (one refused connect, a pause of
+/// `retry_backoff`), not failed calls.
 #[derive(Clone)]
 pub struct GrpcChannel {
     channel: Channel,
@@ -477,7 +490,7 @@ impl fmt::Debug for GrpcChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcChannel")
             .field("request_timeout", &self.policy.request_timeout)
-            .field("connect_retries", &self.policy.connect_retries)
+            .field("transparent_retries", &self.policy.transparent_retries)
             .finish_non_exhaustive()
     }
 }
@@ -496,7 +509,9 @@ impl Service<http::Request<Body>> for GrpcChannel {
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         // Here, not in the future: `call` runs in the caller's span.
         propagation::inject_http(request.headers_mut());
-        let timeout = caller_timeout(request.headers()).unwrap_or(self.policy.request_timeout);
+        let timeout = caller_timeout(request.headers())
+            .unwrap_or(self.policy.request_timeout)
+            .min(MAX_DEADLINE);
         let deadline = Instant::now() + timeout;
         let (parts, body) = request.into_parts();
         let body = CapturedBody::capture(body, self.policy.retry_buffer_limit);
@@ -549,13 +564,13 @@ async fn send(
             return Err(error);
         }
         policy.nudge.notify();
-        if attempt >= policy.connect_retries || !body.replayable() {
-            tracing::debug!(error = %Chain(&*error), attempt, "gRPC call could not connect: giving up");
+        if attempt >= policy.transparent_retries || !body.replayable() {
+            tracing::debug!(error = %Chain(&*error), attempt, "gRPC call not processed by any server: giving up");
             return Err(error);
         }
         let pause = policy.retry_backoff.saturating_mul(1_u32 << attempt.min(16));
         attempt += 1;
-        tracing::debug!(error = %Chain(&*error), attempt, ?pause, "gRPC call could not connect: retrying");
+        tracing::debug!(error = %Chain(&*error), attempt, ?pause, "gRPC call not processed by any server: retrying");
         tokio::time::sleep(pause).await;
     }
 }
@@ -848,7 +863,8 @@ mod tests {
     #[test]
     fn rejects_bad_targets() {
         use TargetError as E;
-        let cases: &[(&str, fn(&TargetError) -> bool)] = &[
+        type Check = fn(&TargetError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, E::Empty)),
             ("   ", |e| matches!(e, E::Empty)),
             (
@@ -980,7 +996,7 @@ mod tests {
     }
 
     #[test]
-    fn only_connect_failures_are_retried() {
+    fn only_unprocessed_failures_are_retried() {
         let connect: BoxError = Box::new(tonic::ConnectError("refused".into()));
         assert!(never_processed(&*connect));
         let status: BoxError = Box::new(Status::unavailable("server said so"));

@@ -101,6 +101,9 @@ pub(crate) fn build_resolver(nameserver: Option<SocketAddr>, max_ttl: Duration) 
     // to the Service is seen on the next refresh whatever TTL the records carry.
     options.positive_max_ttl = Some(max_ttl);
     options.negative_max_ttl = Some(max_ttl);
+    // A lookup should not outlive a refresh period by much: while it hangs (DNS down), the task
+    // cannot react to failed calls.
+    options.timeout = max_ttl.clamp(Duration::from_secs(1), Duration::from_secs(5));
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     if nameserver.is_some() {
         options.use_hosts_file = ResolveHosts::Never;

@@ -1,0 +1,215 @@
+//! Access-token verification at the edge. Tokens are EdDSA (Ed25519) JWTs signed by the user
+//! service; the gateway verifies them offline with the public keys the user service publishes
+//! (`GetSigningKeys`), cached and refreshed when a token names an unknown `kid` (key rotation),
+//! at most once a second so forged kids cannot flood the user service. The algorithm is pinned:
+//! `alg: none`, HMAC or anything but EdDSA is refused. A verified token is then checked against
+//! revocation (logout, password change) through the user service, with answers cached briefly.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use shop_platform::grpc::{
+    client::GrpcChannel,
+    identity::{Caller, Role},
+};
+use shop_proto::pb::user::{CheckTokenRevokedRequest, GetSigningKeysRequest, user_service_client::UserServiceClient};
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+use crate::{AppState, problem::ApiError};
+
+/// Shortest gap between two key refreshes.
+const KEY_REFRESH_GAP: Duration = Duration::from_secs(1);
+/// How long a "not revoked" answer is reused. Revocation takes effect within this delay.
+const NOT_REVOKED_TTL: Duration = Duration::from_secs(1);
+/// Most cached revocation answers (then the cache is cleared; it refills on demand).
+const REVOCATION_CACHE_CAP: usize = 100_000;
+
+/// The claims of a shop access token.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Uuid,
+    role: String,
+    jti: String,
+    #[serde(default)]
+    sid: Option<Uuid>,
+}
+
+/// Verifies access tokens.
+#[derive(Debug)]
+pub struct Authenticator {
+    users: UserServiceClient<GrpcChannel>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_refresh: Mutex<Option<Instant>>,
+    revocations: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+/// The verified caller of a request; extracting it answers 401 when the token is missing or bad.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser(pub Caller);
+
+/// The verified caller if the request has a token; anonymous otherwise (a bad token is still 401).
+#[derive(Debug, Clone, Copy)]
+pub struct MaybeAuthUser(pub Option<Caller>);
+
+impl Authenticator {
+    /// An authenticator asking the user service behind `channel` for keys and revocations.
+    pub fn new(channel: GrpcChannel) -> Self {
+        Self {
+            users: UserServiceClient::new(channel),
+            keys: RwLock::default(),
+            last_refresh: Mutex::default(),
+            revocations: Mutex::default(),
+        }
+    }
+
+    /// Verifies `token` and returns the caller it names.
+    pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let invalid = || ApiError::unauthorized("invalid_token", "the access token is not valid");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(invalid());
+        }
+        let kid = header.kid.ok_or_else(invalid)?;
+        let key = self.key(&kid).await?.ok_or_else(invalid)?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| match error.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                ApiError::unauthorized("token_expired", "the access token has expired")
+            }
+            _ => invalid(),
+        })?;
+        let claims = data.claims;
+        let role: Role = claims.role.parse().map_err(|_| invalid())?;
+        if self.is_revoked(&claims.jti, claims.sid).await? {
+            return Err(ApiError::unauthorized(
+                "token_revoked",
+                "the access token has been revoked",
+            ));
+        }
+        Ok(Caller {
+            user_id: claims.sub,
+            role,
+            session_id: claims.sid,
+        })
+    }
+
+    /// The key `kid`, refreshing the key set once if it is unknown.
+    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, ApiError> {
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Ok(Some(key.clone()));
+        }
+        let due = {
+            let mut last = self
+                .last_refresh
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = last.is_none_or(|at| at.elapsed() >= KEY_REFRESH_GAP);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            let reply = self.users.clone().get_signing_keys(GetSigningKeysRequest {}).await?;
+            let fresh: HashMap<_, _> = reply
+                .into_inner()
+                .keys
+                .into_iter()
+                .filter(|key| key.algorithm == "EdDSA" && key.public_key.len() == 32)
+                .map(|key| (key.kid, DecodingKey::from_ed_der(&key.public_key)))
+                .collect();
+            *self.keys.write().await = fresh;
+        }
+        Ok(self.keys.read().await.get(kid).cloned())
+    }
+
+    async fn is_revoked(&self, jti: &str, session: Option<Uuid>) -> Result<bool, ApiError> {
+        {
+            let cache = self
+                .revocations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match cache.get(jti) {
+                // A revocation is final: no need to ask again.
+                Some((true, _)) => return Ok(true),
+                Some((false, at)) if at.elapsed() < NOT_REVOKED_TTL => return Ok(false),
+                _ => {}
+            }
+        }
+        let request = CheckTokenRevokedRequest {
+            jti: jti.to_owned(),
+            session_id: session.map(|id| id.to_string()).unwrap_or_default(),
+        };
+        let revoked = self
+            .users
+            .clone()
+            .check_token_revoked(request)
+            .await?
+            .into_inner()
+            .revoked;
+        let mut cache = self
+            .revocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= REVOCATION_CACHE_CAP {
+            cache.clear();
+        }
+        cache.insert(jti.to_owned(), (revoked, Instant::now()));
+        Ok(revoked)
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("invalid_token", "malformed Authorization header"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(ApiError::unauthorized(
+            "invalid_token",
+            "use Authorization: Bearer <access_token>",
+        )),
+    }
+}
+
+impl FromRequestParts<AppState> for MaybeAuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = bearer(parts)? else {
+            return Ok(Self(None));
+        };
+        let caller = state.auth.verify(token).await?;
+        state.limits.check_user(caller.user_id).await?;
+        Ok(Self(Some(caller)))
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match MaybeAuthUser::from_request_parts(parts, state).await?.0 {
+            Some(caller) => Ok(Self(caller)),
+            None => Err(ApiError::unauthorized(
+                "missing_token",
+                "this endpoint needs Authorization: Bearer <access_token>",
+            )),
+        }
+    }
+}
