@@ -112,7 +112,7 @@ fn api_routes() -> Router<AppState> {
 
 /// The gateway's router with its whole middleware stack.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
-    let api = api_routes().route_layer(middleware::from_fn_with_state(state.clone(), limits::limit_by_ip));
+    let api = api_routes().layer(middleware::from_fn_with_state(state.clone(), limits::limit_by_ip));
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
         let span = tracing::info_span!(
             "http.server",
