@@ -23,6 +23,9 @@ pub struct BackendUrls {
     pub cache: String,
     /// `amqp://…` or `memory://`.
     pub queue: String,
+    /// The prefix of every cache key (`SHOP_CACHE_PREFIX` [shop:]): several deployments, or
+    /// test runs, can share one Redis without seeing each other's keys.
+    pub cache_prefix: String,
 }
 
 impl BackendUrls {
@@ -34,6 +37,7 @@ impl BackendUrls {
             database: env.url_or("DATABASE_URL", &default_db, &["postgres", "postgresql", "sqlite"])?,
             cache: env.url_or("REDIS_URL", "memory://", &["redis", "rediss", "memory"])?,
             queue: env.url_or("AMQP_URL", "memory://", &["amqp", "amqps", "memory"])?,
+            cache_prefix: env.var("SHOP_CACHE_PREFIX").unwrap_or_else(|| "shop:".to_owned()),
         })
     }
 }
@@ -64,7 +68,7 @@ pub struct Backends {
 impl Backends {
     /// Opens the cache and queue the URLs name.
     pub async fn open(urls: &BackendUrls) -> anyhow::Result<Self> {
-        let cache = cache::from_url(&urls.cache, "shop:")
+        let cache = cache::from_url(&urls.cache, &urls.cache_prefix)
             .await
             .with_context(|| format!("opening the cache at {}", crate::config::redact_url(&urls.cache)))?;
         let queue = queue::from_url(&urls.queue)
@@ -185,6 +189,7 @@ mod tests {
                 database: "sqlite:///srv/shop/shop.db?mode=rwc".into(),
                 cache: "memory://".into(),
                 queue: "memory://".into(),
+                cache_prefix: "shop:".into(),
             })
         );
     }
