@@ -37,8 +37,20 @@ struct Claims {
     sub: Uuid,
     role: String,
     jti: String,
+    exp: i64,
     #[serde(default)]
     sid: Option<Uuid>,
+}
+
+/// A verified access token: the caller it names, and what signing out must revoke.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The caller the token names.
+    pub caller: Caller,
+    /// The token's id (`jti` claim).
+    pub token_id: String,
+    /// When the token expires (`exp` claim), in seconds since the Unix epoch.
+    pub expires_at: i64,
 }
 
 /// Verifies access tokens.
@@ -58,6 +70,11 @@ pub struct AuthUser(pub Caller);
 #[derive(Debug, Clone, Copy)]
 pub struct MaybeAuthUser(pub Option<Caller>);
 
+/// The verified token itself, for the handlers that need more than the caller (logout revokes
+/// the token by id until it expires); 401 like [`AuthUser`].
+#[derive(Debug, Clone)]
+pub struct AuthToken(pub VerifiedToken);
+
 impl Authenticator {
     /// An authenticator asking the user service behind `channel` for keys and revocations.
     pub fn new(channel: GrpcChannel) -> Self {
@@ -71,6 +88,11 @@ impl Authenticator {
 
     /// Verifies `token` and returns the caller it names.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        Ok(self.verify_token(token).await?.caller)
+    }
+
+    /// Verifies `token` and returns it with the caller it names.
+    pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, ApiError> {
         let invalid = || ApiError::unauthorized("invalid_token", "the access token is not valid");
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         if header.alg != Algorithm::EdDSA {
@@ -96,10 +118,14 @@ impl Authenticator {
                 "the access token has been revoked",
             ));
         }
-        Ok(Caller {
-            user_id: claims.sub,
-            role,
-            session_id: claims.sid,
+        Ok(VerifiedToken {
+            caller: Caller {
+                user_id: claims.sub,
+                role,
+                session_id: claims.sid,
+            },
+            token_id: claims.jti,
+            expires_at: claims.exp,
         })
     }
 
@@ -157,6 +183,17 @@ impl Authenticator {
             .await?
             .into_inner()
             .revoked;
+        self.remember(jti, revoked);
+        Ok(revoked)
+    }
+
+    /// Records that the token `jti` was revoked through this gateway (logout, account deletion),
+    /// so the gateway refuses it at once instead of when its cached answer expires.
+    pub fn mark_revoked(&self, jti: &str) {
+        self.remember(jti, true);
+    }
+
+    fn remember(&self, jti: &str, revoked: bool) {
         let mut cache = self
             .revocations
             .lock()
@@ -165,7 +202,6 @@ impl Authenticator {
             cache.clear();
         }
         cache.insert(jti.to_owned(), (revoked, Instant::now()));
-        Ok(revoked)
     }
 }
 
@@ -187,16 +223,33 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// The request's verified token, if it has one. Verified (and counted by the per-user limit)
+/// once per request: the result is kept in the request's extensions for other extractors.
+async fn verified(parts: &mut Parts, state: &AppState) -> Result<Option<VerifiedToken>, ApiError> {
+    if let Some(token) = parts.extensions.get::<VerifiedToken>() {
+        return Ok(Some(token.clone()));
+    }
+    let Some(token) = bearer(parts)?.map(str::to_owned) else {
+        return Ok(None);
+    };
+    let token = state.auth.verify_token(&token).await?;
+    state.limits.check_user(token.caller.user_id).await?;
+    parts.extensions.insert(token.clone());
+    Ok(Some(token))
+}
+
+fn missing_token() -> ApiError {
+    ApiError::unauthorized(
+        "missing_token",
+        "this endpoint needs Authorization: Bearer <access_token>",
+    )
+}
+
 impl FromRequestParts<AppState> for MaybeAuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(token) = bearer(parts)? else {
-            return Ok(Self(None));
-        };
-        let caller = state.auth.verify(token).await?;
-        state.limits.check_user(caller.user_id).await?;
-        Ok(Self(Some(caller)))
+        Ok(Self(verified(parts, state).await?.map(|token| token.caller)))
     }
 }
 
@@ -204,12 +257,15 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match MaybeAuthUser::from_request_parts(parts, state).await?.0 {
-            Some(caller) => Ok(Self(caller)),
-            None => Err(ApiError::unauthorized(
-                "missing_token",
-                "this endpoint needs Authorization: Bearer <access_token>",
-            )),
-        }
+        let token = verified(parts, state).await?.ok_or_else(missing_token)?;
+        Ok(Self(token.caller))
+    }
+}
+
+impl FromRequestParts<AppState> for AuthToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(verified(parts, state).await?.ok_or_else(missing_token)?))
     }
 }

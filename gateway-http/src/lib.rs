@@ -6,12 +6,14 @@
 
 pub mod auth;
 pub mod config;
+mod dto;
 mod edge;
 pub mod extract;
 mod health;
 pub mod limits;
 mod openapi;
 pub mod problem;
+mod routes;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -105,14 +107,9 @@ impl AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The `/api/v1` routes.
-fn api_routes() -> Router<AppState> {
-    Router::new()
-}
-
 /// The gateway's router with its whole middleware stack.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
-    let api = api_routes().layer(middleware::from_fn_with_state(state.clone(), limits::limit_by_ip));
+    let api = routes::api_routes().layer(middleware::from_fn_with_state(state.clone(), limits::limit_by_ip));
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
         let span = tracing::info_span!(
             "http.server",

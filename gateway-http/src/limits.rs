@@ -4,11 +4,11 @@
 //! down the gateway fails open (logs, serves): an outage of the limiter must not become an
 //! outage of the shop.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
-    http::HeaderName,
+    extract::{ConnectInfo, FromRequestParts, Request, State},
+    http::{Extensions, HeaderMap, HeaderName, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -65,22 +65,35 @@ impl RateLimits {
         }
     }
 
-    fn client_ip(&self, request: &Request) -> Option<IpAddr> {
+    /// The client's IP address: from the configured header if any, else the TCP peer.
+    pub fn client_ip(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
         if let Some(header) = &self.client_ip_header {
             // With several proxies the last hop (the ingress) appended the address it saw.
-            let raw = request.headers().get(header)?.to_str().ok()?;
+            let raw = headers.get(header)?.to_str().ok()?;
             return raw.rsplit(',').next()?.trim().parse().ok();
         }
-        request
-            .extensions()
+        extensions
             .get::<ConnectInfo<std::net::SocketAddr>>()
             .map(|info| info.0.ip())
     }
 }
 
+/// The client's IP address as the rate limits see it (`None` when unknown), for handlers that
+/// pass it on to a service with limits of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(state.limits.client_ip(&parts.headers, &parts.extensions)))
+    }
+}
+
 /// Middleware: the per-IP limit, before any work is done.
 pub async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let ip = state.limits.client_ip(&request);
+    let ip = state.limits.client_ip(request.headers(), request.extensions());
     match state.limits.check_ip(ip).await {
         Ok(()) => next.run(request).await,
         Err(error) => error.into_response(),

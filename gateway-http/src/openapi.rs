@@ -1,17 +1,64 @@
 //! The OpenAPI 3.1 document of the REST API, generated from the handlers' annotations and
-//! served at `/openapi.json`.
+//! served at `/openapi.json`, with the error responses every route shares.
 
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::{
+    IntoResponses, Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
 
-use crate::problem::Problem;
+use crate::{problem::Problem, routes};
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "shop", description = "The shop public REST API (API.md).", version = "1"),
+    info(title = "shop", description = "The shop public REST API.", version = "1"),
     servers((url = "/api/v1")),
-    components(schemas(Problem))
+    modifiers(&BearerAuth),
+    components(schemas(Problem)),
+    tags(
+        (name = "accounts", description = "Sign-up, sign-in and sessions."),
+        (name = "users", description = "The caller's account; accounts and roles for admins."),
+        (name = "products", description = "The catalog: products and stock."),
+        (name = "wishlist", description = "The caller's wishlist."),
+        (name = "cart", description = "The caller's cart."),
+        (name = "orders", description = "Orders, cancellations and returns."),
+    ),
+    paths(
+        routes::accounts::start_email_verification,
+        routes::accounts::confirm_email_verification,
+        routes::accounts::sign_up,
+        routes::accounts::login,
+        routes::accounts::refresh,
+        routes::accounts::logout,
+        routes::users::get_me,
+        routes::users::update_me,
+        routes::users::change_password,
+        routes::users::delete_me,
+        routes::users::list_users,
+        routes::users::set_role,
+        routes::products::list_products,
+        routes::products::get_product,
+        routes::products::create_product,
+        routes::products::update_product,
+        routes::products::delete_product,
+        routes::products::set_stock,
+        routes::products::get_stock,
+        routes::wishlist::list_wishlist,
+        routes::wishlist::add_wishlist_item,
+        routes::wishlist::update_wishlist_item,
+        routes::wishlist::remove_wishlist_item,
+        routes::cart::get_cart,
+        routes::cart::add_cart_item,
+        routes::cart::update_cart_item,
+        routes::cart::remove_cart_item,
+        routes::cart::clear_cart,
+        routes::orders::place_order,
+        routes::orders::list_orders,
+        routes::orders::get_order,
+        routes::orders::cancel_order,
+        routes::orders::return_order_item,
+    )
 )]
 pub struct ApiDoc;
 
@@ -19,3 +66,76 @@ pub struct ApiDoc;
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+/// Declares the `bearer` scheme the 🔒 operations name: `Authorization: Bearer <access_token>`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from POST /auth/login or POST /auth/refresh."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+// The response types below only describe responses in the document; they are never built,
+// hence `allow(dead_code)`.
+
+/// Errors every route may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Always {
+    /// Too many requests from this client or user; retry after `Retry-After` seconds.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// A service behind the gateway is unavailable; retry later.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// Errors of routes that read a JSON body.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    /// Malformed JSON, a missing or ill-typed field, or a value out of range.
+    #[response(status = 400, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// The body is larger than the gateway accepts.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not sent as `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
+}
+
+/// A malformed id in the path, or a bad query parameter.
+#[derive(IntoResponses)]
+#[response(status = 400, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct BadInput(Problem);
+
+/// The token is missing, invalid, expired or revoked (🔒 routes).
+#[derive(IntoResponses)]
+#[response(status = 401, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct Unauthenticated(Problem);
+
+/// The caller's role does not allow this.
+#[derive(IntoResponses)]
+#[response(status = 403, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct Forbidden(Problem);
+
+/// No such resource, or another user's.
+#[derive(IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct NotFound(Problem);

@@ -1,0 +1,175 @@
+//! The JSON shapes of the REST API (API.md) and their conversions to and from the services'
+//! protobuf messages. Conversions are mechanical: every rule lives in a service. A reply that
+//! breaks its service's contract (a required field missing, an unknown enum value) becomes a
+//! 500 whose details stay in the log.
+
+pub mod accounts;
+pub mod catalog;
+pub mod lists;
+pub mod orders;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shop_proto::pb::common::{PageRequest, PageResponse};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+
+/// Items a page holds when the client does not say.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// Most items a page may hold.
+pub const MAX_LIMIT: u32 = 100;
+
+/// A service reply that breaks the service's own contract.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed reply from a service: {0}")]
+pub struct BadReply(pub &'static str);
+
+impl From<BadReply> for ApiError {
+    fn from(error: BadReply) -> Self {
+        tracing::error!(%error, "cannot translate a service reply");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request failed on the server",
+        )
+    }
+}
+
+/// `value`, which the service's contract says is always there.
+pub fn required<T>(value: Option<T>, what: &'static str) -> Result<T, BadReply> {
+    value.ok_or(BadReply(what))
+}
+
+/// A UUID the service sent as a string.
+pub fn uuid(raw: &str, what: &'static str) -> Result<Uuid, BadReply> {
+    raw.parse().map_err(|_| BadReply(what))
+}
+
+/// A protobuf timestamp as a UTC time (RFC 3339 in JSON).
+pub fn time(value: Option<prost_types::Timestamp>, what: &'static str) -> Result<DateTime<Utc>, BadReply> {
+    optional_time(value, what)?.ok_or(BadReply(what))
+}
+
+/// A timestamp that may be absent.
+pub fn optional_time(
+    value: Option<prost_types::Timestamp>,
+    what: &'static str,
+) -> Result<Option<DateTime<Utc>>, BadReply> {
+    value
+        .map(|at| {
+            let nanos = u32::try_from(at.nanos).map_err(|_| BadReply(what))?;
+            DateTime::from_timestamp(at.seconds, nanos).ok_or(BadReply(what))
+        })
+        .transpose()
+}
+
+/// The cursor of the next page, `None` on the last one.
+pub fn next_cursor(page: Option<PageResponse>) -> Option<String> {
+    page.map(|page| page.next_cursor).filter(|cursor| !cursor.is_empty())
+}
+
+/// An empty JSON object, the reply of operations with nothing to say (`{}`).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Empty {}
+
+/// A number of units: a whole number, at least 1. Zero, negative and fractional numbers are
+/// refused when the body is read (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct Quantity(u32);
+
+impl Quantity {
+    /// The number of units.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for Quantity {
+    type Error = &'static str;
+
+    fn try_from(raw: u32) -> Result<Self, Self::Error> {
+        if raw == 0 {
+            Err("quantity must be at least 1")
+        } else {
+            Ok(Self(raw))
+        }
+    }
+}
+
+/// `?limit=&cursor=` of a list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// Where to continue: the `next_cursor` of the previous page. Opaque.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page to ask the service for; a limit outside 1–100 is a 400.
+    pub fn to_page(&self) -> Result<PageRequest, ApiError> {
+        page(self.limit, self.cursor.as_deref())
+    }
+}
+
+/// The page `limit` and `cursor` name; a limit outside 1–100 is a 400.
+pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(PageRequest {
+        limit,
+        cursor: cursor.unwrap_or_default().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_outside_one_to_a_hundred_are_refused() {
+        assert_eq!(page(None, None).map(|page| page.limit), Ok(DEFAULT_LIMIT));
+        assert_eq!(page(Some(1), None).map(|page| page.limit), Ok(1));
+        assert_eq!(
+            page(Some(100), Some("abc")).map(|page| page.cursor),
+            Ok("abc".to_owned())
+        );
+        for limit in [0, 101, u32::MAX] {
+            let error = page(Some(limit), None).err().map(|error| error.status);
+            assert_eq!(error, Some(StatusCode::BAD_REQUEST), "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn quantities_start_at_one() {
+        assert!(Quantity::try_from(0).is_err());
+        assert_eq!(Quantity::try_from(3).map(Quantity::get), Ok(3));
+        assert!(serde_json::from_str::<Quantity>("-1").is_err());
+        assert!(serde_json::from_str::<Quantity>("1.5").is_err());
+        assert!(serde_json::from_str::<Quantity>("0").is_err());
+        assert_eq!(serde_json::from_str::<Quantity>("2").ok(), Some(Quantity(2)));
+    }
+
+    #[test]
+    fn timestamps_become_utc_times() {
+        let at = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000_000,
+        };
+        let json = serde_json::to_value(time(Some(at), "t").ok()).unwrap_or_default();
+        assert_eq!(json, "2023-11-14T22:13:20.005Z");
+        assert!(time(None, "t").is_err());
+        assert_eq!(optional_time(None, "t").ok(), Some(None));
+    }
+}

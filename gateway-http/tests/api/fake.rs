@@ -1,0 +1,393 @@
+//! Fake gRPC services on loopback that answer a few rpcs the way the contracts say and record
+//! what the gateway sent them, so tests can check the translation in both directions. The
+//! user service's part signs real EdDSA access tokens with a fixed test key.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use ed25519_dalek::{SigningKey, pkcs8::EncodePrivateKey as _};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use shop_platform::grpc::{
+    error::ERROR_CODE_METADATA,
+    identity::{Caller, Role},
+};
+use shop_proto::pb::{
+    catalog::{self, catalog_service_server::CatalogServiceServer},
+    common::{self, Money, PageResponse},
+    order::{self, order_service_server::OrderServiceServer},
+    user::{self, user_service_server::UserServiceServer, wishlist_service_server::WishlistServiceServer},
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+/// The key id of the test signing key.
+pub const KID: &str = "test-key";
+
+/// What the gateway sent.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// `x-shop-client-ip` of StartEmailVerification.
+    pub client_ip: Option<String>,
+    /// `x-request-id` of every call.
+    pub request_ids: Vec<String>,
+    /// The identity of every call that is not the gateway's own (keys, revocation).
+    pub callers: Vec<Option<Caller>>,
+    /// The last Logout.
+    pub logout: Option<user::LogoutRequest>,
+    /// The last PlaceOrder.
+    pub placed: Option<order::PlaceOrderRequest>,
+    /// The last ListProducts.
+    pub listed: Option<catalog::ListProductsRequest>,
+}
+
+/// The fake services, all in one.
+#[derive(Clone)]
+pub struct Fake {
+    key: SigningKey,
+    pub seen: Arc<Mutex<Seen>>,
+    revoked: Arc<Mutex<HashSet<String>>>,
+    /// Wishlist item ids by product id.
+    wishlisted: Arc<Mutex<HashMap<String, String>>>,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: Uuid,
+    role: &'a str,
+    sid: Uuid,
+    jti: String,
+    iat: i64,
+    exp: i64,
+}
+
+impl Fake {
+    /// Serves the fakes on a loopback port until the test's runtime ends.
+    pub async fn start() -> (SocketAddr, Self) {
+        let fake = Self {
+            key: SigningKey::from_bytes(&[7; 32]),
+            seen: Arc::default(),
+            revoked: Arc::default(),
+            wishlisted: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(UserServiceServer::new(fake.clone()))
+            .add_service(WishlistServiceServer::new(fake.clone()))
+            .add_service(CatalogServiceServer::new(fake.clone()))
+            .add_service(OrderServiceServer::new(fake.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        (addr, fake)
+    }
+
+    /// An access token for `user` with `role`, expiring `expires_in` seconds from now
+    /// (negative: already expired), signed by `key` (the service's key when `None`).
+    pub fn token_signed_by(&self, user: Uuid, role: Role, expires_in: i64, key: Option<&SigningKey>) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user,
+            role: role.as_str(),
+            sid: Uuid::new_v4(),
+            jti: Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + expires_in,
+        };
+        let der = key.unwrap_or(&self.key).to_pkcs8_der().unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(KID.to_owned());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    }
+
+    /// A valid access token for `user` with `role`.
+    pub fn token(&self, user: Uuid, role: Role) -> String {
+        self.token_signed_by(user, role, 600, None)
+    }
+
+    /// The raw public key tokens verify with.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    fn record<T>(&self, request: &Request<T>) {
+        let mut seen = self.seen.lock().unwrap();
+        if let Some(id) = request.metadata().get("x-request-id") {
+            seen.request_ids.push(id.to_str().unwrap().to_owned());
+        }
+        seen.callers.push(Caller::from_metadata(request.metadata()));
+    }
+}
+
+fn now() -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp(),
+        nanos: 0,
+    }
+}
+
+fn with_code(mut status: Status, code: &'static str) -> Status {
+    status.metadata_mut().insert(ERROR_CODE_METADATA, code.parse().unwrap());
+    status
+}
+
+/// A product as the catalog would return it.
+pub fn product(id: &str) -> catalog::Product {
+    catalog::Product {
+        id: id.to_owned(),
+        name: "Kettle".to_owned(),
+        description: "Boils water.".to_owned(),
+        price: Some(Money {
+            amount: 12_900,
+            currency: "KRW".to_owned(),
+        }),
+        stock: 3,
+        visible: true,
+        deleted: false,
+        seller_id: Uuid::new_v4().to_string(),
+        created_at: Some(now()),
+        updated_at: Some(now()),
+    }
+}
+
+/// Implements a service trait: the rpcs written out, and the rest answering UNIMPLEMENTED.
+macro_rules! service {
+    (
+        impl $service:path => $fake:ty { $($implemented:tt)* }
+        unimplemented { $($rpc:ident($request:ty) -> $response:ty;)* }
+    ) => {
+        #[tonic::async_trait]
+        impl $service for $fake {
+            $($implemented)*
+            $(
+                async fn $rpc(&self, _: Request<$request>) -> Result<Response<$response>, Status> {
+                    Err(Status::unimplemented(stringify!($rpc)))
+                }
+            )*
+        }
+    };
+}
+
+service! {
+    impl user::user_service_server::UserService => Fake {
+        async fn start_email_verification(
+            &self,
+            request: Request<user::StartEmailVerificationRequest>,
+        ) -> Result<Response<user::StartEmailVerificationResponse>, Status> {
+            self.record(&request);
+            let ip = request.metadata().get("x-shop-client-ip").map(|ip| ip.to_str().unwrap().to_owned());
+            self.seen.lock().unwrap().client_ip = ip;
+            Ok(Response::new(user::StartEmailVerificationResponse {}))
+        }
+
+        async fn confirm_email_verification(
+            &self,
+            request: Request<user::ConfirmEmailVerificationRequest>,
+        ) -> Result<Response<user::ConfirmEmailVerificationResponse>, Status> {
+            self.record(&request);
+            if request.get_ref().code != "123456" {
+                return Err(with_code(Status::invalid_argument("wrong code"), "invalid_code"));
+            }
+            Ok(Response::new(user::ConfirmEmailVerificationResponse {
+                verification_token: "vt".to_owned(),
+                expires_in_seconds: 900,
+            }))
+        }
+
+        async fn logout(&self, request: Request<user::LogoutRequest>) -> Result<Response<user::LogoutResponse>, Status> {
+            self.record(&request);
+            let request = request.into_inner();
+            self.revoked.lock().unwrap().insert(request.access_token_id.clone());
+            self.seen.lock().unwrap().logout = Some(request);
+            Ok(Response::new(user::LogoutResponse {}))
+        }
+
+        async fn get_me(&self, request: Request<user::GetMeRequest>) -> Result<Response<user::GetMeResponse>, Status> {
+            self.record(&request);
+            let caller = Caller::from_metadata(request.metadata()).ok_or_else(|| Status::unauthenticated("who?"))?;
+            let role = match caller.role {
+                Role::Customer => common::Role::Customer,
+                Role::Seller => common::Role::Seller,
+                Role::Admin => common::Role::Admin,
+            };
+            Ok(Response::new(user::GetMeResponse {
+                user: Some(user::User {
+                    id: caller.user_id.to_string(),
+                    email: "ada@example.com".to_owned(),
+                    name: "Ada".to_owned(),
+                    phone: "010-0000-0000".to_owned(),
+                    address: "1 Loop Road".to_owned(),
+                    role: role.into(),
+                    created_at: Some(now()),
+                }),
+            }))
+        }
+
+        async fn get_signing_keys(
+            &self,
+            _: Request<user::GetSigningKeysRequest>,
+        ) -> Result<Response<user::GetSigningKeysResponse>, Status> {
+            Ok(Response::new(user::GetSigningKeysResponse {
+                keys: vec![user::SigningKey {
+                    kid: KID.to_owned(),
+                    algorithm: "EdDSA".to_owned(),
+                    public_key: self.public_key().to_vec(),
+                    not_after: None,
+                }],
+            }))
+        }
+
+        async fn check_token_revoked(
+            &self,
+            request: Request<user::CheckTokenRevokedRequest>,
+        ) -> Result<Response<user::CheckTokenRevokedResponse>, Status> {
+            let revoked = self.revoked.lock().unwrap().contains(&request.get_ref().jti);
+            Ok(Response::new(user::CheckTokenRevokedResponse { revoked }))
+        }
+    }
+    unimplemented {
+        sign_up(user::SignUpRequest) -> user::SignUpResponse;
+        login(user::LoginRequest) -> user::LoginResponse;
+        refresh_session(user::RefreshSessionRequest) -> user::RefreshSessionResponse;
+        update_profile(user::UpdateProfileRequest) -> user::UpdateProfileResponse;
+        change_password(user::ChangePasswordRequest) -> user::ChangePasswordResponse;
+        delete_account(user::DeleteAccountRequest) -> user::DeleteAccountResponse;
+        list_users(user::ListUsersRequest) -> user::ListUsersResponse;
+        set_user_role(user::SetUserRoleRequest) -> user::SetUserRoleResponse;
+    }
+}
+
+service! {
+    impl user::wishlist_service_server::WishlistService => Fake {
+        async fn add_wishlist_item(
+            &self,
+            request: Request<user::AddWishlistItemRequest>,
+        ) -> Result<Response<user::AddWishlistItemResponse>, Status> {
+            self.record(&request);
+            let request = request.into_inner();
+            let (id, created) = {
+                let mut wishlisted = self.wishlisted.lock().unwrap();
+                let created = !wishlisted.contains_key(&request.product_id);
+                let id = wishlisted
+                    .entry(request.product_id.clone())
+                    .or_insert_with(|| Uuid::new_v4().to_string());
+                (id.clone(), created)
+            };
+            Ok(Response::new(user::AddWishlistItemResponse {
+                item: Some(user::WishlistItem {
+                    id,
+                    product: Some(product(&request.product_id)),
+                    product_id: request.product_id,
+                    quantity: request.quantity.unwrap_or(1),
+                    added_at: Some(now()),
+                }),
+                created,
+            }))
+        }
+
+        async fn list_wishlist(
+            &self,
+            request: Request<user::ListWishlistRequest>,
+        ) -> Result<Response<user::ListWishlistResponse>, Status> {
+            self.record(&request);
+            Ok(Response::new(user::ListWishlistResponse {
+                items: vec![user::WishlistItem {
+                    id: Uuid::new_v4().to_string(),
+                    product_id: Uuid::new_v4().to_string(),
+                    quantity: 2,
+                    product: None,
+                    added_at: Some(now()),
+                }],
+            }))
+        }
+    }
+    unimplemented {
+        update_wishlist_item(user::UpdateWishlistItemRequest) -> user::UpdateWishlistItemResponse;
+        remove_wishlist_item(user::RemoveWishlistItemRequest) -> user::RemoveWishlistItemResponse;
+    }
+}
+
+service! {
+    impl catalog::catalog_service_server::CatalogService => Fake {
+        async fn get_product(
+            &self,
+            request: Request<catalog::GetProductRequest>,
+        ) -> Result<Response<catalog::GetProductResponse>, Status> {
+            self.record(&request);
+            Err(with_code(Status::not_found("no such product"), "product_not_found"))
+        }
+
+        async fn list_products(
+            &self,
+            request: Request<catalog::ListProductsRequest>,
+        ) -> Result<Response<catalog::ListProductsResponse>, Status> {
+            self.record(&request);
+            self.seen.lock().unwrap().listed = Some(request.into_inner());
+            Ok(Response::new(catalog::ListProductsResponse {
+                products: vec![product(&Uuid::new_v4().to_string())],
+                page: Some(PageResponse {
+                    next_cursor: "page-2".to_owned(),
+                }),
+            }))
+        }
+    }
+    unimplemented {
+        create_product(catalog::CreateProductRequest) -> catalog::CreateProductResponse;
+        batch_get_products(catalog::BatchGetProductsRequest) -> catalog::BatchGetProductsResponse;
+        update_product(catalog::UpdateProductRequest) -> catalog::UpdateProductResponse;
+        delete_product(catalog::DeleteProductRequest) -> catalog::DeleteProductResponse;
+        set_stock(catalog::SetStockRequest) -> catalog::SetStockResponse;
+        get_stock(catalog::GetStockRequest) -> catalog::GetStockResponse;
+    }
+}
+
+service! {
+    impl order::order_service_server::OrderService => Fake {
+        async fn place_order(
+            &self,
+            request: Request<order::PlaceOrderRequest>,
+        ) -> Result<Response<order::PlaceOrderResponse>, Status> {
+            self.record(&request);
+            let caller = Caller::from_metadata(request.metadata()).ok_or_else(|| Status::unauthenticated("who?"))?;
+            let request = request.into_inner();
+            let krw = |amount| Some(Money { amount, currency: "KRW".to_owned() });
+            let order = order::Order {
+                id: Uuid::new_v4().to_string(),
+                user_id: caller.user_id.to_string(),
+                status: order::OrderStatus::Pending.into(),
+                items: vec![order::OrderItem {
+                    id: Uuid::new_v4().to_string(),
+                    product_id: Uuid::new_v4().to_string(),
+                    name: "Kettle".to_owned(),
+                    unit_price: krw(12_900),
+                    quantity: 2,
+                    status: order::OrderItemStatus::Ordered.into(),
+                    shipped_at: None,
+                    delivered_at: None,
+                    returned_at: None,
+                }],
+                total: krw(25_800),
+                payment: Some(order::Payment {
+                    status: order::PaymentStatus::Pending.into(),
+                    amount: krw(25_800),
+                    refunded: krw(0),
+                    captured_at: None,
+                }),
+                created_at: Some(now()),
+                updated_at: Some(now()),
+                status_reason: None,
+            };
+            self.seen.lock().unwrap().placed = Some(request);
+            Ok(Response::new(order::PlaceOrderResponse { order: Some(order) }))
+        }
+    }
+    unimplemented {
+        list_orders(order::ListOrdersRequest) -> order::ListOrdersResponse;
+        get_order(order::GetOrderRequest) -> order::GetOrderResponse;
+        cancel_order(order::CancelOrderRequest) -> order::CancelOrderResponse;
+        return_order_item(order::ReturnOrderItemRequest) -> order::ReturnOrderItemResponse;
+    }
+}

@@ -1,0 +1,139 @@
+//! A gateway router over chosen upstreams, and typed helpers to drive it.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::ConnectInfo,
+    http::{HeaderMap, Method, Request, StatusCode, header},
+};
+use serde_json::Value;
+use shop_gateway::{AppState, GatewayConfig, Upstreams, app, problem::PROBLEM_JSON};
+use shop_platform::{cache::MemoryCache, grpc::client::Target};
+use tower::ServiceExt as _;
+
+/// The address every test request comes from.
+pub const CLIENT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), 40_000);
+
+/// A gateway router under test.
+pub struct TestApp {
+    router: Router,
+}
+
+/// A reply, its body parsed as JSON (`Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The problem's machine code.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+
+    /// Asserts the reply is a problem+json with `status` and `code`.
+    #[track_caller]
+    pub fn assert_problem(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.headers[header::CONTENT_TYPE], PROBLEM_JSON, "{self:?}");
+        assert_eq!(self.code(), code, "{self:?}");
+        assert_eq!(self.body["status"], status.as_u16(), "{self:?}");
+    }
+}
+
+/// A loopback port nothing listens on: calls there are refused.
+fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+impl TestApp {
+    /// A gateway whose services are all unreachable: only what the edge decides can succeed.
+    pub async fn without_services() -> Self {
+        Self::with_services(SocketAddr::from((Ipv4Addr::LOCALHOST, unused_port()))).await
+    }
+
+    /// A gateway whose three services are all served at `addr`.
+    pub async fn with_services(addr: SocketAddr) -> Self {
+        let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let mut config = GatewayConfig::with_targets(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            target.clone(),
+            target.clone(),
+            target,
+        );
+        config.client.request_timeout = Duration::from_secs(2);
+        config.client.connect_timeout = Duration::from_millis(500);
+        config.body_limit = 4 * 1024;
+        let upstreams = Upstreams::connect(&config).await.unwrap();
+        let cache = Arc::new(MemoryCache::new("gateway-test:"));
+        Self {
+            router: app(AppState::new(&config, upstreams, cache), &config),
+        }
+    }
+
+    /// Sends `request` as if from [`CLIENT_ADDR`].
+    pub async fn send(&self, mut request: Request<Body>) -> Reply {
+        request.extensions_mut().insert(ConnectInfo(CLIENT_ADDR));
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply { status, headers, body }
+    }
+
+    /// `method path` with an optional bearer token and JSON body.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        self.send(request(method, path, token, body)).await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+}
+
+/// A request to `/api/v1` + `path`.
+pub fn request(method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(format!("/api/v1{path}"));
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    match body {
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+        None => builder.body(Body::empty()).unwrap(),
+    }
+}
+
+/// A request with a raw body sent as JSON.
+pub fn raw_json(method: Method, path: &str, token: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("/api/v1{path}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    builder.body(body.into()).unwrap()
+}

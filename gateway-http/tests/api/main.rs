@@ -1,0 +1,11 @@
+//! The gateway's REST API driven in process with `oneshot`: edge validation that needs no
+//! service, the OpenAPI document's coverage of the contract, and the translation to and from
+//! the services against fake gRPC services.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod edge;
+mod fake;
+mod helpers;
+mod openapi;
+mod upstream;

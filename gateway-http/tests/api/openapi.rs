@@ -1,0 +1,170 @@
+//! The OpenAPI document against the REST contract: every (method, path) row of the contract
+//! must be both routed and described, with the bearer scheme on 🔒 rows and problem+json on
+//! every error. A route missing from the router or from the document fails here.
+
+use std::collections::BTreeSet;
+
+use axum::http::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{TestApp, request};
+
+/// Every row of the contract: method, path (relative to `/api/v1`), and whether it needs a
+/// token.
+const CONTRACT: &[(&str, &str, bool)] = &[
+    ("POST", "/auth/email-verifications", false),
+    ("POST", "/auth/email-verifications/confirm", false),
+    ("POST", "/users", false),
+    ("POST", "/auth/login", false),
+    ("POST", "/auth/refresh", false),
+    ("POST", "/auth/logout", true),
+    ("GET", "/users/me", true),
+    ("PATCH", "/users/me", true),
+    ("PUT", "/users/me/password", true),
+    ("DELETE", "/users/me", true),
+    ("GET", "/users", true),
+    ("PUT", "/users/{id}/role", true),
+    ("GET", "/products", false),
+    ("GET", "/products/{id}", false),
+    ("POST", "/products", true),
+    ("PATCH", "/products/{id}", true),
+    ("DELETE", "/products/{id}", true),
+    ("PUT", "/products/{id}/stock", true),
+    ("GET", "/products/{id}/stock", false),
+    ("GET", "/wishlist", true),
+    ("POST", "/wishlist", true),
+    ("PATCH", "/wishlist/{item_id}", true),
+    ("DELETE", "/wishlist/{item_id}", true),
+    ("GET", "/cart", true),
+    ("POST", "/cart/items", true),
+    ("PATCH", "/cart/items/{item_id}", true),
+    ("DELETE", "/cart/items/{item_id}", true),
+    ("DELETE", "/cart", true),
+    ("POST", "/orders", true),
+    ("GET", "/orders", true),
+    ("GET", "/orders/{id}", true),
+    ("POST", "/orders/{id}/cancel", true),
+    ("POST", "/orders/{id}/items/{item_id}/return", true),
+];
+
+async fn document(app: &TestApp) -> Value {
+    let reply = app
+        .send(
+            axum::http::Request::get("/openapi.json")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.body
+}
+
+/// `path` with every `{param}` replaced by a fresh UUID.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn every_contract_row_is_routed() {
+    let app = TestApp::without_services().await;
+    for (method, path, protected) in CONTRACT {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let reply = app.send(request(method.clone(), &concrete(path), None, None)).await;
+        assert!(
+            reply.status != StatusCode::NOT_FOUND && reply.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is not routed: {reply:?}"
+        );
+        if *protected {
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} must need a token"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_contract_row_is_documented_and_nothing_else() {
+    let app = TestApp::without_services().await;
+    let doc = document(&app).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc["servers"][0]["url"], "/api/v1");
+
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let contract: BTreeSet<_> = CONTRACT
+        .iter()
+        .map(|(method, path, _)| ((*method).to_owned(), (*path).to_owned()))
+        .collect();
+    let missing: Vec<_> = contract.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the OpenAPI document: {missing:?}"
+    );
+    let extra: Vec<_> = documented.difference(&contract).collect();
+    assert!(
+        extra.is_empty(),
+        "documented routes that are not in the contract: {extra:?}"
+    );
+}
+
+#[tokio::test]
+async fn protected_rows_name_the_bearer_scheme_and_errors_are_problems() {
+    let app = TestApp::without_services().await;
+    let doc = document(&app).await;
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+
+    for (method, path, protected) in CONTRACT {
+        let operation = &doc["paths"][path][method.to_lowercase()];
+        let security = operation["security"].as_array().cloned().unwrap_or_default();
+        let names_bearer = security.iter().any(|entry| entry.get("bearer").is_some());
+        let anonymous_allowed = security.is_empty() || security.iter().any(|entry| entry == &serde_json::json!({}));
+        assert!(!*protected || names_bearer, "{method} {path}: no bearer security");
+        assert!(
+            !*protected || !anonymous_allowed,
+            "{method} {path}: documented as public"
+        );
+        assert!(
+            *protected || anonymous_allowed,
+            "{method} {path}: documented as protected"
+        );
+
+        let responses = operation["responses"].as_object().unwrap();
+        assert!(
+            responses.keys().any(|status| status.starts_with('2')),
+            "{method} {path}: no success response"
+        );
+        if *protected {
+            assert!(responses.contains_key("401"), "{method} {path}: 401 not documented");
+        }
+        assert!(responses.contains_key("429"), "{method} {path}: 429 not documented");
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
+                assert_eq!(
+                    schema, "#/components/schemas/Problem",
+                    "{method} {path} {status}: not a problem+json"
+                );
+            }
+        }
+    }
+}
