@@ -74,7 +74,7 @@ impl ApiError {
     pub fn rate_limited(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests")
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "too many requests")
         }
     }
 
@@ -160,7 +160,7 @@ pub fn default_code(status: StatusCode) -> &'static str {
         StatusCode::CONFLICT => "conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         StatusCode::NOT_IMPLEMENTED => "not_implemented",
         _ if status.is_client_error() => "invalid_request",
