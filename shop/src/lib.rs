@@ -53,13 +53,6 @@ impl Mesh {
             grpc_addr,
             database: shop_platform::db::DatabaseConfig::new(config.backends.database.clone(), name),
         };
-        let user = UserService::build(
-            settings(UserService::NAME, config.user_grpc_addr),
-            config.user.clone(),
-            backends.clone(),
-        )
-        .await
-        .context("starting the user service")?;
         let catalog = CatalogService::build(
             settings(CatalogService::NAME, config.catalog_grpc_addr),
             config.catalog.clone(),
@@ -67,6 +60,13 @@ impl Mesh {
         )
         .await
         .context("starting the catalog service")?;
+        // Services reach each other at the ports they actually bound (port 0 in tests).
+        let target = |addr: SocketAddr| Target::parse(&format!("http://{addr}"));
+        let mut user_config = config.user.clone();
+        user_config.catalog_target = target(catalog.grpc_addr())?;
+        let user = UserService::build(settings(UserService::NAME, config.user_grpc_addr), user_config, backends.clone())
+            .await
+            .context("starting the user service")?;
         let order = OrderService::build(
             settings(OrderService::NAME, config.order_grpc_addr),
             config.order.clone(),
@@ -75,8 +75,6 @@ impl Mesh {
         .await
         .context("starting the order service")?;
 
-        // The gateway reaches the services at the ports they actually bound (port 0 in tests).
-        let target = |addr: SocketAddr| Target::parse(&format!("http://{addr}"));
         let gateway_config = GatewayConfig::with_targets(
             config.http_addr,
             target(user.grpc_addr())?,

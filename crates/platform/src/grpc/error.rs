@@ -35,9 +35,27 @@ pub enum ServiceError {
     /// The caller's role does not allow this: PERMISSION_DENIED.
     #[error("{0}")]
     PermissionDenied(String),
+    /// Not allowed, with a precise machine code (e.g. `invalid_credentials` when a confirming
+    /// password is wrong): PERMISSION_DENIED.
+    #[error("{message}")]
+    Forbidden {
+        /// Machine code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// No such resource, or another user's: NOT_FOUND.
     #[error("{0}")]
     NotFound(String),
+    /// No such resource, with a precise machine code (e.g. `product_not_found` for a product
+    /// named in a request about something else): NOT_FOUND.
+    #[error("{message}")]
+    Missing {
+        /// Machine code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// Conflicts with an existing resource: ALREADY_EXISTS.
     #[error("{message}")]
     AlreadyExists {
@@ -98,8 +116,8 @@ impl ServiceError {
         match self {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
-            Self::PermissionDenied(_) => Code::PermissionDenied,
-            Self::NotFound(_) => Code::NotFound,
+            Self::PermissionDenied(_) | Self::Forbidden { .. } => Code::PermissionDenied,
+            Self::NotFound(_) | Self::Missing { .. } => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Aborted { .. } => Code::Aborted,
@@ -114,12 +132,15 @@ impl ServiceError {
         match self {
             Self::InvalidArgument { code, .. }
             | Self::Unauthenticated { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::Missing { code, .. }
             | Self::AlreadyExists { code, .. }
             | Self::FailedPrecondition { code, .. }
             | Self::Aborted { code, .. } => code,
             Self::PermissionDenied(_) => "forbidden",
             Self::NotFound(_) => "not_found",
-            Self::RateLimited { .. } => "rate_limited",
+            // The code the protobuf contracts document (shop.user.v1).
+            Self::RateLimited { .. } => "too_many_requests",
             Self::Unavailable(_) => "unavailable",
             Self::Unexpected(_) => "internal",
         }
@@ -179,6 +200,22 @@ mod tests {
     }
 
     #[test]
+    fn refusals_may_carry_a_precise_code() {
+        let status = Status::from(ServiceError::Forbidden {
+            code: "invalid_credentials",
+            message: "the password is wrong".into(),
+        });
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(machine_code(&status), Some("invalid_credentials"));
+        let status = Status::from(ServiceError::Missing {
+            code: "product_not_found",
+            message: "no such product".into(),
+        });
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(machine_code(&status), Some("product_not_found"));
+    }
+
+    #[test]
     fn unexpected_errors_hide_their_details() {
         let status = Status::from(ServiceError::Unexpected(anyhow::anyhow!("password=hunter2 at db:5432")));
         assert_eq!(status.code(), Code::Internal);
@@ -192,6 +229,7 @@ mod tests {
             retry_after: Duration::from_millis(1500),
         });
         assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(machine_code(&status), Some("too_many_requests"));
         assert_eq!(
             status
                 .metadata()

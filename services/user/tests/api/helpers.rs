@@ -1,0 +1,306 @@
+//! The test harness: the user service on port 0 with its own PostgreSQL database, its own cache
+//! prefix in Redis, a real SMTP server (aiosmtpd, `tests/smtp_sink.py`) on its own port, and a
+//! catalog double serving a fixed product table over gRPC; typed clients and journeys on top.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use shop_platform::{
+    cache,
+    config::MapEnv,
+    db::DatabaseConfig,
+    grpc::{
+        error::machine_code,
+        identity::{Caller, Role},
+        server::GrpcServerBuilder,
+    },
+    queue::MemoryQueue,
+    service::{Backends, MeshService, ServiceSettings},
+    testing::{create_postgres_database, init_test_logging, redis_url, unique_name},
+};
+use shop_proto::pb::{
+    catalog::catalog_service_server::CatalogServiceServer,
+    user::{
+        self as pb, TokenPair, cart_service_client::CartServiceClient, user_service_client::UserServiceClient,
+        wishlist_service_client::WishlistServiceClient,
+    },
+};
+use shop_user::{UserConfig, UserService};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Status, transport::Channel};
+
+pub use crate::{fake_catalog::FakeCatalog, smtp::SmtpSink};
+
+/// The password of test accounts.
+pub const PASSWORD: &str = "corr3ct-Horse!";
+
+/// A fresh address nobody else uses.
+pub fn unique_email() -> String {
+    format!("{}@example.com", unique_name("user"))
+}
+
+/// The machine code of a failed call.
+pub fn code(status: &Status) -> &str {
+    machine_code(status).unwrap_or("")
+}
+
+/// `message` with `caller`'s identity metadata, as the gateway would send it.
+pub fn as_caller<T>(caller: &Caller, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    caller.attach(&mut request);
+    request
+}
+
+/// A signed-in test user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// The address.
+    pub email: String,
+    /// The password.
+    pub password: String,
+    /// The latest token pair.
+    pub tokens: TokenPair,
+    /// The identity the gateway would forward for `tokens`.
+    pub caller: Caller,
+    /// The access token's `jti`.
+    pub jti: String,
+    /// The access token's `exp`.
+    pub exp: i64,
+}
+
+/// The running service and its peers.
+pub struct TestApp {
+    /// UserService client.
+    pub users: UserServiceClient<Channel>,
+    /// WishlistService client.
+    pub wishlist: WishlistServiceClient<Channel>,
+    /// CartService client.
+    pub cart: CartServiceClient<Channel>,
+    /// The SMTP server the service mails through.
+    pub smtp: SmtpSink,
+    /// The catalog double.
+    pub catalog: FakeCatalog,
+    shutdown: CancellationToken,
+    _data: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The service with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// The service with some settings (environment variables of [`UserConfig`]) overridden.
+pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
+    spawn(settings, false).await
+}
+
+/// The service on the one-process run's embedded backends: a SQLite file and the in-process
+/// cache.
+pub async fn spawn_embedded_app(settings: &[(&str, &str)]) -> TestApp {
+    spawn(settings, true).await
+}
+
+async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
+    init_test_logging();
+    let shutdown = CancellationToken::new();
+
+    let catalog = FakeCatalog::default();
+    let catalog_server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap())
+        .add_service(CatalogServiceServer::new(catalog.clone()))
+        .bind()
+        .await
+        .unwrap();
+    let catalog_addr = catalog_server.local_addr();
+    tokio::spawn(catalog_server.serve(shutdown.clone()));
+
+    let smtp = SmtpSink::start().await;
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let catalog_target = format!("http://{catalog_addr}");
+    let mut env = vec![
+        ("SMTP_URL", smtp_url.as_str()),
+        ("SHOP_CATALOG_TARGET", catalog_target.as_str()),
+    ];
+    env.extend_from_slice(settings);
+    let config = UserConfig::from_env(&MapEnv::from_pairs(env)).expect("valid test settings");
+
+    let prefix = format!("{}:", unique_name("shop_test"));
+    let (cache_url, database_url, data) = if embedded {
+        let data = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/shop.db", data.path().display());
+        ("memory://".to_owned(), url, Some(data))
+    } else {
+        (redis_url(), create_postgres_database().await, None)
+    };
+    let backends = Backends {
+        cache: cache::from_url(&cache_url, &prefix).await.expect("the cache answers"),
+        queue: Arc::new(MemoryQueue::new()),
+    };
+    let service_settings = ServiceSettings {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseConfig::new(database_url, UserService::NAME),
+    };
+    let service = UserService::build(service_settings, config, backends)
+        .await
+        .expect("the user service starts");
+    let addr = service.grpc_addr();
+    tokio::spawn(service.run(shutdown.clone()));
+
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the user service answers");
+    TestApp {
+        users: UserServiceClient::new(channel.clone()),
+        wishlist: WishlistServiceClient::new(channel.clone()),
+        cart: CartServiceClient::new(channel),
+        smtp,
+        catalog,
+        shutdown,
+        _data: data,
+    }
+}
+
+impl TestApp {
+    /// Asks for a code for `email` and reads it out of the SMTP server.
+    pub async fn code_for(&self, email: &str) -> String {
+        self.users
+            .clone()
+            .start_email_verification(pb::StartEmailVerificationRequest {
+                email: email.to_owned(),
+            })
+            .await
+            .expect("a code is sent");
+        self.smtp.next_mail_to(email).await.code()
+    }
+
+    /// Proves `email` and returns the verification token.
+    pub async fn verification_token(&self, email: &str) -> String {
+        let code = self.code_for(email).await;
+        self.users
+            .clone()
+            .confirm_email_verification(pb::ConfirmEmailVerificationRequest {
+                email: email.to_owned(),
+                code,
+            })
+            .await
+            .expect("the code is right")
+            .into_inner()
+            .verification_token
+    }
+
+    /// A sign-up request with valid details.
+    pub fn sign_up_request(token: &str, email: &str) -> pb::SignUpRequest {
+        pb::SignUpRequest {
+            verification_token: token.to_owned(),
+            email: email.to_owned(),
+            password: PASSWORD.to_owned(),
+            name: "Ada Lovelace".to_owned(),
+            phone: "+82 10 1234 5678".to_owned(),
+            address: "1 Analytical Engine Street, Seoul".to_owned(),
+        }
+    }
+
+    /// Signs `email` up through the whole journey; returns the new account.
+    pub async fn sign_up(&self, email: &str) -> pb::User {
+        let token = self.verification_token(email).await;
+        self.users
+            .clone()
+            .sign_up(Self::sign_up_request(&token, email))
+            .await
+            .expect("sign-up succeeds")
+            .into_inner()
+            .user
+            .expect("a user")
+    }
+
+    /// Signs in; returns the pair.
+    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, Status> {
+        self.users
+            .clone()
+            .login(pb::LoginRequest {
+                email: email.to_owned(),
+                password: password.to_owned(),
+            })
+            .await
+            .map(|reply| reply.into_inner().tokens.expect("tokens"))
+    }
+
+    /// A new account, signed in.
+    pub async fn new_user(&self) -> TestUser {
+        let email = unique_email();
+        self.sign_up(&email).await;
+        let tokens = self.login(&email, PASSWORD).await.expect("sign-in succeeds");
+        self.user_with(email, PASSWORD.to_owned(), tokens).await
+    }
+
+    /// The test user `tokens` belong to, as the gateway would verify them: with the keys from
+    /// GetSigningKeys, the algorithm pinned to EdDSA and the key named by `kid`.
+    pub async fn user_with(&self, email: String, password: String, tokens: TokenPair) -> TestUser {
+        let claims = self.verify(&tokens.access_token).await;
+        let caller = Caller {
+            user_id: claims["sub"].as_str().unwrap().parse().unwrap(),
+            role: claims["role"].as_str().unwrap().parse::<Role>().unwrap(),
+            session_id: Some(claims["sid"].as_str().unwrap().parse().unwrap()),
+        };
+        TestUser {
+            email,
+            password,
+            caller,
+            jti: claims["jti"].as_str().unwrap().to_owned(),
+            exp: claims["exp"].as_i64().unwrap(),
+            tokens,
+        }
+    }
+
+    /// Verifies an access token offline and returns its claims.
+    pub async fn verify(&self, token: &str) -> serde_json::Value {
+        let header = jsonwebtoken::decode_header(token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        let kid = header.kid.expect("a kid");
+        let keys = self
+            .users
+            .clone()
+            .get_signing_keys(pb::GetSigningKeysRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .keys;
+        let key = keys.iter().find(|key| key.kid == kid).expect("the kid is published");
+        assert_eq!(key.algorithm, "EdDSA");
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_ed_der(&key.public_key), &validation)
+            .expect("the token verifies")
+            .claims
+    }
+
+    /// Whether CheckTokenRevoked refuses `user`'s current access token.
+    pub async fn is_revoked(&self, user: &TestUser) -> bool {
+        self.users
+            .clone()
+            .check_token_revoked(pb::CheckTokenRevokedRequest {
+                jti: user.jti.clone(),
+                session_id: user.caller.session_id.map(|s| s.to_string()).unwrap_or_default(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revoked
+    }
+
+    /// The caller's account.
+    pub async fn me(&self, caller: &Caller) -> Result<pb::User, Status> {
+        self.users
+            .clone()
+            .get_me(as_caller(caller, pb::GetMeRequest {}))
+            .await
+            .map(|reply| reply.into_inner().user.expect("a user"))
+    }
+}

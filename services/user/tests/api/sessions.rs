@@ -1,0 +1,288 @@
+//! Sign-in, refresh rotation and reuse detection, logout, and the sessions that end with a
+//! password change or an account deletion.
+
+use std::time::{Duration, Instant};
+
+use shop_proto::pb::user as pb;
+use tonic::Code;
+
+use crate::helpers::{PASSWORD, TestApp, TestUser, as_caller, code, spawn_app, spawn_app_with, unique_email};
+
+async fn refresh(app: &TestApp, token: &str) -> Result<pb::TokenPair, tonic::Status> {
+    app.users
+        .clone()
+        .refresh_session(pb::RefreshSessionRequest {
+            refresh_token: token.to_owned(),
+        })
+        .await
+        .map(|reply| reply.into_inner().tokens.unwrap())
+}
+
+async fn second_session(app: &TestApp, user: &TestUser) -> TestUser {
+    let tokens = app.login(&user.email, &user.password).await.unwrap();
+    app.user_with(user.email.clone(), user.password.clone(), tokens).await
+}
+
+#[tokio::test]
+async fn login_issues_a_verifiable_pair() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    assert_eq!(user.tokens.token_type, "Bearer");
+    assert_eq!(user.tokens.expires_in_seconds, 900);
+    let claims = app.verify(&user.tokens.access_token).await;
+    assert_eq!(claims["role"], "customer");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 900);
+    assert!(!app.is_revoked(&user).await);
+}
+
+#[tokio::test]
+async fn unknown_address_and_wrong_password_look_alike() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let unknown = unique_email();
+    let mut fastest = Vec::new();
+    for (email, password) in [(user.email.as_str(), "wr0ng-password"), (unknown.as_str(), PASSWORD)] {
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let error = app.login(email, password).await.unwrap_err();
+            best = best.min(started.elapsed());
+            assert_eq!(
+                (error.code(), code(&error)),
+                (Code::Unauthenticated, "invalid_credentials")
+            );
+            assert_eq!(error.message(), "wrong email address or password");
+        }
+        fastest.push(best);
+    }
+    // Both verify an argon2 hash: neither answer is several times faster (best of three, to
+    // look past scheduling noise).
+    let (slow, fast) = (fastest[0].max(fastest[1]), fastest[0].min(fastest[1]));
+    assert!(slow < fast * 5, "{fastest:?}");
+}
+
+#[tokio::test]
+async fn repeated_failures_are_throttled() {
+    let app = spawn_app_with(&[("SHOP_LOGIN_FAILURE_LIMIT", "3")]).await;
+    let user = app.new_user().await;
+    for _ in 0..3 {
+        let error = app.login(&user.email, "wr0ng-password").await.unwrap_err();
+        assert_eq!(code(&error), "invalid_credentials");
+    }
+    // Even the right password waits now.
+    let error = app.login(&user.email, PASSWORD).await.unwrap_err();
+    assert_eq!(
+        (error.code(), code(&error)),
+        (Code::ResourceExhausted, "too_many_requests")
+    );
+    assert!(error.metadata().get("x-shop-retry-after").is_some());
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_ends_the_session() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+
+    let second = refresh(&app, &user.tokens.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, user.tokens.refresh_token);
+    let rotated = app
+        .user_with(user.email.clone(), user.password.clone(), second.clone())
+        .await;
+    assert_eq!(rotated.caller.session_id, user.caller.session_id, "same session");
+    let third = refresh(&app, &second.refresh_token).await.unwrap();
+
+    // The first token again: refused, and its whole session ends.
+    let error = refresh(&app, &user.tokens.refresh_token).await.unwrap_err();
+    assert_eq!(
+        (error.code(), code(&error)),
+        (Code::Unauthenticated, "invalid_refresh_token")
+    );
+    let error = refresh(&app, &third.refresh_token).await.unwrap_err();
+    assert_eq!(
+        code(&error),
+        "invalid_refresh_token",
+        "the latest token died with its session"
+    );
+    assert!(
+        app.is_revoked(&rotated).await,
+        "the session's access tokens are refused"
+    );
+
+    // Other sessions are not affected.
+    let other = second_session(&app, &user).await;
+    assert!(!app.is_revoked(&other).await);
+    refresh(&app, &other.tokens.refresh_token).await.unwrap();
+    for bad in ["", "made-up"] {
+        let error = refresh(&app, bad).await.unwrap_err();
+        assert_eq!(code(&error), "invalid_refresh_token");
+    }
+}
+
+#[tokio::test]
+async fn logout_revokes_the_access_token_and_the_session() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let other = second_session(&app, &user).await;
+
+    let logout = |user: &TestUser, refresh_token: Option<String>| {
+        let request = as_caller(
+            &user.caller,
+            pb::LogoutRequest {
+                refresh_token,
+                access_token_id: user.jti.clone(),
+                access_token_expires_at: Some(prost_types::Timestamp {
+                    seconds: user.exp,
+                    nanos: 0,
+                }),
+            },
+        );
+        let mut users = app.users.clone();
+        async move { users.logout(request).await }
+    };
+    logout(&user, Some(user.tokens.refresh_token.clone())).await.unwrap();
+    // Idempotent.
+    logout(&user, None).await.unwrap();
+
+    assert!(app.is_revoked(&user).await);
+    // The jti alone is revoked too (a gateway that does not send the session).
+    let revoked = app
+        .users
+        .clone()
+        .check_token_revoked(pb::CheckTokenRevokedRequest {
+            jti: user.jti.clone(),
+            session_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked;
+    assert!(revoked);
+    let error = refresh(&app, &user.tokens.refresh_token).await.unwrap_err();
+    assert_eq!(code(&error), "invalid_refresh_token");
+    assert!(!app.is_revoked(&other).await, "the other session lives on");
+
+    // Bad input.
+    let error = app
+        .users
+        .clone()
+        .logout(as_caller(&other.caller, pb::LogoutRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let error = app
+        .users
+        .clone()
+        .logout(pb::LogoutRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated);
+    let error = app
+        .users
+        .clone()
+        .check_token_revoked(pb::CheckTokenRevokedRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_other_session() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let other = second_session(&app, &user).await;
+    let new_password = "n3w-Password!";
+
+    let change = |current: &str, new: &str| {
+        let request = as_caller(
+            &user.caller,
+            pb::ChangePasswordRequest {
+                current_password: current.to_owned(),
+                new_password: new.to_owned(),
+            },
+        );
+        let mut users = app.users.clone();
+        async move { users.change_password(request).await }
+    };
+    let error = change("wr0ng-password", new_password).await.unwrap_err();
+    assert_eq!(
+        (error.code(), code(&error)),
+        (Code::PermissionDenied, "invalid_credentials")
+    );
+    let error = change(PASSWORD, "weak").await.unwrap_err();
+    assert_eq!((error.code(), code(&error)), (Code::InvalidArgument, "weak_password"));
+    assert!(!app.is_revoked(&other).await, "refused changes end nothing");
+
+    change(PASSWORD, new_password).await.unwrap();
+    assert!(app.is_revoked(&other).await);
+    assert_eq!(
+        code(&refresh(&app, &other.tokens.refresh_token).await.unwrap_err()),
+        "invalid_refresh_token"
+    );
+    assert!(!app.is_revoked(&user).await, "the calling session stays signed in");
+    refresh(&app, &user.tokens.refresh_token).await.unwrap();
+
+    assert_eq!(
+        code(&app.login(&user.email, PASSWORD).await.unwrap_err()),
+        "invalid_credentials"
+    );
+    app.login(&user.email, new_password).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_account_cannot_sign_in() {
+    let app = spawn_app_with(&[("SHOP_VERIFICATION_RESEND_INTERVAL", "100ms")]).await;
+    let user = app.new_user().await;
+    let product = app.catalog.add("Lamp", 12_900, "KRW");
+    app.wishlist
+        .clone()
+        .add_wishlist_item(as_caller(
+            &user.caller,
+            pb::AddWishlistItemRequest {
+                product_id: product,
+                quantity: None,
+            },
+        ))
+        .await
+        .unwrap();
+
+    let delete = |password: &str| {
+        let request = as_caller(
+            &user.caller,
+            pb::DeleteAccountRequest {
+                password: password.to_owned(),
+            },
+        );
+        let mut users = app.users.clone();
+        async move { users.delete_account(request).await }
+    };
+    let error = delete("wr0ng-password").await.unwrap_err();
+    assert_eq!(
+        (error.code(), code(&error)),
+        (Code::PermissionDenied, "invalid_credentials")
+    );
+    app.me(&user.caller).await.unwrap();
+
+    delete(PASSWORD).await.unwrap();
+    assert_eq!(
+        code(&app.login(&user.email, PASSWORD).await.unwrap_err()),
+        "invalid_credentials"
+    );
+    assert_eq!(app.me(&user.caller).await.unwrap_err().code(), Code::NotFound);
+    assert!(app.is_revoked(&user).await);
+    assert_eq!(
+        code(&refresh(&app, &user.tokens.refresh_token).await.unwrap_err()),
+        "invalid_refresh_token"
+    );
+    let wishlist = app
+        .wishlist
+        .clone()
+        .list_wishlist(as_caller(&user.caller, pb::ListWishlistRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(wishlist.items.is_empty(), "personal data is gone");
+
+    // The address is free again.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.sign_up(&user.email).await;
+}
