@@ -64,12 +64,19 @@ impl Mesh {
         let target = |addr: SocketAddr| Target::parse(&format!("http://{addr}"));
         let mut user_config = config.user.clone();
         user_config.catalog_target = target(catalog.grpc_addr())?;
-        let user = UserService::build(settings(UserService::NAME, config.user_grpc_addr), user_config, backends.clone())
-            .await
-            .context("starting the user service")?;
+        let user = UserService::build(
+            settings(UserService::NAME, config.user_grpc_addr),
+            user_config,
+            backends.clone(),
+        )
+        .await
+        .context("starting the user service")?;
+        let mut order_config = config.order.clone();
+        order_config.catalog = target(catalog.grpc_addr())?;
+        order_config.user = target(user.grpc_addr())?;
         let order = OrderService::build(
             settings(OrderService::NAME, config.order_grpc_addr),
-            config.order.clone(),
+            order_config,
             backends,
         )
         .await

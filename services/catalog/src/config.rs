@@ -1,14 +1,140 @@
-//! The catalog service's own settings.
+//! The catalog service's own settings, from the environment (defaults in brackets):
+//!
+//! - `SHOP_CATALOG_RESERVE_QUEUE` [stock.reserve], `SHOP_CATALOG_RELEASE_QUEUE` [stock.release],
+//!   `SHOP_CATALOG_RESULTS_QUEUE` [stock.results]: the queues of shop/events/v1/events.proto;
+//! - `SHOP_CATALOG_STOCK_WORKERS` [2]: consumers per queue in this process (each replica runs
+//!   as many; any number of replicas may run);
+//! - `SHOP_CATALOG_STOCK_BATCH` [200]: most deliveries applied in one transaction;
+//! - `SHOP_CATALOG_STOCK_LINGER` [5ms]: how long a batch waits for more deliveries after its
+//!   first one.
+
+use std::time::Duration;
 
 use shop_platform::config::{ConfigError, Env};
 
 /// Settings of the catalog service, from the environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatalogConfig {
+    /// The reservation worker's settings.
+    pub stock: StockConfig,
+}
+
+/// Settings of the stock reservation worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CatalogConfig {}
+pub struct StockConfig {
+    /// Where ReserveStock arrives.
+    pub reserve_queue: String,
+    /// Where ReleaseStock arrives.
+    pub release_queue: String,
+    /// Where StockReserved, StockRejected and StockReleased go (through the outbox).
+    pub results_queue: String,
+    /// Consumers per queue in this process.
+    pub workers: usize,
+    /// Most deliveries applied in one transaction.
+    pub batch_size: usize,
+    /// How long a batch waits for more deliveries after its first one.
+    pub linger: Duration,
+}
+
+impl Default for StockConfig {
+    fn default() -> Self {
+        Self {
+            reserve_queue: "stock.reserve".into(),
+            release_queue: "stock.release".into(),
+            results_queue: "stock.results".into(),
+            workers: 2,
+            batch_size: 200,
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
+impl StockConfig {
+    /// The unacknowledged deliveries a consumer may hold: two batches, so that the next batch
+    /// is already on its way while one commits.
+    pub fn prefetch(&self) -> u16 {
+        u16::try_from(self.batch_size.saturating_mul(2)).unwrap_or(u16::MAX)
+    }
+}
 
 impl CatalogConfig {
     /// Reads and validates the settings.
-    pub fn from_env(_env: &impl Env) -> Result<Self, ConfigError> {
-        Ok(Self {})
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let defaults = StockConfig::default();
+        let stock = StockConfig {
+            reserve_queue: queue_name(env, "SHOP_CATALOG_RESERVE_QUEUE", &defaults.reserve_queue)?,
+            release_queue: queue_name(env, "SHOP_CATALOG_RELEASE_QUEUE", &defaults.release_queue)?,
+            results_queue: queue_name(env, "SHOP_CATALOG_RESULTS_QUEUE", &defaults.results_queue)?,
+            workers: in_range(env, "SHOP_CATALOG_STOCK_WORKERS", defaults.workers, 1, 64)?,
+            batch_size: in_range(env, "SHOP_CATALOG_STOCK_BATCH", defaults.batch_size, 1, 5_000)?,
+            linger: env.duration_or("SHOP_CATALOG_STOCK_LINGER", defaults.linger)?,
+        };
+        if stock.linger > Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "SHOP_CATALOG_STOCK_LINGER",
+                "at most 1s: a batch must not hold deliveries longer",
+            ));
+        }
+        if stock.reserve_queue == stock.release_queue
+            || stock.results_queue == stock.reserve_queue
+            || stock.results_queue == stock.release_queue
+        {
+            return Err(ConfigError::new(
+                "SHOP_CATALOG_RESULTS_QUEUE",
+                "the reserve, release and results queues must be three different queues",
+            ));
+        }
+        Ok(Self { stock })
+    }
+}
+
+fn queue_name(env: &impl Env, key: &str, default: &str) -> Result<String, ConfigError> {
+    let name = env
+        .var(key)
+        .map_or_else(|| default.to_owned(), |raw| raw.trim().to_owned());
+    // AMQP queue names are short strings; ".dead" is appended for the dead-letter queue.
+    if name.len() > 200 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
+        return Err(ConfigError::new(
+            key,
+            format!("{name:?} must be up to 200 letters, digits, '.', '_', '-' or ':'"),
+        ));
+    }
+    Ok(name)
+}
+
+fn in_range(env: &impl Env, key: &str, default: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+    let value = env.parse_or(key, default)?;
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(key, format!("{value} is not between {min} and {max}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_platform::config::MapEnv;
+
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let config = CatalogConfig::from_env(&MapEnv::default()).ok();
+        assert_eq!(config, Some(CatalogConfig::default()));
+        assert_eq!(StockConfig::default().prefetch(), 400);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        for (key, value) in [
+            ("SHOP_CATALOG_STOCK_WORKERS", "0"),
+            ("SHOP_CATALOG_STOCK_BATCH", "lots"),
+            ("SHOP_CATALOG_STOCK_LINGER", "2s"),
+            ("SHOP_CATALOG_RESERVE_QUEUE", "no spaces"),
+            ("SHOP_CATALOG_RESULTS_QUEUE", "stock.reserve"),
+        ] {
+            let error = CatalogConfig::from_env(&MapEnv::from_pairs([(key, value)])).err();
+            assert_eq!(error.map(|e| e.key).as_deref(), Some(key), "{key}={value}");
+        }
     }
 }

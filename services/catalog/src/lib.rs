@@ -2,10 +2,14 @@
 //! A library, so the `catalog` binary and the one-process `shop` binary start it the same way.
 
 pub mod config;
+pub mod entity;
 pub mod migration;
+pub mod products;
+pub mod stock;
 
 use std::net::SocketAddr;
 
+use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use shop_platform::{
     config::{ConfigError, Env},
@@ -13,15 +17,19 @@ use shop_platform::{
     outbox::{OutboxRelay, RelayOptions},
     service::{Backends, MeshService, ServiceSettings, open_database},
 };
+use shop_proto::pb::catalog::catalog_service_server::CatalogServiceServer;
 use tokio_util::sync::CancellationToken;
 
-pub use config::CatalogConfig;
+pub use config::{CatalogConfig, StockConfig};
+use products::{Products, grpc::CatalogApi};
+use stock::StockWorker;
 
 /// The running catalog service.
 #[derive(Debug)]
 pub struct CatalogService {
     server: BoundGrpcServer,
     relay: OutboxRelay,
+    worker: StockWorker,
     db: DatabaseConnection,
 }
 
@@ -41,14 +49,22 @@ impl MeshService for CatalogService {
         CatalogConfig::from_env(env)
     }
 
-    async fn build(settings: ServiceSettings, _config: CatalogConfig, backends: Backends) -> anyhow::Result<Self> {
+    async fn build(settings: ServiceSettings, config: CatalogConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
-        let relay = OutboxRelay::new(db.clone(), backends.queue, RelayOptions::default());
+        let relay = OutboxRelay::new(db.clone(), backends.queue.clone(), RelayOptions::default());
+        let worker = StockWorker::new(db.clone(), backends.queue, config.stock).waking(relay.clone());
+        worker.declare().await.context("declaring the stock queues")?;
         let server = GrpcServerBuilder::new(settings.grpc_addr)
+            .add_service(CatalogServiceServer::new(CatalogApi::new(Products::new(db.clone()))))
             .reflection(shop_proto::FILE_DESCRIPTOR_SET)
             .bind()
             .await?;
-        Ok(Self { server, relay, db })
+        Ok(Self {
+            server,
+            relay,
+            worker,
+            db,
+        })
     }
 
     fn grpc_addr(&self) -> SocketAddr {
@@ -56,9 +72,17 @@ impl MeshService for CatalogService {
     }
 
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let served = self.server.serve(shutdown).await;
-        relay.await?;
-        served
+        // Stopped in order: the server and the worker on the signal (or when serving fails),
+        // the relay only after the worker's last answers are in the outbox.
+        let stop = shutdown.child_token();
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
+        let worker = tokio::spawn(self.worker.run(stop.clone()));
+        let served = self.server.serve(stop.clone()).await;
+        stop.cancel();
+        let worked = worker.await.context("the stock worker panicked");
+        relay_stop.cancel();
+        relay.await.context("the outbox relay panicked")?;
+        served.and(worked?)
     }
 }

@@ -2,12 +2,19 @@
 
 use std::time::Duration;
 
-use shop_platform::config::{ConfigError, Env};
+use shop_platform::{
+    config::{ConfigError, Env},
+    grpc::client::{ClientOptions, Target},
+};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// The amount the built-in payment provider declines by default: 402, as in HTTP's "Payment
+/// Required". A product priced 402 ordered once exercises the decline path end to end.
+pub const DEFAULT_DECLINE_AMOUNT: i64 = 402;
+
 /// Settings of the order service, from the environment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct OrderConfig {
     /// Paid items ship this long after payment (`SHOP_SHIP_AFTER` [1d]).
     pub ship_after: Duration,
@@ -17,16 +24,186 @@ pub struct OrderConfig {
     pub cancel_window: Duration,
     /// Items can be returned this long after delivery (`SHOP_RETURN_WINDOW` [1d]).
     pub return_window: Duration,
+    /// The catalog, for price snapshots (`SHOP_CATALOG_TARGET` [http://127.0.0.1:50052]).
+    pub catalog: Target,
+    /// The user service, for carts (`SHOP_USER_TARGET` [http://127.0.0.1:50051]).
+    pub user: Target,
+    /// How the catalog and user clients connect and time their calls.
+    pub client: ClientOptions,
+    /// The queues shared with the catalog's stock worker.
+    pub queues: StockQueues,
+    /// Stock result consumers in this process (`SHOP_ORDER_RESULT_CONSUMERS` [4], 1 to 64; on
+    /// SQLite, which has one writer at a time, always 1).
+    pub result_consumers: usize,
+    /// How often the shipment scheduler looks for due orders (`SHOP_ORDER_SHIPMENT_INTERVAL` [1s]);
+    /// `None` runs no scheduler loop (tests drive it by hand).
+    pub shipment_interval: Option<Duration>,
+    /// The order total (in minor units) the built-in payment provider declines
+    /// (`SHOP_PAYMENT_DECLINE_AMOUNT` [402]; `off` declines nothing).
+    pub decline_amount: Option<i64>,
+}
+
+/// Names of the stock queues (see shop/events/v1/events.proto), read from the same variables
+/// as the catalog's stock worker, so that one setting moves both ends of each queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StockQueues {
+    /// ReserveStock, to the catalog (`SHOP_CATALOG_RESERVE_QUEUE` [stock.reserve]).
+    pub reserve: String,
+    /// ReleaseStock, to the catalog (`SHOP_CATALOG_RELEASE_QUEUE` [stock.release]).
+    pub release: String,
+    /// StockReserved, StockRejected and StockReleased, from the catalog
+    /// (`SHOP_CATALOG_RESULTS_QUEUE` [stock.results]).
+    pub results: String,
+}
+
+impl Default for StockQueues {
+    fn default() -> Self {
+        Self {
+            reserve: "stock.reserve".into(),
+            release: "stock.release".into(),
+            results: "stock.results".into(),
+        }
+    }
+}
+
+impl StockQueues {
+    /// Queue names under a prefix (`<prefix>.stock.reserve`, …), so that tests sharing a broker
+    /// do not read each other's messages.
+    pub fn prefixed(prefix: &str) -> Self {
+        let defaults = Self::default();
+        Self {
+            reserve: format!("{prefix}.{}", defaults.reserve),
+            release: format!("{prefix}.{}", defaults.release),
+            results: format!("{prefix}.{}", defaults.results),
+        }
+    }
 }
 
 impl OrderConfig {
     /// Reads and validates the settings.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let target = |key: &str, default: &str| {
+            let raw = env.var(key).unwrap_or_else(|| default.to_owned());
+            Target::parse(&raw).map_err(|error| ConfigError::new(key, error.to_string()))
+        };
+        let queue = |key: &str, default: String| {
+            let name = env.var(key).map_or(default, |raw| raw.trim().to_owned());
+            // The catalog's rule: AMQP short strings, with room for the ".dead" suffix.
+            if name.len() > 200 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{name:?} must be up to 200 letters, digits, '.', '_', '-' or ':'"),
+                ));
+            }
+            Ok(name)
+        };
+        let defaults = StockQueues::default();
+        let queues = StockQueues {
+            reserve: queue("SHOP_CATALOG_RESERVE_QUEUE", defaults.reserve)?,
+            release: queue("SHOP_CATALOG_RELEASE_QUEUE", defaults.release)?,
+            results: queue("SHOP_CATALOG_RESULTS_QUEUE", defaults.results)?,
+        };
+        if queues.reserve == queues.release || queues.results == queues.reserve || queues.results == queues.release {
+            return Err(ConfigError::new(
+                "SHOP_CATALOG_RESULTS_QUEUE",
+                "the reserve, release and results queues must be three different queues",
+            ));
+        }
+        let interval = env.duration_or("SHOP_ORDER_SHIPMENT_INTERVAL", Duration::from_secs(1))?;
+        if interval.is_zero() {
+            return Err(ConfigError::new("SHOP_ORDER_SHIPMENT_INTERVAL", "must be positive"));
+        }
+        let consumers = env.parse_or("SHOP_ORDER_RESULT_CONSUMERS", 4usize)?;
+        if !(1..=64).contains(&consumers) {
+            return Err(ConfigError::new(
+                "SHOP_ORDER_RESULT_CONSUMERS",
+                format!("{consumers} is not between 1 and 64"),
+            ));
+        }
         Ok(Self {
             ship_after: env.duration_or("SHOP_SHIP_AFTER", DAY)?,
             deliver_after: env.duration_or("SHOP_DELIVER_AFTER", DAY)?,
             cancel_window: env.duration_or("SHOP_CANCEL_WINDOW", DAY)?,
             return_window: env.duration_or("SHOP_RETURN_WINDOW", DAY)?,
+            catalog: target("SHOP_CATALOG_TARGET", "http://127.0.0.1:50052")?,
+            user: target("SHOP_USER_TARGET", "http://127.0.0.1:50051")?,
+            client: ClientOptions::default(),
+            queues,
+            result_consumers: consumers,
+            shipment_interval: Some(interval),
+            decline_amount: decline_amount(env)?,
         })
+    }
+}
+
+fn decline_amount(env: &impl Env) -> Result<Option<i64>, ConfigError> {
+    const KEY: &str = "SHOP_PAYMENT_DECLINE_AMOUNT";
+    match env.var(KEY) {
+        None => Ok(Some(DEFAULT_DECLINE_AMOUNT)),
+        Some(raw) if raw.trim().eq_ignore_ascii_case("off") => Ok(None),
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(amount) if amount >= 0 => Ok(Some(amount)),
+            _ => Err(ConfigError::new(
+                KEY,
+                format!("{raw:?} is neither an amount in minor units nor `off`"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_platform::config::MapEnv;
+
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let config = OrderConfig::from_env(&MapEnv::default()).ok();
+        let config = config.map(|c| {
+            (
+                c.ship_after,
+                c.cancel_window,
+                c.catalog.to_string(),
+                c.queues,
+                c.shipment_interval,
+                c.decline_amount,
+            )
+        });
+        assert_eq!(
+            config,
+            Some((
+                DAY,
+                DAY,
+                Target::parse("http://127.0.0.1:50052")
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                StockQueues::default(),
+                Some(Duration::from_secs(1)),
+                Some(402),
+            ))
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (key, value) in [
+            ("SHOP_PAYMENT_DECLINE_AMOUNT", "-3"),
+            ("SHOP_PAYMENT_DECLINE_AMOUNT", "lots"),
+            ("SHOP_CATALOG_TARGET", "ftp://x:1"),
+            ("SHOP_CATALOG_RESULTS_QUEUE", "stock results"),
+            ("SHOP_ORDER_SHIPMENT_INTERVAL", "0s"),
+            ("SHOP_ORDER_RESULT_CONSUMERS", "0"),
+            ("SHOP_CATALOG_RESULTS_QUEUE", "stock.reserve"),
+        ] {
+            let error = OrderConfig::from_env(&MapEnv::from_pairs([(key, value)])).err();
+            assert_eq!(error.map(|e| e.key).as_deref(), Some(key), "{key}={value}");
+        }
+    }
+
+    #[test]
+    fn the_decline_trigger_can_be_turned_off() {
+        let config = OrderConfig::from_env(&MapEnv::from_pairs([("SHOP_PAYMENT_DECLINE_AMOUNT", "off")])).ok();
+        assert_eq!(config.map(|c| c.decline_amount), Some(None));
     }
 }

@@ -1,64 +1,32 @@
 //! The order service: orders with price snapshots, payments, shipment progression, cancellation and returns (`shop.order.v1`).
 //! A library, so the `order` binary and the one-process `shop` binary start it the same way.
+//!
+//! The path of an order: PlaceOrder writes it PENDING with a ReserveStock in its outbox;
+//! the catalog's answer is applied by the results consumer (PAID, REJECTED or PAYMENT_FAILED);
+//! the shipment scheduler ships and delivers; cancel and return give stock and money back.
 
+mod access;
+pub mod clock;
 pub mod config;
+mod context;
+mod convert;
+pub mod entity;
+mod grpc;
+mod idempotency;
+mod lifecycle;
 pub mod migration;
+pub mod payment;
+mod place;
+mod queries;
+mod results;
+mod service;
+pub mod shipping;
+pub mod stock;
+mod store;
+mod upstream;
 
-use std::net::SocketAddr;
-
-use sea_orm::DatabaseConnection;
-use shop_platform::{
-    config::{ConfigError, Env},
-    grpc::server::{BoundGrpcServer, GrpcServerBuilder},
-    outbox::{OutboxRelay, RelayOptions},
-    service::{Backends, MeshService, ServiceSettings, open_database},
-};
-use tokio_util::sync::CancellationToken;
-
-pub use config::OrderConfig;
-
-/// The running order service.
-#[derive(Debug)]
-pub struct OrderService {
-    server: BoundGrpcServer,
-    relay: OutboxRelay,
-    db: DatabaseConnection,
-}
-
-impl OrderService {
-    /// The service's database connection.
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-}
-
-impl MeshService for OrderService {
-    const NAME: &'static str = "order";
-    const DEFAULT_PORT: u16 = 50053;
-    type Config = OrderConfig;
-
-    fn config_from_env(env: &impl Env) -> Result<OrderConfig, ConfigError> {
-        OrderConfig::from_env(env)
-    }
-
-    async fn build(settings: ServiceSettings, _config: OrderConfig, backends: Backends) -> anyhow::Result<Self> {
-        let db = open_database::<migration::Migrator>(&settings).await?;
-        let relay = OutboxRelay::new(db.clone(), backends.queue, RelayOptions::default());
-        let server = GrpcServerBuilder::new(settings.grpc_addr)
-            .reflection(shop_proto::FILE_DESCRIPTOR_SET)
-            .bind()
-            .await?;
-        Ok(Self { server, relay, db })
-    }
-
-    fn grpc_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let served = self.server.serve(shutdown).await;
-        relay.await?;
-        served
-    }
-}
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{OrderConfig, StockQueues};
+pub use payment::{PaymentProvider, TestPaymentProvider};
+pub use service::{OrderService, OrderServiceBuilder};
+pub use shipping::ShipmentScheduler;

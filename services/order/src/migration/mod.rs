@@ -1,7 +1,11 @@
 //! The order service's schema migrations, applied at start (one replica at a time).
 
+mod create_order_tables;
+
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use shop_platform::outbox::CreateMessagingTables;
+
+pub use create_order_tables::CreateOrderTables;
 
 /// Every migration of the order schema, oldest first.
 #[derive(Debug)]
@@ -10,6 +14,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateMessagingTables)]
+        vec![Box::new(CreateMessagingTables), Box::new(CreateOrderTables)]
     }
 }

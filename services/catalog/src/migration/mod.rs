@@ -1,5 +1,9 @@
 //! The catalog service's schema migrations, applied at start (one replica at a time).
 
+mod m001_products;
+pub(crate) use m001_products::LISTED;
+mod m002_stock;
+
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use shop_platform::outbox::CreateMessagingTables;
 
@@ -10,6 +14,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateMessagingTables)]
+        vec![
+            Box::new(CreateMessagingTables),
+            Box::new(m001_products::CreateProducts),
+            Box::new(m002_stock::CreateReservations),
+        ]
     }
 }

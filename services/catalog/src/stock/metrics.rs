@@ -1,0 +1,81 @@
+//! The worker's counters, on the global OpenTelemetry meter `shop.catalog` (a no-op until the
+//! process configures a meter provider). Operators watch `catalog.stock.dead_lettered`: every
+//! message there needs a person.
+
+use opentelemetry::{KeyValue, metrics::Counter};
+
+use super::{command::Work, ledger::Outcome, store::Applied};
+
+/// The worker's instruments. Created when the worker is built, after telemetry is set up, so
+/// that they bind to the configured provider.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    applied: Counter<u64>,
+    dead_lettered: Counter<u64>,
+    batch_failures: Counter<u64>,
+}
+
+impl Metrics {
+    /// The instruments, from the global meter.
+    pub fn new() -> Self {
+        let meter = opentelemetry::global::meter("shop.catalog");
+        Self {
+            applied: meter
+                .u64_counter("catalog.stock.applied")
+                .with_description("Stock messages applied, by outcome")
+                .build(),
+            dead_lettered: meter
+                .u64_counter("catalog.stock.dead_lettered")
+                .with_description("Stock messages sent to the dead-letter queue at once, by reason")
+                .build(),
+            batch_failures: meter
+                .u64_counter("catalog.stock.batch_failures")
+                .with_description("Stock batch transactions that failed and were retried")
+                .build(),
+        }
+    }
+
+    /// Counts what a batch did.
+    pub fn applied(&self, work: Work, applied: &[Applied]) {
+        for one in applied {
+            let outcome = match one {
+                Applied::Duplicate => "duplicate",
+                Applied::Done(Outcome::Reserved) => "reserved",
+                Applied::Done(Outcome::Rejected(_)) => "rejected",
+                Applied::Done(Outcome::AlreadyReserved | Outcome::AlreadyRejected(_)) => "repeated",
+                Applied::Done(Outcome::Released(_)) => "released",
+                Applied::Done(Outcome::AlreadyReleased) => "repeated_release",
+            };
+            self.applied.add(
+                1,
+                &[KeyValue::new("work", label(work)), KeyValue::new("outcome", outcome)],
+            );
+        }
+    }
+
+    /// Counts a message dead-lettered because it can never be applied.
+    pub fn dead_lettered(&self, work: Work, reason: &'static str) {
+        self.dead_lettered.add(
+            1,
+            &[KeyValue::new("work", label(work)), KeyValue::new("reason", reason)],
+        );
+    }
+
+    /// Counts a failed batch transaction.
+    pub fn batch_failed(&self, work: Work) {
+        self.batch_failures.add(1, &[KeyValue::new("work", label(work))]);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn label(work: Work) -> &'static str {
+    match work {
+        Work::Reserve => "reserve",
+        Work::Release => "release",
+    }
+}

@@ -1,0 +1,10 @@
+//! The catalog service against real PostgreSQL and RabbitMQ: the product rpcs through a tonic
+//! client, and the reservation worker under concurrency, duplicates and failures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod products;
+mod sqlite;
+mod stock;
+mod stock_faults;

@@ -1,0 +1,22 @@
+//! Who may see an order, and the ids requests name. Another user's order is NOT_FOUND, never
+//! PERMISSION_DENIED, so that order ids reveal nothing.
+
+use shop_platform::grpc::{error::ServiceError, identity::Caller};
+use uuid::Uuid;
+
+use crate::store::OrderRecord;
+
+/// Whether `caller` may see the order: its owner or an admin.
+pub fn may_see(caller: &Caller, record: &OrderRecord) -> bool {
+    caller.is_admin() || record.order.user_id == caller.user_id
+}
+
+/// NOT_FOUND for an order.
+pub fn not_found() -> ServiceError {
+    ServiceError::NotFound("no such order".into())
+}
+
+/// A UUID from a request field, or INVALID_ARGUMENT naming the field.
+pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ServiceError> {
+    Uuid::parse_str(raw).map_err(|_| ServiceError::invalid(format!("{raw:?} is not a valid {what}")))
+}

@@ -1,0 +1,24 @@
+//! What every part of the order service shares: its database, its clock, the payment provider,
+//! its settings, and the outbox relay to wake after a commit that enqueued messages.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use shop_platform::outbox::OutboxRelay;
+
+use crate::{clock::SharedClock, config::OrderConfig, payment::PaymentProvider};
+
+/// The order service's shared state; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The order database.
+    pub db: DatabaseConnection,
+    /// Where "now" comes from.
+    pub clock: SharedClock,
+    /// Captures and refunds.
+    pub payments: Arc<dyn PaymentProvider>,
+    /// The settings.
+    pub config: Arc<OrderConfig>,
+    /// The relay publishing the outbox.
+    pub relay: OutboxRelay,
+}

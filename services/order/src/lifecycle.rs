@@ -1,0 +1,218 @@
+//! What a customer (or an admin) does to a placed order: cancel it before it ships, within the
+//! cancel window from `placed_at`; return one delivered item within the return window from
+//! that item's `delivered_at`. Both windows are measured from timestamps written once, never
+//! from `updated_at`. Each change runs in one transaction with the order's row locked: the
+//! refund is recorded and the ReleaseStock written to the outbox together with the new state.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
+use shop_platform::grpc::{error::ServiceError, identity::Caller};
+use uuid::Uuid;
+
+use crate::{
+    access::{may_see, not_found, parse_id},
+    clock,
+    context::Context,
+    entity::{ItemStatus, OrderStatus, PaymentStatus, payment, refund},
+    payment::Refund,
+    stock::{self, ReleaseReason},
+    store::{self, OrderRecord},
+};
+
+/// Cancels the order `id` for `caller`.
+pub async fn cancel(ctx: &Context, caller: &Caller, id: &str) -> Result<OrderRecord, ServiceError> {
+    let order_id = parse_id(id, "order id")?;
+    let txn = store::begin_write(&ctx.db).await?;
+    let record = visible_locked(&txn, caller, order_id).await?;
+    let now = ctx.clock.now();
+    let refuse = |message: String| ServiceError::FailedPrecondition {
+        code: "not_cancellable",
+        message,
+    };
+    match record.order.status {
+        OrderStatus::Cancelled => {
+            txn.rollback().await?;
+            return Ok(record);
+        }
+        OrderStatus::Pending | OrderStatus::Paid => {}
+        OrderStatus::Shipped | OrderStatus::Delivered => {
+            return Err(refuse("the order has shipped".into()));
+        }
+        OrderStatus::Rejected | OrderStatus::PaymentFailed => {
+            return Err(refuse("the order has already ended".into()));
+        }
+    }
+    if record.items.iter().any(|item| item.shipped_at.is_some()) {
+        return Err(refuse("an item has shipped".into()));
+    }
+    let closes = clock::after(record.order.placed_at, ctx.config.cancel_window);
+    if now > closes {
+        return Err(refuse(format!("the cancel window closed at {}", closes.to_rfc3339())));
+    }
+
+    let was_paid = record.order.status == OrderStatus::Paid;
+    let reason = if caller.user_id == record.order.user_id {
+        "cancelled_by_customer"
+    } else {
+        "cancelled_by_admin"
+    };
+    let mut order = record.order.clone().into_active_model();
+    order.status = Set(OrderStatus::Cancelled);
+    order.status_reason = Set(Some(reason.into()));
+    order.updated_at = Set(now);
+    order.update(&txn).await?;
+    store::cancel_unshipped_items(&txn, order_id).await?;
+    match record.payment.status {
+        PaymentStatus::Captured => {
+            let amount = record.payment.amount - record.payment.refunded;
+            refund(ctx, &txn, &record.payment, None, amount, now).await?;
+        }
+        _ => {
+            let mut payment = record.payment.clone().into_active_model();
+            payment.status = Set(PaymentStatus::Voided);
+            payment.updated_at = Set(now);
+            payment.update(&txn).await?;
+        }
+    }
+    // A PENDING order's reservation may still arrive: the stock goes back when it does.
+    let released = was_paid
+        && stock::release(
+            &txn,
+            &ctx.config.queues,
+            order_id,
+            order_id,
+            ReleaseReason::Cancelled,
+            &record.items,
+            now,
+        )
+        .await?;
+    txn.commit().await?;
+    if released {
+        ctx.relay.wake();
+    }
+    tracing::info!(%order_id, reason, "order cancelled");
+    reload(ctx, order_id).await
+}
+
+/// Returns the item `item_id` of the order `order_id` for `caller`.
+pub async fn return_item(
+    ctx: &Context,
+    caller: &Caller,
+    order_id: &str,
+    item_id: &str,
+) -> Result<OrderRecord, ServiceError> {
+    let order_id = parse_id(order_id, "order id")?;
+    let item_id = parse_id(item_id, "item id")?;
+    let txn = store::begin_write(&ctx.db).await?;
+    let record = visible_locked(&txn, caller, order_id).await?;
+    let Some(item) = record.items.iter().find(|item| item.id == item_id).cloned() else {
+        return Err(ServiceError::NotFound("no such item in the order".into()));
+    };
+    let now = ctx.clock.now();
+    let refuse = |message: String| ServiceError::FailedPrecondition {
+        code: "not_returnable",
+        message,
+    };
+    match item.status {
+        ItemStatus::Returned => {
+            txn.rollback().await?;
+            return Ok(record);
+        }
+        ItemStatus::Delivered => {}
+        ItemStatus::Ordered | ItemStatus::Shipped | ItemStatus::Cancelled => {
+            return Err(refuse("the item has not been delivered".into()));
+        }
+    }
+    let delivered_at = item.delivered_at.context("a delivered item without delivered_at")?;
+    let closes = clock::after(delivered_at, ctx.config.return_window);
+    if now > closes {
+        return Err(refuse(format!("the return window closed at {}", closes.to_rfc3339())));
+    }
+
+    let amount = item.line_total();
+    let mut returned = item.clone().into_active_model();
+    returned.status = Set(ItemStatus::Returned);
+    returned.returned_at = Set(Some(now));
+    returned.update(&txn).await?;
+    let mut order = record.order.clone().into_active_model();
+    order.updated_at = Set(now);
+    order.update(&txn).await?;
+    refund(ctx, &txn, &record.payment, Some(item_id), amount, now).await?;
+    stock::release(
+        &txn,
+        &ctx.config.queues,
+        order_id,
+        item_id,
+        ReleaseReason::Returned,
+        &[item],
+        now,
+    )
+    .await?;
+    txn.commit().await?;
+    ctx.relay.wake();
+    tracing::info!(%order_id, %item_id, amount, "item returned");
+    reload(ctx, order_id).await
+}
+
+/// Refunds `amount` of the captured payment through the provider and records it.
+async fn refund(
+    ctx: &Context,
+    txn: &DatabaseTransaction,
+    payment: &payment::Model,
+    item_id: Option<Uuid>,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let refund_id = Uuid::now_v7();
+    let reference = ctx
+        .payments
+        .refund(&Refund {
+            refund_id,
+            order_id: payment.order_id,
+            amount,
+            currency: payment.currency.clone(),
+        })
+        .await
+        .context("asking the payment provider for a refund")?;
+    refund::ActiveModel {
+        id: Set(refund_id),
+        order_id: Set(payment.order_id),
+        item_id: Set(item_id),
+        amount: Set(amount),
+        provider_reference: Set(reference),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    let refunded = payment.refunded.saturating_add(amount);
+    let mut updated = payment.clone().into_active_model();
+    updated.refunded = Set(refunded);
+    updated.status = Set(if refunded >= payment.amount {
+        PaymentStatus::Refunded
+    } else {
+        PaymentStatus::PartiallyRefunded
+    });
+    updated.updated_at = Set(now);
+    updated.update(txn).await?;
+    Ok(())
+}
+
+/// The order, locked, if `caller` may see it; NOT_FOUND otherwise (another user's order looks
+/// like no order at all).
+async fn visible_locked(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    order_id: Uuid,
+) -> Result<OrderRecord, ServiceError> {
+    store::lock(txn, order_id)
+        .await?
+        .filter(|record| may_see(caller, record))
+        .ok_or_else(not_found)
+}
+
+async fn reload(ctx: &Context, order_id: Uuid) -> Result<OrderRecord, ServiceError> {
+    Ok(store::load(&ctx.db, order_id)
+        .await?
+        .context("an order vanished after a change")?)
+}

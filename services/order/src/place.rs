@@ -1,0 +1,365 @@
+//! PlaceOrder: checks the request, claims its idempotency key, snapshots names and prices from
+//! the catalog in one call, and writes the order (PENDING), its items, its payment record and
+//! the ReserveStock message in ONE transaction. Stock is the catalog's to decide afterwards;
+//! nothing here waits for it.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveModelTrait;
+use shop_platform::grpc::{error::ServiceError, identity::Caller};
+use shop_proto::pb::order::{PlaceOrderRequest, place_order_request::Source};
+use uuid::Uuid;
+
+use crate::{
+    context::Context,
+    entity::{ItemStatus, OrderStatus, PaymentStatus, item, order, payment},
+    idempotency::{self, Claim},
+    stock,
+    store::{self, OrderRecord},
+    upstream::{Product, Upstream},
+};
+
+/// The most lines (distinct products) one order may have.
+const MAX_LINES: usize = 100;
+
+/// One product to order, and the cart lines it comes from (none for explicit lines).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Line {
+    product_id: Uuid,
+    quantity: u32,
+    cart_lines: Vec<Uuid>,
+}
+
+/// What to order, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Wanted {
+    /// Explicit lines, merged by product, in the order first given.
+    Lines(Vec<Line>),
+    /// The caller's cart as it is now.
+    Cart,
+}
+
+impl Wanted {
+    fn parse(source: Option<Source>) -> Result<Self, ServiceError> {
+        match source {
+            None => Err(ServiceError::invalid("say what to order: items or from_cart")),
+            Some(Source::FromCart(false)) => Err(ServiceError::invalid("from_cart must be true when given")),
+            Some(Source::FromCart(true)) => Ok(Self::Cart),
+            Some(Source::Items(items)) => {
+                if items.lines.is_empty() {
+                    return Err(ServiceError::invalid("an order needs at least one line"));
+                }
+                if items.lines.len() > MAX_LINES {
+                    return Err(ServiceError::invalid(format!("an order has at most {MAX_LINES} lines")));
+                }
+                let lines = items
+                    .lines
+                    .iter()
+                    .map(|line| {
+                        let product_id = Uuid::parse_str(&line.product_id)
+                            .map_err(|_| ServiceError::invalid(format!("{:?} is not a product id", line.product_id)))?;
+                        if line.quantity == 0 {
+                            return Err(ServiceError::invalid("quantities must be at least 1"));
+                        }
+                        Ok(Line {
+                            product_id,
+                            quantity: line.quantity,
+                            cart_lines: Vec::new(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Self::Lines(merge(lines)?))
+            }
+        }
+    }
+
+    /// The request in canonical form: equal for requests that order the same thing.
+    fn canonical(&self) -> String {
+        match self {
+            Self::Cart => "from_cart".to_owned(),
+            Self::Lines(lines) => {
+                let mut sorted: Vec<(Uuid, u32)> = lines.iter().map(|line| (line.product_id, line.quantity)).collect();
+                sorted.sort();
+                sorted.iter().fold("items".to_owned(), |mut out, (id, quantity)| {
+                    out.push_str(&format!("\n{id} {quantity}"));
+                    out
+                })
+            }
+        }
+    }
+}
+
+/// Merges lines naming the same product, keeping the order in which products first appear.
+fn merge(lines: Vec<Line>) -> Result<Vec<Line>, ServiceError> {
+    let mut merged: Vec<Line> = Vec::with_capacity(lines.len());
+    for line in lines {
+        match merged.iter_mut().find(|seen| seen.product_id == line.product_id) {
+            Some(seen) => {
+                seen.quantity = seen
+                    .quantity
+                    .checked_add(line.quantity)
+                    .ok_or_else(|| ServiceError::invalid("a quantity is too large"))?;
+                seen.cart_lines.extend(line.cart_lines);
+            }
+            None => merged.push(line),
+        }
+    }
+    Ok(merged)
+}
+
+/// Places an order for `caller`, or returns the one its key already placed.
+pub async fn place(
+    ctx: &Context,
+    upstream: &Upstream,
+    caller: &Caller,
+    request: PlaceOrderRequest,
+) -> Result<OrderRecord, ServiceError> {
+    idempotency::validate_key(&request.idempotency_key)?;
+    let key = request.idempotency_key;
+    let wanted = Wanted::parse(request.source)?;
+    let hash = idempotency::fingerprint(&wanted.canonical());
+    match idempotency::claim(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await? {
+        Claim::Placed(order_id) => return existing(ctx, upstream, caller, order_id).await,
+        Claim::Claimed => {}
+    }
+    let placed = place_claimed(ctx, upstream, caller, &key, wanted).await;
+    if placed.is_err()
+        && let Err(error) = idempotency::give_up(&ctx.db, caller.user_id, &key).await
+    {
+        // The claim then lapses with its lease.
+        tracing::warn!(error = %error, "could not give up an idempotency claim");
+    }
+    placed
+}
+
+async fn place_claimed(
+    ctx: &Context,
+    upstream: &Upstream,
+    caller: &Caller,
+    key: &str,
+    wanted: Wanted,
+) -> Result<OrderRecord, ServiceError> {
+    let lines = match wanted {
+        Wanted::Lines(lines) => lines,
+        Wanted::Cart => cart_lines(upstream, caller).await?,
+    };
+    let ids: Vec<Uuid> = lines.iter().map(|line| line.product_id).collect();
+    let products = upstream.products(&ids).await?;
+    let record = snapshot(caller, &lines, &products, ctx.clock.now())?;
+    let order_id = record.order.id;
+
+    let txn = store::begin_write(&ctx.db).await?;
+    order::ActiveModel::from(record.order.clone()).insert(&txn).await?;
+    for item in &record.items {
+        item::ActiveModel::from(item.clone()).insert(&txn).await?;
+    }
+    payment::ActiveModel::from(record.payment.clone()).insert(&txn).await?;
+    stock::reserve(&txn, &ctx.config.queues, order_id, &record.items).await?;
+    if !idempotency::bind(&txn, caller.user_id, key, order_id).await? {
+        // Our lease ran out and another call with the key placed the order meanwhile.
+        txn.rollback().await?;
+        return match idempotency::placed(&ctx.db, caller.user_id, key).await? {
+            Some(order_id) => existing(ctx, upstream, caller, order_id).await,
+            None => Err(ServiceError::Aborted {
+                code: "idempotency_key_in_use",
+                message: "another request with this idempotency key is in progress; retry later".into(),
+            }),
+        };
+    }
+    txn.commit().await?;
+    ctx.relay.wake();
+    tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), "order placed");
+
+    let bought: Vec<Uuid> = lines.iter().flat_map(|line| line.cart_lines.iter().copied()).collect();
+    leave_cart(upstream, caller, &bought).await;
+    Ok(record)
+}
+
+/// The caller's cart as lines to order.
+async fn cart_lines(upstream: &Upstream, caller: &Caller) -> Result<Vec<Line>, ServiceError> {
+    let cart: Vec<Line> = upstream
+        .cart(caller)
+        .await?
+        .into_iter()
+        .filter(|line| line.quantity > 0)
+        .map(|line| Line {
+            product_id: line.product_id,
+            quantity: line.quantity,
+            cart_lines: vec![line.item_id],
+        })
+        .collect();
+    if cart.is_empty() {
+        return Err(ServiceError::FailedPrecondition {
+            code: "cart_empty",
+            message: "the cart is empty".into(),
+        });
+    }
+    let lines = merge(cart)?;
+    if lines.len() > MAX_LINES {
+        return Err(ServiceError::invalid(format!(
+            "an order has at most {MAX_LINES} distinct products"
+        )));
+    }
+    Ok(lines)
+}
+
+/// The new order (PENDING) with the names and prices of `products` now, in one currency.
+fn snapshot(
+    caller: &Caller,
+    lines: &[Line],
+    products: &HashMap<Uuid, Product>,
+    now: DateTime<Utc>,
+) -> Result<OrderRecord, ServiceError> {
+    let order_id = Uuid::now_v7();
+    let mut currency: Option<&str> = None;
+    let mut total: i64 = 0;
+    let mut items = Vec::with_capacity(lines.len());
+    for (position, line) in lines.iter().enumerate() {
+        let product = products
+            .get(&line.product_id)
+            .context("the catalog's answer lost a product")?;
+        if *currency.get_or_insert(&product.currency) != product.currency {
+            return Err(ServiceError::FailedPrecondition {
+                code: "mixed_currency",
+                message: "the products are priced in different currencies; order them separately".into(),
+            });
+        }
+        total = product
+            .price
+            .checked_mul(i64::from(line.quantity))
+            .and_then(|line_total| total.checked_add(line_total))
+            .ok_or_else(|| ServiceError::invalid("the order total is too large"))?;
+        items.push(item::Model {
+            id: Uuid::now_v7(),
+            order_id,
+            position: i32::try_from(position).context("position out of range")?,
+            product_id: line.product_id,
+            name: product.name.clone(),
+            unit_price: product.price,
+            quantity: i64::from(line.quantity),
+            status: ItemStatus::Ordered,
+            cart_item_id: line.cart_lines.first().copied(),
+            shipped_at: None,
+            delivered_at: None,
+            returned_at: None,
+        });
+    }
+    let currency = currency.context("an order without lines")?.to_owned();
+    Ok(OrderRecord {
+        order: order::Model {
+            id: order_id,
+            user_id: caller.user_id,
+            status: OrderStatus::Pending,
+            status_reason: None,
+            currency: currency.clone(),
+            total,
+            shortages: None,
+            placed_at: now,
+            paid_at: None,
+            shipped_at: None,
+            delivered_at: None,
+            updated_at: now,
+        },
+        items,
+        payment: payment::Model {
+            order_id,
+            status: PaymentStatus::Pending,
+            amount: total,
+            currency,
+            refunded: 0,
+            provider_reference: None,
+            captured_at: None,
+            declined_at: None,
+            created_at: now,
+            updated_at: now,
+        },
+    })
+}
+
+/// The order a key already placed, in its current state. For an order from the cart its lines
+/// are removed again, in case the first call died before removing them.
+async fn existing(
+    ctx: &Context,
+    upstream: &Upstream,
+    caller: &Caller,
+    order_id: Uuid,
+) -> Result<OrderRecord, ServiceError> {
+    let record = store::load(&ctx.db, order_id)
+        .await?
+        .with_context(|| format!("idempotency key bound to a missing order {order_id}"))?;
+    let bought: Vec<Uuid> = record.items.iter().filter_map(|item| item.cart_item_id).collect();
+    leave_cart(upstream, caller, &bought).await;
+    Ok(record)
+}
+
+/// The order is placed whatever happens here: a cart line left behind is a nuisance the client
+/// cures by retrying with its key, not a reason to report the order as failed.
+async fn leave_cart(upstream: &Upstream, caller: &Caller, item_ids: &[Uuid]) {
+    if let Err(error) = upstream.remove_cart_lines(caller, item_ids).await {
+        tracing::warn!(error = %error, "the ordered lines could not be removed from the cart");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_proto::pb::order::{OrderLine, OrderLines};
+
+    use super::*;
+
+    fn lines(lines: &[(&str, u32)]) -> Option<Source> {
+        Some(Source::Items(OrderLines {
+            lines: lines
+                .iter()
+                .map(|(id, quantity)| OrderLine {
+                    product_id: (*id).to_owned(),
+                    quantity: *quantity,
+                })
+                .collect(),
+        }))
+    }
+
+    const A: &str = "0190f5a4-0000-7000-8000-00000000000a";
+    const B: &str = "0190f5a4-0000-7000-8000-00000000000b";
+
+    #[test]
+    fn lines_of_one_product_merge_in_first_seen_order() {
+        let wanted = match Wanted::parse(lines(&[(B, 1), (A, 2), (B, 3)])) {
+            Ok(Wanted::Lines(lines)) => lines.iter().map(|l| (l.product_id.to_string(), l.quantity)).collect(),
+            _ => Vec::new(),
+        };
+        assert_eq!(wanted, vec![(B.to_owned(), 4), (A.to_owned(), 2)]);
+    }
+
+    #[test]
+    fn equal_requests_have_equal_canonical_forms() {
+        let one = Wanted::parse(lines(&[(A, 2), (B, 1)])).map(|w| w.canonical()).ok();
+        let two = Wanted::parse(lines(&[(B, 1), (A, 1), (A, 1)]))
+            .map(|w| w.canonical())
+            .ok();
+        let other = Wanted::parse(lines(&[(A, 3), (B, 1)])).map(|w| w.canonical()).ok();
+        assert_eq!(one, two);
+        assert_ne!(one, other);
+    }
+
+    #[test]
+    fn bad_requests_are_invalid_arguments() {
+        let too_many: Vec<(&str, u32)> = (0..101).map(|_| (A, 1)).collect();
+        for source in [
+            None,
+            Some(Source::FromCart(false)),
+            lines(&[]),
+            lines(&[(A, 0)]),
+            lines(&[("not-a-uuid", 1)]),
+            lines(&[(A, u32::MAX), (A, 1)]),
+            lines(&too_many),
+        ] {
+            let error = Wanted::parse(source.clone()).err();
+            assert!(
+                matches!(error, Some(ServiceError::InvalidArgument { .. })),
+                "{source:?} gave {error:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Reading orders: one order (NOT_FOUND for another user's, unless the caller is an admin), and
+//! lists newest first with keyset pagination on (placed_at, id), so orders placed while a client
+//! pages neither repeat nor go missing.
+
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::ExprTrait as _};
+use shop_platform::{
+    grpc::{error::ServiceError, identity::Caller},
+    paging,
+};
+use shop_proto::pb::order::ListOrdersRequest;
+use uuid::Uuid;
+
+use crate::{
+    access::{may_see, not_found, parse_id},
+    context::Context,
+    entity::order,
+    store::{self, OrderRecord},
+};
+
+/// One page of orders and the cursor of the next (empty on the last page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The orders, newest first.
+    pub orders: Vec<OrderRecord>,
+    /// Where the next page starts; empty when this one is the last.
+    pub next_cursor: String,
+}
+
+/// The order `id`, if `caller` may see it.
+pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<OrderRecord, ServiceError> {
+    let id = parse_id(id, "order id")?;
+    store::load(&ctx.db, id)
+        .await?
+        .filter(|record| may_see(caller, record))
+        .ok_or_else(not_found)
+}
+
+/// A page of the orders `caller` may list.
+pub async fn list(ctx: &Context, caller: &Caller, request: &ListOrdersRequest) -> Result<Page, ServiceError> {
+    let page = request.page.clone().unwrap_or_default();
+    let limit = paging::limit(page.limit)?;
+    let owner = if request.user_id.is_empty() {
+        (!caller.is_admin()).then_some(caller.user_id)
+    } else {
+        let named = parse_id(&request.user_id, "user id")?;
+        if !caller.is_admin() && named != caller.user_id {
+            return Err(ServiceError::PermissionDenied(
+                "only admins list other users' orders".into(),
+            ));
+        }
+        Some(named)
+    };
+    let scope = format!("orders/{}", owner.map(|id| id.to_string()).unwrap_or_default());
+    let after: Option<(i64, Uuid)> = paging::decode_cursor(&page.cursor, &scope)?;
+
+    let mut query = order::Entity::find();
+    if let Some(owner) = owner {
+        query = query.filter(order::Column::UserId.eq(owner));
+    }
+    if let Some((micros, id)) = after {
+        let at = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| ServiceError::InvalidArgument {
+            code: "invalid_cursor",
+            message: "the cursor is not valid for this list".into(),
+        })?;
+        query = query.filter(
+            Condition::any()
+                .add(order::Column::PlacedAt.lt(at))
+                .add(order::Column::PlacedAt.eq(at).and(order::Column::Id.lt(id))),
+        );
+    }
+    let mut rows = query
+        .order_by_desc(order::Column::PlacedAt)
+        .order_by_desc(order::Column::Id)
+        .limit(limit + 1)
+        .all(&ctx.db)
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = match rows.last() {
+        Some(last) if more => paging::encode_cursor(&(last.placed_at.timestamp_micros(), last.id), &scope),
+        _ => String::new(),
+    };
+    Ok(Page {
+        orders: store::complete(&ctx.db, rows).await?,
+        next_cursor,
+    })
+}

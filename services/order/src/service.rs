@@ -1,0 +1,186 @@
+//! The order service as the binaries start it: built (database migrated, queues declared, gRPC
+//! listener bound), then run with its three background tasks: the outbox relay (ReserveStock
+//! and ReleaseStock to the catalog), the stock results consumers, and the shipment scheduler.
+//! Every one of them is safe to run in several replicas at once.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use sea_orm::{DatabaseBackend, DatabaseConnection};
+use shop_platform::{
+    config::{ConfigError, Env},
+    grpc::server::{BoundGrpcServer, GrpcServerBuilder},
+    outbox::{OutboxRelay, RelayOptions},
+    queue::{QueueSpec, WorkQueue},
+    service::{Backends, MeshService, ServiceSettings, open_database},
+};
+use shop_proto::pb::order::order_service_server::OrderServiceServer;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::{SharedClock, SystemClock},
+    config::OrderConfig,
+    context::Context,
+    grpc::OrderApi,
+    migration,
+    payment::{PaymentProvider, TestPaymentProvider},
+    results,
+    shipping::ShipmentScheduler,
+    upstream::Upstream,
+};
+
+/// The running order service.
+#[derive(Debug)]
+pub struct OrderService {
+    server: BoundGrpcServer,
+    relay: Option<OutboxRelay>,
+    queue: Arc<dyn WorkQueue>,
+    ctx: Context,
+}
+
+/// Builds an [`OrderService`] with parts other than the defaults: a clock, a payment provider,
+/// or no outbox relay.
+#[derive(Debug)]
+pub struct OrderServiceBuilder {
+    settings: ServiceSettings,
+    config: OrderConfig,
+    backends: Backends,
+    clock: SharedClock,
+    payments: Option<Arc<dyn PaymentProvider>>,
+    relay: bool,
+}
+
+impl OrderServiceBuilder {
+    /// Takes the time from `clock` instead of the system clock.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Pays through `provider` instead of the built-in test provider.
+    pub fn payments(mut self, provider: Arc<dyn PaymentProvider>) -> Self {
+        self.payments = Some(provider);
+        self
+    }
+
+    /// Runs no outbox relay: committed messages stay unpublished until a relay runs, as when a
+    /// process dies between a commit and the publish.
+    pub fn without_relay(mut self) -> Self {
+        self.relay = false;
+        self
+    }
+
+    /// Migrates the database, declares the stock queues, and binds the gRPC listener.
+    pub async fn build(self) -> anyhow::Result<OrderService> {
+        let Self {
+            settings,
+            config,
+            backends,
+            clock,
+            payments,
+            relay,
+        } = self;
+        let db = open_database::<migration::Migrator>(&settings).await?;
+        let queue = backends.queue;
+        for name in [&config.queues.reserve, &config.queues.release, &config.queues.results] {
+            queue
+                .declare(&QueueSpec::new(name.as_str()))
+                .await
+                .with_context(|| format!("declaring the queue {name}"))?;
+        }
+        let outbox_relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
+        let upstream = Upstream::connect(&config).await?;
+        let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));
+        let ctx = Context {
+            db,
+            clock,
+            payments,
+            config: Arc::new(config),
+            relay: outbox_relay.clone(),
+        };
+        let server = GrpcServerBuilder::new(settings.grpc_addr)
+            .add_service(OrderServiceServer::new(OrderApi::new(ctx.clone(), upstream)))
+            .reflection(shop_proto::FILE_DESCRIPTOR_SET)
+            .bind()
+            .await?;
+        Ok(OrderService {
+            server,
+            relay: relay.then_some(outbox_relay),
+            queue,
+            ctx,
+        })
+    }
+}
+
+impl OrderService {
+    /// A builder for a service with non-default parts (see [`OrderServiceBuilder`]).
+    pub fn builder(settings: ServiceSettings, config: OrderConfig, backends: Backends) -> OrderServiceBuilder {
+        OrderServiceBuilder {
+            settings,
+            config,
+            backends,
+            clock: Arc::new(SystemClock),
+            payments: None,
+            relay: true,
+        }
+    }
+
+    /// The service's database connection.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.ctx.db
+    }
+
+    /// The shipment scheduler, to move shipments by hand (when the config has no interval).
+    pub fn shipments(&self) -> ShipmentScheduler {
+        ShipmentScheduler::new(self.ctx.clone())
+    }
+}
+
+impl MeshService for OrderService {
+    const NAME: &'static str = "order";
+    const DEFAULT_PORT: u16 = 50053;
+    type Config = OrderConfig;
+
+    fn config_from_env(env: &impl Env) -> Result<OrderConfig, ConfigError> {
+        OrderConfig::from_env(env)
+    }
+
+    async fn build(settings: ServiceSettings, config: OrderConfig, backends: Backends) -> anyhow::Result<Self> {
+        Self::builder(settings, config, backends).build().await
+    }
+
+    fn grpc_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // Background work stops with the server, whether it stopped on shutdown or failed.
+        let background = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        if let Some(relay) = self.relay {
+            tasks.spawn(relay.run(background.clone()));
+        }
+        // Row locks keep consumers of one order apart on PostgreSQL; SQLite has one writer.
+        let consumers = match self.ctx.db.get_database_backend() {
+            DatabaseBackend::Sqlite => 1,
+            _ => self.ctx.config.result_consumers,
+        };
+        for _ in 0..consumers {
+            tasks.spawn(results::run(
+                self.ctx.clone(),
+                Arc::clone(&self.queue),
+                background.clone(),
+            ));
+        }
+        if let Some(interval) = self.ctx.config.shipment_interval {
+            tasks.spawn(ShipmentScheduler::new(self.ctx.clone()).run(interval, background.clone()));
+        }
+        let served = self.server.serve(shutdown).await;
+        background.cancel();
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("an order service task panicked")?;
+        }
+        served
+    }
+}

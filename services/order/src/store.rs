@@ -1,0 +1,113 @@
+//! Reading orders with their items and payment, and the write transactions every state change
+//! runs in. A state change first locks its order's row (`FOR UPDATE` on PostgreSQL; on SQLite
+//! the transaction takes the database's write lock as it begins), then checks the order's
+//! current state, so concurrent changes of one order apply one after the other.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use crate::entity::{ItemStatus, item, order, payment};
+
+/// An order as the API shows it: the row, its items in order, its payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRecord {
+    /// The order's row.
+    pub order: order::Model,
+    /// Its items, by position.
+    pub items: Vec<item::Model>,
+    /// Its payment.
+    pub payment: payment::Model,
+}
+
+/// Begins a transaction that will write: on SQLite it takes the write lock at once, so two
+/// writers wait for each other instead of failing when one upgrades its read lock.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
+}
+
+/// The order `id` with its items and payment, locked until the transaction ends.
+pub async fn lock(txn: &DatabaseTransaction, id: Uuid) -> anyhow::Result<Option<OrderRecord>> {
+    let Some(order) = order::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(txn)
+        .await
+        .context("locking the order")?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(complete(txn, vec![order]).await?.remove(0)))
+}
+
+/// The order `id` with its items and payment.
+pub async fn load<C: ConnectionTrait>(conn: &C, id: Uuid) -> anyhow::Result<Option<OrderRecord>> {
+    let Some(order) = order::Entity::find_by_id(id)
+        .one(conn)
+        .await
+        .context("reading the order")?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(complete(conn, vec![order]).await?.remove(0)))
+}
+
+/// Adds the items and payments to `orders` (two queries whatever their number), keeping their
+/// order. The rows are written in one transaction, so a missing payment is a bug.
+pub async fn complete<C: ConnectionTrait>(conn: &C, orders: Vec<order::Model>) -> anyhow::Result<Vec<OrderRecord>> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = orders.iter().map(|order| order.id).collect();
+    let mut items: HashMap<Uuid, Vec<item::Model>> = HashMap::new();
+    for item in item::Entity::find()
+        .filter(item::Column::OrderId.is_in(ids.clone()))
+        .order_by_asc(item::Column::OrderId)
+        .order_by_asc(item::Column::Position)
+        .all(conn)
+        .await
+        .context("reading order items")?
+    {
+        items.entry(item.order_id).or_default().push(item);
+    }
+    let mut payments: HashMap<Uuid, payment::Model> = payment::Entity::find()
+        .filter(payment::Column::OrderId.is_in(ids))
+        .all(conn)
+        .await
+        .context("reading payments")?
+        .into_iter()
+        .map(|payment| (payment.order_id, payment))
+        .collect();
+    orders
+        .into_iter()
+        .map(|order| {
+            let payment = payments
+                .remove(&order.id)
+                .with_context(|| format!("order {} has no payment row", order.id))?;
+            Ok(OrderRecord {
+                items: items.remove(&order.id).unwrap_or_default(),
+                order,
+                payment,
+            })
+        })
+        .collect()
+}
+
+/// Marks every item of the order that has not shipped as never going to.
+pub async fn cancel_unshipped_items(txn: &DatabaseTransaction, order_id: Uuid) -> Result<(), DbErr> {
+    item::Entity::update_many()
+        .col_expr(item::Column::Status, Expr::value(ItemStatus::Cancelled))
+        .filter(item::Column::OrderId.eq(order_id))
+        .filter(item::Column::Status.eq(ItemStatus::Ordered))
+        .exec(txn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! The order path end to end with the real catalog worker over RabbitMQ: placed → paid →
+//! shipped → delivered → returned, the decline and out-of-stock endings, duplicates and a crash
+//! between commit and publish.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use prost::Message as _;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use shop_order::{
+    entity::{order, refund},
+    stock::{STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED},
+};
+use shop_platform::{
+    grpc::identity::Role,
+    outbox,
+    queue::{self, Message},
+    testing,
+};
+use shop_proto::pb::{
+    events::{StockRejected, StockReleased, StockReserved, StockShortage},
+    order::{OrderItemStatus, OrderStatus, PaymentStatus},
+};
+use uuid::Uuid;
+
+use crate::helpers::{Options, caller, spawn, spawn_with};
+
+#[tokio::test]
+async fn an_order_is_paid_shipped_delivered_and_returned_with_stock_and_refunds_at_each_step() {
+    let mesh = spawn().await;
+    let lamp = mesh.product(12_900, 10).await;
+    let bulb = mesh.product(5_000, 5).await;
+    let customer = caller(Role::Customer);
+
+    let placed = mesh.place(&customer, "first", &[(lamp, 2), (bulb, 1)]).await.unwrap();
+    assert_eq!(placed.status(), OrderStatus::Pending);
+    assert_eq!(placed.total.as_ref().unwrap().amount, 30_800);
+    assert_eq!(placed.total.as_ref().unwrap().currency, "KRW");
+    assert_eq!(placed.payment.as_ref().unwrap().status(), PaymentStatus::Pending);
+    assert_eq!(placed.items.len(), 2);
+    assert!(placed.items[0].name.starts_with("Lamp"), "the name is snapshotted");
+    assert_eq!(placed.items[0].unit_price.as_ref().unwrap().amount, 12_900);
+
+    let paid = mesh.wait_for(&customer, &placed.id, OrderStatus::Paid).await;
+    let payment = paid.payment.clone().unwrap();
+    assert_eq!(payment.status(), PaymentStatus::Captured);
+    assert_eq!(payment.amount.unwrap().amount, 30_800);
+    assert_eq!(payment.refunded.unwrap().amount, 0);
+    assert!(payment.captured_at.is_some());
+    assert!(paid.items.iter().all(|item| item.status() == OrderItemStatus::Ordered));
+    mesh.expect_stock(lamp, 10, 8).await;
+    mesh.expect_stock(bulb, 5, 4).await;
+
+    // Ships exactly ship_after after payment, not a microsecond before.
+    mesh.clock.advance(mesh.config.ship_after - Duration::from_micros(1));
+    assert_eq!(mesh.tick().await.shipped, 0);
+    mesh.clock.advance(Duration::from_micros(1));
+    assert_eq!(mesh.tick().await.shipped, 1);
+    let shipped = mesh.get(&customer, &placed.id).await.unwrap();
+    assert_eq!(shipped.status(), OrderStatus::Shipped);
+    assert!(
+        shipped
+            .items
+            .iter()
+            .all(|item| item.status() == OrderItemStatus::Shipped && item.shipped_at.is_some())
+    );
+    assert_eq!(mesh.tick().await.shipped, 0, "an order ships once");
+
+    mesh.clock.advance(mesh.config.deliver_after - Duration::from_micros(1));
+    assert_eq!(mesh.tick().await.delivered, 0);
+    mesh.clock.advance(Duration::from_micros(1));
+    assert_eq!(mesh.tick().await.delivered, 1);
+    let delivered = mesh.get(&customer, &placed.id).await.unwrap();
+    assert_eq!(delivered.status(), OrderStatus::Delivered);
+    assert!(
+        delivered
+            .items
+            .iter()
+            .all(|item| item.status() == OrderItemStatus::Delivered)
+    );
+    assert!(delivered.items.iter().all(|item| item.delivered_at.is_some()));
+
+    // Return the bulb: its price back, its stock back, the lamp untouched.
+    let bulb_item = delivered
+        .items
+        .iter()
+        .find(|item| item.product_id == bulb.to_string())
+        .unwrap();
+    let after_bulb = mesh.return_item(&customer, &placed.id, &bulb_item.id).await.unwrap();
+    assert_eq!(after_bulb.status(), OrderStatus::Delivered);
+    let payment = after_bulb.payment.clone().unwrap();
+    assert_eq!(payment.status(), PaymentStatus::PartiallyRefunded);
+    assert_eq!(payment.refunded.unwrap().amount, 5_000);
+    let returned = after_bulb.items.iter().find(|item| item.id == bulb_item.id).unwrap();
+    assert_eq!(returned.status(), OrderItemStatus::Returned);
+    assert!(returned.returned_at.is_some());
+    mesh.expect_stock(bulb, 5, 5).await;
+    mesh.expect_stock(lamp, 10, 8).await;
+
+    // Return the lamps: the whole payment refunded, all stock back.
+    let lamp_item = delivered
+        .items
+        .iter()
+        .find(|item| item.product_id == lamp.to_string())
+        .unwrap();
+    let after_lamp = mesh.return_item(&customer, &placed.id, &lamp_item.id).await.unwrap();
+    assert_eq!(after_lamp.status(), OrderStatus::Delivered);
+    let payment = after_lamp.payment.unwrap();
+    assert_eq!(payment.status(), PaymentStatus::Refunded);
+    assert_eq!(payment.refunded.unwrap().amount, 30_800);
+    mesh.expect_stock(lamp, 10, 10).await;
+
+    let order_id: Uuid = placed.id.parse().unwrap();
+    let refunds = refund::Entity::find()
+        .filter(refund::Column::OrderId.eq(order_id))
+        .all(mesh.db())
+        .await
+        .unwrap();
+    let mut amounts: Vec<i64> = refunds.iter().map(|refund| refund.amount).collect();
+    amounts.sort_unstable();
+    assert_eq!(amounts, vec![5_000, 25_800]);
+    assert_eq!(mesh.payments.captures(order_id), 1);
+    // The catalog confirmed both releases.
+    mesh.wait_until_released(&placed.id, 2).await;
+}
+
+#[tokio::test]
+async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
+    let mesh = spawn().await;
+    // The built-in provider's documented trigger: a total of exactly 402.
+    let trigger = mesh.product(402, 3).await;
+    let customer = caller(Role::Customer);
+    let placed = mesh.place(&customer, "declined", &[(trigger, 1)]).await.unwrap();
+
+    let failed = mesh.wait_for(&customer, &placed.id, OrderStatus::PaymentFailed).await;
+    assert_eq!(failed.status_reason.as_deref(), Some("payment_declined"));
+    assert_eq!(failed.payment.as_ref().unwrap().status(), PaymentStatus::Declined);
+    assert!(failed.payment.as_ref().unwrap().captured_at.is_none());
+    assert!(
+        failed
+            .items
+            .iter()
+            .all(|item| item.status() == OrderItemStatus::Cancelled)
+    );
+    mesh.expect_stock(trigger, 3, 3).await;
+    mesh.wait_until_released(&placed.id, 1).await;
+}
+
+#[tokio::test]
+async fn a_short_order_is_rejected_naming_its_short_products() {
+    let mesh = spawn().await;
+    let plenty = mesh.product(1_000, 10).await;
+    let scarce = mesh.product(2_000, 1).await;
+    let customer = caller(Role::Customer);
+    let placed = mesh
+        .place(&customer, "short", &[(plenty, 1), (scarce, 2)])
+        .await
+        .unwrap();
+
+    let rejected = mesh.wait_for(&customer, &placed.id, OrderStatus::Rejected).await;
+    assert_eq!(rejected.status_reason.as_deref(), Some("out_of_stock"));
+    assert_eq!(rejected.payment.as_ref().unwrap().status(), PaymentStatus::Voided);
+    assert!(
+        rejected
+            .items
+            .iter()
+            .all(|item| item.status() == OrderItemStatus::Cancelled)
+    );
+    let row = order::Entity::find_by_id(placed.id.parse::<Uuid>().unwrap())
+        .one(mesh.db())
+        .await
+        .unwrap()
+        .unwrap();
+    let shortages: serde_json::Value = serde_json::from_str(row.shortages.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        shortages,
+        serde_json::json!([{"product_id": scarce.to_string(), "requested": 2, "available": 1}])
+    );
+    mesh.expect_stock(plenty, 10, 10).await;
+    mesh.expect_stock(scarce, 1, 1).await;
+    assert_eq!(mesh.payments.captures(placed.id.parse().unwrap()), 0);
+}
+
+#[tokio::test]
+async fn duplicate_stock_results_are_applied_once() {
+    let mesh = spawn_with(Options {
+        // One consumer takes the results in queue order, so the barrier below comes last.
+        configure: |config| config.result_consumers = 1,
+        ..Options::default()
+    })
+    .await;
+    let product = mesh.product(1_000, 1).await;
+    let first = caller(Role::Customer);
+    let second = caller(Role::Customer);
+    let paid = mesh.place(&first, "a", &[(product, 1)]).await.unwrap();
+    mesh.wait_for(&first, &paid.id, OrderStatus::Paid).await;
+    let rejected = mesh.place(&second, "b", &[(product, 1)]).await.unwrap();
+    mesh.wait_for(&second, &rejected.id, OrderStatus::Rejected).await;
+    let paid_before = mesh.get(&first, &paid.id).await.unwrap();
+
+    // Every answer the catalog published, again under the same message ids (redeliveries),
+    // then the opposite answers under new ids (a catalog repeating itself wrongly).
+    let mut again: Vec<Message> = outbox::entity::Entity::find()
+        .all(&mesh.catalog.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| Message {
+            id: row.id.to_string(),
+            kind: row.kind,
+            payload: row.payload,
+            headers: BTreeMap::new(),
+        })
+        .collect();
+    assert_eq!(again.len(), 2);
+    again.push(fresh(
+        STOCK_RESERVED,
+        StockReserved {
+            order_id: rejected.id.clone(),
+        }
+        .encode_to_vec(),
+    ));
+    again.push(fresh(
+        STOCK_REJECTED,
+        StockRejected {
+            order_id: paid.id.clone(),
+            short: vec![StockShortage {
+                product_id: product.to_string(),
+                requested: 1,
+                available: 0,
+            }],
+        }
+        .encode_to_vec(),
+    ));
+    again.push(fresh(
+        STOCK_RESERVED,
+        StockReserved {
+            order_id: paid.id.clone(),
+        }
+        .encode_to_vec(),
+    ));
+    let barrier = fresh(
+        STOCK_RELEASED,
+        StockReleased {
+            order_id: paid.id.clone(),
+            release_id: Uuid::now_v7().to_string(),
+        }
+        .encode_to_vec(),
+    );
+    let barrier_id = barrier.id.clone();
+    again.push(barrier);
+    let queue = queue::from_url(&testing::amqp_url()).await.unwrap();
+    queue.publish(&mesh.config.queues.results, again).await.unwrap();
+    mesh.wait_for_inbox(&barrier_id).await;
+
+    assert_eq!(mesh.get(&first, &paid.id).await.unwrap(), paid_before);
+    assert_eq!(
+        mesh.get(&second, &rejected.id).await.unwrap().status(),
+        OrderStatus::Rejected
+    );
+    assert_eq!(mesh.payments.captures(paid.id.parse().unwrap()), 1);
+    assert_eq!(mesh.payments.captures(rejected.id.parse().unwrap()), 0);
+    mesh.expect_stock(product, 1, 0).await;
+}
+
+fn fresh(kind: &str, payload: Vec<u8>) -> Message {
+    Message {
+        id: Uuid::now_v7().to_string(),
+        kind: kind.into(),
+        payload,
+        headers: BTreeMap::new(),
+    }
+}
+
+#[tokio::test]
+async fn an_order_committed_but_never_published_completes_once_a_relay_runs() {
+    let mut mesh = spawn_with(Options {
+        relay: false,
+        ..Options::default()
+    })
+    .await;
+    let product = mesh.product(1_000, 5).await;
+    let customer = caller(Role::Customer);
+    let placed = mesh.place(&customer, "crash", &[(product, 2)]).await.unwrap();
+
+    // The process dies after the commit, before anything was published.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        mesh.get(&customer, &placed.id).await.unwrap().status(),
+        OrderStatus::Pending
+    );
+    mesh.expect_stock(product, 5, 5).await;
+    mesh.stop_order_service(0).await;
+
+    // A new process (with its relay) finds the unsent ReserveStock and the order completes.
+    mesh.start_order_service(true).await;
+    mesh.wait_for(&customer, &placed.id, OrderStatus::Paid).await;
+    mesh.expect_stock(product, 5, 3).await;
+}
+
+#[tokio::test]
+async fn an_order_cancelled_before_its_reservation_arrives_gets_its_stock_back_when_it_does() {
+    let mesh = spawn_with(Options {
+        relay: false,
+        ..Options::default()
+    })
+    .await;
+    let product = mesh.product(1_000, 5).await;
+    let customer = caller(Role::Customer);
+    let placed = mesh.place(&customer, "slow", &[(product, 2)]).await.unwrap();
+    let cancelled = mesh.cancel(&customer, &placed.id).await.unwrap();
+    assert_eq!(cancelled.status(), OrderStatus::Cancelled);
+    assert_eq!(cancelled.payment.as_ref().unwrap().status(), PaymentStatus::Voided);
+
+    // The ReserveStock goes out only now: the catalog reserves, and the order service, finding
+    // the order cancelled, gives the stock back.
+    let _relay = mesh.start_relay().await;
+    mesh.wait_until_released(&placed.id, 1).await;
+    mesh.expect_stock(product, 5, 5).await;
+    let after = mesh.get(&customer, &placed.id).await.unwrap();
+    assert_eq!(after.status(), OrderStatus::Cancelled);
+    assert_eq!(mesh.payments.captures(placed.id.parse().unwrap()), 0);
+}

@@ -1,0 +1,92 @@
+//! A flash sale: 1,000 orders at once for a product with 100 in stock, placed concurrently
+//! through gRPC, with one and with two order-service instances consuming the results. Exactly
+//! 100 are paid, 900 rejected, the stock ends at 0, and no order is left waiting.
+
+use std::time::Duration;
+
+use futures::{StreamExt as _, stream};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use shop_order::entity::{OrderStatus, PaymentStatus, payment};
+use shop_platform::grpc::identity::Role;
+
+use crate::helpers::{Options, TestMesh, caller, place_on, spawn_with};
+
+const ORDERS: usize = 1_000;
+const STOCK: i64 = 100;
+/// Calls in flight at once.
+const CONCURRENCY: usize = 64;
+
+async fn flash_sale(instances: usize) {
+    let mesh = spawn_with(Options {
+        instances,
+        ..Options::default()
+    })
+    .await;
+    let product = mesh.product(1_000, STOCK).await;
+    let clients: Vec<_> = mesh.orders.iter().map(|instance| instance.client.clone()).collect();
+
+    let started = std::time::Instant::now();
+    let placed: Vec<_> = stream::iter(0..ORDERS)
+        .map(|n| {
+            let client = clients[n % clients.len()].clone();
+            async move {
+                let customer = caller(Role::Customer);
+                place_on(&client, &customer, &format!("sale-{n}"), &[(product, 1)]).await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let placing = started.elapsed();
+    assert!(placed.iter().all(Result::is_ok), "every order is placed");
+
+    wait_until_settled(&mesh).await;
+    eprintln!(
+        "{ORDERS} orders, {instances} instance(s): placed in {placing:?}, settled in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(mesh.count(OrderStatus::Paid).await, STOCK as u64);
+    assert_eq!(mesh.count(OrderStatus::Rejected).await, ORDERS as u64 - STOCK as u64);
+    let captured = payment::Entity::find()
+        .filter(payment::Column::Status.eq(PaymentStatus::Captured))
+        .count(mesh.db())
+        .await
+        .unwrap();
+    assert_eq!(captured, STOCK as u64);
+    let by_instance = mesh.payments.captures_by_instance();
+    assert_eq!(
+        by_instance.values().sum::<usize>(),
+        STOCK as usize,
+        "one capture per paid order"
+    );
+    assert_eq!(
+        by_instance.len(),
+        instances,
+        "every instance applied results: {by_instance:?}"
+    );
+    mesh.expect_stock(product, STOCK, 0).await;
+}
+
+async fn wait_until_settled(mesh: &TestMesh) {
+    let settled = tokio::time::timeout(Duration::from_secs(90), async {
+        while mesh.count(OrderStatus::Pending).await > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "{} orders still pending",
+        mesh.count(OrderStatus::Pending).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_orders_for_a_hundred_units_pay_exactly_a_hundred() {
+    flash_sale(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_order_services_consuming_results_pay_exactly_a_hundred() {
+    flash_sale(2).await;
+}

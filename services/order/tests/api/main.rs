@@ -1,0 +1,15 @@
+//! Integration tests of the order service against real PostgreSQL and RabbitMQ, with the real
+//! catalog service (and its stock worker) running beside it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cart;
+mod catalog;
+mod embedded;
+mod flow;
+mod helpers;
+mod load;
+mod payments;
+mod placing;
+mod queries;
+mod windows;

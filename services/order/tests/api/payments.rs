@@ -1,0 +1,91 @@
+//! The built-in payment provider, counting what it is asked: captures per order and per
+//! order-service instance, and refunds.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use shop_order::{
+    TestPaymentProvider,
+    payment::{Capture, CaptureOutcome, PaymentProvider, Refund},
+};
+use uuid::Uuid;
+
+/// What every instance's provider was asked.
+#[derive(Debug, Default)]
+pub struct CountingPayments {
+    /// (order, instance) of each capture asked.
+    captures: Mutex<Vec<(Uuid, usize)>>,
+    refunds: Mutex<Vec<(Uuid, i64)>>,
+}
+
+impl CountingPayments {
+    /// The provider of order-service instance `instance`, counting into `self`.
+    pub fn for_instance(self: &Arc<Self>, instance: usize) -> Arc<dyn PaymentProvider> {
+        Arc::new(Counted {
+            counts: Arc::clone(self),
+            instance,
+        })
+    }
+
+    /// Captures asked for `order`.
+    pub fn captures(&self, order: Uuid) -> usize {
+        self.captures
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| *id == order)
+            .count()
+    }
+
+    /// Captures asked in all, by instance.
+    pub fn captures_by_instance(&self) -> HashMap<usize, usize> {
+        let mut counts = HashMap::new();
+        for (_, instance) in self.captures.lock().unwrap().iter() {
+            *counts.entry(*instance).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Refunds given for `order`.
+    pub fn refunds(&self, order: Uuid) -> Vec<i64> {
+        let refunds = self.refunds.lock().unwrap();
+        refunds
+            .iter()
+            .filter(|(id, _)| *id == order)
+            .map(|(_, amount)| *amount)
+            .collect()
+    }
+}
+
+/// One instance's provider: the built-in one, counted.
+#[derive(Debug)]
+struct Counted {
+    counts: Arc<CountingPayments>,
+    instance: usize,
+}
+
+#[async_trait]
+impl PaymentProvider for Counted {
+    async fn capture(&self, capture: &Capture) -> anyhow::Result<CaptureOutcome> {
+        self.counts
+            .captures
+            .lock()
+            .unwrap()
+            .push((capture.order_id, self.instance));
+        TestPaymentProvider::new(Some(shop_order::config::DEFAULT_DECLINE_AMOUNT))
+            .capture(capture)
+            .await
+    }
+
+    async fn refund(&self, refund: &Refund) -> anyhow::Result<String> {
+        self.counts
+            .refunds
+            .lock()
+            .unwrap()
+            .push((refund.order_id, refund.amount));
+        Ok(format!("counted-{}", refund.refund_id))
+    }
+}

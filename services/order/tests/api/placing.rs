@@ -1,0 +1,222 @@
+//! PlaceOrder: idempotency keys, the checks before anything is written, and orders from the cart.
+
+use futures::{StreamExt as _, stream};
+use shop_order::entity::OrderStatus as StoredStatus;
+use shop_platform::grpc::{client::Target, identity::Role};
+use shop_proto::pb::order::{
+    ListOrdersRequest, OrderLine, OrderLines, OrderStatus, PlaceOrderRequest, place_order_request::Source,
+};
+use tonic::{Code, Request};
+use uuid::Uuid;
+
+use crate::helpers::{Options, caller, code_of, signed, spawn, spawn_with};
+
+#[tokio::test]
+async fn a_retried_placement_returns_the_same_order() {
+    let mesh = spawn().await;
+    let product = mesh.product(1_000, 10).await;
+    let customer = caller(Role::Customer);
+
+    let first = mesh.place(&customer, "retry-me", &[(product, 2)]).await.unwrap();
+    let again = mesh
+        .place(&customer, "retry-me", &[(product, 1), (product, 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.id, first.id,
+        "the same request, with its lines split, is the same request"
+    );
+
+    // Ten concurrent retries: one order; each call gets it or is told to retry.
+    let line = [(product, 1)];
+    let results: Vec<_> = stream::iter(0..10)
+        .map(|_| mesh.place(&customer, "burst", &line))
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    let mut ids = Vec::new();
+    for result in results {
+        match result {
+            Ok(order) => ids.push(order.id),
+            Err(status) => assert_eq!(code_of(&status), (Code::Aborted, "idempotency_key_in_use".into())),
+        }
+    }
+    ids.push(mesh.place(&customer, "burst", &[(product, 1)]).await.unwrap().id);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every call answered the same order");
+
+    let listed = mesh
+        .client()
+        .list_orders(signed(ListOrdersRequest::default(), &customer))
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+    assert_eq!(listed.len(), 2);
+    mesh.expect_stock(product, 10, 7).await;
+
+    // The same key with another request is a conflict; another user's key is theirs.
+    let reused = mesh.place(&customer, "retry-me", &[(product, 3)]).await.unwrap_err();
+    assert_eq!(code_of(&reused), (Code::AlreadyExists, "idempotency_key_reused".into()));
+    let other = caller(Role::Customer);
+    let theirs = mesh.place(&other, "retry-me", &[(product, 2)]).await.unwrap();
+    assert_ne!(theirs.id, first.id);
+
+    // A retry later returns the order as it is now.
+    mesh.wait_for(&customer, &first.id, OrderStatus::Paid).await;
+    let later = mesh.place(&customer, "retry-me", &[(product, 2)]).await.unwrap();
+    assert_eq!(later.status(), OrderStatus::Paid);
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_anything_is_written() {
+    let mesh = spawn().await;
+    let krw = mesh.product(1_000, 10).await;
+    let usd = mesh.product_in(999, "USD", 10).await;
+    let hidden = mesh.product(1_000, 10).await;
+    mesh.hide(hidden).await;
+    let deleted = mesh.product(1_000, 10).await;
+    mesh.delete(deleted).await;
+    let customer = caller(Role::Customer);
+
+    for (lines, expected) in [
+        (
+            vec![(krw, 1), (Uuid::now_v7(), 1)],
+            (Code::FailedPrecondition, "product_unavailable"),
+        ),
+        (vec![(hidden, 1)], (Code::FailedPrecondition, "product_unavailable")),
+        (vec![(deleted, 1)], (Code::FailedPrecondition, "product_unavailable")),
+        (vec![(krw, 1), (usd, 1)], (Code::FailedPrecondition, "mixed_currency")),
+        (vec![(krw, 0)], (Code::InvalidArgument, "invalid_argument")),
+        (vec![], (Code::InvalidArgument, "invalid_argument")),
+    ] {
+        let status = mesh.place(&customer, "bad", &lines).await.unwrap_err();
+        assert_eq!(code_of(&status), (expected.0, expected.1.to_owned()), "{lines:?}");
+    }
+    let malformed = PlaceOrderRequest {
+        idempotency_key: "bad".into(),
+        source: Some(Source::Items(OrderLines {
+            lines: vec![OrderLine {
+                product_id: "lamp".into(),
+                quantity: 1,
+            }],
+        })),
+    };
+    let status = mesh
+        .client()
+        .place_order(signed(malformed, &customer))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = mesh.place(&customer, "", &[(krw, 1)]).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let no_source = PlaceOrderRequest {
+        idempotency_key: "bad".into(),
+        source: None,
+    };
+    let status = mesh
+        .client()
+        .place_order(signed(no_source, &customer))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let anonymous = mesh
+        .client()
+        .place_order(Request::new(PlaceOrderRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    // A refused request leaves its key free: the same key with a good request works.
+    let placed = mesh.place(&customer, "bad", &[(krw, 1)]).await.unwrap();
+    assert_eq!(placed.status(), OrderStatus::Pending);
+    assert_eq!(
+        mesh.count(StoredStatus::Pending).await + mesh.count(StoredStatus::Paid).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_catalog_is_unavailable_and_writes_nothing() {
+    let mesh = spawn_with(Options {
+        configure: |config| {
+            // Nothing listens on the discard port.
+            config.catalog = Target::parse("http://127.0.0.1:9").unwrap();
+        },
+        ..Options::default()
+    })
+    .await;
+    let customer = caller(Role::Customer);
+    let status = mesh.place(&customer, "k", &[(Uuid::now_v7(), 1)]).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(mesh.count(StoredStatus::Pending).await, 0);
+}
+
+#[tokio::test]
+async fn an_order_from_the_cart_takes_its_lines_and_removes_them_from_the_cart() {
+    let mesh = spawn().await;
+    let lamp = mesh.product(12_900, 5).await;
+    let bulb = mesh.product(500, 50).await;
+    let customer = caller(Role::Customer);
+    let from_cart = |key: &str| PlaceOrderRequest {
+        idempotency_key: key.into(),
+        source: Some(Source::FromCart(true)),
+    };
+
+    let empty = mesh
+        .client()
+        .place_order(signed(from_cart("empty"), &customer))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&empty), (Code::FailedPrecondition, "cart_empty".into()));
+
+    let lamp_line = mesh.cart.add(customer.user_id, lamp, 1);
+    let bulb_line = mesh.cart.add(customer.user_id, bulb, 10);
+    let placed = mesh
+        .client()
+        .place_order(signed(from_cart("cart"), &customer))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(placed.total.as_ref().unwrap().amount, 12_900 + 5_000);
+    let quantities: Vec<(String, u32)> = placed
+        .items
+        .iter()
+        .map(|i| (i.product_id.clone(), i.quantity))
+        .collect();
+    assert_eq!(quantities, vec![(lamp.to_string(), 1), (bulb.to_string(), 10)]);
+    assert!(mesh.cart.lines(customer.user_id).is_empty());
+    let removed: Vec<String> = mesh
+        .cart
+        .removals()
+        .into_iter()
+        .flat_map(|(user, ids)| {
+            assert_eq!(user, customer.user_id, "called with the owner's identity");
+            ids
+        })
+        .collect();
+    let mut expected = vec![lamp_line.to_string(), bulb_line.to_string()];
+    expected.sort();
+    let mut removed_sorted = removed.clone();
+    removed_sorted.sort();
+    assert_eq!(removed_sorted, expected);
+
+    // A retry with the key is the same request whatever the cart holds now.
+    mesh.cart.add(customer.user_id, lamp, 2);
+    let again = mesh
+        .client()
+        .place_order(signed(from_cart("cart"), &customer))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(again.id, placed.id);
+    assert_eq!(mesh.cart.lines(customer.user_id).len(), 1, "the new line stays");
+    mesh.wait_for(&customer, &placed.id, OrderStatus::Paid).await;
+    mesh.expect_stock(lamp, 5, 4).await;
+    mesh.expect_stock(bulb, 50, 40).await;
+}
