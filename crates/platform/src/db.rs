@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, TransactionTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 
 /// Which database a service uses.
@@ -126,6 +129,17 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection, schema: &str) ->
         _ => M::up(db, None).await.with_context(|| format!("migrating {schema}"))?,
     }
     Ok(())
+}
+
+/// Begins a transaction that will write. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), so two writers wait for each other (busy timeout) instead of one failing
+/// with "database is locked" when it upgrades its read lock; elsewhere it is a plain `BEGIN`.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }
 
 /// Two replicas creating one schema at once: the loser's unique violation is harmless.

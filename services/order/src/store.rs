@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -25,15 +25,7 @@ pub struct OrderRecord {
     pub payment: payment::Model,
 }
 
-/// Begins a transaction that will write: on SQLite it takes the write lock at once, so two
-/// writers wait for each other instead of failing when one upgrades its read lock.
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..TransactionOptions::default()
-    })
-    .await
-}
+pub use shop_platform::db::begin_write;
 
 /// The order `id` with its items and payment, locked until the transaction ends.
 pub async fn lock(txn: &DatabaseTransaction, id: Uuid) -> anyhow::Result<Option<OrderRecord>> {

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, TransactionTrait, sea_query::Expr,
+    QuerySelect, Statement, sea_query::Expr,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -102,7 +102,9 @@ impl OutboxRelay {
     /// Returns how many were published (0 also when another replica holds the relay lock).
     #[tracing::instrument(name = "outbox.relay", skip(self), err(Display))]
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
-        let txn = self.db.begin().await.context("starting the relay transaction")?;
+        let txn = crate::db::begin_write(&self.db)
+            .await
+            .context("starting the relay transaction")?;
         if txn.get_database_backend() == DatabaseBackend::Postgres {
             let lock = Statement::from_string(
                 DatabaseBackend::Postgres,
