@@ -268,6 +268,9 @@ async fn competing_consumers_share_the_work(queue: Arc<dyn WorkQueue>) {
                             let delivery = delivery.unwrap();
                             mine.push(delivery.message.id.clone());
                             seen.lock().unwrap().insert(delivery.message.id.clone());
+                            // Work takes time; without it, on a starved machine one consumer
+                            // can legitimately drain the queue before the other is scheduled.
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                             delivery.ack().await.unwrap();
                         }
                         // Quiet: done once everything has been seen by someone.

@@ -9,8 +9,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, sea_query::Expr,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -105,6 +105,28 @@ impl OutboxRelay {
         let txn = crate::db::begin_write(&self.db)
             .await
             .context("starting the relay transaction")?;
+        match self.publish_unsent(&txn).await {
+            Ok(0) => {
+                txn.rollback().await.context("ending the relay transaction")?;
+                Ok(0)
+            }
+            Ok(count) => {
+                txn.commit().await.context("committing the relay transaction")?;
+                tracing::debug!(count, "outbox rows published");
+                Ok(count)
+            }
+            Err(error) => {
+                // Roll back now rather than on drop, so the relay lock is free for the next pass.
+                if let Err(rollback) = txn.rollback().await {
+                    tracing::warn!(error = %rollback, "rolling back the relay transaction failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Inside `txn`: takes the relay lock, publishes the oldest unsent rows and marks them sent.
+    async fn publish_unsent(&self, txn: &DatabaseTransaction) -> anyhow::Result<usize> {
         if txn.get_database_backend() == DatabaseBackend::Postgres {
             let lock = Statement::from_string(
                 DatabaseBackend::Postgres,
@@ -119,12 +141,9 @@ impl OutboxRelay {
             .filter(entity::Column::PublishedAt.is_null())
             .order_by_asc(entity::Column::Seq)
             .limit(self.options.batch_size)
-            .all(&txn)
+            .all(txn)
             .await
             .context("reading unsent outbox rows")?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
 
         // Consecutive rows for one queue go out as one confirmed batch; order is kept.
         for run in rows.chunk_by(|a, b| a.destination == b.destination) {
@@ -134,16 +153,17 @@ impl OutboxRelay {
                 .await
                 .with_context(|| format!("publishing to {}", run[0].destination))?;
         }
+        if rows.is_empty() {
+            return Ok(0);
+        }
 
         let sequences: Vec<i64> = rows.iter().map(|row| row.seq).collect();
         entity::Entity::update_many()
             .col_expr(entity::Column::PublishedAt, Expr::value(chrono::Utc::now()))
             .filter(entity::Column::Seq.is_in(sequences))
-            .exec(&txn)
+            .exec(txn)
             .await
             .context("marking outbox rows sent")?;
-        txn.commit().await.context("committing the relay transaction")?;
-        tracing::debug!(count = rows.len(), "outbox rows published");
         Ok(rows.len())
     }
 }
