@@ -1,0 +1,76 @@
+//! The README's quickstart, executed: the `shop` binary is started exactly as the README says
+//! (on free ports and a fresh data directory), then the README's `sh quickstart` block runs
+//! under bash against it. If the README and the product drift apart, this fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const README: &str = include_str!("../../README.md");
+const START: &str = "SHOP_ADMIN_EMAIL=admin@example.com SHOP_ADMIN_PASSWORD='Quick-start-1' cargo run --bin shop";
+
+/// The body of the fenced block whose info string is `sh quickstart`.
+fn quickstart_block() -> String {
+    let start = README
+        .find("```sh quickstart\n")
+        .expect("the README has a ```sh quickstart block");
+    let body = &README[start + "```sh quickstart\n".len()..];
+    body[..body.find("\n```").expect("the quickstart block is closed")].to_owned()
+}
+
+#[tokio::test]
+async fn the_readme_quickstart_works_as_written() {
+    assert!(README.contains(START), "the README starts the mesh with: {START}");
+    let data = tempfile::tempdir().unwrap();
+    let mut shop = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SHOP_ADMIN_EMAIL", "admin@example.com")
+        .env("SHOP_ADMIN_PASSWORD", "Quick-start-1")
+        .env("SHOP_DATA_DIR", data.path())
+        .env("SHOP_HTTP_ADDR", "127.0.0.1:0")
+        .env("SHOP_USER_GRPC_ADDR", "127.0.0.1:0")
+        .env("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0")
+        .env("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(shop.stdout.take().unwrap()).lines();
+    let http: SocketAddr = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("shop exited before listening");
+            if let Some(rest) = line
+                .split("REST gateway")
+                .nth(1)
+                .and_then(|rest| rest.split("http://").nth(1))
+            {
+                return rest.split('/').next().unwrap().parse().unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let script = format!("set -euo pipefail\n{}", quickstart_block());
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .env("SHOP", format!("http://{http}"))
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the quickstart failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("Desk lamp: 12900 KRW, 5 in stock"), "{stdout}");
+    assert!(stdout.contains("is paid"), "{stdout}");
+    assert!(stdout.contains("stock left: 3"), "{stdout}");
+}
