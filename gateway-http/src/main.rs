@@ -1,19 +1,21 @@
 //! The REST gateway as its own process, configured by the environment (see `GatewayConfig`;
-//! `REDIS_URL` for the rate-limit counters shared by every replica).
+//! `REDIS_URL` for the rate-limit counters shared by every replica, under `SHOP_CACHE_PREFIX`
+//! [shop:] like every other cache key).
 
 use shop_platform::config::{Env, ProcessEnv, exit_on_bad_config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = ProcessEnv;
-    let (config, telemetry, cache_url) = exit_on_bad_config((|| {
+    let (config, telemetry, cache_url, cache_prefix) = exit_on_bad_config((|| {
         let config = shop_gateway::GatewayConfig::from_env(&env, "0.0.0.0:8080")?;
         let telemetry = shop_platform::telemetry::TelemetryConfig::from_env(&env, "gateway")?;
         let cache_url = env.url_or("REDIS_URL", "memory://", &["redis", "rediss", "memory"])?;
-        Ok((config, telemetry, cache_url))
+        let cache_prefix = env.var("SHOP_CACHE_PREFIX").unwrap_or_else(|| "shop:".to_owned());
+        Ok((config, telemetry, cache_url, cache_prefix))
     })());
     let _telemetry = shop_platform::telemetry::init(&telemetry)?;
-    let cache = shop_platform::cache::from_url(&cache_url, "shop:gateway:").await?;
+    let cache = shop_platform::cache::from_url(&cache_url, &format!("{cache_prefix}gateway:")).await?;
     let gateway = shop_gateway::Gateway::build(&config, cache).await?;
     tracing::info!(http = %gateway.local_addr()?, "gateway listening");
     gateway.run(shop_platform::shutdown::on_signal()).await

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use shop_catalog::{CatalogConfig, CatalogService};
+use shop_gateway::GatewayConfig;
 use shop_order::{OrderConfig, OrderService};
 use shop_platform::{
     config::{ConfigError, Env},
@@ -15,8 +16,10 @@ use shop_user::{UserConfig, UserService};
 /// Everything the `shop` binary reads from the environment.
 #[derive(Debug)]
 pub struct ShopConfig {
-    /// Where the REST gateway listens (`SHOP_HTTP_ADDR`, default 127.0.0.1:8080).
-    pub http_addr: SocketAddr,
+    /// The REST gateway's settings: where it listens (`SHOP_HTTP_ADDR`, default
+    /// 127.0.0.1:8080) and its edge limits (`SHOP_RATE_LIMIT_PER_IP`, `SHOP_BODY_LIMIT`, …). Its
+    /// service targets are set to the services' actual addresses at start.
+    pub gateway: GatewayConfig,
     /// Where the user service's gRPC listens (`SHOP_USER_GRPC_ADDR`, default 127.0.0.1:50051).
     pub user_grpc_addr: SocketAddr,
     /// Where the catalog service's gRPC listens (`SHOP_CATALOG_GRPC_ADDR`, default 127.0.0.1:50052).
@@ -42,7 +45,7 @@ impl ShopConfig {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let data_dir = data_dir(env);
         Ok(Self {
-            http_addr: env.addr_or("SHOP_HTTP_ADDR", "127.0.0.1:8080")?,
+            gateway: GatewayConfig::from_env(env, "127.0.0.1:8080")?,
             user_grpc_addr: env.addr_or("SHOP_USER_GRPC_ADDR", "127.0.0.1:50051")?,
             catalog_grpc_addr: env.addr_or("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:50052")?,
             order_grpc_addr: env.addr_or("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:50053")?,
@@ -68,7 +71,7 @@ mod tests {
         let day = std::time::Duration::from_secs(86_400);
         let config = config.map(|c| {
             (
-                c.http_addr.to_string(),
+                c.gateway.http_addr.to_string(),
                 c.backends.cache,
                 c.order.ship_after,
                 c.order.cancel_window,

@@ -82,12 +82,12 @@ impl Mesh {
         .await
         .context("starting the order service")?;
 
-        let gateway_config = GatewayConfig::with_targets(
-            config.http_addr,
-            target(user.grpc_addr())?,
-            target(catalog.grpc_addr())?,
-            target(order.grpc_addr())?,
-        );
+        let gateway_config = GatewayConfig {
+            user: target(user.grpc_addr())?,
+            catalog: target(catalog.grpc_addr())?,
+            order: target(order.grpc_addr())?,
+            ..config.gateway.clone()
+        };
         let gateway = Gateway::build(&gateway_config, cache)
             .await
             .context("starting the gateway")?;

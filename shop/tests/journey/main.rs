@@ -1,0 +1,16 @@
+//! End to end, over the public REST API only (API.md): the real binaries as separate
+//! processes on PostgreSQL, Redis, RabbitMQ and a real SMTP server, and the one-process `shop`
+//! binary on its embedded defaults, both driven through the same journey; then abuse of the
+//! edge (bad tokens, other users' resources, bad input, rate limits).
+//!
+//! The service binaries must be built (`cargo build --bins`, or any run of the whole
+//! workspace's tests); each test starts its own stack, so they run in parallel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod abuse;
+mod api;
+mod journey;
+mod mail;
+mod process;
+mod stack;

@@ -1,0 +1,286 @@
+//! A running shop to drive over REST, in one of its two shapes:
+//!
+//! - the deployment: the four real binaries (`shop-catalog`, `shop-user`, `shop-order`,
+//!   `shop-gateway`) as separate processes on loopback, against PostgreSQL (a fresh database),
+//!   Redis (a fresh key prefix), RabbitMQ (fresh queue names) and a real SMTP server;
+//! - the one-process `shop` binary on its embedded defaults (SQLite under a temporary data
+//!   directory, in-process cache and queue, codes written to its log).
+//!
+//! Every process listens on a port the system picks (port 0) and logs it; the next one is
+//! started with that address. The stack is ready when the gateway's `/readyz` says so.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use reqwest::Method;
+use shop_platform::{
+    queue,
+    testing::{amqp_url, create_postgres_database, redis_url, unique_name},
+};
+use tokio::process::Command;
+
+use crate::{
+    api::Api,
+    mail::{Mailbox, SmtpSink},
+    process::{Process, binary, log_fields},
+};
+
+/// Paid orders ship this long after payment.
+pub const SHIP_AFTER: Duration = Duration::from_secs(4);
+/// Shipped orders are delivered this long after shipping.
+pub const DELIVER_AFTER: Duration = Duration::from_secs(2);
+/// The bootstrapped admin account.
+pub const ADMIN_EMAIL: &str = "root@shop.example.com";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "b00tstrap-Admin!";
+
+/// How long a process may take to start listening (migrations included).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the gateway may take to report every service ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Ed25519 key the user service signs access tokens with (`SHOP_JWT_SIGNING_KEYS`).
+#[derive(Clone, Debug)]
+pub struct SigningKey {
+    /// Its key id.
+    pub kid: String,
+    /// Its 32-byte seed.
+    pub seed: [u8; 32],
+}
+
+impl SigningKey {
+    /// A fresh random key named `kid`.
+    pub fn random(kid: &str) -> Self {
+        let mut seed = [0; 32];
+        seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self {
+            kid: kid.to_owned(),
+            seed,
+        }
+    }
+
+    /// The `SHOP_JWT_SIGNING_KEYS` entry.
+    fn setting(&self) -> String {
+        format!("{}={}", self.kid, URL_SAFE_NO_PAD.encode(self.seed))
+    }
+}
+
+/// A running shop.
+pub struct Stack {
+    /// Which shape it is, for messages.
+    pub shape: &'static str,
+    /// Its public REST API.
+    pub api: Api,
+    /// Where its mails are read.
+    pub mail: Mailbox,
+    /// The key its access tokens are signed with.
+    pub signing_key: SigningKey,
+    /// The environment every process of the stack shares (to start more gateways).
+    env: Vec<(String, String)>,
+    /// The processes, in start order.
+    processes: Vec<Process>,
+    /// The RabbitMQ queues of the stack, deleted when it stops.
+    queues: Vec<String>,
+    /// The embedded stores of the one-process shape.
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+/// Settings common to both shapes.
+fn common_env(signing_key: &SigningKey) -> Vec<(String, String)> {
+    [
+        ("RUST_LOG", "info".to_owned()),
+        ("SHOP_LOG_FORMAT", "json".to_owned()),
+        ("SHOP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+        ("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        ("SHOP_JWT_SIGNING_KEYS", signing_key.setting()),
+        ("SHOP_SHIP_AFTER", format!("{}ms", SHIP_AFTER.as_millis())),
+        ("SHOP_DELIVER_AFTER", format!("{}ms", DELIVER_AFTER.as_millis())),
+        ("SHOP_ORDER_SHIPMENT_INTERVAL", "200ms".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect()
+}
+
+impl Stack {
+    /// The four service binaries as separate processes, on PostgreSQL, Redis, RabbitMQ and a
+    /// real SMTP server; `gateway_env` is added to the gateway's environment only.
+    pub async fn services(gateway_env: &[(&str, &str)]) -> Self {
+        let sink = SmtpSink::start().await;
+        let signing_key = SigningKey::random("e2e-1");
+        let run = unique_name("e2e");
+        let queues: Vec<String> = ["reserve", "release", "results"]
+            .into_iter()
+            .map(|kind| format!("{run}.stock.{kind}"))
+            .flat_map(|name| [queue::dead_letter_queue_name(&name), name])
+            .collect();
+        let mut env = common_env(&signing_key);
+        env.extend(
+            [
+                ("DATABASE_URL", create_postgres_database().await),
+                ("REDIS_URL", redis_url()),
+                ("AMQP_URL", amqp_url()),
+                ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port)),
+                ("SHOP_CACHE_PREFIX", format!("{run}:")),
+                ("SHOP_CATALOG_RESERVE_QUEUE", format!("{run}.stock.reserve")),
+                ("SHOP_CATALOG_RELEASE_QUEUE", format!("{run}.stock.release")),
+                ("SHOP_CATALOG_RESULTS_QUEUE", format!("{run}.stock.results")),
+            ]
+            .map(|(key, value)| (key.to_owned(), value)),
+        );
+        let mut processes = Vec::new();
+        // Each service learns the addresses of those it calls, so they start in this order.
+        for (name, target) in [
+            ("shop-catalog", "SHOP_CATALOG_TARGET"),
+            ("shop-user", "SHOP_USER_TARGET"),
+            ("shop-order", "SHOP_ORDER_TARGET"),
+        ] {
+            let mut command = Command::new(binary(name));
+            command
+                .env_clear()
+                .envs(env.clone())
+                .env("SHOP_GRPC_ADDR", "127.0.0.1:0");
+            let mut process = Process::start(name, command);
+            let addr = process
+                .wait_for_line("its gRPC address", START_TIMEOUT, |line| {
+                    Some(log_fields(line, "listening")?.get("grpc")?.as_str()?.to_owned())
+                })
+                .await;
+            processes.push(process);
+            env.push((target.to_owned(), format!("http://{addr}")));
+        }
+        let mut stack = Self {
+            shape: "separate services",
+            api: Api::new(String::new()),
+            mail: Mailbox::Smtp(sink),
+            signing_key,
+            env,
+            processes,
+            queues,
+            _data_dir: None,
+        };
+        stack.api = stack.start_gateway(gateway_env).await;
+        stack
+    }
+
+    /// One more `shop-gateway` in front of the services of this stack (a replica, sharing its
+    /// Redis prefix), with `extra` added to its environment; ready when this returns.
+    pub async fn start_gateway(&mut self, extra: &[(&str, &str)]) -> Api {
+        let mut command = Command::new(binary("shop-gateway"));
+        command
+            .env_clear()
+            .envs(self.env.clone())
+            .env("SHOP_HTTP_ADDR", "127.0.0.1:0")
+            .envs(extra.iter().copied());
+        let gateways = self.processes.len().saturating_sub(3);
+        let name = if gateways == 0 {
+            "shop-gateway".to_owned()
+        } else {
+            format!("shop-gateway (replica {gateways})")
+        };
+        let mut process = Process::start(&name, command);
+        let addr = process
+            .wait_for_line("its HTTP address", START_TIMEOUT, |line| {
+                Some(log_fields(line, "gateway listening")?.get("http")?.as_str()?.to_owned())
+            })
+            .await;
+        self.processes.push(process);
+        let api = Api::new(format!("http://{addr}"));
+        self.wait_until_ready(&api).await;
+        api
+    }
+
+    /// The one-process `shop` binary on its embedded defaults.
+    pub async fn one_process() -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let signing_key = SigningKey::random("e2e-1");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+        command
+            .env_clear()
+            .envs(common_env(&signing_key))
+            .env("SHOP_DATA_DIR", data_dir.path())
+            .env("SHOP_HTTP_ADDR", "127.0.0.1:0")
+            .env("SHOP_USER_GRPC_ADDR", "127.0.0.1:0")
+            .env("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0")
+            .env("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0");
+        let mut process = Process::start("shop", command);
+        // "  REST gateway    http://127.0.0.1:PORT/api/v1  (health: …)"
+        let origin = process
+            .wait_for_line("its REST address", START_TIMEOUT, |line| {
+                let rest = line.trim_start().strip_prefix("REST gateway")?.trim_start();
+                Some(rest.split("/api/v1").next()?.to_owned())
+            })
+            .await;
+        let mut stack = Self {
+            shape: "one process",
+            api: Api::new(origin),
+            mail: Mailbox::log(process.output()),
+            signing_key,
+            env: Vec::new(),
+            processes: vec![process],
+            queues: Vec::new(),
+            _data_dir: Some(data_dir),
+        };
+        stack.wait_until_ready(&stack.api.clone()).await;
+        stack
+    }
+
+    /// Polls `/readyz` of `api` until it answers 200; fails if a process exits meanwhile.
+    async fn wait_until_ready(&mut self, api: &Api) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let reply = api.at(Method::GET, "/readyz").send().await;
+            if reply.status == 200 {
+                assert_eq!(reply.body["status"], "ready", "{reply:?}");
+                return;
+            }
+            for process in &mut self.processes {
+                process.assert_running();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: not ready within {READY_TIMEOUT:?}: {reply:?}",
+                self.shape
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // The processes go first (killed), so that nothing declares the queues again; then the
+        // queues: idle quorum queues left by every run hold the broker's file handles until it
+        // stops answering.
+        self.processes.clear();
+        let queues = std::mem::take(&mut self.queues);
+        if !queues.is_empty() {
+            let _ = std::thread::spawn(move || delete_queues(queues)).join();
+        }
+    }
+}
+
+/// Deletes `names` from RabbitMQ, best effort, on a runtime of its own (drop cannot await).
+fn delete_queues(names: Vec<String>) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return;
+    };
+    runtime.block_on(async {
+        let properties = lapin::ConnectionProperties::default();
+        let url = amqp_url();
+        let connect = lapin::Connection::connect(&url, properties);
+        let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(10), connect).await else {
+            return;
+        };
+        if let Ok(channel) = connection.create_channel().await {
+            for name in names {
+                let delete = channel.queue_delete(name.as_str().into(), Default::default());
+                let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
+            }
+        }
+        let _ = connection.close(200, "test done".into()).await;
+    });
+}
