@@ -22,10 +22,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let (is_json, body) = read_body(request, state).await?;
+        if !is_json {
+            return Err(not_json());
         }
+        parse_object(&body).map(Self)
     }
 }
 
@@ -42,28 +43,47 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(is_json_media_type);
-        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large()
-            } else {
-                ApiError::bad_request("invalid_request", rejection.body_text())
-            }
-        })?;
+        let (is_json, body) = read_body(request, state).await?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
         if !is_json {
             return Err(not_json());
         }
-        axum::Json::<T>::from_bytes(&body)
-            .map(|axum::Json(value)| Self(value))
-            .map_err(json_rejection)
+        parse_object(&body).map(Self)
     }
+}
+
+/// The body, and whether its content type says JSON.
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<(bool, Bytes), ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(is_json_media_type);
+    let body = Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::bad_request("invalid_request", rejection.body_text())
+        }
+    })?;
+    Ok((is_json, body))
+}
+
+/// Parses a body that must be a JSON object. Structs would also read from a JSON array (serde's
+/// sequence form), which the API does not accept: every body it takes is an object.
+fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "the body must be a JSON object",
+        ));
+    }
+    axum::Json::<T>::from_bytes(body)
+        .map(|axum::Json(value)| value)
+        .map_err(json_rejection)
 }
 
 /// `application/json` or any `application/*+json`, parameters aside.

@@ -34,6 +34,9 @@ async fn missing_and_ill_typed_fields_are_400() {
         json!({"email": "a@example.com", "password": 12345678}),
         json!({"email": null, "password": "x"}),
         json!([1, 2, 3]),
+        // An array with the right number of strings would fill the struct field by field.
+        json!(["a@example.com", "Quick-start-1"]),
+        json!("a@example.com"),
     ] {
         let reply = app.post("/auth/login", None, body.clone()).await;
         reply.assert_problem(StatusCode::BAD_REQUEST, "invalid_argument");
