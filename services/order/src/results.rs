@@ -260,7 +260,9 @@ async fn apply_rejection(
         .collect();
     let mut order = record.order.into_active_model();
     order.status = Set(OrderStatus::Rejected);
-    order.status_reason = Set(Some("out_of_stock".into()));
+    // The machine code first, then the short products (what the customer needs to know).
+    let short_ids: Vec<&str> = rejected.short.iter().map(|short| short.product_id.as_str()).collect();
+    order.status_reason = Set(Some(format!("out_of_stock: {}", short_ids.join(", "))));
     order.shortages = Set(Some(serde_json::Value::Array(shortages).to_string()));
     order.updated_at = Set(now);
     order.update(txn).await?;
@@ -269,8 +271,7 @@ async fn apply_rejection(
     payment.updated_at = Set(now);
     payment.update(txn).await?;
     store::cancel_unshipped_items(txn, order_id).await?;
-    let short: Vec<&str> = rejected.short.iter().map(|s| s.product_id.as_str()).collect();
-    tracing::info!(%order_id, short = ?short, "order rejected: out of stock");
+    tracing::info!(%order_id, short = ?short_ids, "order rejected: out of stock");
     Ok(false)
 }
 

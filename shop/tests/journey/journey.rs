@@ -626,7 +626,7 @@ pub async fn run(stack: &Stack) {
         )
         .await;
     assert_eq!(rejected["status"], "rejected", "{rejected}");
-    assert_eq!(rejected["status_reason"], "out_of_stock", "{rejected}");
+    assert_eq!(rejected["status_reason"], format!("out_of_stock: {mug}"), "{rejected}");
     assert_eq!(rejected["payment"]["status"], "voided", "{rejected}");
     assert_eq!(rejected["payment"]["refunded"], 0, "{rejected}");
     assert_eq!(item(&rejected, &mug)["status"], "cancelled", "{rejected}");

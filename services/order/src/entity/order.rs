@@ -19,7 +19,8 @@ pub struct Model {
     pub user_id: Uuid,
     /// Where it stands.
     pub status: OrderStatus,
-    /// Why it is in its status (a machine code), when there is something to say.
+    /// Why it is in its status (a machine code, for `out_of_stock` followed by the short
+    /// products), when there is something to say.
     pub status_reason: Option<String>,
     /// The single currency of its prices.
     pub currency: String,

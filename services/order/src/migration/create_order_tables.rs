@@ -107,7 +107,7 @@ impl MigrationTrait for CreateOrderTables {
                     .col(uuid(Orders::Id).primary_key())
                     .col(uuid(Orders::UserId))
                     .col(string_len(Orders::Status, 20))
-                    .col(string_len_null(Orders::StatusReason, 40))
+                    .col(text_null(Orders::StatusReason))
                     .col(string_len(Orders::Currency, 3))
                     .col(big_integer(Orders::Total))
                     .col(text_null(Orders::Shortages))

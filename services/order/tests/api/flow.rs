@@ -157,7 +157,8 @@ async fn a_short_order_is_rejected_naming_its_short_products() {
         .unwrap();
 
     let rejected = mesh.wait_for(&customer, &placed.id, OrderStatus::Rejected).await;
-    assert_eq!(rejected.status_reason.as_deref(), Some("out_of_stock"));
+    // The reason names the short product, and only it.
+    assert_eq!(rejected.status_reason, Some(format!("out_of_stock: {scarce}")));
     assert_eq!(rejected.payment.as_ref().unwrap().status(), PaymentStatus::Voided);
     assert!(
         rejected
