@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_documentation() {
-        let config = ShopConfig::from_env(&MapEnv::from_pairs([("SHOP_DATA_DIR", "/tmp/x")])).ok();
+        let config = ShopConfig::from_env(&MapEnv::from_pairs([("SHOP_DATA_DIR", "/var/lib/shop")])).ok();
         let day = std::time::Duration::from_secs(86_400);
         let config = config.map(|c| {
             (
