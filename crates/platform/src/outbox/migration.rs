@@ -5,8 +5,16 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
 /// Creates `outbox` and `inbox`.
-#[derive(Debug, DeriveMigrationName)]
+#[derive(Debug)]
 pub struct CreateMessagingTables;
+
+impl MigrationName for CreateMessagingTables {
+    // Named explicitly: the derived name would be this module's, `migration`, which says nothing
+    // in a service's migration history.
+    fn name(&self) -> &str {
+        "m000_platform_messaging"
+    }
+}
 
 #[derive(DeriveIden)]
 enum Outbox {
