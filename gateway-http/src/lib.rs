@@ -116,6 +116,7 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
             otel.kind = "server",
             http.method = %request.method(),
             http.target = %request.uri().path(),
+            trace_id = tracing::field::Empty,
             request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or(""),
         );
         let parent = shop_platform::telemetry::propagation::extract_http(request.headers());

@@ -86,7 +86,11 @@ pub async fn run(ctx: Context, queue: std::sync::Arc<dyn WorkQueue>, shutdown: C
         };
         match delivery {
             Ok(delivery) => {
-                let span = tracing::info_span!("stock.result", message_id = %delivery.message.id);
+                let span = tracing::info_span!(
+                    "stock.result",
+                    message_id = %delivery.message.id,
+                    trace_id = tracing::field::Empty
+                );
                 propagation::set_remote_parent(&span, propagation::extract_message(&delivery.message.headers));
                 handle(&ctx, delivery).instrument(span).await;
             }

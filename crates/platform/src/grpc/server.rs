@@ -143,6 +143,7 @@ impl BoundGrpcServer {
                 otel.kind = "server",
                 rpc.system = "grpc",
                 rpc.method = %request.uri().path(),
+                trace_id = tracing::field::Empty,
             );
             propagation::set_remote_parent(&span, propagation::extract_http(request.headers()));
             span

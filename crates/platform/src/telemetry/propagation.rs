@@ -37,10 +37,17 @@ pub fn extract_message(headers: &BTreeMap<String, String>) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&MapExtractor(headers)))
 }
 
-/// Makes `span` a child of the remote context `parent` (a no-op without an OpenTelemetry layer).
+/// Makes `span` a child of the remote context `parent` (a no-op without an OpenTelemetry layer),
+/// and records the trace id in the span's `trace_id` field, if it declares one, so JSON log
+/// lines carry the id to look the trace up by in Grafana.
 pub fn set_remote_parent(span: &tracing::Span, parent: Context) {
+    use opentelemetry::trace::TraceContextExt as _;
     // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
     let _ = span.set_parent(parent);
+    let trace = span.context().span().span_context().trace_id();
+    if trace != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace));
+    }
 }
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);

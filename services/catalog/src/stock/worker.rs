@@ -160,6 +160,7 @@ impl StockWorker {
                         messaging.destination.name = %queue,
                         messaging.message.id = %delivery.message.id,
                         order_id = %command.order_id(),
+                        trace_id = tracing::field::Empty,
                     );
                     propagation::set_remote_parent(&span, propagation::extract_message(&delivery.message.headers));
                     decoded.push(Decoded {
