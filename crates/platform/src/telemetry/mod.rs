@@ -1,5 +1,5 @@
 //! Telemetry set up in one place: a `tracing` subscriber (human-readable or JSON lines, filtered
-//! by `RUST_LOG`), and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans exported over OTLP/gRPC
+//! by `RUST_LOG`), and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans and metrics exported over OTLP/gRPC
 //! with W3C trace-context propagation so one trace follows a request from the REST edge through
 //! gRPC calls and queue messages. See [`propagation`] for carrying context across boundaries.
 
@@ -8,7 +8,9 @@ pub mod propagation;
 use std::str::FromStr;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider,
+};
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::{ConfigError, Env};
@@ -63,10 +65,11 @@ impl TelemetryConfig {
     }
 }
 
-/// Keeps the exporter alive; flushes pending spans when dropped at the end of `main`.
+/// Keeps the exporters alive; flushes pending spans and metrics when dropped at the end of `main`.
 #[derive(Debug)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
@@ -75,6 +78,11 @@ impl Drop for TelemetryGuard {
             && let Err(error) = provider.shutdown()
         {
             eprintln!("flushing traces failed: {error}");
+        }
+        if let Some(meters) = self.meters.take()
+            && let Err(error) = meters.shutdown()
+        {
+            eprintln!("flushing metrics failed: {error}");
         }
     }
 }
@@ -85,23 +93,32 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_new(&config.filter)
         .map_err(|error| anyhow::anyhow!("RUST_LOG {:?} is not a valid filter: {error}", config.filter))?;
 
-    let provider = match &config.otlp_endpoint {
-        None => None,
+    let (provider, meters) = match &config.otlp_endpoint {
+        None => (None, None),
         Some(endpoint) => {
             use opentelemetry_otlp::WithExportConfig as _;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()?;
             let resource = Resource::builder()
                 .with_service_name(config.service_name.clone())
                 .build();
-            Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource)
-                    .build(),
-            )
+            let spans = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()?;
+            let traces = SdkTracerProvider::builder()
+                .with_batch_exporter(spans)
+                .with_resource(resource.clone())
+                .build();
+            // Counters such as `catalog.stock.dead_lettered` go out to the same collector.
+            let metrics = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()?;
+            let meters = SdkMeterProvider::builder()
+                .with_periodic_exporter(metrics)
+                .with_resource(resource)
+                .build();
+            opentelemetry::global::set_meter_provider(meters.clone());
+            (Some(traces), Some(meters))
         }
     };
     let otel_layer = provider
@@ -121,7 +138,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider, meters })
 }
 
 #[cfg(test)]
