@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+#[path = "support/loopback.rs"]
+mod loopback;
+
+use std::{net::SocketAddr, time::Duration};
 
 use shop::{Mesh, ShopConfig};
 use shop_platform::config::MapEnv;
@@ -115,18 +118,7 @@ async fn readiness_fails_when_a_service_is_down() {
 #[tokio::test]
 async fn the_binary_prints_its_addresses_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
-        .env_clear()
-        .env("SHOP_DATA_DIR", data.path())
-        .env("SHOP_HTTP_ADDR", "127.0.0.1:0")
-        .env("SHOP_USER_GRPC_ADDR", "127.0.0.1:0")
-        .env("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0")
-        .env("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = loopback::shop_command(data.path()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut grpc = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), async {

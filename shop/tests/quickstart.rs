@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+#[path = "support/loopback.rs"]
+mod loopback;
+
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -24,19 +27,9 @@ fn quickstart_block() -> String {
 async fn the_readme_quickstart_works_as_written() {
     assert!(README.contains(START), "the README starts the mesh with: {START}");
     let data = tempfile::tempdir().unwrap();
-    let mut shop = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    let mut shop = loopback::shop_command(data.path())
         .env("SHOP_ADMIN_EMAIL", "admin@example.com")
         .env("SHOP_ADMIN_PASSWORD", "Quick-start-1")
-        .env("SHOP_DATA_DIR", data.path())
-        .env("SHOP_HTTP_ADDR", "127.0.0.1:0")
-        .env("SHOP_USER_GRPC_ADDR", "127.0.0.1:0")
-        .env("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0")
-        .env("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(shop.stdout.take().unwrap()).lines();
