@@ -164,7 +164,13 @@ async fn refund(
     amount: i64,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let refund_id = Uuid::now_v7();
+    // Derived from what is refunded, never random: a cancel or return retried after a failed
+    // commit asks the provider again under the SAME id, which it treats as an idempotency key,
+    // so the customer is refunded once.
+    let refund_id = match item_id {
+        Some(item_id) => Uuid::new_v5(&item_id, b"shop.refund.return"),
+        None => Uuid::new_v5(&payment.order_id, b"shop.refund.cancel"),
+    };
     let reference = ctx
         .payments
         .refund(&Refund {

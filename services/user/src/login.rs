@@ -37,11 +37,10 @@ impl App {
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, ServiceError> {
         let email = Email::parse(email)?;
         let password = domain::presented_password(password)?;
-        self.throttle.check(&email).await?;
+        self.throttle.attempt(&email).await?;
         let user = users::find_by_email(&self.db, &email).await?;
         let hash = user.as_ref().map(|user| user.password_hash.as_str());
         let (Some(user), true) = (&user, self.passwords.verify(password, hash).await?) else {
-            self.throttle.failed(&email).await?;
             return Err(invalid_credentials());
         };
         self.throttle.succeeded(&email).await?;
@@ -57,9 +56,8 @@ impl App {
     ) -> Result<(), ServiceError> {
         let password = domain::presented_password(password)?;
         let email = Email::parse(&user.email)?;
-        self.throttle.check(&email).await?;
+        self.throttle.attempt(&email).await?;
         if !self.passwords.verify(password, Some(&user.password_hash)).await? {
-            self.throttle.failed(&email).await?;
             return Err(ServiceError::Forbidden {
                 code: "invalid_credentials",
                 message: "the password is wrong".to_owned(),

@@ -26,6 +26,10 @@ use crate::{
     tokens::{AccessToken, Tokens},
 };
 
+/// How long past a token's expiry its revocation is kept: verifiers accept a few seconds of
+/// clock skew past `exp`, and a revoked token must stay refused through that leeway too.
+const REVOCATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A fresh token pair.
 #[derive(Debug, Clone)]
 pub struct TokenPair {
@@ -206,7 +210,7 @@ impl Sessions {
     /// lifetime, after which they have all expired). The cache half of [`Sessions::end`], for
     /// callers that remove the sessions' rows themselves.
     pub async fn refuse_access_tokens(&self, sessions: &[Uuid]) -> Result<(), ServiceError> {
-        let ttl = self.tokens.access_ttl();
+        let ttl = self.tokens.access_ttl() + REVOCATION_MARGIN;
         for session in sessions {
             self.store
                 .cache()
@@ -247,15 +251,13 @@ impl Sessions {
         Ok(found.is_some_and(|s| s.user_id == user && s.ended_at.is_none()))
     }
 
-    /// Refuses the access token `jti` until `expires_at`.
+    /// Refuses the access token `jti` until `expires_at` (and a margin beyond).
     pub async fn revoke_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<(), ServiceError> {
         let Ok(left) = (expires_at - Utc::now()).to_std() else {
             // Already expired: nothing to refuse.
             return Ok(());
         };
-        if left.is_zero() {
-            return Ok(());
-        }
+        let left = left + REVOCATION_MARGIN;
         self.store
             .cache()
             .set(&store::revoked_token_key(jti), b"1", left)

@@ -1,6 +1,6 @@
-//! Slows password guessing down: failed password checks on one address are counted in the cache
-//! over a fixed window; past the limit, every password check for that address is refused with
-//! RESOURCE_EXHAUSTED until the window ends, before any hashing. Unknown addresses are counted
+//! Slows password guessing down: password checks on one address are counted in the cache over a
+//! fixed window (a success resets the count); past the limit, every password check for that
+//! address is refused with RESOURCE_EXHAUSTED until the window ends, before any hashing. Unknown addresses are counted
 //! like known ones, so the throttle reveals nothing about which addresses have accounts.
 
 use std::time::Duration;
@@ -26,29 +26,23 @@ impl LoginThrottle {
         Self { store, limit, window }
     }
 
-    /// RateLimited while `email` is over its failure limit.
-    pub async fn check(&self, email: &Email) -> Result<(), ServiceError> {
+    /// Counts a password check of `email` BEFORE it runs, and refuses it (RateLimited) past the
+    /// limit. Counting first means parallel guesses cannot all pass a read-only check: at most
+    /// `limit` checks run per window, whatever the concurrency. A success resets the count
+    /// ([`Self::succeeded`]), so only failures accumulate.
+    pub async fn attempt(&self, email: &Email) -> Result<(), ServiceError> {
         let key = store::login_failures_key(email);
-        let failures = self.store.cache().get(&key).await.map_err(store::unavailable)?;
-        let count = failures
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|text| text.parse::<u64>().ok())
-            .unwrap_or(0);
-        if count >= u64::from(self.limit) {
+        let count = self
+            .store
+            .cache()
+            .increment(&key, self.window)
+            .await
+            .map_err(store::unavailable)?;
+        if count > i64::from(self.limit) {
             return Err(ServiceError::RateLimited {
                 retry_after: self.store.retry_after(&key, self.window).await,
             });
         }
-        Ok(())
-    }
-
-    /// Records a failed check.
-    pub async fn failed(&self, email: &Email) -> Result<(), ServiceError> {
-        self.store
-            .cache()
-            .increment(&store::login_failures_key(email), self.window)
-            .await
-            .map_err(store::unavailable)?;
         Ok(())
     }
 

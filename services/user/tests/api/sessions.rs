@@ -79,6 +79,30 @@ async fn repeated_failures_are_throttled() {
 }
 
 #[tokio::test]
+async fn parallel_guesses_cannot_outrun_the_throttle() {
+    let app = std::sync::Arc::new(spawn_app_with(&[("SHOP_LOGIN_FAILURE_LIMIT", "3")]).await);
+    let user = app.new_user().await;
+    let guesses: Vec<_> = (0..20)
+        .map(|n| {
+            let (app, email) = (app.clone(), user.email.clone());
+            tokio::spawn(async move { app.login(&email, &format!("wr0ng-guess-{n}")).await.unwrap_err() })
+        })
+        .collect();
+    let mut checked = 0;
+    for guess in guesses {
+        let error = guess.await.unwrap();
+        match code(&error) {
+            "invalid_credentials" => checked += 1,
+            other => assert_eq!(other, "too_many_requests"),
+        }
+    }
+    assert!(
+        checked <= 3,
+        "{checked} of 20 concurrent guesses were checked, the limit is 3"
+    );
+}
+
+#[tokio::test]
 async fn refresh_rotates_and_reuse_ends_the_session() {
     let app = spawn_app().await;
     let user = app.new_user().await;
