@@ -7,3 +7,4 @@ pub mod discovery;
 pub mod error;
 pub mod identity;
 pub mod server;
+pub mod target;
