@@ -16,12 +16,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
+    ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
-use shop_platform::{outbox, telemetry::propagation};
+use shop_platform::outbox::{self, OutboxMessage, inbox};
 use uuid::Uuid;
 
 use super::{
@@ -88,25 +88,16 @@ pub async fn apply_batch(
         }
         let outcome = ledger.apply(pending.command);
         let (kind, payload) = answer(pending.command, &outcome);
-        let mut headers = std::collections::BTreeMap::new();
-        pending.span.in_scope(|| propagation::inject_message(&mut headers));
-        answers.push(outbox::entity::ActiveModel {
-            seq: NotSet,
-            id: Set(Uuid::now_v7()),
-            destination: Set(results_queue.to_owned()),
-            kind: Set(kind.to_owned()),
-            payload: Set(payload),
-            headers: Set(serde_json::to_string(&headers).unwrap_or_else(|_| "{}".to_owned())),
-            created_at: Set(chrono::Utc::now()),
-            published_at: Set(None),
-        });
+        answers.push(
+            pending
+                .span
+                .in_scope(|| OutboxMessage::new(results_queue, kind, payload)),
+        );
         applied.push(Applied::Done(outcome));
     }
 
     write_changes(&txn, &ledger).await?;
-    for chunk in answers.chunks(INSERT_CHUNK) {
-        outbox::entity::Entity::insert_many(chunk.to_vec()).exec(&txn).await?;
-    }
+    outbox::enqueue_many(&txn, answers).await?;
     txn.commit().await?;
     Ok(applied)
 }
@@ -119,26 +110,11 @@ async fn claim_messages(txn: &DatabaseTransaction, batch: &[Pending<'_>]) -> Res
         .iter()
         .map(|pending| pending.message_id.is_empty() || first_seen.insert(pending.message_id))
         .collect();
-    let mut ids: Vec<&str> = first_seen.into_iter().collect();
+    let ids: Vec<&str> = first_seen.into_iter().collect();
     if ids.is_empty() {
         return Ok(fresh);
     }
-    ids.sort_unstable();
-    let now = chrono::Utc::now();
-    let mut claimed = HashSet::new();
-    for chunk in ids.chunks(INSERT_CHUNK) {
-        let mut insert = Query::insert();
-        insert.into_table("inbox").columns(["message_id", "processed_at"]);
-        for id in chunk {
-            insert.values_panic([(*id).into(), now.into()]);
-        }
-        insert
-            .on_conflict(OnConflict::column("message_id").do_nothing().to_owned())
-            .returning_col("message_id");
-        for row in txn.query_all(&insert).await? {
-            claimed.insert(row.try_get::<String>("", "message_id")?);
-        }
-    }
+    let claimed = inbox::claim(txn, &ids).await?;
     for (pending, fresh) in batch.iter().zip(fresh.iter_mut()) {
         if *fresh && !pending.message_id.is_empty() && !claimed.contains(pending.message_id) {
             *fresh = false;
