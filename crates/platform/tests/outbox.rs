@@ -299,4 +299,5 @@ async fn broker_connection_loss_under_the_relay_loses_nothing() {
     .expect("every row is eventually marked sent");
     shutdown.cancel();
     running.await.unwrap();
+    testing::delete_queues(&[name]).await;
 }

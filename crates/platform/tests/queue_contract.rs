@@ -16,7 +16,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use lapin::options::QueueDeleteOptions;
 use shop_platform::{
     queue::{
         AmqpQueue, Consumer, Delivery, MemoryQueue, Message, QueueError, QueueSpec, WorkQueue, dead_letter_queue_name,
@@ -599,27 +598,12 @@ where
     });
     let outcome = tokio::spawn(timeout(TEST_LIMIT, test(tracked.clone()))).await;
     let names = tracked.declared.lock().unwrap().clone();
-    delete_queues(&url, &names).await;
+    testing::delete_queues(&names).await;
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(_elapsed)) => panic!("the test took longer than {TEST_LIMIT:?}"),
         Err(error) => panic::resume_unwind(error.into_panic()),
     }
-}
-
-async fn delete_queues(url: &str, names: &[String]) {
-    let Ok(connection) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await else {
-        return;
-    };
-    if let Ok(channel) = connection.create_channel().await {
-        for name in names {
-            // Best effort: a leftover queue costs nothing but clutter.
-            let _ = channel
-                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-    }
-    let _ = connection.close(200, "done".into()).await;
 }
 
 /// Records the queues a test declares, so they can be deleted afterwards.

@@ -238,26 +238,9 @@ async fn scenario(
     working.await??;
     relaying.await?;
     drop(results);
-    delete_queues(&[config.reserve_queue, config.release_queue, config.results_queue]).await;
+    // Runs leave no queues behind.
+    testing::delete_queues(&[config.reserve_queue, config.release_queue, config.results_queue]).await;
     Ok(orders as f64 / elapsed.as_secs_f64())
-}
-
-/// Deletes the run's queues and their dead-letter queues, so that runs leave nothing behind.
-async fn delete_queues(queues: &[String]) {
-    use lapin::{Connection, ConnectionProperties, options::QueueDeleteOptions};
-    let Ok(connection) = Connection::connect(&testing::amqp_url(), ConnectionProperties::default()).await else {
-        return;
-    };
-    if let Ok(channel) = connection.create_channel().await {
-        for queue in queues {
-            for name in [queue.clone(), format!("{queue}.dead")] {
-                let _ = channel
-                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        }
-    }
-    let _ = connection.close(200, "done".into()).await;
 }
 
 /// Creates `count` products with `stock` each.

@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::Method;
-use shop_platform::{
-    queue,
-    testing::{amqp_url, create_postgres_database, redis_url, unique_name},
-};
+use shop_platform::testing::{self, amqp_url, create_postgres_database, redis_url, unique_name};
 use tokio::process::Command;
 
 use crate::{
@@ -115,7 +112,6 @@ impl Stack {
         let queues: Vec<String> = ["reserve", "release", "results"]
             .into_iter()
             .map(|kind| format!("{run}.stock.{kind}"))
-            .flat_map(|name| [queue::dead_letter_queue_name(&name), name])
             .collect();
         let mut env = common_env(&signing_key);
         env.extend(
@@ -258,29 +254,7 @@ impl Drop for Stack {
         self.processes.clear();
         let queues = std::mem::take(&mut self.queues);
         if !queues.is_empty() {
-            let _ = std::thread::spawn(move || delete_queues(queues)).join();
+            testing::delete_queues_blocking(queues);
         }
     }
-}
-
-/// Deletes `names` from RabbitMQ, best effort, on a runtime of its own (drop cannot await).
-fn delete_queues(names: Vec<String>) {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        return;
-    };
-    runtime.block_on(async {
-        let properties = lapin::ConnectionProperties::default();
-        let url = amqp_url();
-        let connect = lapin::Connection::connect(&url, properties);
-        let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(10), connect).await else {
-            return;
-        };
-        if let Ok(channel) = connection.create_channel().await {
-            for name in names {
-                let delete = channel.queue_delete(name.as_str().into(), Default::default());
-                let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
-            }
-        }
-        let _ = connection.close(200, "test done".into()).await;
-    });
 }

@@ -51,6 +51,39 @@ pub async fn create_postgres_database() -> String {
     url.to_string()
 }
 
+/// Deletes `queues` and their dead-letter queues from the test broker, best effort and bounded.
+/// Every test declares its own queues, and idle quorum queues hold the broker's file handles:
+/// left behind by every run, they exhaust them.
+pub async fn delete_queues(queues: &[String]) {
+    use std::time::Duration;
+
+    let url = amqp_url();
+    let connect = lapin::Connection::connect(&url, lapin::ConnectionProperties::default());
+    let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(10), connect).await else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        for queue in queues {
+            for name in [queue.clone(), crate::queue::dead_letter_queue_name(queue)] {
+                let delete = channel.queue_delete(name.as_str().into(), Default::default());
+                let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
+            }
+        }
+    }
+    let _ = connection.close(200, "test done".into()).await;
+}
+
+/// [`delete_queues`] for a `Drop` implementation, which cannot await: on a thread with a
+/// runtime of its own.
+pub fn delete_queues_blocking(queues: Vec<String>) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            runtime.block_on(delete_queues(&queues));
+        }
+    })
+    .join();
+}
+
 /// Initialises logging once per test binary; shown only with `TEST_LOG=1`.
 pub fn init_test_logging() {
     static INIT: LazyLock<()> = LazyLock::new(|| {

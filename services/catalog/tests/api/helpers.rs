@@ -108,25 +108,6 @@ fn queue_names(config: &StockConfig) -> Vec<String> {
     ]
 }
 
-/// Deletes `queues` and their dead-letter queues from RabbitMQ: every test declares its own,
-/// and a shared broker slows down with thousands of idle quorum queues.
-async fn delete_queues(queues: &[String]) {
-    use lapin::{Connection, ConnectionProperties, options::QueueDeleteOptions};
-    let Ok(connection) = Connection::connect(&testing::amqp_url(), ConnectionProperties::default()).await else {
-        return;
-    };
-    if let Ok(channel) = connection.create_channel().await {
-        for queue in queues {
-            for name in [queue.clone(), format!("{queue}.dead")] {
-                let _ = channel
-                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        }
-    }
-    let _ = connection.close(200, "done".into()).await;
-}
-
 /// A catalog service on an existing database and queue.
 pub async fn spawn_app_with(database: DatabaseConfig, queue: Arc<dyn WorkQueue>, config: StockConfig) -> TestApp {
     let settings = ServiceSettings {
@@ -173,7 +154,7 @@ impl TestApp {
             .unwrap()
             .unwrap();
         if self.broker == Broker::Rabbit {
-            delete_queues(&self.queues).await;
+            testing::delete_queues(&self.queues).await;
         }
     }
 

@@ -214,32 +214,13 @@ impl Drop for TestMesh {
         // broker's limit within a few runs. The services' tasks die with the test's runtime.
         if matches!(self.broker, Broker::Rabbit) {
             let queues = &self.config.queues;
-            let names: Vec<String> = [&queues.reserve, &queues.release, &queues.results]
-                .into_iter()
-                .flat_map(|name| [name.clone(), queue::dead_letter_queue_name(name)])
-                .collect();
-            let _ = std::thread::spawn(move || delete_queues(names)).join();
+            testing::delete_queues_blocking(vec![
+                queues.reserve.clone(),
+                queues.release.clone(),
+                queues.results.clone(),
+            ]);
         }
     }
-}
-
-/// Deletes `names` from RabbitMQ, on a runtime of its own (drop cannot await); best effort.
-fn delete_queues(names: Vec<String>) {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        return;
-    };
-    runtime.block_on(async {
-        let properties = lapin::ConnectionProperties::default();
-        let Ok(connection) = lapin::Connection::connect(&testing::amqp_url(), properties).await else {
-            return;
-        };
-        if let Ok(channel) = connection.create_channel().await {
-            for name in names {
-                let _ = channel.queue_delete(name.into(), Default::default()).await;
-            }
-        }
-        let _ = connection.close(200, "test done".into()).await;
-    });
 }
 
 impl TestMesh {
