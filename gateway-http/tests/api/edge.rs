@@ -154,3 +154,45 @@ async fn request_ids_are_echoed() {
     let reply = app.send(request).await;
     assert_eq!(reply.headers["x-request-id"], "req-1234");
 }
+
+#[tokio::test]
+async fn responses_are_compressed_for_clients_that_accept_it() {
+    let app = TestApp::without_services().await;
+    let request = || axum::http::Request::get("/openapi.json");
+    let plain = app.send(request().body(axum::body::Body::empty()).unwrap()).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(!plain.headers.contains_key(header::CONTENT_ENCODING));
+    let gzipped = app
+        .send(
+            request()
+                .header(header::ACCEPT_ENCODING, "gzip")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(gzipped.headers[header::CONTENT_ENCODING], "gzip");
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let app = TestApp::configured_without_services(|config| {
+        config.cors_origins = vec!["https://shop.example.com".to_owned()];
+    })
+    .await;
+    let preflight = |origin: &str| {
+        axum::http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/api/v1/products")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let allowed = app.send(preflight("https://shop.example.com")).await;
+    assert_eq!(
+        allowed.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://shop.example.com"
+    );
+    let other = app.send(preflight("https://evil.example.net")).await;
+    assert!(!other.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}

@@ -63,6 +63,15 @@ impl TestApp {
 
     /// A gateway whose three services are all served at `addr`.
     pub async fn with_services(addr: SocketAddr) -> Self {
+        Self::configured(addr, |_| {}).await
+    }
+
+    /// A gateway with unreachable services and `tweak` applied to its configuration.
+    pub async fn configured_without_services(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        Self::configured(SocketAddr::from((Ipv4Addr::LOCALHOST, unused_port())), tweak).await
+    }
+
+    async fn configured(addr: SocketAddr, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
         let target = Target::parse(&format!("http://{addr}")).unwrap();
         let mut config = GatewayConfig::with_targets(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -73,6 +82,7 @@ impl TestApp {
         config.client.request_timeout = Duration::from_secs(2);
         config.client.connect_timeout = Duration::from_millis(500);
         config.body_limit = 4 * 1024;
+        tweak(&mut config);
         let upstreams = Upstreams::connect(&config).await.unwrap();
         let cache = Arc::new(MemoryCache::new("gateway-test:"));
         Self {
