@@ -2,6 +2,7 @@
 //! connections and migrations, a cache, a work queue, a transactional outbox, and the gRPC
 //! server and client builders (with discovery and client-side balancing).
 
+pub mod backoff;
 pub mod cache;
 pub mod config;
 pub mod db;

@@ -27,7 +27,7 @@ use tower::{Service, ServiceExt as _};
 
 use super::discovery::{self, Discovery, EndpointSettings, Nudge, Source};
 pub use super::target::{Target, TargetError};
-use crate::telemetry::propagation;
+use crate::{backoff::Backoff, telemetry::propagation};
 
 /// Error type of [`GrpcChannel`] calls (what tonic clients turn into a [`Status`]).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -279,6 +279,8 @@ async fn send(
     deadline: Instant,
 ) -> Result<http::Response<Body>, BoxError> {
     let mut attempt: u32 = 0;
+    // The pause doubles per retry; the deadline bounds the whole call anyway.
+    let mut backoff = Backoff::new(policy.retry_backoff, policy.retry_backoff.saturating_mul(1 << 16));
     loop {
         let Some(this_body) = body.take() else {
             // Unreachable: only replayable bodies come around again.
@@ -310,7 +312,7 @@ async fn send(
             tracing::debug!(error = %Chain(&*error), attempt, "gRPC call not processed by any server: giving up");
             return Err(error);
         }
-        let pause = policy.retry_backoff.saturating_mul(1_u32 << attempt.min(16));
+        let pause = backoff.next_pause();
         attempt += 1;
         tracing::debug!(error = %Chain(&*error), attempt, ?pause, "gRPC call not processed by any server: retrying");
         tokio::time::sleep(pause).await;

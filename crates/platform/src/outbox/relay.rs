@@ -16,7 +16,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::entity;
-use crate::queue::{Message, WorkQueue};
+use crate::{
+    backoff::Backoff,
+    queue::{Message, WorkQueue},
+};
 
 /// How the relay paces itself.
 #[derive(Clone, Debug)]
@@ -67,25 +70,20 @@ impl OutboxRelay {
 
     /// Relays until `shutdown` is cancelled; a pass in progress finishes first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(self.options.poll_interval, self.options.max_backoff);
         loop {
             let pause = match self.relay_once().await {
                 // A full batch means more may be waiting: go again at once.
                 Ok(count) if count as u64 >= self.options.batch_size => {
-                    failures = 0;
+                    backoff.reset();
                     Duration::ZERO
                 }
                 Ok(_) => {
-                    failures = 0;
+                    backoff.reset();
                     self.options.poll_interval
                 }
                 Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let pause = self
-                        .options
-                        .poll_interval
-                        .saturating_mul(2u32.saturating_pow(failures.min(16)));
-                    let pause = pause.min(self.options.max_backoff);
+                    let pause = backoff.next_pause();
                     tracing::warn!(error = format!("{error:#}"), retry_in = ?pause, "outbox relay pass failed");
                     pause
                 }

@@ -42,6 +42,8 @@ use lapin::{
 };
 use tokio::{sync::Mutex, time::Instant};
 
+use crate::backoff::Backoff;
+
 use super::{Consumer, Delivery, Message, QueueError, QueueSpec, Settle, WorkQueue};
 
 /// The exchange dead letters of every queue go through, routed by the source queue's name.
@@ -313,7 +315,7 @@ impl Shared {
     ) -> Result<(Arc<Connection>, Option<Channel>), QueueError> {
         let mut slot = self.link.lock().await;
         let deadline = Instant::now() + budget;
-        let mut backoff = Backoff::default();
+        let mut backoff = reconnect_backoff();
         loop {
             let error = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(&mut slot, with_publisher)).await {
                 Ok(Ok(link)) => return Ok(link),
@@ -369,24 +371,10 @@ impl Shared {
     }
 }
 
-/// Exponential backoff: 100 ms, 200 ms, 400 ms, … capped at 5 s.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: INITIAL_BACKOFF }
-    }
-}
-
-impl Backoff {
-    fn next_pause(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        pause
-    }
+/// The reconnection pause policy: 100 ms doubling up to 5 s, with jitter so that replicas
+/// cut off together do not reconnect together.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)
 }
 
 /// One `basic.consume` on a channel of its own.
@@ -462,7 +450,7 @@ impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Result<Delivery, QueueError> {
         // Cancel safety (`next_batch` times `next` out): every await below either leaves the
         // subscription untouched or leaves it `None`, which the next call repairs.
-        let mut backoff = Backoff::default();
+        let mut backoff = reconnect_backoff();
         loop {
             let Some(subscription) = self.subscription.as_mut() else {
                 match subscribe(&self.shared, &self.queue, self.prefetch).await {
@@ -676,12 +664,5 @@ mod tests {
         );
         assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
         assert_eq!(redact_url("not a url"), "<unparseable AMQP URL>");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut backoff = Backoff::default();
-        let pauses: Vec<u128> = (0..8).map(|_| backoff.next_pause().as_millis()).collect();
-        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
     }
 }
