@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod fault;
 pub mod grpc;
 pub mod outbox;
 pub mod paging;

@@ -153,8 +153,20 @@ impl From<sea_orm::DbErr> for ServiceError {
     }
 }
 
+/// What callers are told when a dependency is down (details only in the log).
+const DEPENDENCY_DOWN: &str = "a dependency is unavailable; try again shortly";
+
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
+        // An outage of the database, broker, cache or another service is UNAVAILABLE, never
+        // INTERNAL: the caller may retry, and the gateway answers 503 with Retry-After.
+        let error = match error {
+            ServiceError::Unexpected(cause) if crate::fault::is_transient(&cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "a dependency is unavailable");
+                ServiceError::Unavailable(DEPENDENCY_DOWN.to_owned())
+            }
+            other => other,
+        };
         let message = match &error {
             ServiceError::Unexpected(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "unexpected failure");
@@ -221,6 +233,20 @@ mod tests {
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("hunter2"));
         assert_eq!(machine_code(&status), Some("internal"));
+    }
+
+    #[test]
+    fn outages_are_unavailable_not_internal() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let db = sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(
+            sea_orm::sqlx::Error::Io(refused),
+        )));
+        let status = Status::from(ServiceError::from(db));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(machine_code(&status), Some("unavailable"));
+        assert!(!status.message().contains("5432"));
+        let bug = sea_orm::DbErr::Custom("2 of 3 stock updates applied".into());
+        assert_eq!(Status::from(ServiceError::from(bug)).code(), Code::Internal);
     }
 
     #[test]
