@@ -148,8 +148,6 @@ pub struct Unavailable(pub String);
 mod tests {
     use std::sync::Arc;
 
-    use anyhow::Context as _;
-
     use super::*;
 
     fn sqlx_io(kind: io::ErrorKind) -> DbErr {
@@ -198,7 +196,7 @@ mod tests {
         assert!(!is_transient(&anyhow::Error::new(tonic::Status::invalid_argument(
             "bad"
         ))));
-        let provider: anyhow::Result<()> = Err(Unavailable("provider timed out".into()).into());
-        assert!(is_transient(&provider.context("capturing").unwrap_err()));
+        let provider = anyhow::Error::new(Unavailable("provider timed out".into())).context("capturing");
+        assert!(is_transient(&provider));
     }
 }
