@@ -166,13 +166,12 @@ impl MeshService for OrderService {
             DatabaseBackend::Sqlite => 1,
             _ => self.ctx.config.result_consumers,
         };
-        for _ in 0..consumers {
-            tasks.spawn(results::run(
-                self.ctx.clone(),
-                Arc::clone(&self.queue),
-                background.clone(),
-            ));
-        }
+        tasks.spawn(results::run(
+            self.ctx.clone(),
+            Arc::clone(&self.queue),
+            consumers,
+            background.clone(),
+        ));
         if let Some(interval) = self.ctx.config.shipment_interval {
             tasks.spawn(ShipmentScheduler::new(self.ctx.clone()).run(interval, background.clone()));
         }

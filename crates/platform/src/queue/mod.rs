@@ -5,6 +5,7 @@
 
 mod amqp;
 mod memory;
+pub mod runner;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 

@@ -108,7 +108,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
                 .with_batch_exporter(spans)
                 .with_resource(resource.clone())
                 .build();
-            // Counters such as `catalog.stock.dead_lettered` go out to the same collector.
+            // Counters such as `messaging.process.dead_lettered` go out to the same collector.
             let metrics = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
