@@ -3,15 +3,15 @@
 //! each effect is guarded by the order's state (a result repeated under a new id changes
 //! nothing either).
 //!
-//! - StockReserved for a PENDING order: the payment is captured, then PAID; if the provider
-//!   declines, PAYMENT_FAILED and the stock goes back. For an order cancelled while PENDING: the
-//!   reservation arrived too late, so the stock goes back.
+//! - StockReserved for a PENDING order: the capture is requested (the order stays PENDING until
+//!   the payment worker records the provider's answer: PAID, or PAYMENT_FAILED with the stock
+//!   given back; see `settlement`). For an order cancelled while PENDING: its stock went back
+//!   with the cancellation.
 //! - StockRejected for a PENDING order: REJECTED (`out_of_stock`), the payment voided.
 //! - StockReleased: the release is marked confirmed.
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use prost::Message as _;
 use sea_orm::{
@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::{
     context::Context,
     entity::{OrderStatus, PaymentStatus, release},
-    payment::{Capture, CaptureOutcome},
+    settlement,
     stock::{self, ReleaseReason},
     store::{self, OrderRecord},
 };
@@ -171,6 +171,9 @@ async fn apply(ctx: &Context, message_id: &str, order_id: Uuid, result: &StockRe
     if enqueued {
         ctx.relay.wake();
     }
+    if matches!(result, StockResult::Reserved(_)) {
+        settlement::wake(ctx);
+    }
     Ok(())
 }
 
@@ -178,9 +181,12 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
     let now = ctx.clock.now();
     let order_id = record.order.id;
     match record.order.status {
-        OrderStatus::Pending => {}
+        OrderStatus::Pending if record.order.stock_reserved_at.is_none() => {}
         OrderStatus::Cancelled => {
-            // Cancelled while the reservation was in flight: give it back now.
+            // Cancelled while the reservation was in flight. The cancellation released the
+            // order's stock already (the catalog gives back what it reserved, or refuses the
+            // reservation if the release came first); orders cancelled before releases were
+            // sent at cancellation get theirs now. The release is recorded once either way.
             let released = stock::release(
                 txn,
                 &ctx.config.queues,
@@ -191,7 +197,9 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
                 now,
             )
             .await?;
-            tracing::info!(%order_id, "late reservation of a cancelled order released");
+            if released {
+                tracing::info!(%order_id, "late reservation of a cancelled order released");
+            }
             return Ok(released);
         }
         status => {
@@ -199,53 +207,14 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
             return Ok(false);
         }
     }
-    let capture = Capture {
-        order_id,
-        amount: record.payment.amount,
-        currency: record.payment.currency.clone(),
-    };
-    let outcome = ctx
-        .payments
-        .capture(&capture)
-        .await
-        .context("asking the payment provider")?;
+    // The stock is held: the payment is captured after this commit (see `settlement`).
     let mut order = record.order.clone().into_active_model();
-    let mut payment = record.payment.clone().into_active_model();
+    order.stock_reserved_at = Set(Some(now));
     order.updated_at = Set(now);
-    payment.updated_at = Set(now);
-    let enqueued = match outcome {
-        CaptureOutcome::Captured { reference } => {
-            order.status = Set(OrderStatus::Paid);
-            order.paid_at = Set(Some(now));
-            payment.status = Set(PaymentStatus::Captured);
-            payment.provider_reference = Set(Some(reference));
-            payment.captured_at = Set(Some(now));
-            tracing::info!(%order_id, amount = capture.amount, "order paid");
-            false
-        }
-        CaptureOutcome::Declined { reason } => {
-            order.status = Set(OrderStatus::PaymentFailed);
-            order.status_reason = Set(Some("payment_declined".into()));
-            payment.status = Set(PaymentStatus::Declined);
-            payment.declined_at = Set(Some(now));
-            store::cancel_unshipped_items(txn, order_id).await?;
-            let released = stock::release(
-                txn,
-                &ctx.config.queues,
-                order_id,
-                order_id,
-                ReleaseReason::PaymentFailed,
-                &record.items,
-                now,
-            )
-            .await?;
-            tracing::info!(%order_id, %reason, "payment declined; stock released");
-            released
-        }
-    };
     order.update(txn).await?;
-    payment.update(txn).await?;
-    Ok(enqueued)
+    settlement::request_capture(txn, &record).await?;
+    tracing::debug!(%order_id, "stock reserved; capture requested");
+    Ok(false)
 }
 
 async fn apply_rejection(

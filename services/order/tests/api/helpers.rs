@@ -176,6 +176,7 @@ pub async fn spawn_with(options: Options) -> TestMesh {
     config.user = Target::parse(&format!("http://{}", cart.addr)).unwrap();
     config.queues = queues;
     config.shipment_interval = None; // the tests tick the scheduler themselves
+    config.reconcile.interval = None; // and run the reconciler themselves
     config.ship_after = Duration::from_secs(3600);
     config.deliver_after = Duration::from_secs(2 * 3600);
     (options.configure)(&mut config);

@@ -13,6 +13,10 @@ use shop_order::{
 };
 use uuid::Uuid;
 
+/// The total the tests' provider declines (the built-in provider's trigger, set as an operator
+/// would with `SHOP_PAYMENT_DECLINE_AMOUNT=402`).
+pub const DECLINE_AMOUNT: i64 = 402;
+
 /// What every instance's provider was asked.
 #[derive(Debug, Default)]
 pub struct CountingPayments {
@@ -75,9 +79,7 @@ impl PaymentProvider for Counted {
             .lock()
             .unwrap()
             .push((capture.order_id, self.instance));
-        TestPaymentProvider::new(Some(shop_order::config::DEFAULT_DECLINE_AMOUNT))
-            .capture(capture)
-            .await
+        TestPaymentProvider::new(Some(DECLINE_AMOUNT)).capture(capture).await
     }
 
     async fn refund(&self, refund: &Refund) -> anyhow::Result<String> {
