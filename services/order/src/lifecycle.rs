@@ -166,8 +166,18 @@ async fn settle_now(ctx: &Context, refund: Option<Uuid>) {
     let Some(task) = refund else {
         return;
     };
-    if let Err(error) = settlement::attempt(ctx, task).await {
-        tracing::warn!(task_id = %task, error = format!("{error:#}"), "refund not recorded yet; the payment worker retries it");
+    // On a task of its own: a caller that hangs up (dropping this future) does not cut the
+    // attempt short between the provider's answer and its record.
+    let attempt = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { settlement::attempt(&ctx, task).await }
+    });
+    match attempt.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(task_id = %task, error = format!("{error:#}"), "refund not recorded yet; the payment worker retries it");
+        }
+        Err(error) => tracing::error!(task_id = %task, %error, "the refund attempt panicked"),
     }
     settlement::wake(ctx);
 }

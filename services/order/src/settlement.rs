@@ -49,8 +49,10 @@ use crate::{
 const CONCURRENCY: usize = 16;
 /// Tasks taken per pass.
 const BATCH: u64 = 64;
-/// How long a worker holds a task beyond the provider timeout before another may take it.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// How long a worker holds a task beyond the provider timeout before another may take it: time
+/// to record the answer. Correctness does not depend on it (a second attempt asks the provider
+/// under the same idempotency key, and only the first record counts).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How often the worker looks for due tasks when nobody wakes it.
 const POLL: Duration = Duration::from_secs(1);
 /// Retry pauses after provider failures: 1 s doubling to 5 min.
