@@ -4,6 +4,7 @@
 //! (`memory://`), proven by the same test suite.
 
 mod amqp;
+mod inspect;
 mod memory;
 pub mod runner;
 
@@ -12,6 +13,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 use async_trait::async_trait;
 
 pub use amqp::AmqpQueue;
+pub use inspect::{DeadLetter, DeadLetters, Death, RedriveError, Selection};
 pub use memory::MemoryQueue;
 
 /// One message on a queue.
