@@ -277,6 +277,8 @@ async fn insert_order(db: &DatabaseConnection, status: OrderStatus, placed_at: c
         shipped_at: None,
         delivered_at: None,
         updated_at: placed_at,
+        stock_reserved_at: None,
+        reserve_asked_at: None,
     }
     .into_active_model()
     .insert(db)
