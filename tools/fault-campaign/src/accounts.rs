@@ -49,7 +49,8 @@ pub fn expect(what: &str, outcome: Result<Reply, reqwest::Error>, status: u16) -
 pub async fn log_in(api: &Api, email: &str, password: &str) -> anyhow::Result<Account> {
     let tokens = expect(
         &format!("signing in as {email}"),
-        api.post("/auth/login", None, &json!({ "email": email, "password": password })).await,
+        api.post("/auth/login", None, &json!({ "email": email, "password": password }))
+            .await,
         200,
     )?;
     let token = tokens["access_token"].as_str().context("an access token")?.to_owned();
@@ -92,7 +93,8 @@ pub async fn sign_up(api: &Api, mail_log: &Output, run: &str, n: usize) -> anyho
     let password = format!("Buyer-{n}-Passw0rd!");
     expect(
         &format!("asking a code for {email}"),
-        api.post("/auth/email-verifications", None, &json!({ "email": email })).await,
+        api.post("/auth/email-verifications", None, &json!({ "email": email }))
+            .await,
         202,
     )?;
     let code = code_in_log(mail_log, &email).await?;
@@ -106,7 +108,9 @@ pub async fn sign_up(api: &Api, mail_log: &Output, run: &str, n: usize) -> anyho
         .await,
         200,
     )?;
-    let verification_token = confirmed["verification_token"].as_str().context("a verification token")?;
+    let verification_token = confirmed["verification_token"]
+        .as_str()
+        .context("a verification token")?;
     let form = json!({
         "verification_token": verification_token,
         "email": email,
@@ -115,7 +119,11 @@ pub async fn sign_up(api: &Api, mail_log: &Output, run: &str, n: usize) -> anyho
         "phone": "+82 10-1234-5678",
         "address": "1 Sejong-daero, Jung-gu, Seoul",
     });
-    expect(&format!("signing up {email}"), api.post("/users", None, &form).await, 201)?;
+    expect(
+        &format!("signing up {email}"),
+        api.post("/users", None, &form).await,
+        201,
+    )?;
     log_in(api, &email, &password).await
 }
 
@@ -156,7 +164,10 @@ mod tests {
 
     #[test]
     fn codes_are_read_from_the_subject() {
-        assert_eq!(code_in("Your shop verification code: 042917").as_deref(), Some("042917"));
+        assert_eq!(
+            code_in("Your shop verification code: 042917").as_deref(),
+            Some("042917")
+        );
         assert_eq!(code_in("Your shop verification code: 12ab56"), None);
         assert_eq!(code_in("Welcome"), None);
     }

@@ -70,9 +70,10 @@ impl Binaries {
 
     /// Where the campaign writes its logs: `target/fault-campaign` next to the binaries.
     pub fn log_root(&self) -> PathBuf {
-        self.dir
-            .parent()
-            .map_or_else(|| self.dir.join("fault-campaign"), |target| target.join("fault-campaign"))
+        self.dir.parent().map_or_else(
+            || self.dir.join("fault-campaign"),
+            |target| target.join("fault-campaign"),
+        )
     }
 }
 

@@ -89,7 +89,12 @@ async fn campaign(profile: &Profile, stack: &Stack) -> anyhow::Result<(Vec<Fault
         buyers_running.abort_all();
         bursts.abort_all();
     }
-    let last_fault_end = start + faults.iter().map(|record| record.ended).max().unwrap_or(profile.ordering);
+    let last_fault_end = start
+        + faults
+            .iter()
+            .map(|record| record.ended)
+            .max()
+            .unwrap_or(profile.ordering);
 
     workload.resolve(RESOLVE_TIMEOUT).await;
     let buyer_ids: BTreeSet<String> = workload.buyers().iter().map(|buyer| buyer.user_id.clone()).collect();
@@ -156,7 +161,10 @@ async fn settle(
     let mut last_read: Option<Vec<OrderView>> = None;
     loop {
         if let Ok(orders) = observe::all_orders(api, admin).await {
-            let orders: Vec<OrderView> = orders.into_iter().filter(|order| buyer_ids.contains(&order.user_id)).collect();
+            let orders: Vec<OrderView> = orders
+                .into_iter()
+                .filter(|order| buyer_ids.contains(&order.user_id))
+                .collect();
             if !orders.iter().any(OrderView::is_pending) {
                 let settle = Settle {
                     after_last_fault: Some(last_fault_end.elapsed()),
@@ -229,7 +237,13 @@ async fn fresh_order(api: &crate::api::Api, buyer: &Account, canary: &Product, r
     let body = json!({ "items": [{ "product_id": canary.id, "quantity": 1 }] });
     let outcome = loop {
         let outcome = api
-            .send(Method::POST, "/orders", Some(&buyer.token), &[("Idempotency-Key", key.as_str())], Some(&body))
+            .send(
+                Method::POST,
+                "/orders",
+                Some(&buyer.token),
+                &[("Idempotency-Key", key.as_str())],
+                Some(&body),
+            )
             .await;
         if !is_retryable(&outcome) || placed.elapsed() >= FRESH_ORDER_TIMEOUT {
             break outcome;

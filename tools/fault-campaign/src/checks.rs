@@ -6,11 +6,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    accounts::Product,
-    ledger::Ledger,
-    observe::OrderView,
-};
+use crate::{accounts::Product, ledger::Ledger, observe::OrderView};
 
 /// Order statuses that hold stock (reserved and not given back).
 const HOLDING: [&str; 3] = ["paid", "shipped", "delivered"];
@@ -143,10 +139,21 @@ fn seconds(duration: Duration) -> String {
 fn settled(observed: &Observed) -> Check {
     let settle = observed.settle;
     let pending = observed.orders.iter().filter(|order| order.is_pending()).count();
-    let name = format!("every order left pending within {} of the last fault", seconds(settle.limit));
+    let name = format!(
+        "every order left pending within {} of the last fault",
+        seconds(settle.limit)
+    );
     match settle.after_last_fault {
-        Some(took) if pending == 0 => check(name, took <= settle.limit, format!("settled {} after it; 0 pending", seconds(took))),
-        _ => check(name, false, format!("{pending} still pending {} after it", seconds(settle.waited))),
+        Some(took) if pending == 0 => check(
+            name,
+            took <= settle.limit,
+            format!("settled {} after it; 0 pending", seconds(took)),
+        ),
+        _ => check(
+            name,
+            false,
+            format!("{pending} still pending {} after it", seconds(settle.waited)),
+        ),
     }
 }
 
@@ -164,7 +171,11 @@ fn conserved(observed: &Observed) -> Check {
     } else {
         format!("{} units lost, {} created ({})", -lost, created, off.join(", "))
     };
-    check("stock conserved per product (initial = left + paid/shipped/delivered)", off.is_empty(), figures)
+    check(
+        "stock conserved per product (initial = left + paid/shipped/delivered)",
+        off.is_empty(),
+        figures,
+    )
 }
 
 fn never_negative(observed: &Observed) -> Check {
@@ -180,14 +191,33 @@ fn never_negative(observed: &Observed) -> Check {
 
 fn answered(observed: &Observed) -> Check {
     let placements = &observed.ledger.placements;
-    let unanswered = placements
+    let unanswered_errors: BTreeMap<&str, usize> = placements
         .iter()
         .filter(|placement| placement.answers.is_empty() && placement.refused.is_none())
-        .count();
-    let refused: BTreeMap<&str, usize> = placements.iter().filter_map(|p| p.refused.as_deref()).fold(BTreeMap::new(), |mut counts, code| {
-        *counts.entry(code).or_default() += 1;
-        counts
-    });
+        .fold(BTreeMap::new(), |mut counts, placement| {
+            *counts
+                .entry(placement.last_error.as_deref().unwrap_or("not sent"))
+                .or_default() += 1;
+            counts
+        });
+    let unanswered: usize = unanswered_errors.values().sum();
+    let why = if unanswered_errors.is_empty() {
+        String::new()
+    } else {
+        let listed: Vec<String> = unanswered_errors
+            .iter()
+            .map(|(error, count)| format!("{error} ×{count}"))
+            .collect();
+        format!(" (last: {})", listed.join(", "))
+    };
+    let refused: BTreeMap<&str, usize> =
+        placements
+            .iter()
+            .filter_map(|p| p.refused.as_deref())
+            .fold(BTreeMap::new(), |mut counts, code| {
+                *counts.entry(code).or_default() += 1;
+                counts
+            });
     let refusals = if refused.is_empty() {
         String::new()
     } else {
@@ -197,7 +227,7 @@ fn answered(observed: &Observed) -> Check {
     check(
         "every placement answered (retried with its key after the faults)",
         unanswered == 0 && refused.is_empty(),
-        format!("{} keys, {unanswered} never answered{refusals}", placements.len()),
+        format!("{} keys, {unanswered} never answered{why}{refusals}", placements.len()),
     )
 }
 
@@ -230,9 +260,18 @@ fn dead_letters(observed: &Observed) -> Check {
     let listed: Vec<String> = observed
         .dead_letters
         .iter()
-        .map(|(queue, count)| format!("{}: {count}", queue.rsplit_once(".stock.").map_or(queue.as_str(), |(_, kind)| kind)))
+        .map(|(queue, count)| {
+            format!(
+                "{}: {count}",
+                queue.rsplit_once(".stock.").map_or(queue.as_str(), |(_, kind)| kind)
+            )
+        })
         .collect();
-    check("dead-letter queues empty", total == 0, format!("{total} ({})", listed.join(", ")))
+    check(
+        "dead-letter queues empty",
+        total == 0,
+        format!("{total} ({})", listed.join(", ")),
+    )
 }
 
 fn refunds(observed: &Observed) -> Check {
@@ -373,7 +412,10 @@ mod tests {
         let mut observed = healthy();
         observed.orders[1].status = "pending".to_owned();
         observed.settle.after_last_fault = None;
-        assert_eq!(failed(&observed), ["every order left pending within 30.0 s of the last fault"]);
+        assert_eq!(
+            failed(&observed),
+            ["every order left pending within 30.0 s of the last fault"]
+        );
         assert_eq!(stock_rows(&observed)[0].pending, 20);
     }
 
@@ -388,7 +430,10 @@ mod tests {
     fn lost_units_fail_conservation() {
         let mut observed = healthy();
         observed.products[0].1 = 5;
-        assert_eq!(failed(&observed), ["stock conserved per product (initial = left + paid/shipped/delivered)"]);
+        assert_eq!(
+            failed(&observed),
+            ["stock conserved per product (initial = left + paid/shipped/delivered)"]
+        );
         assert_eq!(stock_rows(&observed)[0].difference(), -2);
     }
 
@@ -408,7 +453,10 @@ mod tests {
         observed.ledger.placements.push(placement("k3", &["o3"]));
         observed.products[0].1 = -1;
         let failed = failed(&observed);
-        assert!(failed.contains(&"stock never negative, nothing oversold".to_owned()), "{failed:?}");
+        assert!(
+            failed.contains(&"stock never negative, nothing oversold".to_owned()),
+            "{failed:?}"
+        );
     }
 
     #[test]
@@ -429,7 +477,10 @@ mod tests {
     fn an_unanswered_key_fails() {
         let mut observed = healthy();
         observed.ledger.placements.push(placement("k3", &[]));
-        assert_eq!(failed(&observed), ["every placement answered (retried with its key after the faults)"]);
+        assert_eq!(
+            failed(&observed),
+            ["every placement answered (retried with its key after the faults)"]
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Placement {
     pub refused: Option<String>,
     /// Sent once more after it was answered, on purpose, to see the same order again.
     pub repeated: bool,
+    /// What the last failed attempt got (status and problem code, or the transport error).
+    pub last_error: Option<String>,
 }
 
 impl Placement {
@@ -81,6 +83,15 @@ impl SharedLedger {
             });
             ledger.placements.len() - 1
         })
+    }
+
+    /// Describes a failed attempt for the report.
+    pub fn describe(outcome: &Result<crate::api::Reply, reqwest::Error>) -> String {
+        match outcome {
+            Ok(reply) => format!("{} {}", reply.status.as_u16(), reply.code()),
+            Err(error) if error.is_timeout() => "timed out".to_owned(),
+            Err(_) => "no answer".to_owned(),
+        }
     }
 
     /// Counts a failed request by what failed.

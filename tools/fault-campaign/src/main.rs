@@ -58,7 +58,11 @@ fn main() -> ExitCode {
     match outcome {
         Some(Ok(report)) => {
             println!("{}", report.render());
-            if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Some(Err(error)) => {
             eprintln!("fault-campaign: the campaign could not run: {error:#}");

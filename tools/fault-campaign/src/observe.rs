@@ -43,7 +43,12 @@ pub struct OrderView {
 
 impl OrderView {
     fn parse(order: &Value) -> anyhow::Result<Self> {
-        let text = |value: &Value, what: &str| value.as_str().map(str::to_owned).with_context(|| format!("order {what}: {order}"));
+        let text = |value: &Value, what: &str| {
+            value
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("order {what}: {order}"))
+        };
         let number = |value: &Value, what: &str| value.as_i64().with_context(|| format!("order {what}: {order}"));
         let items = order["items"]
             .as_array()

@@ -205,19 +205,24 @@ impl Supervisor {
             match self.spawn() {
                 Ok(child) => *lock(&self.current) = Some(child),
                 Err(error) => {
-                    self.output.push(format!("[campaign] cannot start {}: {error}", self.name));
+                    self.output
+                        .push(format!("[campaign] cannot start {}: {error}", self.name));
                     tokio::time::sleep(restart_pause.next_pause()).await;
                     continue;
                 }
             }
             let started = Instant::now();
             loop {
-                let exited = lock(&self.current).as_mut().and_then(|child| child.try_wait().transpose());
+                let exited = lock(&self.current)
+                    .as_mut()
+                    .and_then(|child| child.try_wait().transpose());
                 if let Some(status) = exited {
                     self.output.unplanned_exits.fetch_add(1, Ordering::SeqCst);
                     let status = status.map_or_else(|error| error.to_string(), |status| status.to_string());
-                    self.output
-                        .push(format!("[campaign] {} exited on its own ({status}); starting it again", self.name));
+                    self.output.push(format!(
+                        "[campaign] {} exited on its own ({status}); starting it again",
+                        self.name
+                    ));
                     if started.elapsed() >= STARTED_FINE_AFTER {
                         restart_pause.reset();
                     }
@@ -228,7 +233,8 @@ impl Supervisor {
                     Err(_) => {}
                     Ok(Some(Control::Kill { down, done })) => {
                         self.kill_current().await;
-                        self.output.push(format!("[campaign] {} SIGKILLed; down for {down:?}", self.name));
+                        self.output
+                            .push(format!("[campaign] {} SIGKILLed; down for {down:?}", self.name));
                         restart_pause.reset();
                         tokio::time::sleep(down).await;
                         // Started again at the outer loop's top; the caller waits for it to listen.

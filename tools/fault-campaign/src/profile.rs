@@ -90,7 +90,11 @@ impl fmt::Display for Fault {
         match self {
             Self::Kill { service, down } => write!(f, "SIGKILL {service}, down {}s", down.as_secs_f64()),
             Self::KillCatalogMidBatch { orders, down } => {
-                write!(f, "SIGKILL shop-catalog mid-batch ({orders}-order burst), down {}s", down.as_secs_f64())
+                write!(
+                    f,
+                    "SIGKILL shop-catalog mid-batch ({orders}-order burst), down {}s",
+                    down.as_secs_f64()
+                )
             }
             Self::Cut { link, outage } => write!(f, "cut {link} for {}s", outage.as_secs_f64()),
         }
@@ -128,7 +132,10 @@ const fn secs(seconds: u64) -> Duration {
 }
 
 fn at(seconds: u64, fault: Fault) -> Scheduled {
-    Scheduled { at: secs(seconds), fault }
+    Scheduled {
+        at: secs(seconds),
+        fault,
+    }
 }
 
 impl Profile {
@@ -142,17 +149,83 @@ impl Profile {
             ordering: secs(180),
             stock: vec![60, 150, 400, 1_000, 3_000, 10_000],
             faults: vec![
-                at(10, Kill { service: User, down: secs(2) }),
-                at(20, Kill { service: Catalog, down: secs(3) }),
-                at(32, Cut { link: Redis, outage: secs(5) }),
-                at(45, Kill { service: Order, down: secs(2) }),
-                at(57, Cut { link: RabbitMq, outage: secs(6) }),
-                at(72, Kill { service: Gateway, down: secs(1) }),
-                at(82, Cut { link: Postgres, outage: secs(5) }),
-                at(98, KillCatalogMidBatch { orders: 300, down: secs(3) }),
-                at(115, Cut { link: Postgres, outage: secs(30) }),
-                at(155, Cut { link: RabbitMq, outage: secs(3) }),
-                at(165, Cut { link: Redis, outage: secs(3) }),
+                at(
+                    10,
+                    Kill {
+                        service: User,
+                        down: secs(2),
+                    },
+                ),
+                at(
+                    20,
+                    Kill {
+                        service: Catalog,
+                        down: secs(3),
+                    },
+                ),
+                at(
+                    32,
+                    Cut {
+                        link: Redis,
+                        outage: secs(5),
+                    },
+                ),
+                at(
+                    45,
+                    Kill {
+                        service: Order,
+                        down: secs(2),
+                    },
+                ),
+                at(
+                    57,
+                    Cut {
+                        link: RabbitMq,
+                        outage: secs(6),
+                    },
+                ),
+                at(
+                    72,
+                    Kill {
+                        service: Gateway,
+                        down: secs(1),
+                    },
+                ),
+                at(
+                    82,
+                    Cut {
+                        link: Postgres,
+                        outage: secs(5),
+                    },
+                ),
+                at(
+                    98,
+                    KillCatalogMidBatch {
+                        orders: 300,
+                        down: secs(3),
+                    },
+                ),
+                at(
+                    115,
+                    Cut {
+                        link: Postgres,
+                        outage: secs(30),
+                    },
+                ),
+                at(
+                    155,
+                    Cut {
+                        link: RabbitMq,
+                        outage: secs(3),
+                    },
+                ),
+                at(
+                    165,
+                    Cut {
+                        link: Redis,
+                        outage: secs(3),
+                    },
+                ),
             ],
             settle_limit: secs(30),
         }
@@ -168,9 +241,27 @@ impl Profile {
             ordering: secs(30),
             stock: vec![40, 150, 600, 5_000],
             faults: vec![
-                at(5, Kill { service: Order, down: secs(2) }),
-                at(12, Cut { link: Postgres, outage: secs(4) }),
-                at(21, Cut { link: RabbitMq, outage: secs(4) }),
+                at(
+                    5,
+                    Kill {
+                        service: Order,
+                        down: secs(2),
+                    },
+                ),
+                at(
+                    12,
+                    Cut {
+                        link: Postgres,
+                        outage: secs(4),
+                    },
+                ),
+                at(
+                    21,
+                    Cut {
+                        link: RabbitMq,
+                        outage: secs(4),
+                    },
+                ),
             ],
             settle_limit: secs(30),
         }
@@ -218,10 +309,18 @@ mod tests {
         for profile in [Profile::full(), Profile::short(), Profile::calm()] {
             let mut free_from = Duration::ZERO;
             for scheduled in &profile.faults {
-                assert!(scheduled.at >= free_from, "{}: {scheduled:?} overlaps the one before", profile.name);
+                assert!(
+                    scheduled.at >= free_from,
+                    "{}: {scheduled:?} overlaps the one before",
+                    profile.name
+                );
                 free_from = scheduled.at + length(scheduled.fault);
             }
-            assert!(free_from <= profile.ordering, "{}: the last fault outlasts the ordering", profile.name);
+            assert!(
+                free_from <= profile.ordering,
+                "{}: the last fault outlasts the ordering",
+                profile.name
+            );
         }
     }
 
@@ -229,12 +328,25 @@ mod tests {
     fn the_full_campaign_has_every_fault_of_the_brief() {
         let faults: Vec<Fault> = Profile::full().faults.iter().map(|s| s.fault).collect();
         for service in Service::ALL {
-            assert!(faults.iter().any(|f| matches!(f, Fault::Kill { service: s, .. } if *s == service)), "{service}");
+            assert!(
+                faults
+                    .iter()
+                    .any(|f| matches!(f, Fault::Kill { service: s, .. } if *s == service)),
+                "{service}"
+            );
         }
         assert!(faults.iter().any(|f| matches!(f, Fault::KillCatalogMidBatch { .. })));
         for link in [Link::Postgres, Link::RabbitMq, Link::Redis] {
-            assert!(faults.iter().any(|f| matches!(f, Fault::Cut { link: l, .. } if *l == link)), "{link}");
+            assert!(
+                faults
+                    .iter()
+                    .any(|f| matches!(f, Fault::Cut { link: l, .. } if *l == link)),
+                "{link}"
+            );
         }
-        assert!(faults.contains(&Fault::Cut { link: Link::Postgres, outage: secs(30) }));
+        assert!(faults.contains(&Fault::Cut {
+            link: Link::Postgres,
+            outage: secs(30)
+        }));
     }
 }

@@ -84,7 +84,11 @@ impl Report {
         let _ = writeln!(
             out,
             "  services that exited on their own (and were started again): {}",
-            if exits.is_empty() { "none".to_owned() } else { exits.join(", ") }
+            if exits.is_empty() {
+                "none".to_owned()
+            } else {
+                exits.join(", ")
+            }
         );
 
         let ledger = &self.observed.ledger;
@@ -106,7 +110,11 @@ impl Report {
             ledger.placements.len(),
             ledger.cancels_asked,
             ledger.cancels_done,
-            if refused.is_empty() { String::new() } else { format!(" (refused: {})", refused.join(", ")) },
+            if refused.is_empty() {
+                String::new()
+            } else {
+                format!(" (refused: {})", refused.join(", "))
+            },
             ledger.returns_asked,
             ledger.returns_done
         );

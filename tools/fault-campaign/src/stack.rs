@@ -6,12 +6,7 @@
 //! Every service listens on a port chosen once, so a service started again after a kill is
 //! found where it was.
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -99,7 +94,11 @@ impl Stack {
         };
         for service in Service::ALL {
             let mut service_env = env.clone();
-            let address_variable = if service == Service::Gateway { "SHOP_HTTP_ADDR" } else { "SHOP_GRPC_ADDR" };
+            let address_variable = if service == Service::Gateway {
+                "SHOP_HTTP_ADDR"
+            } else {
+                "SHOP_GRPC_ADDR"
+            };
             service_env.push((address_variable.to_owned(), format!("127.0.0.1:{}", ports[&service])));
             let log_file = stack.log_dir.join(format!("{}.log", service.binary()));
             let process = Supervised::start(service.binary(), binaries.path(service), service_env, log_file)?;
@@ -127,7 +126,9 @@ impl Stack {
 
     /// The supervised process of `service`.
     pub fn service(&self, service: Service) -> anyhow::Result<&Supervised> {
-        self.services.get(&service).with_context(|| format!("{service} is not running"))
+        self.services
+            .get(&service)
+            .with_context(|| format!("{service} is not running"))
     }
 
     /// SIGKILLs `service`, keeps it down for `down`, starts it again and waits until it listens.
@@ -214,7 +215,10 @@ fn common_env(run: &str, queues: &[String]) -> Vec<(String, String)> {
         ("SHOP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
         ("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
         // One key for every incarnation of the user service: tokens outlive its restarts.
-        ("SHOP_JWT_SIGNING_KEYS", format!("campaign-1={}", URL_SAFE_NO_PAD.encode(seed))),
+        (
+            "SHOP_JWT_SIGNING_KEYS",
+            format!("campaign-1={}", URL_SAFE_NO_PAD.encode(seed)),
+        ),
         ("SHOP_ACCESS_TOKEN_TTL", "2h".to_owned()),
         ("SHOP_SHIP_AFTER", format!("{}ms", SHIP_AFTER.as_millis())),
         ("SHOP_DELIVER_AFTER", format!("{}ms", DELIVER_AFTER.as_millis())),
@@ -299,6 +303,9 @@ mod tests {
             through("postgres://postgres@localhost:5432/shop_test_x", proxy).unwrap(),
             "postgres://postgres@127.0.0.1:41000/shop_test_x"
         );
-        assert_eq!(through("redis://127.0.0.1:6379", proxy).unwrap(), "redis://127.0.0.1:41000");
+        assert_eq!(
+            through("redis://127.0.0.1:6379", proxy).unwrap(),
+            "redis://127.0.0.1:41000"
+        );
     }
 }

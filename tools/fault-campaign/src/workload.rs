@@ -95,7 +95,11 @@ impl Workload {
                 let (cancel, give_back, wait_ms) = {
                     let mut rng = rand::rng();
                     let roll: f64 = rng.random();
-                    (roll < CANCEL_SHARE, roll >= 1.0 - RETURN_SHARE, rng.random_range(0..1_500))
+                    (
+                        roll < CANCEL_SHARE,
+                        roll >= 1.0 - RETURN_SHARE,
+                        rng.random_range(0..1_500),
+                    )
                 };
                 if cancel {
                     // Right away (pending) or a moment later (paid, usually).
@@ -175,7 +179,12 @@ impl Workload {
                 });
             }
             self.ledger.count_error(&outcome);
-            self.ledger.with(|ledger| ledger.placements[index].retried += 1);
+            let error = SharedLedger::describe(&outcome);
+            self.ledger.with(|ledger| {
+                let placement = &mut ledger.placements[index];
+                placement.retried += 1;
+                placement.last_error = Some(error);
+            });
             if !backoff.wait(until).await {
                 return None;
             }

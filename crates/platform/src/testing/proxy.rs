@@ -184,13 +184,21 @@ mod tests {
 
         proxy.cut();
         assert!(proxy.is_cut());
-        assert_eq!(echo(&mut before).await, None, "a live connection ends when the link is cut");
+        assert_eq!(
+            echo(&mut before).await,
+            None,
+            "a live connection ends when the link is cut"
+        );
         let mut during = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(echo(&mut during).await, None, "a new connection is closed while cut");
 
         proxy.restore();
         let mut after = TcpStream::connect(proxy.addr()).await.unwrap();
-        assert_eq!(echo(&mut after).await, Some(*b"ping"), "connections work again once restored");
+        assert_eq!(
+            echo(&mut after).await,
+            Some(*b"ping"),
+            "connections work again once restored"
+        );
     }
 
     #[tokio::test]
