@@ -15,9 +15,13 @@ use uuid::Uuid;
 
 use crate::{clock, entity::idempotency};
 
-/// How long a claim holds while its call talks to the catalog and the user service: well above
-/// their call deadlines.
-const LEASE: Duration = Duration::from_secs(60);
+/// The longest a placement may take once its key is claimed (it is cut short after this, and
+/// gives its claim up).
+pub const PLACEMENT_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a claim holds: the placement's limit and a margin. A claim outlives its call only
+/// when the process died mid-placement; the client's retry then waits at most this long.
+const LEASE: Duration = Duration::from_secs(15);
 
 /// The longest key.
 const MAX_KEY_LEN: usize = 255;

@@ -124,7 +124,17 @@ pub async fn place(
         Claim::Placed(order_id) => return existing(ctx, upstream, caller, order_id).await,
         Claim::Claimed => {}
     }
-    let placed = place_claimed(ctx, upstream, caller, &key, wanted).await;
+    let placed = match tokio::time::timeout(
+        idempotency::PLACEMENT_LIMIT,
+        place_claimed(ctx, upstream, caller, &key, wanted),
+    )
+    .await
+    {
+        Ok(placed) => placed,
+        Err(_elapsed) => Err(ServiceError::Unavailable(
+            "placing the order took too long; retry with the same Idempotency-Key".into(),
+        )),
+    };
     if placed.is_err()
         && let Err(error) = idempotency::give_up(&ctx.db, caller.user_id, &key).await
     {
