@@ -112,3 +112,28 @@ async fn asset(Path(file): Path<String>, request: HeaderMap) -> Response {
         None => ApiError::not_found().into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sha2::{Digest as _, Sha256};
+
+    use super::SWAGGER_UI;
+
+    /// The embedded files are exactly the ones `scripts/vendor-swagger-ui` verified against
+    /// the pinned npm package.
+    #[test]
+    fn every_embedded_swagger_ui_file_matches_its_recorded_checksum() {
+        let sums = include_str!("../assets/swagger-ui/SHA256SUMS");
+        for (name, bytes, _) in SWAGGER_UI {
+            let recorded = sums
+                .lines()
+                .find_map(|line| line.split_once("  ").filter(|(_, file)| file == name))
+                .map(|(sum, _)| sum)
+                .unwrap_or_else(|| panic!("{name} is not in SHA256SUMS"));
+            let actual: String = Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect();
+            assert_eq!(actual, recorded, "{name} differs from the vendored swagger-ui-dist");
+        }
+    }
+}
