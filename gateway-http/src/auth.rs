@@ -58,7 +58,7 @@ pub struct VerifiedToken {
 pub struct Authenticator {
     users: UserServiceClient<GrpcChannel>,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    last_refresh: Mutex<Option<Instant>>,
+    last_refresh: tokio::sync::Mutex<Option<Instant>>,
     revocations: Mutex<HashMap<String, (bool, Instant)>>,
 }
 
@@ -81,7 +81,7 @@ impl Authenticator {
         Self {
             users: UserServiceClient::new(channel),
             keys: RwLock::default(),
-            last_refresh: Mutex::default(),
+            last_refresh: tokio::sync::Mutex::default(),
             revocations: Mutex::default(),
         }
     }
@@ -134,18 +134,13 @@ impl Authenticator {
         if let Some(key) = self.keys.read().await.get(kid) {
             return Ok(Some(key.clone()));
         }
-        let due = {
-            let mut last = self
-                .last_refresh
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let due = last.is_none_or(|at| at.elapsed() >= KEY_REFRESH_GAP);
-            if due {
-                *last = Some(Instant::now());
-            }
-            due
-        };
-        if due {
+        // One refresh at a time: requests arriving while the keys are fetched (right after a
+        // start, say) wait for that fetch instead of finding no key and answering 401.
+        let mut last = self.last_refresh.lock().await;
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Ok(Some(key.clone()));
+        }
+        if last.is_none_or(|at| at.elapsed() >= KEY_REFRESH_GAP) {
             let reply = self.users.clone().get_signing_keys(GetSigningKeysRequest {}).await?;
             let fresh: HashMap<_, _> = reply
                 .into_inner()
@@ -155,6 +150,8 @@ impl Authenticator {
                 .map(|key| (key.kid, DecodingKey::from_ed_der(&key.public_key)))
                 .collect();
             *self.keys.write().await = fresh;
+            // Stamped only after a successful fetch: a failed one is tried again at once.
+            *last = Some(Instant::now());
         }
         Ok(self.keys.read().await.get(kid).cloned())
     }

@@ -28,7 +28,8 @@ pub struct ShopConfig {
     pub order_grpc_addr: SocketAddr,
     /// Where the embedded stores live (`SHOP_DATA_DIR`).
     pub data_dir: PathBuf,
-    /// Database, cache and queue (`DATABASE_URL`, `REDIS_URL`, `AMQP_URL`).
+    /// Database, cache and queue (`DATABASE_URL`, `REDIS_URL`, `AMQP_URL`); by default SQLite
+    /// files, the in-process cache, and the in-process queue kept in `SHOP_DATA_DIR/queue.db`.
     pub backends: BackendUrls,
     /// The user service's own settings (`SMTP_URL`, `SHOP_ADMIN_EMAIL`, …).
     pub user: UserConfig,
@@ -49,7 +50,7 @@ impl ShopConfig {
             user_grpc_addr: env.addr_or("SHOP_USER_GRPC_ADDR", "127.0.0.1:50051")?,
             catalog_grpc_addr: env.addr_or("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:50052")?,
             order_grpc_addr: env.addr_or("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:50053")?,
-            backends: BackendUrls::from_env(env, &data_dir)?,
+            backends: BackendUrls::embedded_from_env(env, &data_dir)?,
             user: UserService::config_from_env(env)?,
             catalog: CatalogService::config_from_env(env)?,
             order: OrderService::config_from_env(env)?,
@@ -73,11 +74,21 @@ mod tests {
             (
                 c.gateway.http_addr.to_string(),
                 c.backends.cache,
+                c.backends.queue,
                 c.order.ship_after,
                 c.order.cancel_window,
             )
         });
-        assert_eq!(config, Some(("127.0.0.1:8080".into(), "memory://".into(), day, day)));
+        assert_eq!(
+            config,
+            Some((
+                "127.0.0.1:8080".into(),
+                "memory://".into(),
+                "sqlite:///var/lib/shop/queue.db".into(),
+                day,
+                day
+            ))
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The whole shop mesh in one process on loopback: every service and the REST gateway, sharing
-//! one set of backends (embedded by default: SQLite files, in-process cache and queue). It is
+//! one set of backends (embedded by default: SQLite files, in-process cache, and the in-process
+//! queue kept in a SQLite file). It is
 //! the newcomer's first command and the tests' in-process harness; in Kubernetes each service
 //! runs as its own binary instead.
 
@@ -64,6 +65,12 @@ impl Mesh {
         let target = |addr: SocketAddr| Target::parse(&format!("http://{addr}"));
         let mut user_config = config.user.clone();
         user_config.catalog_target = target(catalog.grpc_addr())?;
+        if user_config.signing_keys.is_none() {
+            // Without configured keys, the key is kept in the data directory: a restart must
+            // not log every customer out.
+            let path = config.data_dir.join(shop_user::key_file::FILE_NAME);
+            user_config.signing_keys = Some(shop_user::key_file::load_or_create(&path)?);
+        }
         let user = UserService::build(
             settings(UserService::NAME, config.user_grpc_addr),
             user_config,

@@ -54,7 +54,13 @@ impl Backoff {
     /// Records a failure and returns how long to pause before the next attempt.
     pub fn next_pause(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let step = self.step(self.failures);
+        self.pause_after(self.failures)
+    }
+
+    /// The pause after the `failures`-th failure in a row, for retry loops that keep their
+    /// failure count elsewhere (a database row, say); records nothing.
+    pub fn pause_after(&self, failures: u32) -> Duration {
+        let step = self.step(failures.max(1));
         if !self.jitter || step.is_zero() {
             return step;
         }

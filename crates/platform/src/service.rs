@@ -21,7 +21,7 @@ pub struct BackendUrls {
     pub database: String,
     /// `redis://…` or `memory://`.
     pub cache: String,
-    /// `amqp://…` or `memory://`.
+    /// `amqp://…`, `memory://`, or `sqlite://<path>` (in-process, kept in that file).
     pub queue: String,
     /// The prefix of every cache key (`SHOP_CACHE_PREFIX` [shop:]): several deployments, or
     /// test runs, can share one Redis without seeing each other's keys.
@@ -32,15 +32,32 @@ impl BackendUrls {
     /// Reads `DATABASE_URL`, `REDIS_URL` and `AMQP_URL`; without them: SQLite files under
     /// `data_dir`, and in-process cache and queue.
     pub fn from_env(env: &impl Env, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::read(env, data_dir, "memory://")
+    }
+
+    /// As [`BackendUrls::from_env`], for the one-process run: without `AMQP_URL`, the queue is
+    /// the in-process one kept in `<data_dir>/queue.db`, so that a killed run loses no message.
+    pub fn embedded_from_env(env: &impl Env, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::read(
+            env,
+            data_dir,
+            &format!("sqlite://{}", data_dir.join(QUEUE_FILE).display()),
+        )
+    }
+
+    fn read(env: &impl Env, data_dir: &std::path::Path, default_queue: &str) -> Result<Self, ConfigError> {
         let default_db = format!("sqlite://{}/shop.db?mode=rwc", data_dir.display());
         Ok(Self {
             database: env.url_or("DATABASE_URL", &default_db, &["postgres", "postgresql", "sqlite"])?,
             cache: env.url_or("REDIS_URL", "memory://", &["redis", "rediss", "memory"])?,
-            queue: env.url_or("AMQP_URL", "memory://", &["amqp", "amqps", "memory"])?,
+            queue: env.url_or("AMQP_URL", default_queue, &["amqp", "amqps", "memory", "sqlite"])?,
             cache_prefix: env.var("SHOP_CACHE_PREFIX").unwrap_or_else(|| "shop:".to_owned()),
         })
     }
 }
+
+/// The file of the one-process run's durable queue, in the data directory.
+pub const QUEUE_FILE: &str = "queue.db";
 
 /// The data directory: `SHOP_DATA_DIR`, else `$XDG_DATA_HOME/shop`, else `~/.local/share/shop`,
 /// else `./shop-data`.
@@ -192,6 +209,16 @@ mod tests {
                 cache_prefix: "shop:".into(),
             })
         );
+    }
+
+    #[test]
+    fn the_one_process_run_keeps_its_queue_in_the_data_directory() {
+        let env = MapEnv::from_pairs([("SHOP_DATA_DIR", "/srv/shop")]);
+        let urls = BackendUrls::embedded_from_env(&env, &data_dir(&env)).ok();
+        assert_eq!(urls.map(|urls| urls.queue), Some("sqlite:///srv/shop/queue.db".into()));
+        let env = MapEnv::from_pairs([("AMQP_URL", "memory://")]);
+        let urls = BackendUrls::embedded_from_env(&env, &data_dir(&env)).ok();
+        assert_eq!(urls.map(|urls| urls.queue), Some("memory://".into()));
     }
 
     #[test]

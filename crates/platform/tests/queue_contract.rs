@@ -1,8 +1,10 @@
-//! The work queue contract, run against both adapters: RabbitMQ on loopback and the in-process
-//! queue. Each test is written once, as an `async fn` taking the queue, and the
-//! `contract_tests!` macro runs it in `memory::` and `rabbitmq::`. Every test uses queue names
-//! of its own, so tests run in parallel; the RabbitMQ runs delete their queues afterwards.
-//! `rabbitmq_faults::` breaks connections with a [`FaultProxy`] to prove reconnection.
+//! The work queue contract, run against every adapter: RabbitMQ on loopback, the in-process
+//! queue, and the in-process queue kept in a SQLite file. Each test is written once, as an
+//! `async fn` taking the queue, and the `contract_tests!` macro runs it in `memory::`,
+//! `sqlite::` and `rabbitmq::`. Every test uses queue names of its own, so tests run in
+//! parallel; the RabbitMQ runs delete their queues afterwards. `rabbitmq_faults::` breaks
+//! connections with a [`FaultProxy`] to prove reconnection; `sqlite_restarts::` reopens the
+//! file to prove that the durable queue keeps what the process had not settled.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,7 +20,8 @@ use std::{
 use async_trait::async_trait;
 use shop_platform::{
     queue::{
-        AmqpQueue, Consumer, Delivery, MemoryQueue, Message, QueueError, QueueSpec, WorkQueue, dead_letter_queue_name,
+        AmqpQueue, Consumer, Delivery, MemoryQueue, Message, QueueError, QueueSpec, SqliteQueue, WorkQueue,
+        dead_letter_queue_name,
     },
     testing::{self, proxy::FaultProxy},
 };
@@ -38,6 +41,15 @@ macro_rules! contract_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::run_memory(super::$test).await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::run_sqlite(super::$test).await;
                 }
             )*
         }
@@ -517,6 +529,121 @@ mod rabbitmq_faults {
     }
 }
 
+// ---- The SQLite-backed queue only: what a restart keeps. ----
+
+mod sqlite_restarts {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Opens the file again, waiting for the previous holder (dropped just before) to let go.
+    async fn reopen(path: &Path) -> Arc<dyn WorkQueue> {
+        Arc::new(SqliteQueue::open(path).await.unwrap())
+    }
+
+    /// Acked messages stay gone; the delivered-but-unsettled one comes back, counted; dead
+    /// letters stay in `<queue>.dead` with their headers; messages never delivered come back
+    /// as they were. Everything in the publish order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_file_redelivers_what_was_unsettled_and_keeps_dead_letters() {
+        testing::init_test_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        timeout(TEST_LIMIT, async {
+            let spec = QueueSpec::new("stock.reserve").with_max_deliveries(5);
+            let poison = message("poison");
+            {
+                let queue = reopen(&path).await;
+                queue.declare(&spec).await.unwrap();
+                queue
+                    .publish(
+                        &spec.name,
+                        vec![message("acked"), poison.clone(), message("held"), message("waiting")],
+                    )
+                    .await
+                    .unwrap();
+                let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
+                arrives(consumer.as_mut()).await.ack().await.unwrap();
+                let delivery = arrives(consumer.as_mut()).await;
+                assert_eq!(delivery.message.id, "poison");
+                delivery.dead_letter().await.unwrap();
+                let held = arrives(consumer.as_mut()).await;
+                assert_eq!((held.message.id.as_str(), held.delivery_count), ("held", 1));
+                // The process stops with "held" unsettled and "waiting" never delivered: on
+                // disk, this is exactly what a killed process leaves.
+            }
+            let queue = reopen(&path).await;
+            // Declaring again (as every service does at start) is a no-op.
+            queue.declare(&spec).await.unwrap();
+            let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
+            let held = arrives(consumer.as_mut()).await;
+            assert_eq!((held.message.id.as_str(), held.delivery_count), ("held", 2));
+            assert_eq!(held.message, message("held"));
+            let waiting = arrives(consumer.as_mut()).await;
+            assert_eq!((waiting.message.id.as_str(), waiting.delivery_count), ("waiting", 1));
+            held.ack().await.unwrap();
+            waiting.ack().await.unwrap();
+            stays_quiet(consumer.as_mut()).await;
+
+            let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
+            assert_dead_letter(&arrives(dead.as_mut()).await, &poison, &spec.name, "rejected");
+            stays_quiet(dead.as_mut()).await;
+        })
+        .await
+        .expect("the test took too long");
+    }
+
+    /// Delivery counts are stored: a message that is delivered and never settled, again and
+    /// again across restarts (one that kills the process, say), reaches its delivery limit and
+    /// lands in the dead-letter queue instead of looping forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delivery_counts_survive_restarts_up_to_the_dead_letter_queue() {
+        testing::init_test_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        timeout(TEST_LIMIT, async {
+            let spec = QueueSpec::new("stock.results").with_max_deliveries(2);
+            let sent = message("crashes-the-consumer");
+            for expected in 1..=2 {
+                let queue = reopen(&path).await;
+                queue.declare(&spec).await.unwrap();
+                if expected == 1 {
+                    queue.publish(&spec.name, vec![sent.clone()]).await.unwrap();
+                }
+                let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
+                let delivery = arrives(consumer.as_mut()).await;
+                assert_eq!(delivery.delivery_count, expected);
+                // Give the count, written without waiting, time to reach the file.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let queue = reopen(&path).await;
+            let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
+            stays_quiet(consumer.as_mut()).await;
+            let mut dead = queue.consume(&spec.dead_letter_queue(), 1).await.unwrap();
+            assert_dead_letter(&arrives(dead.as_mut()).await, &sent, &spec.name, "delivery_limit");
+        })
+        .await
+        .expect("the test took too long");
+    }
+
+    /// One process at a time: a second open of a file in use fails (after the busy timeout)
+    /// rather than splitting the queues in two.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_in_use_is_refused() {
+        testing::init_test_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let first = SqliteQueue::open(&path).await.unwrap();
+        let error = timeout(TEST_LIMIT, SqliteQueue::open(&path))
+            .await
+            .expect("the second open must give up by itself")
+            .unwrap_err();
+        assert!(matches!(&error, QueueError::Unavailable(_)), "{error:?}");
+        assert!(error.to_string().contains("in use by another process"), "{error}");
+        assert!(first.ready().await);
+    }
+}
+
 // ---- Helpers. ----
 
 fn message(id: &str) -> Message {
@@ -578,6 +705,18 @@ where
 {
     testing::init_test_logging();
     timeout(TEST_LIMIT, test(Arc::new(MemoryQueue::new())))
+        .await
+        .expect("the test took too long");
+}
+
+async fn run_sqlite<F>(test: impl FnOnce(Arc<dyn WorkQueue>) -> F)
+where
+    F: Future<Output = ()>,
+{
+    testing::init_test_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = SqliteQueue::open(dir.path().join("queue.db")).await.unwrap();
+    timeout(TEST_LIMIT, test(Arc::new(queue)))
         .await
         .expect("the test took too long");
 }

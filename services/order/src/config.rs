@@ -9,10 +9,6 @@ use shop_platform::{
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// The amount the built-in payment provider declines by default: 402, as in HTTP's "Payment
-/// Required". A product priced 402 ordered once exercises the decline path end to end.
-pub const DEFAULT_DECLINE_AMOUNT: i64 = 402;
-
 /// Settings of the order service, from the environment.
 #[derive(Clone, Debug)]
 pub struct OrderConfig {
@@ -38,9 +34,38 @@ pub struct OrderConfig {
     /// How often the shipment scheduler looks for due orders (`SHOP_ORDER_SHIPMENT_INTERVAL` [1s]);
     /// `None` runs no scheduler loop (tests drive it by hand).
     pub shipment_interval: Option<Duration>,
-    /// The order total (in minor units) the built-in payment provider declines
-    /// (`SHOP_PAYMENT_DECLINE_AMOUNT` [402]; `off` declines nothing).
+    /// The order total (in minor units) the built-in payment provider declines, a test
+    /// trigger (`SHOP_PAYMENT_DECLINE_AMOUNT` [off]; e.g. `402`).
     pub decline_amount: Option<i64>,
+    /// How long one call to the payment provider may take before it counts as failed and is
+    /// retried later (`SHOP_PAYMENT_TIMEOUT` [10s]).
+    pub payment_timeout: Duration,
+    /// How the reconciler treats orders left `pending`.
+    pub reconcile: ReconcileConfig,
+}
+
+/// What the reconciler does about orders still waiting for the catalog's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileConfig {
+    /// How often it looks (`SHOP_ORDER_RECONCILE_INTERVAL` [5s]); `None` runs no loop (tests
+    /// drive it by hand).
+    pub interval: Option<Duration>,
+    /// A pending order unanswered this long has its reservation asked again, and again after
+    /// each such period (`SHOP_ORDER_PENDING_RETRY_AFTER` [30s]).
+    pub retry_after: Duration,
+    /// A pending order unanswered this long is rejected (`reservation_timeout`) and whatever
+    /// was reserved for it released (`SHOP_ORDER_PENDING_TIMEOUT` [15m]).
+    pub give_up_after: Duration,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            interval: Some(Duration::from_secs(5)),
+            retry_after: Duration::from_secs(30),
+            give_up_after: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// Names of the stock queues (see shop/events/v1/events.proto), read from the same variables
@@ -132,14 +157,42 @@ impl OrderConfig {
             result_consumers: consumers,
             shipment_interval: Some(interval),
             decline_amount: decline_amount(env)?,
+            payment_timeout: positive(env, "SHOP_PAYMENT_TIMEOUT", Duration::from_secs(10))?,
+            reconcile: reconcile(env)?,
         })
     }
+}
+
+fn positive(env: &impl Env, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let value = env.duration_or(key, default)?;
+    if value.is_zero() {
+        return Err(ConfigError::new(key, "must be positive"));
+    }
+    Ok(value)
+}
+
+fn reconcile(env: &impl Env) -> Result<ReconcileConfig, ConfigError> {
+    let defaults = ReconcileConfig::default();
+    let interval = defaults.interval.unwrap_or(Duration::from_secs(5));
+    let config = ReconcileConfig {
+        interval: Some(positive(env, "SHOP_ORDER_RECONCILE_INTERVAL", interval)?),
+        retry_after: positive(env, "SHOP_ORDER_PENDING_RETRY_AFTER", defaults.retry_after)?,
+        give_up_after: positive(env, "SHOP_ORDER_PENDING_TIMEOUT", defaults.give_up_after)?,
+    };
+    if config.give_up_after <= config.retry_after {
+        return Err(ConfigError::new(
+            "SHOP_ORDER_PENDING_TIMEOUT",
+            "must be longer than SHOP_ORDER_PENDING_RETRY_AFTER",
+        ));
+    }
+    Ok(config)
 }
 
 fn decline_amount(env: &impl Env) -> Result<Option<i64>, ConfigError> {
     const KEY: &str = "SHOP_PAYMENT_DECLINE_AMOUNT";
     match env.var(KEY) {
-        None => Ok(Some(DEFAULT_DECLINE_AMOUNT)),
+        // Off unless asked for: a real order may well total 402.
+        None => Ok(None),
         Some(raw) if raw.trim().eq_ignore_ascii_case("off") => Ok(None),
         Some(raw) => match raw.trim().parse::<i64>() {
             Ok(amount) if amount >= 0 => Ok(Some(amount)),
@@ -180,7 +233,7 @@ mod tests {
                     .unwrap_or_default(),
                 StockQueues::default(),
                 Some(Duration::from_secs(1)),
-                Some(402),
+                None,
             ))
         );
     }
@@ -194,6 +247,8 @@ mod tests {
             ("SHOP_CATALOG_RESULTS_QUEUE", "stock results"),
             ("SHOP_ORDER_SHIPMENT_INTERVAL", "0s"),
             ("SHOP_ORDER_RESULT_CONSUMERS", "0"),
+            ("SHOP_PAYMENT_TIMEOUT", "0s"),
+            ("SHOP_ORDER_PENDING_TIMEOUT", "10s"),
             ("SHOP_CATALOG_RESULTS_QUEUE", "stock.reserve"),
         ] {
             let error = OrderConfig::from_env(&MapEnv::from_pairs([(key, value)])).err();
@@ -202,8 +257,10 @@ mod tests {
     }
 
     #[test]
-    fn the_decline_trigger_can_be_turned_off() {
+    fn the_decline_trigger_is_off_unless_configured() {
         let config = OrderConfig::from_env(&MapEnv::from_pairs([("SHOP_PAYMENT_DECLINE_AMOUNT", "off")])).ok();
         assert_eq!(config.map(|c| c.decline_amount), Some(None));
+        let config = OrderConfig::from_env(&MapEnv::from_pairs([("SHOP_PAYMENT_DECLINE_AMOUNT", "402")])).ok();
+        assert_eq!(config.map(|c| c.decline_amount), Some(Some(402)));
     }
 }

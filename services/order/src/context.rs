@@ -1,10 +1,12 @@
 //! What every part of the order service shares: its database, its clock, the payment provider,
-//! its settings, and the outbox relay to wake after a commit that enqueued messages.
+//! its settings, and the outbox relay and payment worker to wake after a commit that gave them
+//! work.
 
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use shop_platform::outbox::OutboxRelay;
+use tokio::sync::Notify;
 
 use crate::{clock::SharedClock, config::OrderConfig, payment::PaymentProvider};
 
@@ -21,4 +23,6 @@ pub struct Context {
     pub config: Arc<OrderConfig>,
     /// The relay publishing the outbox.
     pub relay: OutboxRelay,
+    /// Wakes the payment worker after a commit that requested a capture or refund.
+    pub payments_due: Arc<Notify>,
 }

@@ -2,8 +2,10 @@
 //! A library, so the `order` binary and the one-process `shop` binary start it the same way.
 //!
 //! The path of an order: PlaceOrder writes it PENDING with a ReserveStock in its outbox;
-//! the catalog's answer is applied by the results consumer (PAID, REJECTED or PAYMENT_FAILED);
-//! the shipment scheduler ships and delivers; cancel and return give stock and money back.
+//! the catalog's answer is applied by the results consumer (REJECTED, or a capture requested);
+//! the payment worker captures after that commit (PAID or PAYMENT_FAILED); the reconciler asks
+//! again for answers that do not come, and gives up on them in the end; the shipment scheduler
+//! ships and delivers; cancel and return give stock and money back.
 
 mod access;
 pub mod clock;
@@ -18,15 +20,19 @@ pub mod migration;
 pub mod payment;
 mod place;
 mod queries;
+pub mod reconcile;
 mod results;
 mod service;
+pub mod settlement;
 pub mod shipping;
 pub mod stock;
 mod store;
 mod upstream;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use config::{OrderConfig, StockQueues};
+pub use config::{OrderConfig, ReconcileConfig, StockQueues};
 pub use payment::{PaymentProvider, TestPaymentProvider};
+pub use reconcile::Reconciler;
 pub use service::{OrderService, OrderServiceBuilder};
+pub use settlement::PaymentWorker;
 pub use shipping::ShipmentScheduler;

@@ -2,10 +2,10 @@
 //! cancel window from `placed_at`; return one delivered item within the return window from
 //! that item's `delivered_at`. Both windows are measured from timestamps written once, never
 //! from `updated_at`. Each change runs in one transaction with the order's row locked: the
-//! refund is recorded and the ReleaseStock written to the outbox together with the new state.
+//! refund is requested and the ReleaseStock written to the outbox together with the new state;
+//! the provider is asked for the refund after the commit (see `settlement`).
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
 use uuid::Uuid;
@@ -14,8 +14,8 @@ use crate::{
     access::{may_see, not_found, parse_id},
     clock,
     context::Context,
-    entity::{ItemStatus, OrderStatus, PaymentStatus, payment, refund},
-    payment::Refund,
+    entity::{ItemStatus, OrderStatus, PaymentStatus},
+    settlement,
     stock::{self, ReleaseReason},
     store::{self, OrderRecord},
 };
@@ -51,7 +51,6 @@ pub async fn cancel(ctx: &Context, caller: &Caller, id: &str) -> Result<OrderRec
         return Err(refuse(format!("the cancel window closed at {}", closes.to_rfc3339())));
     }
 
-    let was_paid = record.order.status == OrderStatus::Paid;
     let reason = if caller.user_id == record.order.user_id {
         "cancelled_by_customer"
     } else {
@@ -63,35 +62,39 @@ pub async fn cancel(ctx: &Context, caller: &Caller, id: &str) -> Result<OrderRec
     order.updated_at = Set(now);
     order.update(&txn).await?;
     store::cancel_unshipped_items(&txn, order_id).await?;
-    match record.payment.status {
+    let refund = match record.payment.status {
         PaymentStatus::Captured => {
             let amount = record.payment.amount - record.payment.refunded;
-            refund(ctx, &txn, &record.payment, None, amount, now).await?;
+            Some(settlement::request_refund(&txn, &record.payment, None, amount).await?)
         }
+        // The capture is under way: the payment worker refunds it when it lands.
+        PaymentStatus::Pending if record.order.stock_reserved_at.is_some() => None,
         _ => {
             let mut payment = record.payment.clone().into_active_model();
             payment.status = Set(PaymentStatus::Voided);
             payment.updated_at = Set(now);
             payment.update(&txn).await?;
+            None
         }
-    }
-    // A PENDING order's reservation may still arrive: the stock goes back when it does.
-    let released = was_paid
-        && stock::release(
-            &txn,
-            &ctx.config.queues,
-            order_id,
-            order_id,
-            ReleaseReason::Cancelled,
-            &record.items,
-            now,
-        )
-        .await?;
+    };
+    // Released now, also for a PENDING order whose reservation is still on its way: the
+    // catalog gives back what it reserved, or refuses a reservation that arrives after this.
+    let released = stock::release(
+        &txn,
+        &ctx.config.queues,
+        order_id,
+        order_id,
+        ReleaseReason::Cancelled,
+        &record.items,
+        now,
+    )
+    .await?;
     txn.commit().await?;
     if released {
         ctx.relay.wake();
     }
     tracing::info!(%order_id, reason, "order cancelled");
+    settle_now(ctx, refund).await;
     reload(ctx, order_id).await
 }
 
@@ -138,7 +141,7 @@ pub async fn return_item(
     let mut order = record.order.clone().into_active_model();
     order.updated_at = Set(now);
     order.update(&txn).await?;
-    refund(ctx, &txn, &record.payment, Some(item_id), amount, now).await?;
+    let refund = settlement::request_refund(&txn, &record.payment, Some(item_id), amount).await?;
     stock::release(
         &txn,
         &ctx.config.queues,
@@ -152,56 +155,31 @@ pub async fn return_item(
     txn.commit().await?;
     ctx.relay.wake();
     tracing::info!(%order_id, %item_id, amount, "item returned");
+    settle_now(ctx, Some(refund)).await;
     reload(ctx, order_id).await
 }
 
-/// Refunds `amount` of the captured payment through the provider and records it.
-async fn refund(
-    ctx: &Context,
-    txn: &DatabaseTransaction,
-    payment: &payment::Model,
-    item_id: Option<Uuid>,
-    amount: i64,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    // Derived from what is refunded, never random: a cancel or return retried after a failed
-    // commit asks the provider again under the SAME id, which it treats as an idempotency key,
-    // so the customer is refunded once.
-    let refund_id = match item_id {
-        Some(item_id) => Uuid::new_v5(&item_id, b"shop.refund.return"),
-        None => Uuid::new_v5(&payment.order_id, b"shop.refund.cancel"),
+/// Carries out a refund the change just committed, so that the answer usually shows it done. If
+/// the provider fails or is slow, the order is already in its new state and the payment worker
+/// finishes the refund later: the caller's answer never waits on more than one provider timeout.
+async fn settle_now(ctx: &Context, refund: Option<Uuid>) {
+    let Some(task) = refund else {
+        return;
     };
-    let reference = ctx
-        .payments
-        .refund(&Refund {
-            refund_id,
-            order_id: payment.order_id,
-            amount,
-            currency: payment.currency.clone(),
-        })
-        .await
-        .context("asking the payment provider for a refund")?;
-    refund::ActiveModel {
-        id: Set(refund_id),
-        order_id: Set(payment.order_id),
-        item_id: Set(item_id),
-        amount: Set(amount),
-        provider_reference: Set(reference),
-        created_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
-    let refunded = payment.refunded.saturating_add(amount);
-    let mut updated = payment.clone().into_active_model();
-    updated.refunded = Set(refunded);
-    updated.status = Set(if refunded >= payment.amount {
-        PaymentStatus::Refunded
-    } else {
-        PaymentStatus::PartiallyRefunded
+    // On a task of its own: a caller that hangs up (dropping this future) does not cut the
+    // attempt short between the provider's answer and its record.
+    let attempt = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { settlement::attempt(&ctx, task).await }
     });
-    updated.updated_at = Set(now);
-    updated.update(txn).await?;
-    Ok(())
+    match attempt.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(task_id = %task, error = format!("{error:#}"), "refund not recorded yet; the payment worker retries it");
+        }
+        Err(error) => tracing::error!(task_id = %task, %error, "the refund attempt panicked"),
+    }
+    settlement::wake(ctx);
 }
 
 /// The order, locked, if `caller` may see it; NOT_FOUND otherwise (another user's order looks

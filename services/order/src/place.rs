@@ -261,6 +261,8 @@ fn snapshot(
             shipped_at: None,
             delivered_at: None,
             updated_at: now,
+            stock_reserved_at: None,
+            reserve_asked_at: None,
         },
         items,
         payment: payment::Model {

@@ -3,13 +3,16 @@
 //! each effect is guarded by the order's state (a result repeated under a new id changes
 //! nothing either).
 //!
-//! - StockReserved for a PENDING order: the payment is captured, then PAID; if the provider
-//!   declines, PAYMENT_FAILED and the stock goes back. For an order cancelled while PENDING: the
-//!   reservation arrived too late, so the stock goes back.
+//! - StockReserved for a PENDING order: the capture is requested (the order stays PENDING until
+//!   the payment worker records the provider's answer: PAID, or PAYMENT_FAILED with the stock
+//!   given back; see `settlement`). For an order cancelled while PENDING: its stock went back
+//!   with the cancellation.
 //! - StockRejected for a PENDING order: REJECTED (`out_of_stock`), the payment voided.
 //! - StockReleased: the release is marked confirmed.
 
-use anyhow::Context as _;
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use prost::Message as _;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
@@ -17,7 +20,10 @@ use sea_orm::{
 };
 use shop_platform::{
     outbox::inbox,
-    queue::{Delivery, Message, QueueError, WorkQueue},
+    queue::{
+        Message, WorkQueue,
+        runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
+    },
     telemetry::propagation,
 };
 use shop_proto::pb::events;
@@ -28,7 +34,7 @@ use uuid::Uuid;
 use crate::{
     context::Context,
     entity::{OrderStatus, PaymentStatus, release},
-    payment::{Capture, CaptureOutcome},
+    settlement,
     stock::{self, ReleaseReason},
     store::{self, OrderRecord},
 };
@@ -45,13 +51,26 @@ enum StockResult {
 }
 
 impl StockResult {
-    fn decode(message: &Message) -> Option<Self> {
+    fn decode(message: &Message) -> Result<Self, Poison> {
         let payload = message.payload.as_slice();
+        let undecodable = |error: prost::DecodeError| Poison::new("undecodable", error.to_string());
         match message.kind.as_str() {
-            stock::STOCK_RESERVED => events::StockReserved::decode(payload).ok().map(Self::Reserved),
-            stock::STOCK_REJECTED => events::StockRejected::decode(payload).ok().map(Self::Rejected),
-            stock::STOCK_RELEASED => events::StockReleased::decode(payload).ok().map(Self::Released),
-            _ => None,
+            stock::STOCK_RESERVED => events::StockReserved::decode(payload)
+                .map(Self::Reserved)
+                .map_err(undecodable),
+            stock::STOCK_REJECTED => events::StockRejected::decode(payload)
+                .map(Self::Rejected)
+                .map_err(undecodable),
+            stock::STOCK_RELEASED => events::StockReleased::decode(payload)
+                .map(Self::Released)
+                .map_err(undecodable),
+            other => Err(Poison::new(
+                "unexpected_type",
+                format!(
+                    "unexpected message type {:?}",
+                    other.chars().take(80).collect::<String>()
+                ),
+            )),
         }
     }
 
@@ -64,75 +83,66 @@ impl StockResult {
     }
 }
 
-/// Consumes the results queue until `shutdown`; unsettled deliveries go back to the queue.
-pub async fn run(ctx: Context, queue: std::sync::Arc<dyn WorkQueue>, shutdown: CancellationToken) {
-    let name = ctx.config.queues.results.clone();
-    let mut consumer = loop {
-        match queue.consume(&name, PREFETCH).await {
-            Ok(consumer) => break consumer,
-            Err(error) => {
-                tracing::warn!(error = %error, queue = %name, "cannot consume stock results yet");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    };
-    loop {
-        let delivery = tokio::select! {
-            () = shutdown.cancelled() => return,
-            next = consumer.next() => next,
-        };
-        match delivery {
-            Ok(delivery) => {
-                let span = tracing::info_span!(
-                    "stock.result",
-                    message_id = %delivery.message.id,
-                    trace_id = tracing::field::Empty
-                );
-                propagation::set_remote_parent(&span, propagation::extract_message(&delivery.message.headers));
-                handle(&ctx, delivery).instrument(span).await;
-            }
-            Err(QueueError::Closed) => return,
-            Err(error) => {
-                tracing::warn!(error = %error, "receiving stock results failed");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        }
-    }
+/// A decoded result, the order it is about, and the span its application runs in.
+#[derive(Debug)]
+struct Decoded {
+    result: StockResult,
+    order_id: Uuid,
+    span: tracing::Span,
 }
 
-/// Applies one delivery and settles it: ack after the commit, retry on a failure (up to the
-/// queue's delivery limit), dead letter if it can never apply.
-async fn handle(ctx: &Context, delivery: Delivery) {
-    let Some(result) = StockResult::decode(&delivery.message) else {
-        tracing::error!(kind = %delivery.message.kind, "undecodable or unknown stock result: dead-lettered");
-        settle(delivery.dead_letter().await);
-        return;
-    };
-    let Ok(order_id) = Uuid::parse_str(result.order_id()) else {
-        tracing::error!(
-            order_id = result.order_id(),
-            "stock result for a malformed order id: dead-lettered"
+/// Applies stock results to orders.
+struct ResultHandler {
+    ctx: Context,
+}
+
+#[async_trait]
+impl Handler for ResultHandler {
+    type Item = Decoded;
+
+    fn decode(&self, message: &Message) -> Result<Decoded, Poison> {
+        let result = StockResult::decode(message)?;
+        let order_id = Uuid::parse_str(result.order_id()).map_err(|_| {
+            Poison::new(
+                "malformed_id",
+                format!("stock result for a malformed order id {:.40?}", result.order_id()),
+            )
+        })?;
+        let span = tracing::info_span!(
+            "stock.result",
+            otel.kind = "consumer",
+            messaging.message.id = %message.id,
+            %order_id,
+            trace_id = tracing::field::Empty
         );
-        settle(delivery.dead_letter().await);
-        return;
-    };
-    match apply(ctx, &delivery.message.id, order_id, &result).await {
-        Ok(()) => settle(delivery.ack().await),
-        Err(error) => {
-            tracing::warn!(error = format!("{error:#}"), %order_id, "applying a stock result failed; it will be retried");
-            settle(delivery.retry().await);
+        propagation::set_remote_parent(&span, propagation::extract_message(&message.headers));
+        Ok(Decoded { result, order_id, span })
+    }
+
+    async fn apply(&self, batch: &[Received<'_, Decoded>]) -> anyhow::Result<()> {
+        // The runner's batches hold one result: each is its own transaction, so a slow order
+        // never holds up another's.
+        for one in batch {
+            let decoded = one.item;
+            apply(&self.ctx, one.message_id, decoded.order_id, &decoded.result)
+                .instrument(decoded.span.clone())
+                .await?;
         }
+        Ok(())
     }
 }
 
-fn settle(result: Result<(), QueueError>) {
-    // A lost settlement means a redelivery, which the inbox makes harmless.
-    if let Err(error) = result {
-        tracing::warn!(error = %error, "settling a stock result failed");
-    }
+/// Consumes the results queue with `consumers` consumers until `shutdown`.
+pub async fn run(ctx: Context, queue: Arc<dyn WorkQueue>, consumers: usize, shutdown: CancellationToken) {
+    let name = ctx.config.queues.results.clone();
+    let options = RunnerOptions {
+        consumers,
+        prefetch: PREFETCH,
+        ..RunnerOptions::default()
+    };
+    ConsumerRunner::new(queue, name, Arc::new(ResultHandler { ctx }), options)
+        .run(shutdown)
+        .await;
 }
 
 /// Applies `result` for `order_id` once per `message_id`, in one transaction.
@@ -161,6 +171,9 @@ async fn apply(ctx: &Context, message_id: &str, order_id: Uuid, result: &StockRe
     if enqueued {
         ctx.relay.wake();
     }
+    if matches!(result, StockResult::Reserved(_)) {
+        settlement::wake(ctx);
+    }
     Ok(())
 }
 
@@ -168,9 +181,12 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
     let now = ctx.clock.now();
     let order_id = record.order.id;
     match record.order.status {
-        OrderStatus::Pending => {}
+        OrderStatus::Pending if record.order.stock_reserved_at.is_none() => {}
         OrderStatus::Cancelled => {
-            // Cancelled while the reservation was in flight: give it back now.
+            // Cancelled while the reservation was in flight. The cancellation released the
+            // order's stock already (the catalog gives back what it reserved, or refuses the
+            // reservation if the release came first); orders cancelled before releases were
+            // sent at cancellation get theirs now. The release is recorded once either way.
             let released = stock::release(
                 txn,
                 &ctx.config.queues,
@@ -181,7 +197,9 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
                 now,
             )
             .await?;
-            tracing::info!(%order_id, "late reservation of a cancelled order released");
+            if released {
+                tracing::info!(%order_id, "late reservation of a cancelled order released");
+            }
             return Ok(released);
         }
         status => {
@@ -189,53 +207,14 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
             return Ok(false);
         }
     }
-    let capture = Capture {
-        order_id,
-        amount: record.payment.amount,
-        currency: record.payment.currency.clone(),
-    };
-    let outcome = ctx
-        .payments
-        .capture(&capture)
-        .await
-        .context("asking the payment provider")?;
+    // The stock is held: the payment is captured after this commit (see `settlement`).
     let mut order = record.order.clone().into_active_model();
-    let mut payment = record.payment.clone().into_active_model();
+    order.stock_reserved_at = Set(Some(now));
     order.updated_at = Set(now);
-    payment.updated_at = Set(now);
-    let enqueued = match outcome {
-        CaptureOutcome::Captured { reference } => {
-            order.status = Set(OrderStatus::Paid);
-            order.paid_at = Set(Some(now));
-            payment.status = Set(PaymentStatus::Captured);
-            payment.provider_reference = Set(Some(reference));
-            payment.captured_at = Set(Some(now));
-            tracing::info!(%order_id, amount = capture.amount, "order paid");
-            false
-        }
-        CaptureOutcome::Declined { reason } => {
-            order.status = Set(OrderStatus::PaymentFailed);
-            order.status_reason = Set(Some("payment_declined".into()));
-            payment.status = Set(PaymentStatus::Declined);
-            payment.declined_at = Set(Some(now));
-            store::cancel_unshipped_items(txn, order_id).await?;
-            let released = stock::release(
-                txn,
-                &ctx.config.queues,
-                order_id,
-                order_id,
-                ReleaseReason::PaymentFailed,
-                &record.items,
-                now,
-            )
-            .await?;
-            tracing::info!(%order_id, %reason, "payment declined; stock released");
-            released
-        }
-    };
     order.update(txn).await?;
-    payment.update(txn).await?;
-    Ok(enqueued)
+    settlement::request_capture(txn, &record).await?;
+    tracing::debug!(%order_id, "stock reserved; capture requested");
+    Ok(false)
 }
 
 async fn apply_rejection(

@@ -25,7 +25,9 @@ use crate::{
     grpc::OrderApi,
     migration,
     payment::{PaymentProvider, TestPaymentProvider},
+    reconcile::Reconciler,
     results,
+    settlement::{self, PaymentWorker},
     shipping::ShipmentScheduler,
     upstream::Upstream,
 };
@@ -98,6 +100,7 @@ impl OrderServiceBuilder {
             payments,
             config: Arc::new(config),
             relay: outbox_relay.clone(),
+            payments_due: settlement::new_wake(),
         };
         let server = GrpcServerBuilder::new(settings.grpc_addr)
             .add_service(OrderServiceServer::new(OrderApi::new(ctx.clone(), upstream)))
@@ -135,6 +138,16 @@ impl OrderService {
     pub fn shipments(&self) -> ShipmentScheduler {
         ShipmentScheduler::new(self.ctx.clone())
     }
+
+    /// The reconciler, to run a pass by hand (when the config has no interval).
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler::new(self.ctx.clone())
+    }
+
+    /// The payment worker, to run a pass by hand.
+    pub fn payment_worker(&self) -> PaymentWorker {
+        PaymentWorker::new(self.ctx.clone())
+    }
 }
 
 impl MeshService for OrderService {
@@ -166,15 +179,18 @@ impl MeshService for OrderService {
             DatabaseBackend::Sqlite => 1,
             _ => self.ctx.config.result_consumers,
         };
-        for _ in 0..consumers {
-            tasks.spawn(results::run(
-                self.ctx.clone(),
-                Arc::clone(&self.queue),
-                background.clone(),
-            ));
-        }
+        tasks.spawn(results::run(
+            self.ctx.clone(),
+            Arc::clone(&self.queue),
+            consumers,
+            background.clone(),
+        ));
         if let Some(interval) = self.ctx.config.shipment_interval {
             tasks.spawn(ShipmentScheduler::new(self.ctx.clone()).run(interval, background.clone()));
+        }
+        tasks.spawn(PaymentWorker::new(self.ctx.clone()).run(background.clone()));
+        if let Some(interval) = self.ctx.config.reconcile.interval {
+            tasks.spawn(Reconciler::new(self.ctx.clone()).run(interval, background.clone()));
         }
         let served = self.server.serve(shutdown).await;
         background.cancel();

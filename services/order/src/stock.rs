@@ -33,6 +33,8 @@ pub enum ReleaseReason {
     PaymentFailed,
     /// An item was returned.
     Returned,
+    /// The catalog never answered the reservation, and the order was rejected.
+    TimedOut,
 }
 
 impl ReleaseReason {
@@ -41,6 +43,7 @@ impl ReleaseReason {
             Self::Cancelled => "cancelled",
             Self::PaymentFailed => "payment_failed",
             Self::Returned => "returned",
+            Self::TimedOut => "reservation_timeout",
         }
     }
 }

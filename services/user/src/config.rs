@@ -27,7 +27,8 @@ pub struct UserConfig {
     /// Access-token signing keys: `kid=<base64url 32-byte Ed25519 seed>` entries separated by
     /// commas, the current key first; the others are retired keys still published for
     /// verification. `SHOP_JWT_SIGNING_KEYS` [none: a key is generated at start, with a warning,
-    /// and tokens do not survive a restart nor verify across replicas].
+    /// and tokens do not survive a restart nor verify across replicas; the one-process `shop`
+    /// binary fills this in from the key it keeps in its data directory, see `key_file`].
     pub signing_keys: Option<SecretString>,
     /// Lifetime of access tokens. `SHOP_ACCESS_TOKEN_TTL` [15m].
     pub access_token_ttl: Duration,

@@ -27,6 +27,7 @@ pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod entities;
+pub mod key_file;
 pub mod login;
 pub mod mail;
 pub mod migration;

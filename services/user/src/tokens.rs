@@ -111,6 +111,20 @@ pub fn parse_signing_keys(raw: &str) -> Result<Vec<(String, [u8; 32])>, String> 
     Ok(keys)
 }
 
+/// A fresh random key: its id (`generated-<12 hex digits>`) and its 32-byte seed.
+pub fn generate_key() -> (String, [u8; 32]) {
+    let kid = format!(
+        "generated-{}",
+        &crate::secrets::digest_hex(&crate::secrets::random_bytes::<16>())[..12]
+    );
+    (kid, crate::secrets::random_bytes::<32>())
+}
+
+/// The `SHOP_JWT_SIGNING_KEYS` entry of one key: `kid=<base64url seed>`.
+pub fn signing_key_entry(kid: &str, seed: &[u8; 32]) -> String {
+    format!("{kid}={}", URL_SAFE_NO_PAD.encode(seed))
+}
+
 fn key(kid: String, seed: &[u8; 32]) -> anyhow::Result<Key> {
     let signing = SigningKey::from_bytes(seed);
     let der = signing
@@ -131,16 +145,13 @@ impl Tokens {
                 .map_err(|reason| anyhow::anyhow!(reason))
                 .context("SHOP_JWT_SIGNING_KEYS")?,
             None => {
-                let kid = format!(
-                    "generated-{}",
-                    &crate::secrets::digest_hex(&crate::secrets::random_bytes::<16>())[..12]
-                );
+                let (kid, seed) = generate_key();
                 tracing::warn!(
                     %kid,
                     "SHOP_JWT_SIGNING_KEYS is not set: signing with a key generated at start; tokens will not survive \
                      a restart nor verify across replicas"
                 );
-                vec![(kid, crate::secrets::random_bytes::<32>())]
+                vec![(kid, seed)]
             }
         }
         .into_iter();

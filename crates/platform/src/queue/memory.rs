@@ -1,5 +1,7 @@
 //! The in-process work queue (`memory://`): the same contract as the RabbitMQ adapter, for
-//! tests and single-process development. Nothing survives the process.
+//! tests and single-process development. Nothing survives the process, unless the queue is
+//! journaled to a file ([`super::SqliteQueue`]): then every change that must outlive the
+//! process is recorded there, and [`MemoryQueue::restore`] rebuilds the queues from it.
 //!
 //! Semantics, mirroring RabbitMQ quorum queues as [`super::AmqpQueue`] declares them:
 //! - publishing to a queue that was never declared is refused ([`QueueError::Refused`]), as a
@@ -25,7 +27,11 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{Consumer, Delivery, Message, QueueError, QueueSpec, Settle, WorkQueue, amqp::DEAD_LETTER_EXCHANGE};
+use super::{
+    Consumer, Delivery, Message, QueueError, QueueSpec, Settle, WorkQueue,
+    amqp::DEAD_LETTER_EXCHANGE,
+    journal::{Change, Contents, Journal, Written},
+};
 
 /// The in-process work queue. Clones share the same queues.
 #[derive(Clone, Default)]
@@ -37,6 +43,56 @@ impl MemoryQueue {
     /// An empty set of queues.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The queues of a journal's file, every stored message ready (those delivered but never
+    /// settled before the process stopped included, as if their consumer had been dropped);
+    /// changes from now on are recorded in `journal`.
+    pub(super) fn restore(journal: Journal, contents: Contents) -> Self {
+        let mut state = State {
+            journal: Some(journal),
+            ..State::default()
+        };
+        for queue in contents.queues {
+            state.queues.insert(
+                queue.name,
+                QueueState::new(queue.max_deliveries, queue.dead_letter_queue),
+            );
+        }
+        let mut returned: HashMap<String, Vec<(u64, Stored)>> = HashMap::new();
+        for stored in contents.messages {
+            state.next_seq = state.next_seq.max(stored.seq);
+            if !state.queues.contains_key(&stored.queue) {
+                tracing::warn!(queue = %stored.queue, id = %stored.message.id, "a stored message of an undeclared queue is skipped");
+                continue;
+            }
+            returned.entry(stored.queue).or_default().push((
+                stored.seq,
+                Stored {
+                    seq: stored.seq,
+                    message: stored.message,
+                    deliveries: stored.deliveries,
+                },
+            ));
+        }
+        for (queue, messages) in returned {
+            // Messages that used up their deliveries are dead-lettered now, as on any return.
+            // The moves are recorded without waiting: should they be lost, the next start
+            // dead-letters those messages again.
+            for written in state.return_to_queue(&queue, messages) {
+                drop(written);
+            }
+        }
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    /// Whether the file behind a journaled queue can still be written.
+    pub(super) fn is_writable(&self) -> bool {
+        self.shared.lock().journal.as_ref().is_none_or(Journal::is_open)
     }
 }
 
@@ -75,6 +131,10 @@ struct State {
     queues: HashMap<String, QueueState>,
     next_consumer: u64,
     next_tag: u64,
+    /// The last sequence number given to a stored message.
+    next_seq: u64,
+    /// Where changes are recorded, for a queue that outlives the process.
+    journal: Option<Journal>,
 }
 
 struct QueueState {
@@ -110,6 +170,8 @@ impl QueueState {
 
 #[derive(Clone)]
 struct Stored {
+    /// The message's key in the journal; gives messages an order.
+    seq: u64,
     message: Message,
     /// Deliveries so far.
     deliveries: u32,
@@ -148,14 +210,32 @@ impl DeathReason {
 }
 
 impl State {
-    /// Moves `stored`, taken out of `queue`, to that queue's dead-letter queue (if any).
-    fn dead_letter(&mut self, queue: &str, mut stored: Stored, reason: DeathReason) {
-        let Some(target) = self.queues.get(queue).and_then(|q| q.dead_letter_queue.clone()) else {
-            return;
+    /// Records `change` in the journal, if the queue has one.
+    fn record(&self, change: Change) -> Written {
+        match &self.journal {
+            Some(journal) => journal.record(change),
+            None => Written::done(),
+        }
+    }
+
+    /// A fresh sequence number.
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Moves `stored`, taken out of `queue`, to that queue's dead-letter queue (if any; else
+    /// the message is discarded).
+    fn dead_letter(&mut self, queue: &str, mut stored: Stored, reason: DeathReason) -> Written {
+        let target = self
+            .queues
+            .get(queue)
+            .and_then(|q| q.dead_letter_queue.clone())
+            .filter(|target| self.queues.contains_key(target));
+        let Some(target) = target else {
+            return self.record(Change::Delete { seq: stored.seq });
         };
-        let Some(dead) = self.queues.get_mut(&target) else {
-            return;
-        };
+        let new_seq = self.next_seq();
         let headers = &mut stored.message.headers;
         // Only the first death is recorded, as RabbitMQ does.
         if !headers.contains_key("x-first-death-queue") {
@@ -165,13 +245,23 @@ impl State {
         }
         // The dead-letter queue counts deliveries afresh, as a new queue does in RabbitMQ.
         stored.deliveries = 0;
-        dead.ready.push_back(stored);
-        dead.wake();
+        let written = self.record(Change::Move {
+            seq: stored.seq,
+            new_seq,
+            queue: target.clone(),
+            headers: stored.message.headers.clone(),
+        });
+        stored.seq = new_seq;
+        if let Some(dead) = self.queues.get_mut(&target) {
+            dead.ready.push_back(stored);
+            dead.wake();
+        }
+        written
     }
 
     /// Puts returned messages back at the front of `queue` (in their original order), or
-    /// dead-letters those that used up their deliveries.
-    fn return_to_queue(&mut self, queue: &str, mut returned: Vec<(u64, Stored)>) {
+    /// dead-letters those that used up their deliveries (whose moves are returned).
+    fn return_to_queue(&mut self, queue: &str, mut returned: Vec<(u64, Stored)>) -> Vec<Written> {
         returned.sort_unstable_by_key(|(tag, _)| *tag);
         let mut exhausted = Vec::new();
         if let Some(state) = self.queues.get_mut(queue) {
@@ -184,9 +274,11 @@ impl State {
             }
             state.wake();
         }
-        for stored in exhausted.into_iter().rev() {
-            self.dead_letter(queue, stored, DeathReason::DeliveryLimit);
-        }
+        exhausted
+            .into_iter()
+            .rev()
+            .map(|stored| self.dead_letter(queue, stored, DeathReason::DeliveryLimit))
+            .collect()
     }
 
     /// Takes a delivery for `consumer` if the queue has one and the consumer has room.
@@ -210,6 +302,12 @@ impl State {
             },
         );
         self.next_tag += 1;
+        // Recorded without waiting: a count lost with the process only means one more
+        // delivery before the limit.
+        drop(self.record(Change::Delivered {
+            seq: stored.seq,
+            deliveries: stored.deliveries,
+        }));
         Ok(Some((tag, stored)))
     }
 
@@ -226,17 +324,13 @@ impl State {
     }
 }
 
-fn not_found(queue: &str) -> QueueError {
-    QueueError::Refused(format!("no queue named {queue:?} was declared"))
-}
-
-#[async_trait]
-impl WorkQueue for MemoryQueue {
-    async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
-        let mut state = self.shared.lock();
+impl State {
+    /// Declares `spec`'s queue and its dead-letter queue unless they exist; returns the
+    /// records of what it created.
+    fn declare(&mut self, spec: &QueueSpec) -> Result<Vec<Written>, QueueError> {
         let dead = spec.dead_letter_queue();
         let max_deliveries = spec.max_deliveries.max(1);
-        if let Some(existing) = state.queues.get(&spec.name) {
+        if let Some(existing) = self.queues.get(&spec.name) {
             // RabbitMQ refuses to redeclare a queue with other arguments; so do we.
             if existing.max_deliveries != Some(max_deliveries) || existing.dead_letter_queue.as_ref() != Some(&dead) {
                 return Err(QueueError::Refused(format!(
@@ -245,23 +339,69 @@ impl WorkQueue for MemoryQueue {
                 )));
             }
         }
-        state
-            .queues
-            .entry(dead.clone())
-            .or_insert_with(|| QueueState::new(None, None));
-        state
-            .queues
-            .entry(spec.name.clone())
-            .or_insert_with(|| QueueState::new(Some(max_deliveries), Some(dead)));
+        let mut written = Vec::new();
+        if !self.queues.contains_key(&dead) {
+            self.queues.insert(dead.clone(), QueueState::new(None, None));
+            written.push(self.record(Change::Declare {
+                name: dead.clone(),
+                max_deliveries: None,
+                dead_letter_queue: None,
+            }));
+        }
+        if !self.queues.contains_key(&spec.name) {
+            self.queues.insert(
+                spec.name.clone(),
+                QueueState::new(Some(max_deliveries), Some(dead.clone())),
+            );
+            written.push(self.record(Change::Declare {
+                name: spec.name.clone(),
+                max_deliveries: Some(max_deliveries),
+                dead_letter_queue: Some(dead),
+            }));
+        }
+        Ok(written)
+    }
+}
+
+fn not_found(queue: &str) -> QueueError {
+    QueueError::Refused(format!("no queue named {queue:?} was declared"))
+}
+
+#[async_trait]
+impl WorkQueue for MemoryQueue {
+    async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
+        let written = self.shared.lock().declare(spec)?;
+        for written in written {
+            written.wait().await?;
+        }
         Ok(())
     }
 
     async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), QueueError> {
+        // Stored first, then offered: a consumer never sees a message the file may not keep.
+        let (stored, written) = {
+            let mut state = self.shared.lock();
+            if !state.queues.contains_key(queue) {
+                return Err(not_found(queue));
+            }
+            let stored: Vec<Stored> = messages
+                .into_iter()
+                .map(|message| Stored {
+                    seq: state.next_seq(),
+                    message,
+                    deliveries: 0,
+                })
+                .collect();
+            let written = state.record(Change::Insert {
+                queue: queue.to_owned(),
+                rows: stored.iter().map(|s| (s.seq, s.message.clone())).collect(),
+            });
+            (stored, written)
+        };
+        written.wait().await?;
         let mut state = self.shared.lock();
         let target = state.queues.get_mut(queue).ok_or_else(|| not_found(queue))?;
-        target
-            .ready
-            .extend(messages.into_iter().map(|message| Stored { message, deliveries: 0 }));
+        target.ready.extend(stored);
         target.wake();
         Ok(())
     }
@@ -282,7 +422,7 @@ impl WorkQueue for MemoryQueue {
     }
 
     async fn ready(&self) -> bool {
-        true
+        self.is_writable()
     }
 }
 
@@ -346,7 +486,11 @@ impl Drop for MemoryConsumer {
             .into_iter()
             .filter_map(|tag| queue.unsettled.remove(&tag).map(|unsettled| (tag, unsettled.stored)))
             .collect();
-        state.return_to_queue(&self.queue, returned);
+        // A destructor cannot wait: the moves of exhausted messages are committed in the
+        // background, and should they be lost, the next start dead-letters them again.
+        for written in state.return_to_queue(&self.queue, returned) {
+            drop(written);
+        }
     }
 }
 
@@ -369,21 +513,33 @@ impl fmt::Debug for MemorySettle {
 #[async_trait]
 impl Settle for MemorySettle {
     async fn ack(&self) -> Result<(), QueueError> {
-        self.shared.lock().settle(&self.queue, self.tag).map(drop)
+        let written = {
+            let mut state = self.shared.lock();
+            let stored = state.settle(&self.queue, self.tag)?;
+            state.record(Change::Delete { seq: stored.seq })
+        };
+        written.wait().await
     }
 
     async fn retry(&self) -> Result<(), QueueError> {
-        let mut state = self.shared.lock();
-        let stored = state.settle(&self.queue, self.tag)?;
-        state.return_to_queue(&self.queue, vec![(self.tag, stored)]);
+        let written = {
+            let mut state = self.shared.lock();
+            let stored = state.settle(&self.queue, self.tag)?;
+            state.return_to_queue(&self.queue, vec![(self.tag, stored)])
+        };
+        for written in written {
+            written.wait().await?;
+        }
         Ok(())
     }
 
     async fn dead_letter(&self) -> Result<(), QueueError> {
-        let mut state = self.shared.lock();
-        let stored = state.settle(&self.queue, self.tag)?;
-        state.dead_letter(&self.queue, stored, DeathReason::Rejected);
-        Ok(())
+        let written = {
+            let mut state = self.shared.lock();
+            let stored = state.settle(&self.queue, self.tag)?;
+            state.dead_letter(&self.queue, stored, DeathReason::Rejected)
+        };
+        written.wait().await
     }
 }
 

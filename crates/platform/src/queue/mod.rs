@@ -1,17 +1,24 @@
 //! The work queue: durable publish with publisher confirms, and competing consumers with
 //! manual acknowledgement, bounded prefetch, requeue and dead-lettering after a bounded number
-//! of deliveries. Two adapters obey one contract: RabbitMQ (`amqp://…`) and in-process
-//! (`memory://`), proven by the same test suite.
+//! of deliveries. Three adapters obey one contract, proven by the same test suite: RabbitMQ
+//! (`amqp://…`), in-process (`memory://`), and in-process kept in a SQLite file
+//! (`sqlite://<path>`, the durable queue of the one-process run).
 
 mod amqp;
+mod inspect;
+mod journal;
 mod memory;
+pub mod runner;
+mod sqlite;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
 pub use amqp::AmqpQueue;
+pub use inspect::{DeadLetter, DeadLetters, Death, RedriveError, Selection};
 pub use memory::MemoryQueue;
+pub use sqlite::SqliteQueue;
 
 /// One message on a queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,10 +176,13 @@ impl Delivery {
     }
 }
 
-/// Opens the work queue a URL names: `amqp://…`/`amqps://…` (RabbitMQ) or `memory://`.
+/// Opens the work queue a URL names: `amqp://…`/`amqps://…` (RabbitMQ), `memory://`, or
+/// `sqlite://<path>` (in-process, kept in that file).
 pub async fn from_url(url: &str) -> Result<Arc<dyn WorkQueue>, QueueError> {
     if url.starts_with("memory:") {
         Ok(Arc::new(MemoryQueue::new()))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteQueue::open_url(url).await?))
     } else if url.starts_with("amqp://") || url.starts_with("amqps://") {
         Ok(Arc::new(AmqpQueue::connect(url).await?))
     } else {

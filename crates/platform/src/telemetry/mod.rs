@@ -11,7 +11,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
     Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider,
 };
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer, fmt::writer::BoxMakeWriter, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::{ConfigError, Env};
 
@@ -48,6 +48,9 @@ pub struct TelemetryConfig {
     pub filter: String,
     /// Where to export spans over OTLP/gRPC; no export when absent.
     pub otlp_endpoint: Option<String>,
+    /// Log lines go to standard error instead of standard output: for command-line tools,
+    /// whose standard output is their result.
+    pub log_to_stderr: bool,
 }
 
 impl TelemetryConfig {
@@ -61,6 +64,7 @@ impl TelemetryConfig {
                 None => None,
                 Some(_) => Some(env.url_or("OTEL_EXPORTER_OTLP_ENDPOINT", "", &["http", "https"])?),
             },
+            log_to_stderr: false,
         })
     }
 }
@@ -108,7 +112,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
                 .with_batch_exporter(spans)
                 .with_resource(resource.clone())
                 .build();
-            // Counters such as `catalog.stock.dead_lettered` go out to the same collector.
+            // Counters such as `messaging.process.dead_lettered` go out to the same collector.
             let metrics = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
@@ -125,9 +129,18 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone())));
 
+    let writer = if config.log_to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
     let fmt_layer = match config.format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_target(true)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .with_current_span(true)
             .with_span_list(true)

@@ -9,6 +9,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod proxy;
+pub mod queues;
 
 use std::sync::LazyLock;
 

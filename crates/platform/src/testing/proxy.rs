@@ -1,10 +1,19 @@
 //! A TCP proxy for fault-injection tests: put it between a client and a server (RabbitMQ,
-//! Redis, PostgreSQL), then [`FaultProxy::sever_all`] to break every connection at once, as a
-//! network failure would, and watch the client reconnect through it.
+//! Redis, PostgreSQL), then break the link as a network failure would and watch the client
+//! recover through it:
+//!
+//! - [`FaultProxy::sever_all`] breaks every open connection once (new ones are accepted);
+//! - [`FaultProxy::cut`] breaks every open connection and closes every new one at once until
+//!   [`FaultProxy::restore`]: the server is unreachable for as long as the cut lasts
+//!   ([`FaultProxy::cut_for`] does both around a pause).
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use tokio::{
@@ -16,8 +25,22 @@ use tokio::{
 #[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
-    connections: Arc<Mutex<JoinSet<()>>>,
+    link: Arc<Link>,
     acceptor: JoinHandle<()>,
+}
+
+/// The proxied connections and whether the link is cut.
+#[derive(Debug, Default)]
+struct Link {
+    connections: Mutex<JoinSet<()>>,
+    cut: AtomicBool,
+}
+
+impl Link {
+    fn connections(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        // Nothing panics while holding the lock; if something did, the set is still fine to use.
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl FaultProxy {
@@ -26,13 +49,9 @@ impl FaultProxy {
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let connections = Arc::new(Mutex::new(JoinSet::new()));
-        let acceptor = tokio::spawn(accept(listener, upstream, connections.clone()));
-        Ok(Self {
-            addr,
-            connections,
-            acceptor,
-        })
+        let link = Arc::new(Link::default());
+        let acceptor = tokio::spawn(accept(listener, upstream, link.clone()));
+        Ok(Self { addr, link, acceptor })
     }
 
     /// Where clients connect.
@@ -43,37 +62,67 @@ impl FaultProxy {
     /// Drops every live proxied connection (both sides) at once. New connections are still
     /// accepted.
     pub fn sever_all(&self) {
-        let mut connections = lock(&self.connections);
         // Aborting a task drops its two sockets, which closes both ends.
-        connections.abort_all();
+        self.link.connections().abort_all();
         tracing::debug!(proxy = %self.addr, "severed every proxied connection");
+    }
+
+    /// Cuts the link: drops every live connection, and closes every new one as soon as it is
+    /// accepted, until [`FaultProxy::restore`].
+    pub fn cut(&self) {
+        // The flag first: the acceptor reads it under the connections' lock, so a connection
+        // accepted while the cut begins is either refused or aborted below, never kept.
+        self.link.cut.store(true, Ordering::SeqCst);
+        self.link.connections().abort_all();
+        tracing::debug!(proxy = %self.addr, "link cut");
+    }
+
+    /// Restores a cut link: new connections are proxied again.
+    pub fn restore(&self) {
+        self.link.cut.store(false, Ordering::SeqCst);
+        tracing::debug!(proxy = %self.addr, "link restored");
+    }
+
+    /// Whether the link is cut.
+    pub fn is_cut(&self) -> bool {
+        self.link.cut.load(Ordering::SeqCst)
+    }
+
+    /// Cuts the link for `outage`, then restores it.
+    pub async fn cut_for(&self, outage: Duration) {
+        self.cut();
+        tokio::time::sleep(outage).await;
+        self.restore();
     }
 }
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.acceptor.abort();
-        lock(&self.connections).abort_all();
+        self.link.connections().abort_all();
     }
 }
 
-fn lock(connections: &Mutex<JoinSet<()>>) -> std::sync::MutexGuard<'_, JoinSet<()>> {
-    // Nothing panics while holding the lock; if something did, the set is still fine to use.
-    connections.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn accept(listener: TcpListener, upstream: SocketAddr, connections: Arc<Mutex<JoinSet<()>>>) {
+async fn accept(listener: TcpListener, upstream: SocketAddr, link: Arc<Link>) {
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "fault proxy failed to accept a connection");
+                // Out of file descriptors, typically: do not spin on it.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
-        let mut set = lock(&connections);
+        let mut set = link.connections();
         // Reap finished connections so the set does not grow with every one ever made.
         while set.try_join_next().is_some() {}
+        if link.cut.load(Ordering::SeqCst) {
+            // Dropping the socket closes it: the client sees its connection end at once, as
+            // when the server's host is unreachable and the connection is reset.
+            drop(client);
+            continue;
+        }
         set.spawn(relay(client, peer, upstream));
     }
 }
@@ -91,5 +140,73 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
     match tokio::io::copy_bidirectional(&mut client, &mut server).await {
         Ok((sent, received)) => tracing::trace!(%peer, sent, received, "proxied connection ended"),
         Err(error) => tracing::trace!(%peer, %error, "proxied connection failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// An echo server on loopback; returns its address.
+    async fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0; 64];
+                    while let Ok(read @ 1..) = socket.read(&mut buffer).await {
+                        if socket.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `ping` over `stream` and reads the echo; `None` when the connection is gone.
+    async fn echo(stream: &mut TcpStream) -> Option<[u8; 4]> {
+        stream.write_all(b"ping").await.ok()?;
+        let mut reply = [0; 4];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply)).await;
+        matches!(read, Ok(Ok(4))).then_some(reply)
+    }
+
+    #[tokio::test]
+    async fn a_cut_link_drops_live_connections_and_refuses_new_ones_until_restored() {
+        let proxy = FaultProxy::start(echo_server().await).await.unwrap();
+        let mut before = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo(&mut before).await, Some(*b"ping"));
+
+        proxy.cut();
+        assert!(proxy.is_cut());
+        assert_eq!(
+            echo(&mut before).await,
+            None,
+            "a live connection ends when the link is cut"
+        );
+        let mut during = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo(&mut during).await, None, "a new connection is closed while cut");
+
+        proxy.restore();
+        let mut after = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(
+            echo(&mut after).await,
+            Some(*b"ping"),
+            "connections work again once restored"
+        );
+    }
+
+    #[tokio::test]
+    async fn cut_for_restores_the_link_after_the_outage() {
+        let proxy = FaultProxy::start(echo_server().await).await.unwrap();
+        proxy.cut_for(Duration::from_millis(200)).await;
+        assert!(!proxy.is_cut());
+        let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo(&mut stream).await, Some(*b"ping"));
     }
 }

@@ -154,9 +154,18 @@ impl Ledger {
         if !self.fresh_releases.remove(&(order_id, release_id)) {
             return Outcome::AlreadyReleased;
         }
-        let Some(Reservation::Reserved(held)) = self.reservations.get_mut(&order_id) else {
-            // Nothing was reserved (rejected, or never asked): nothing to give back.
-            return Outcome::Released(0);
+        let held = match self.reservations.get_mut(&order_id) {
+            Some(Reservation::Reserved(held)) => held,
+            // Refused earlier: nothing to give back.
+            Some(Reservation::Rejected(_)) => return Outcome::Released(0),
+            None => {
+                // Released before its reservation arrived (the order was cancelled or timed out
+                // while its ReserveStock was still on the way): the order is closed as refused,
+                // so that a late or re-sent ReserveStock takes nothing.
+                self.new_orders.push(order_id);
+                self.reservations.insert(order_id, Reservation::Rejected(Vec::new()));
+                return Outcome::Released(0);
+            }
         };
         let mut returned = Vec::new();
         for line in lines {
@@ -301,5 +310,24 @@ mod tests {
             "only what is still held"
         );
         assert_eq!(ledger.stock_changes().count(), 0, "everything went back");
+    }
+
+    #[test]
+    fn a_release_before_its_reservation_closes_the_order() {
+        let (product, order) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut ledger = ledger(&[(product, 5)], &[(order, order)]);
+        let release = Command::Release {
+            order_id: order,
+            release_id: order,
+            lines: vec![line(product, 2)],
+        };
+        assert_eq!(ledger.apply(&release), Outcome::Released(0));
+        let late = Command::Reserve {
+            order_id: order,
+            lines: vec![line(product, 2)],
+        };
+        assert_eq!(ledger.apply(&late), Outcome::AlreadyRejected(Vec::new()));
+        assert_eq!(ledger.stock_changes().count(), 0, "the late reservation took nothing");
+        assert_eq!(ledger.new_reservations().count(), 1, "the closed order is recorded");
     }
 }

@@ -1,6 +1,6 @@
 //! The worker's counters, on the global OpenTelemetry meter `shop.catalog` (a no-op until the
-//! process configures a meter provider). Operators watch `catalog.stock.dead_lettered`: every
-//! message there needs a person.
+//! process configures a meter provider). Dead letters and retries are counted by the platform's
+//! consumer runner (`messaging.process.dead_lettered`, `messaging.process.retries`).
 
 use opentelemetry::{KeyValue, metrics::Counter};
 
@@ -11,7 +11,6 @@ use super::{command::Work, ledger::Outcome, store::Applied};
 #[derive(Clone, Debug)]
 pub struct Metrics {
     applied: Counter<u64>,
-    dead_lettered: Counter<u64>,
     batch_failures: Counter<u64>,
 }
 
@@ -23,10 +22,6 @@ impl Metrics {
             applied: meter
                 .u64_counter("catalog.stock.applied")
                 .with_description("Stock messages applied, by outcome")
-                .build(),
-            dead_lettered: meter
-                .u64_counter("catalog.stock.dead_lettered")
-                .with_description("Stock messages sent to the dead-letter queue at once, by reason")
                 .build(),
             batch_failures: meter
                 .u64_counter("catalog.stock.batch_failures")
@@ -51,14 +46,6 @@ impl Metrics {
                 &[KeyValue::new("work", label(work)), KeyValue::new("outcome", outcome)],
             );
         }
-    }
-
-    /// Counts a message dead-lettered because it can never be applied.
-    pub fn dead_lettered(&self, work: Work, reason: &'static str) {
-        self.dead_lettered.add(
-            1,
-            &[KeyValue::new("work", label(work)), KeyValue::new("reason", reason)],
-        );
     }
 
     /// Counts a failed batch transaction.

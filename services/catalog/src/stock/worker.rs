@@ -1,19 +1,20 @@
-//! The consumer loops: each takes a batch of deliveries (`next_batch`), dead-letters at once
-//! what can never be applied, applies the rest in one transaction, and settles the batch only
-//! after the commit: ack on success; on failure each delivery is tried again alone, so that one
-//! bad message cannot take its batch-mates down with it, and what still fails is returned to
-//! the queue after a pause (the queue's delivery limit then dead-letters what keeps failing).
-//! On shutdown, a batch being applied is finished and settled before the loop returns.
+//! The stock worker's consumers: one [`ConsumerRunner`] per inbound queue, each applying
+//! batches of decoded commands in one transaction ([`store::apply_batch`]). The runner does the
+//! rest, as for every consumer in shop: poison to the dead-letter queue at once, outages waited
+//! out with the batch held, other failures retried message by message, ack after commit.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use sea_orm::DatabaseConnection;
 use shop_platform::{
     outbox::OutboxRelay,
-    queue::{Delivery, QueueError, QueueSpec, WorkQueue},
+    queue::{
+        Message, QueueError, QueueSpec, WorkQueue,
+        runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
+    },
     telemetry::propagation,
 };
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -22,11 +23,6 @@ use super::{
     store::{self, Applied, Pending},
 };
 use crate::config::StockConfig;
-
-/// The first pause after a failure; it doubles up to [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_millis(200);
-/// The longest pause after repeated failures.
-const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 /// The stock reservation worker: consumers of `stock.reserve` and `stock.release`.
 #[derive(Debug)]
@@ -38,9 +34,9 @@ pub struct StockWorker {
     metrics: Metrics,
 }
 
-/// A decoded delivery waiting for its batch's transaction.
-struct Decoded {
-    delivery: Delivery,
+/// A decoded message and the span its application runs in (joined to the producer's trace).
+#[derive(Debug)]
+pub struct Decoded {
     command: Command,
     span: tracing::Span,
 }
@@ -78,15 +74,27 @@ impl StockWorker {
     /// Consumes until `shutdown` is cancelled: `workers` consumers on each queue.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let worker = Arc::new(self);
-        let mut consumers = JoinSet::new();
-        for _ in 0..worker.config.workers {
-            for work in [Work::Reserve, Work::Release] {
-                consumers.spawn(Arc::clone(&worker).consume(work, shutdown.clone()));
-            }
-        }
-        while let Some(joined) = consumers.join_next().await {
-            joined?;
-        }
+        let options = RunnerOptions {
+            consumers: worker.config.workers,
+            prefetch: worker.config.prefetch(),
+            batch_size: worker.config.batch_size,
+            linger: worker.config.linger,
+            ..RunnerOptions::default()
+        };
+        let runners = [Work::Reserve, Work::Release].map(|work| {
+            let handler = Arc::new(WorkHandler {
+                worker: Arc::clone(&worker),
+                work,
+            });
+            ConsumerRunner::new(
+                Arc::clone(&worker.queue),
+                worker.queue_name(work),
+                handler,
+                options.clone(),
+            )
+            .run(shutdown.clone())
+        });
+        futures::future::join_all(runners).await;
         Ok(())
     }
 
@@ -96,178 +104,66 @@ impl StockWorker {
             Work::Release => &self.config.release_queue,
         }
     }
+}
 
-    async fn consume(self: Arc<Self>, work: Work, shutdown: CancellationToken) {
-        let queue = self.queue_name(work).to_owned();
-        let mut failures = 0u32;
-        let mut consumer = loop {
-            match self.queue.consume(&queue, self.config.prefetch()).await {
-                Ok(consumer) => break consumer,
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(%queue, %error, "cannot consume yet");
-                    if !pause(&shutdown, failures).await {
-                        return;
-                    }
-                }
-            }
-        };
-        failures = 0;
-        tracing::debug!(%queue, "stock consumer started");
-        loop {
-            // Only the wait for deliveries is cut short by shutdown; a batch in hand is finished.
-            let batch = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                batch = consumer.next_batch(self.config.batch_size, self.config.linger) => batch,
-            };
-            match batch {
-                Ok(deliveries) => {
-                    if self.handle(work, deliveries).await {
-                        failures = 0;
-                    } else {
-                        failures = failures.saturating_add(1);
-                        if !pause(&shutdown, failures).await {
-                            break;
-                        }
-                    }
-                }
-                Err(QueueError::Closed) => break,
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(%queue, %error, "receiving from the queue failed");
-                    if !pause(&shutdown, failures).await {
-                        break;
-                    }
-                }
-            }
-        }
-        // Dropping the consumer returns any delivery it still held to the queue.
-        drop(consumer);
-        tracing::debug!(%queue, "stock consumer stopped");
-    }
+/// The worker's handler for one of its two queues.
+struct WorkHandler {
+    worker: Arc<StockWorker>,
+    work: Work,
+}
 
-    /// Applies and settles one batch; `false` if some of it failed and went back to the queue.
-    async fn handle(&self, work: Work, deliveries: Vec<Delivery>) -> bool {
-        let queue = self.queue_name(work);
-        let mut decoded = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            match command::decode(work, &delivery.message) {
-                Ok(command) => {
-                    let span = tracing::info_span!(
-                        "stock.apply",
-                        otel.kind = "consumer",
-                        messaging.destination.name = %queue,
-                        messaging.message.id = %delivery.message.id,
-                        order_id = %command.order_id(),
-                        trace_id = tracing::field::Empty,
-                    );
-                    propagation::set_remote_parent(&span, propagation::extract_message(&delivery.message.headers));
-                    decoded.push(Decoded {
-                        delivery,
-                        command,
-                        span,
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        %queue,
-                        message_id = %delivery.message.id,
-                        delivery_count = delivery.delivery_count,
-                        %error,
-                        "dead-lettering a message that can never be applied"
-                    );
-                    self.metrics.dead_lettered(work, error.reason());
-                    settle(delivery.dead_letter().await, queue);
-                }
+#[async_trait]
+impl Handler for WorkHandler {
+    type Item = Decoded;
+
+    fn decode(&self, message: &Message) -> Result<Decoded, Poison> {
+        let queue = self.worker.queue_name(self.work);
+        match command::decode(self.work, message) {
+            Ok(command) => {
+                let span = tracing::info_span!(
+                    "stock.apply",
+                    otel.kind = "consumer",
+                    messaging.destination.name = %queue,
+                    messaging.message.id = %message.id,
+                    order_id = %command.order_id(),
+                    trace_id = tracing::field::Empty,
+                );
+                propagation::set_remote_parent(&span, propagation::extract_message(&message.headers));
+                Ok(Decoded { command, span })
             }
-        }
-        if decoded.is_empty() {
-            return true;
-        }
-        match self.apply(work, &decoded).await {
-            Ok(()) => {
-                for one in decoded {
-                    settle(one.delivery.ack().await, queue);
-                }
-                true
-            }
-            Err(error) if decoded.len() > 1 => {
-                tracing::warn!(%queue, size = decoded.len(), error = format!("{error:#}"), "a stock batch failed; applying its messages one by one");
-                let mut all_ok = true;
-                let mut failed = Vec::new();
-                for one in decoded {
-                    match self.apply(work, std::slice::from_ref(&one)).await {
-                        Ok(()) => settle(one.delivery.ack().await, queue),
-                        Err(error) => {
-                            all_ok = false;
-                            tracing::warn!(%queue, message_id = %one.delivery.message.id, delivery_count = one.delivery.delivery_count, error = format!("{error:#}"), "a stock message failed; it goes back to the queue");
-                            failed.push(one.delivery);
-                        }
-                    }
-                }
-                for delivery in failed {
-                    settle(delivery.retry().await, queue);
-                }
-                all_ok
-            }
-            Err(error) => {
-                if let Some(one) = decoded.pop() {
-                    tracing::warn!(%queue, message_id = %one.delivery.message.id, delivery_count = one.delivery.delivery_count, error = format!("{error:#}"), "a stock message failed; it goes back to the queue");
-                    settle(one.delivery.retry().await, queue);
-                }
-                false
-            }
+            Err(error) => Err(Poison::new(error.reason(), error.to_string())),
         }
     }
 
-    /// One transaction for `batch`; then the relay is woken for the answers.
-    async fn apply(&self, work: Work, batch: &[Decoded]) -> anyhow::Result<()> {
+    /// One transaction for the batch; then the relay is woken for the answers.
+    async fn apply(&self, batch: &[Received<'_, Decoded>]) -> anyhow::Result<()> {
+        let worker = &self.worker;
         let pending: Vec<Pending<'_>> = batch
             .iter()
             .map(|one| Pending {
-                message_id: &one.delivery.message.id,
-                command: &one.command,
-                span: &one.span,
+                message_id: one.message_id,
+                command: &one.item.command,
+                span: &one.item.span,
             })
             .collect();
-        let applied = store::apply_batch(&self.db, &self.config.results_queue, &pending).await;
-        let applied = match applied {
+        let applied = match store::apply_batch(&worker.db, &worker.config.results_queue, &pending).await {
             Ok(applied) => applied,
             Err(error) => {
-                self.metrics.batch_failed(work);
+                worker.metrics.batch_failed(self.work);
                 return Err(anyhow::Error::new(error).context("applying a stock batch"));
             }
         };
         for (one, result) in batch.iter().zip(&applied) {
-            one.span
+            one.item
+                .span
                 .in_scope(|| tracing::debug!(outcome = ?result, "stock message applied"));
         }
-        self.metrics.applied(work, &applied);
+        worker.metrics.applied(self.work, &applied);
         if applied.iter().any(|one| matches!(one, Applied::Done(_)))
-            && let Some(relay) = &self.relay
+            && let Some(relay) = &worker.relay
         {
             relay.wake();
         }
         Ok(())
-    }
-}
-
-/// Settling fails only when the delivery's channel is gone; the broker then redelivers the
-/// message, and the inbox makes the redelivery a no-op.
-fn settle(result: Result<(), QueueError>, queue: &str) {
-    if let Err(error) = result {
-        tracing::debug!(%queue, %error, "could not settle a delivery; it will come again");
-    }
-}
-
-/// Sleeps after the `failures`-th failure in a row; `false` if shutdown came first.
-async fn pause(shutdown: &CancellationToken, failures: u32) -> bool {
-    let pause = FIRST_PAUSE
-        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-        .min(MAX_PAUSE);
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(pause) => true,
     }
 }

@@ -5,6 +5,7 @@ pub mod idempotency;
 pub mod item;
 pub mod order;
 pub mod payment;
+pub mod payment_task;
 pub mod refund;
 pub mod release;
 

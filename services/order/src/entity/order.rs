@@ -38,6 +38,10 @@ pub struct Model {
     pub delivered_at: Option<DateTimeUtc>,
     /// When anything about it last changed.
     pub updated_at: DateTimeUtc,
+    /// When the catalog reserved its stock (the order then waits for its capture); set once.
+    pub stock_reserved_at: Option<DateTimeUtc>,
+    /// When the reconciler last asked the catalog again for the reservation.
+    pub reserve_asked_at: Option<DateTimeUtc>,
 }
 
 /// Relations are followed by explicit queries.

@@ -1,10 +1,12 @@
 //! The order service's schema migrations, applied at start (one replica at a time).
 
+mod add_payment_tasks;
 mod create_order_tables;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use shop_platform::outbox::CreateMessagingTables;
 
+pub use add_payment_tasks::AddPaymentTasks;
 pub use create_order_tables::CreateOrderTables;
 
 /// Every migration of the order schema, oldest first.
@@ -14,6 +16,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateMessagingTables), Box::new(CreateOrderTables)]
+        vec![
+            Box::new(CreateMessagingTables),
+            Box::new(CreateOrderTables),
+            Box::new(AddPaymentTasks),
+        ]
     }
 }

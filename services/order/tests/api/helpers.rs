@@ -8,7 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use shop_catalog::{CatalogConfig, CatalogService, StockConfig};
 use shop_order::{
-    ManualClock, OrderConfig, OrderService, ShipmentScheduler, StockQueues,
+    ManualClock, OrderConfig, OrderService, Reconciler, ShipmentScheduler, StockQueues,
     entity::{OrderStatus, order, release},
 };
 use shop_platform::{
@@ -76,6 +76,7 @@ impl Running {
 pub struct OrderInstance {
     pub running: Running,
     pub shipments: ShipmentScheduler,
+    pub reconciler: Reconciler,
     pub client: OrderServiceClient<Channel>,
 }
 
@@ -176,6 +177,7 @@ pub async fn spawn_with(options: Options) -> TestMesh {
     config.user = Target::parse(&format!("http://{}", cart.addr)).unwrap();
     config.queues = queues;
     config.shipment_interval = None; // the tests tick the scheduler themselves
+    config.reconcile.interval = None; // and run the reconciler themselves
     config.ship_after = Duration::from_secs(3600);
     config.deliver_after = Duration::from_secs(2 * 3600);
     (options.configure)(&mut config);
@@ -238,6 +240,7 @@ impl TestMesh {
         }
         let service = builder.build().await.unwrap();
         let shipments = service.shipments();
+        let reconciler = service.reconciler();
         let db = service.db().clone();
         let running = Running::start(service, db).await;
         let client = OrderServiceClient::connect(format!("http://{}", running.addr))
@@ -246,6 +249,7 @@ impl TestMesh {
         self.orders.push(OrderInstance {
             running,
             shipments,
+            reconciler,
             client,
         });
         self.orders.len() - 1
@@ -361,6 +365,11 @@ impl TestMesh {
         let stop = CancellationToken::new();
         tokio::spawn(relay.run(stop.clone()));
         stop.drop_guard()
+    }
+
+    /// One reconciler pass on the first instance.
+    pub async fn reconcile(&self) -> shop_order::reconcile::Reconciled {
+        self.orders[0].reconciler.tick().await.unwrap()
     }
 
     /// One scheduler pass on the first instance.

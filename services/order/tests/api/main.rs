@@ -6,6 +6,7 @@
 mod cart;
 mod catalog;
 mod embedded;
+mod faults;
 mod flow;
 mod helpers;
 mod load;

@@ -3,7 +3,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -13,15 +17,33 @@ use shop_order::{
 };
 use uuid::Uuid;
 
+/// The total the tests' provider declines (the built-in provider's trigger, set as an operator
+/// would with `SHOP_PAYMENT_DECLINE_AMOUNT=402`).
+pub const DECLINE_AMOUNT: i64 = 402;
+
 /// What every instance's provider was asked.
 #[derive(Debug, Default)]
 pub struct CountingPayments {
     /// (order, instance) of each capture asked.
     captures: Mutex<Vec<(Uuid, usize)>>,
     refunds: Mutex<Vec<(Uuid, i64)>>,
+    /// While set, the provider does not answer (a hung provider): calls wait until it clears.
+    hung: AtomicBool,
 }
 
 impl CountingPayments {
+    /// Makes the provider hang (`true`) or answer again (`false`). Hung calls are counted only
+    /// once they are answered.
+    pub fn hang(&self, hung: bool) {
+        self.hung.store(hung, Ordering::SeqCst);
+    }
+
+    async fn answer_when_not_hung(&self) {
+        while self.hung.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The provider of order-service instance `instance`, counting into `self`.
     pub fn for_instance(self: &Arc<Self>, instance: usize) -> Arc<dyn PaymentProvider> {
         Arc::new(Counted {
@@ -70,17 +92,17 @@ struct Counted {
 #[async_trait]
 impl PaymentProvider for Counted {
     async fn capture(&self, capture: &Capture) -> anyhow::Result<CaptureOutcome> {
+        self.counts.answer_when_not_hung().await;
         self.counts
             .captures
             .lock()
             .unwrap()
             .push((capture.order_id, self.instance));
-        TestPaymentProvider::new(Some(shop_order::config::DEFAULT_DECLINE_AMOUNT))
-            .capture(capture)
-            .await
+        TestPaymentProvider::new(Some(DECLINE_AMOUNT)).capture(capture).await
     }
 
     async fn refund(&self, refund: &Refund) -> anyhow::Result<String> {
+        self.counts.answer_when_not_hung().await;
         self.counts
             .refunds
             .lock()

@@ -1,0 +1,372 @@
+//! The consumer runner: the one loop every queue consumer in shop runs. A service supplies a
+//! [`Handler`] (how to decode a message, how to apply a batch in one transaction); the runner
+//! does the rest, the same way everywhere:
+//!
+//! - **Poison goes to the dead-letter queue at once.** A message the handler cannot decode can
+//!   never apply: it is dead-lettered with a log line and a count
+//!   (`messaging.process.dead_lettered`).
+//! - **Transient is not poison.** When applying fails because a dependency is down (database,
+//!   broker, cache, another service: [`crate::fault::is_transient`]), the runner keeps the
+//!   batch in hand and applies it again after a pause (capped exponential backoff with
+//!   jitter), for as long as the outage lasts. Holding the deliveries burns no delivery
+//!   attempts (the broker's delivery limit counts returns), and with a bounded prefetch the
+//!   consumer pulls nothing more while it waits: it stops pulling until its dependency is back.
+//! - **Other failures are counted.** A batch that fails otherwise is split and applied message
+//!   by message, so one bad message cannot fail its batch-mates; a message that still fails is
+//!   returned to the queue after a pause, and the queue's delivery limit dead-letters it if it
+//!   keeps failing.
+//! - **Ack after commit.** Deliveries are acknowledged only after `apply` returned `Ok`, which
+//!   handlers return only after their transaction committed.
+//! - **Shutdown.** Cancelling the token stops the wait for deliveries at once; a batch being
+//!   applied is finished and settled; a batch waiting out an outage is returned to the queue.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use opentelemetry::{KeyValue, metrics::Counter};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivery, Message, QueueError, WorkQueue};
+use crate::{backoff::Backoff, fault};
+
+/// Why a message can never be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Poison {
+    /// A short, stable label for metrics (`undecodable`, `unknown_kind`, `malformed_id`, …).
+    pub reason: &'static str,
+    /// What is wrong, for the log.
+    pub detail: String,
+}
+
+impl Poison {
+    /// A poison message with its metric label and log detail.
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What a consumer does with its messages.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// A decoded message (and whatever the handler keeps with it, such as its span).
+    type Item: Send + Sync;
+
+    /// Decodes and checks one message; `Err` sends it to the dead-letter queue.
+    fn decode(&self, message: &Message) -> Result<Self::Item, Poison>;
+
+    /// Applies `items` (with the message ids of their deliveries) in one transaction, and
+    /// returns only after it committed. An error means nothing at all was applied.
+    async fn apply(&self, items: &[Received<'_, Self::Item>]) -> anyhow::Result<()>;
+}
+
+/// One decoded delivery, as [`Handler::apply`] sees it.
+#[derive(Debug)]
+pub struct Received<'a, T> {
+    /// The message's id (consumers record it in their inbox).
+    pub message_id: &'a str,
+    /// How many times the message has been delivered, this time included.
+    pub delivery_count: u32,
+    /// The decoded message.
+    pub item: &'a T,
+}
+
+/// How a runner consumes.
+#[derive(Clone, Debug)]
+pub struct RunnerOptions {
+    /// Concurrent consumers on the queue.
+    pub consumers: usize,
+    /// Unsettled deliveries each consumer holds at most.
+    pub prefetch: u16,
+    /// Messages applied per transaction (1: one at a time).
+    pub batch_size: usize,
+    /// How long to wait for more messages to fill a batch.
+    pub linger: Duration,
+    /// The first pause after a failure; it doubles up to `max_pause`.
+    pub first_pause: Duration,
+    /// The longest pause after repeated failures.
+    pub max_pause: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        Self {
+            consumers: 1,
+            prefetch: 16,
+            batch_size: 1,
+            linger: Duration::ZERO,
+            first_pause: Duration::from_millis(100),
+            max_pause: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs a [`Handler`] on one queue.
+pub struct ConsumerRunner<H: Handler> {
+    queue: Arc<dyn WorkQueue>,
+    name: String,
+    handler: Arc<H>,
+    options: RunnerOptions,
+    metrics: RunnerMetrics,
+}
+
+impl<H: Handler> fmt::Debug for ConsumerRunner<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerRunner")
+            .field("queue", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> ConsumerRunner<H> {
+    /// A runner applying the messages of `queue_name` with `handler`.
+    pub fn new(
+        queue: Arc<dyn WorkQueue>,
+        queue_name: impl Into<String>,
+        handler: Arc<H>,
+        options: RunnerOptions,
+    ) -> Self {
+        Self {
+            queue,
+            name: queue_name.into(),
+            handler,
+            options,
+            metrics: RunnerMetrics::new(),
+        }
+    }
+
+    /// Consumes with `options.consumers` consumers until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let runner = Arc::new(self);
+        let mut consumers = JoinSet::new();
+        for _ in 0..runner.options.consumers.max(1) {
+            consumers.spawn(Arc::clone(&runner).consume(shutdown.clone()));
+        }
+        while let Some(joined) = consumers.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(queue = %runner.name, %error, "a consumer task failed");
+            }
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.options.first_pause, self.options.max_pause)
+    }
+
+    async fn consume(self: Arc<Self>, shutdown: CancellationToken) {
+        let queue = self.name.as_str();
+        let mut backoff = self.backoff();
+        let mut consumer = loop {
+            match self.queue.consume(queue, self.options.prefetch).await {
+                Ok(consumer) => break consumer,
+                Err(error) => {
+                    tracing::warn!(%queue, %error, "cannot consume yet");
+                    if !backoff.wait(&shutdown).await {
+                        return;
+                    }
+                }
+            }
+        };
+        backoff.reset();
+        tracing::debug!(%queue, "consumer started");
+        loop {
+            // Only the wait for deliveries is cut short by shutdown; a batch in hand is finished.
+            let batch = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                batch = consumer.next_batch(self.options.batch_size.max(1), self.options.linger) => batch,
+            };
+            match batch {
+                Ok(deliveries) => {
+                    backoff.reset();
+                    self.handle(deliveries, &shutdown).await;
+                }
+                Err(QueueError::Closed) => break,
+                Err(error) => {
+                    tracing::warn!(%queue, %error, "receiving from the queue failed");
+                    if !backoff.wait(&shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+        // Dropping the consumer returns any delivery it still held to the queue.
+        drop(consumer);
+        tracing::debug!(%queue, "consumer stopped");
+    }
+
+    /// Decodes, applies and settles one batch.
+    async fn handle(&self, deliveries: Vec<Delivery>, shutdown: &CancellationToken) {
+        let queue = self.name.as_str();
+        let mut decoded = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match self.handler.decode(&delivery.message) {
+                Ok(item) => decoded.push((delivery, item)),
+                Err(poison) => {
+                    tracing::warn!(
+                        %queue,
+                        message_id = %delivery.message.id,
+                        kind = %delivery.message.kind,
+                        delivery_count = delivery.delivery_count,
+                        reason = poison.reason,
+                        error = %poison.detail,
+                        "dead-lettering a message that can never be applied"
+                    );
+                    self.metrics.dead_lettered(queue, poison.reason);
+                    settle(delivery.dead_letter().await, queue);
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return;
+        }
+        match self.apply_through_outages(&decoded, shutdown).await {
+            Applied::Committed => {
+                for (delivery, _) in decoded {
+                    settle(delivery.ack().await, queue);
+                }
+            }
+            // Dropped unsettled: the broker returns them to the queue for after the restart.
+            Applied::ShuttingDown => {}
+            Applied::Failed(error) if decoded.len() > 1 => {
+                tracing::warn!(%queue, size = decoded.len(), error = format!("{error:#}"), "a batch failed; applying its messages one by one");
+                for one in decoded {
+                    let single = [one];
+                    match self.apply_through_outages(&single, shutdown).await {
+                        Applied::Committed => {
+                            let [(delivery, _)] = single;
+                            settle(delivery.ack().await, queue);
+                        }
+                        Applied::ShuttingDown => return,
+                        Applied::Failed(error) => {
+                            let [(delivery, _)] = single;
+                            self.give_back(delivery, &error, shutdown).await;
+                        }
+                    }
+                }
+            }
+            Applied::Failed(error) => {
+                for (delivery, _) in decoded {
+                    self.give_back(delivery, &error, shutdown).await;
+                }
+            }
+        }
+    }
+
+    /// Applies `batch`, waiting out transient failures for as long as they last.
+    async fn apply_through_outages(&self, batch: &[(Delivery, H::Item)], shutdown: &CancellationToken) -> Applied {
+        let queue = self.name.as_str();
+        let received: Vec<Received<'_, H::Item>> = batch
+            .iter()
+            .map(|(delivery, item)| Received {
+                message_id: &delivery.message.id,
+                delivery_count: delivery.delivery_count,
+                item,
+            })
+            .collect();
+        let mut backoff = self.backoff();
+        loop {
+            let error = match self.handler.apply(&received).await {
+                Ok(()) => {
+                    if backoff.failures() > 0 {
+                        tracing::info!(%queue, retries = backoff.failures(), "dependency back; batch applied");
+                    }
+                    return Applied::Committed;
+                }
+                Err(error) => error,
+            };
+            if !fault::is_transient(&error) {
+                return Applied::Failed(error);
+            }
+            self.metrics.retried(queue, "transient");
+            let pause = backoff.next_pause();
+            // The first failure and then every tenth, so a long outage does not flood the log.
+            if backoff.failures() % 10 == 1 {
+                tracing::warn!(%queue, size = batch.len(), retries = backoff.failures() - 1, ?pause, error = format!("{error:#}"), "a dependency is down; holding the batch and retrying");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Applied::ShuttingDown,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Returns a message that failed for a reason other than an outage to the queue, after a
+    /// pause so that it does not spin; this counts towards the queue's delivery limit.
+    async fn give_back(&self, delivery: Delivery, error: &anyhow::Error, shutdown: &CancellationToken) {
+        let queue = self.name.as_str();
+        tracing::warn!(%queue, message_id = %delivery.message.id, delivery_count = delivery.delivery_count, error = format!("{error:#}"), "a message failed; it goes back to the queue");
+        self.metrics.retried(queue, "failed");
+        let mut backoff = self.backoff();
+        for _ in 0..delivery.delivery_count.min(8) {
+            backoff.next_pause();
+        }
+        if backoff.wait(shutdown).await {
+            settle(delivery.retry().await, queue);
+        }
+    }
+}
+
+/// What applying a batch came to.
+enum Applied {
+    Committed,
+    ShuttingDown,
+    Failed(anyhow::Error),
+}
+
+/// Settling fails only when the delivery's channel is gone; the broker then redelivers the
+/// message, and the consumer's inbox makes the redelivery a no-op.
+fn settle(result: Result<(), QueueError>, queue: &str) {
+    if let Err(error) = result {
+        tracing::debug!(%queue, %error, "could not settle a delivery; it will come again");
+    }
+}
+
+/// The runner's counters, on the global OpenTelemetry meter `shop.messaging` (a no-op until
+/// the process configures a meter provider).
+#[derive(Clone, Debug)]
+struct RunnerMetrics {
+    dead_lettered: Counter<u64>,
+    retried: Counter<u64>,
+}
+
+impl RunnerMetrics {
+    fn new() -> Self {
+        let meter = opentelemetry::global::meter("shop.messaging");
+        Self {
+            dead_lettered: meter
+                .u64_counter("messaging.process.dead_lettered")
+                .with_description("Messages sent to the dead-letter queue at once because they can never apply, by reason")
+                .build(),
+            retried: meter
+                .u64_counter("messaging.process.retries")
+                .with_description("Applications retried: `transient` (a dependency was down; the message was held) or `failed` (returned to the queue)")
+                .build(),
+        }
+    }
+
+    fn dead_lettered(&self, queue: &str, reason: &'static str) {
+        self.dead_lettered.add(
+            1,
+            &[
+                KeyValue::new("messaging.destination.name", queue.to_owned()),
+                KeyValue::new("reason", reason),
+            ],
+        );
+    }
+
+    fn retried(&self, queue: &str, kind: &'static str) {
+        self.retried.add(
+            1,
+            &[
+                KeyValue::new("messaging.destination.name", queue.to_owned()),
+                KeyValue::new("kind", kind),
+            ],
+        );
+    }
+}

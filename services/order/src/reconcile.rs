@@ -1,0 +1,215 @@
+//! Nothing waits forever. An order stays `pending` until the catalog answers its ReserveStock;
+//! if that answer is slow (a backlog), lost (an operator purged a queue) or never coming (the
+//! message was dead-lettered), the reconciler acts:
+//!
+//! - after `retry_after` without an answer, it asks again: a new ReserveStock for the order,
+//!   and again after each further `retry_after`. The catalog keys reservations by order id, so
+//!   a repeated ask reserves nothing twice; it answers with the outcome it already decided
+//!   (which is why the ask goes out under a new message id: under the old one the catalog's
+//!   inbox would drop it unanswered);
+//! - after `give_up_after` without an answer, it rejects the order (`reservation_timeout`),
+//!   voids its payment and releases its stock. The catalog gives back whatever it reserved, or,
+//!   if the release arrives before any reservation, closes the order so a late ReserveStock
+//!   takes nothing.
+//!
+//! Orders whose stock is reserved and whose capture is under way are not the reconciler's:
+//! the payment worker retries the capture until the provider answers.
+//!
+//! Safe with several replicas: each pass takes its orders with `FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL (the SQLite write transaction serialises passes), and re-checks their state.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, LockBehavior, LockType},
+};
+use shop_platform::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    clock,
+    context::Context,
+    entity::{OrderStatus, PaymentStatus, order},
+    stock::{self, ReleaseReason},
+    store::{self, OrderRecord},
+};
+
+/// Orders handled per transaction.
+const BATCH: u64 = 100;
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Orders whose reservation was asked again.
+    pub asked_again: u64,
+    /// Orders rejected for want of an answer, their stock released.
+    pub timed_out: u64,
+}
+
+/// Finds pending orders the catalog has not answered, and acts on them.
+#[derive(Clone, Debug)]
+pub struct Reconciler {
+    ctx: Context,
+}
+
+impl Reconciler {
+    pub(crate) fn new(ctx: Context) -> Self {
+        Self { ctx }
+    }
+
+    /// Runs a pass every `interval` until `shutdown`.
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(interval, interval.saturating_mul(12));
+        loop {
+            let pause = match self.tick().await {
+                Ok(done) => {
+                    if done != Reconciled::default() {
+                        tracing::info!(
+                            asked_again = done.asked_again,
+                            timed_out = done.timed_out,
+                            "pending orders reconciled"
+                        );
+                    }
+                    backoff.reset();
+                    interval
+                }
+                Err(error) => {
+                    let pause = backoff.next_pause();
+                    tracing::warn!(error = format!("{error:#}"), retry_in = ?pause, "reconciliation pass failed");
+                    pause
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One pass, as of the clock's now: first the orders past `give_up_after`, then the ones
+    /// to ask again.
+    pub async fn tick(&self) -> anyhow::Result<Reconciled> {
+        let timed_out = self.give_up().await.context("rejecting unanswered orders")?;
+        let asked_again = self.ask_again().await.context("asking again for reservations")?;
+        Ok(Reconciled { asked_again, timed_out })
+    }
+
+    /// Pending orders the catalog has not answered (stock not reserved) placed before `placed_before`
+    /// and matching `extra`, locked.
+    async fn unanswered(
+        &self,
+        txn: &DatabaseTransaction,
+        placed_before: DateTime<Utc>,
+        extra: Condition,
+    ) -> anyhow::Result<Vec<OrderRecord>> {
+        let orders = order::Entity::find()
+            .filter(order::Column::Status.eq(OrderStatus::Pending))
+            .filter(order::Column::StockReservedAt.is_null())
+            .filter(order::Column::PlacedAt.lte(placed_before))
+            .filter(extra)
+            .order_by_asc(order::Column::PlacedAt)
+            .limit(BATCH)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .all(txn)
+            .await?;
+        store::complete(txn, orders).await
+    }
+
+    async fn give_up(&self) -> anyhow::Result<u64> {
+        let config = &self.ctx.config.reconcile;
+        let mut total = 0;
+        loop {
+            let txn = store::begin_write(&self.ctx.db).await?;
+            let now = self.ctx.clock.now();
+            let due = self
+                .unanswered(&txn, clock::before(now, config.give_up_after), Condition::all())
+                .await?;
+            let count = due.len() as u64;
+            for record in due {
+                reject_unanswered(&self.ctx, &txn, record, now).await?;
+            }
+            txn.commit().await?;
+            if count > 0 {
+                self.ctx.relay.wake();
+            }
+            total += count;
+            if count < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn ask_again(&self) -> anyhow::Result<u64> {
+        let config = &self.ctx.config.reconcile;
+        let mut total = 0;
+        loop {
+            let txn = store::begin_write(&self.ctx.db).await?;
+            let now = self.ctx.clock.now();
+            let last_ask_before = clock::before(now, config.retry_after);
+            let not_asked_lately = Condition::any()
+                .add(order::Column::ReserveAskedAt.is_null())
+                .add(order::Column::ReserveAskedAt.lte(last_ask_before));
+            let due = self.unanswered(&txn, last_ask_before, not_asked_lately).await?;
+            let count = due.len() as u64;
+            for record in &due {
+                stock::reserve(&txn, &self.ctx.config.queues, record.order.id, &record.items).await?;
+            }
+            if count > 0 {
+                let ids: Vec<Uuid> = due.iter().map(|record| record.order.id).collect();
+                order::Entity::update_many()
+                    .col_expr(order::Column::ReserveAskedAt, Expr::value(now))
+                    .filter(order::Column::Id.is_in(ids))
+                    .exec(&txn)
+                    .await?;
+                tracing::info!(count, "asked the catalog again for unanswered reservations");
+            }
+            txn.commit().await?;
+            if count > 0 {
+                self.ctx.relay.wake();
+            }
+            total += count;
+            if count < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Rejects an order the catalog never answered and releases its stock (the catalog gives back
+/// what it reserved, if anything).
+async fn reject_unanswered(
+    ctx: &Context,
+    txn: &DatabaseTransaction,
+    record: OrderRecord,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let order_id = record.order.id;
+    let mut order = record.order.clone().into_active_model();
+    order.status = Set(OrderStatus::Rejected);
+    order.status_reason = Set(Some("reservation_timeout".into()));
+    order.updated_at = Set(now);
+    order.update(txn).await?;
+    let mut payment = record.payment.clone().into_active_model();
+    payment.status = Set(PaymentStatus::Voided);
+    payment.updated_at = Set(now);
+    payment.update(txn).await?;
+    store::cancel_unshipped_items(txn, order_id).await?;
+    stock::release(
+        txn,
+        &ctx.config.queues,
+        order_id,
+        order_id,
+        ReleaseReason::TimedOut,
+        &record.items,
+        now,
+    )
+    .await?;
+    tracing::warn!(%order_id, placed_at = %record.order.placed_at, "order rejected: the catalog never answered its reservation");
+    Ok(())
+}

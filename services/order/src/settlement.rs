@@ -1,0 +1,478 @@
+//! Money after commit. A state change that moves money (a reservation to pay for, a
+//! cancellation or a return to refund) records a [`payment_task`] row in its own transaction
+//! and commits; the provider is called only afterwards, outside any transaction and without
+//! the order's row lock, with a timeout; its answer is recorded in a second transaction. So:
+//!
+//! - a provider that hangs holds no lock and no connection, and delays only its own order;
+//! - a provider that fails (or times out) is asked again later, with backoff, for as long as
+//!   it takes; the task's id is the provider's idempotency key, so asking twice moves the money
+//!   once;
+//! - a caller that disconnects, or a process that dies, between the commit and the provider's
+//!   answer leaves a task that the [`PaymentWorker`] of any replica carries out: a refund is
+//!   never paid with the order still `paid`, and never lost.
+//!
+//! A worker takes a task with one conditional UPDATE (`next_attempt_at <= now`, moved past its
+//! attempt), so replicas never carry out the same task at once; outcomes are recorded only
+//! while the task is still `requested`, so a second answer changes nothing. Task times come
+//! from the wall clock (they pace infrastructure), business times from the service's clock.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, ExprTrait as _},
+};
+use shop_platform::backoff::Backoff;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    context::Context,
+    entity::{
+        OrderStatus, PaymentStatus, payment,
+        payment_task::{self, TaskKind, TaskState},
+        refund,
+    },
+    payment::{Capture, CaptureOutcome, Refund},
+    stock::{self, ReleaseReason},
+    store::{self, OrderRecord},
+};
+
+/// Tasks carried out at once by one worker.
+const CONCURRENCY: usize = 16;
+/// Tasks taken per pass.
+const BATCH: u64 = 64;
+/// How long a worker holds a task beyond the provider timeout before another may take it: time
+/// to record the answer. Correctness does not depend on it (a second attempt asks the provider
+/// under the same idempotency key, and only the first record counts).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How often the worker looks for due tasks when nobody wakes it.
+const POLL: Duration = Duration::from_secs(1);
+/// Retry pauses after provider failures: 1 s doubling to 5 min.
+fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(300))
+}
+
+/// The capture task of an order; its id is the provider's idempotency key for the capture.
+pub fn capture_id(order_id: Uuid) -> Uuid {
+    Uuid::new_v5(&order_id, b"shop.capture")
+}
+
+/// The refund task of a cancellation (whole order) or a return (one item). Derived from what is
+/// refunded, never random: a cancel or return asked twice refunds once.
+pub fn refund_id(order_id: Uuid, item_id: Option<Uuid>) -> Uuid {
+    match item_id {
+        Some(item_id) => Uuid::new_v5(&item_id, b"shop.refund.return"),
+        None => Uuid::new_v5(&order_id, b"shop.refund.cancel"),
+    }
+}
+
+/// Records, in the caller's transaction, that the order's total is to be captured.
+pub(crate) async fn request_capture<C: ConnectionTrait>(conn: &C, record: &OrderRecord) -> Result<Uuid, DbErr> {
+    let id = capture_id(record.order.id);
+    insert_task(
+        conn,
+        id,
+        record.order.id,
+        TaskKind::Capture,
+        None,
+        record.payment.amount,
+        &record.payment.currency,
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Records, in the caller's transaction, that `amount` of `payment` is to be refunded (for
+/// `item_id`, or the whole order). Returns the task's id.
+pub(crate) async fn request_refund<C: ConnectionTrait>(
+    conn: &C,
+    payment: &payment::Model,
+    item_id: Option<Uuid>,
+    amount: i64,
+) -> Result<Uuid, DbErr> {
+    let id = refund_id(payment.order_id, item_id);
+    insert_task(
+        conn,
+        id,
+        payment.order_id,
+        TaskKind::Refund,
+        item_id,
+        amount,
+        &payment.currency,
+    )
+    .await?;
+    Ok(id)
+}
+
+async fn insert_task<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+    order_id: Uuid,
+    kind: TaskKind,
+    item_id: Option<Uuid>,
+    amount: i64,
+    currency: &str,
+) -> Result<(), DbErr> {
+    let now = Utc::now();
+    payment_task::Entity::insert(payment_task::ActiveModel {
+        id: Set(id),
+        order_id: Set(order_id),
+        kind: Set(kind),
+        item_id: Set(item_id),
+        amount: Set(amount),
+        currency: Set(currency.to_owned()),
+        state: Set(TaskState::Requested),
+        attempts: Set(0),
+        next_attempt_at: Set(now),
+        last_error: Set(None),
+        provider_reference: Set(None),
+        created_at: Set(now),
+        completed_at: Set(None),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(payment_task::Column::Id)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// Carries out open payment tasks: woken after commits that requested one, and polling for
+/// tasks that are due again (after a failure, or left by a worker that died).
+#[derive(Clone, Debug)]
+pub struct PaymentWorker {
+    ctx: Context,
+}
+
+impl PaymentWorker {
+    /// A worker for the service's tasks.
+    pub(crate) fn new(ctx: Context) -> Self {
+        Self { ctx }
+    }
+
+    /// Works until `shutdown`; a task being carried out is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(POLL, Duration::from_secs(30));
+        loop {
+            let pause = match self.run_due().await {
+                Ok(count) if count as u64 >= BATCH => Duration::ZERO,
+                Ok(_) => {
+                    backoff.reset();
+                    POLL
+                }
+                Err(error) => {
+                    let pause = backoff.next_pause();
+                    tracing::warn!(error = format!("{error:#}"), retry_in = ?pause, "payment worker pass failed");
+                    pause
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.ctx.payments_due.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One pass: carries out every task due now (up to a batch). Returns how many were taken.
+    pub async fn run_due(&self) -> anyhow::Result<usize> {
+        let due: Vec<Uuid> = payment_task::Entity::find()
+            .select_only()
+            .column(payment_task::Column::Id)
+            .filter(payment_task::Column::State.eq(TaskState::Requested))
+            .filter(payment_task::Column::NextAttemptAt.lte(Utc::now()))
+            .order_by_asc(payment_task::Column::NextAttemptAt)
+            .limit(BATCH)
+            .into_tuple()
+            .all(&self.ctx.db)
+            .await
+            .context("looking for due payment tasks")?;
+        let count = due.len();
+        futures::stream::iter(due)
+            .for_each_concurrent(CONCURRENCY, |id| async move {
+                if let Err(error) = attempt(&self.ctx, id).await {
+                    tracing::warn!(task_id = %id, error = format!("{error:#}"), "payment task attempt failed; it will be retried");
+                }
+            })
+            .await;
+        Ok(count)
+    }
+}
+
+/// Carries out task `id` now, unless another worker holds it or it is finished. An `Err` means
+/// the outcome could not be recorded (the database is down); the task is tried again later.
+pub(crate) async fn attempt(ctx: &Context, id: Uuid) -> anyhow::Result<()> {
+    let Some(task) = take(ctx, id).await? else {
+        return Ok(());
+    };
+    let call = call_provider(ctx, &task);
+    match tokio::time::timeout(ctx.config.payment_timeout, call).await {
+        Ok(Ok(outcome)) => record(ctx, &task, outcome).await,
+        Ok(Err(error)) => postpone(ctx, &task, &format!("{error:#}")).await,
+        Err(_elapsed) => {
+            let timeout = ctx.config.payment_timeout;
+            postpone(
+                ctx,
+                &task,
+                &format!("the payment provider did not answer within {timeout:?}"),
+            )
+            .await
+        }
+    }
+}
+
+/// Takes task `id` for one attempt: one conditional UPDATE, so at most one worker wins.
+async fn take(ctx: &Context, id: Uuid) -> anyhow::Result<Option<payment_task::Model>> {
+    let now = Utc::now();
+    let lease = chrono::Duration::from_std(ctx.config.payment_timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
+    let taken = payment_task::Entity::update_many()
+        .col_expr(payment_task::Column::NextAttemptAt, Expr::value(now + lease))
+        .col_expr(
+            payment_task::Column::Attempts,
+            Expr::col(payment_task::Column::Attempts).add(1),
+        )
+        .filter(payment_task::Column::Id.eq(id))
+        .filter(payment_task::Column::State.eq(TaskState::Requested))
+        .filter(payment_task::Column::NextAttemptAt.lte(now))
+        .exec(&ctx.db)
+        .await
+        .context("taking a payment task")?;
+    if taken.rows_affected == 0 {
+        return Ok(None);
+    }
+    payment_task::Entity::find_by_id(id)
+        .one(&ctx.db)
+        .await
+        .context("reading a payment task")
+}
+
+/// What the provider said.
+enum Outcome {
+    Captured(String),
+    Declined(String),
+    Refunded(String),
+}
+
+async fn call_provider(ctx: &Context, task: &payment_task::Model) -> anyhow::Result<Outcome> {
+    match task.kind {
+        TaskKind::Capture => {
+            let capture = Capture {
+                order_id: task.order_id,
+                amount: task.amount,
+                currency: task.currency.clone(),
+            };
+            Ok(match ctx.payments.capture(&capture).await? {
+                CaptureOutcome::Captured { reference } => Outcome::Captured(reference),
+                CaptureOutcome::Declined { reason } => Outcome::Declined(reason),
+            })
+        }
+        TaskKind::Refund => {
+            let refund = Refund {
+                refund_id: task.id,
+                order_id: task.order_id,
+                amount: task.amount,
+                currency: task.currency.clone(),
+            };
+            Ok(Outcome::Refunded(ctx.payments.refund(&refund).await?))
+        }
+    }
+}
+
+/// The provider failed: try again after a pause that grows with the attempts.
+async fn postpone(ctx: &Context, task: &payment_task::Model, error: &str) -> anyhow::Result<()> {
+    let failures = u32::try_from(task.attempts).unwrap_or(u32::MAX);
+    let pause = retry_backoff().pause_after(failures);
+    tracing::warn!(task_id = %task.id, order_id = %task.order_id, kind = ?task.kind, attempts = task.attempts, retry_in = ?pause, %error, "the payment provider failed; the task will be retried");
+    payment_task::Entity::update_many()
+        .col_expr(
+            payment_task::Column::NextAttemptAt,
+            Expr::value(Utc::now() + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::MAX)),
+        )
+        .col_expr(
+            payment_task::Column::LastError,
+            Expr::value(error.chars().take(500).collect::<String>()),
+        )
+        .filter(payment_task::Column::Id.eq(task.id))
+        .filter(payment_task::Column::State.eq(TaskState::Requested))
+        .exec(&ctx.db)
+        .await
+        .context("postponing a payment task")?;
+    Ok(())
+}
+
+/// Records what the provider did, with the order's row locked.
+async fn record(ctx: &Context, task: &payment_task::Model, outcome: Outcome) -> anyhow::Result<()> {
+    let txn = store::begin_write(&ctx.db).await?;
+    let Some(record) = store::lock(&txn, task.order_id).await? else {
+        txn.rollback().await?;
+        return Ok(());
+    };
+    let (state, reference) = match &outcome {
+        Outcome::Captured(reference) | Outcome::Refunded(reference) => (TaskState::Done, Some(reference.clone())),
+        Outcome::Declined(_) => (TaskState::Declined, None),
+    };
+    let finished = payment_task::Entity::update_many()
+        .col_expr(payment_task::Column::State, Expr::value(state))
+        .col_expr(payment_task::Column::ProviderReference, Expr::value(reference))
+        .col_expr(payment_task::Column::CompletedAt, Expr::value(Utc::now()))
+        .filter(payment_task::Column::Id.eq(task.id))
+        .filter(payment_task::Column::State.eq(TaskState::Requested))
+        .exec(&txn)
+        .await?;
+    if finished.rows_affected == 0 {
+        // Another attempt recorded it first.
+        txn.rollback().await?;
+        return Ok(());
+    }
+    let now = ctx.clock.now();
+    let follow_up = match outcome {
+        Outcome::Captured(reference) => captured(&txn, record, reference, now).await?,
+        Outcome::Declined(reason) => declined(ctx, &txn, record, &reason, now).await?,
+        Outcome::Refunded(reference) => {
+            refunded(&txn, task, &record.payment, reference, now).await?;
+            FollowUp::default()
+        }
+    };
+    txn.commit().await?;
+    if follow_up.released {
+        ctx.relay.wake();
+    }
+    if let Some(refund) = follow_up.refund {
+        Box::pin(attempt(ctx, refund)).await?;
+    }
+    Ok(())
+}
+
+/// What a recorded outcome set in motion.
+#[derive(Debug, Default)]
+struct FollowUp {
+    /// A ReleaseStock was written to the outbox.
+    released: bool,
+    /// A refund was requested.
+    refund: Option<Uuid>,
+}
+
+async fn captured(
+    txn: &DatabaseTransaction,
+    record: OrderRecord,
+    reference: String,
+    now: DateTime<Utc>,
+) -> anyhow::Result<FollowUp> {
+    let order_id = record.order.id;
+    let mut payment = record.payment.clone().into_active_model();
+    payment.status = Set(PaymentStatus::Captured);
+    payment.provider_reference = Set(Some(reference));
+    payment.captured_at = Set(Some(now));
+    payment.updated_at = Set(now);
+    let payment = payment.update(txn).await?;
+    match record.order.status {
+        OrderStatus::Pending => {
+            let mut order = record.order.into_active_model();
+            order.status = Set(OrderStatus::Paid);
+            order.paid_at = Set(Some(now));
+            order.updated_at = Set(now);
+            order.update(txn).await?;
+            tracing::info!(%order_id, amount = payment.amount, "order paid");
+            Ok(FollowUp::default())
+        }
+        status => {
+            // Cancelled while the capture was under way (its stock went back then): the money
+            // goes back too.
+            let amount = payment.amount - payment.refunded;
+            tracing::info!(%order_id, ?status, amount, "captured for an order that no longer wants it; refunding");
+            let refund = request_refund(txn, &payment, None, amount).await?;
+            Ok(FollowUp {
+                released: false,
+                refund: Some(refund),
+            })
+        }
+    }
+}
+
+async fn declined(
+    ctx: &Context,
+    txn: &DatabaseTransaction,
+    record: OrderRecord,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<FollowUp> {
+    let order_id = record.order.id;
+    let mut payment = record.payment.clone().into_active_model();
+    payment.status = Set(PaymentStatus::Declined);
+    payment.declined_at = Set(Some(now));
+    payment.updated_at = Set(now);
+    payment.update(txn).await?;
+    if record.order.status != OrderStatus::Pending {
+        // Cancelled meanwhile: its stock already went back.
+        return Ok(FollowUp::default());
+    }
+    let mut order = record.order.clone().into_active_model();
+    order.status = Set(OrderStatus::PaymentFailed);
+    order.status_reason = Set(Some("payment_declined".into()));
+    order.updated_at = Set(now);
+    order.update(txn).await?;
+    store::cancel_unshipped_items(txn, order_id).await?;
+    let released = stock::release(
+        txn,
+        &ctx.config.queues,
+        order_id,
+        order_id,
+        ReleaseReason::PaymentFailed,
+        &record.items,
+        now,
+    )
+    .await?;
+    tracing::info!(%order_id, %reason, "payment declined; stock released");
+    Ok(FollowUp { released, refund: None })
+}
+
+async fn refunded(
+    txn: &DatabaseTransaction,
+    task: &payment_task::Model,
+    payment: &payment::Model,
+    reference: String,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    refund::ActiveModel {
+        id: Set(task.id),
+        order_id: Set(task.order_id),
+        item_id: Set(task.item_id),
+        amount: Set(task.amount),
+        provider_reference: Set(reference),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    let refunded = payment.refunded.saturating_add(task.amount);
+    let mut updated = payment.clone().into_active_model();
+    updated.refunded = Set(refunded);
+    updated.status = Set(if refunded >= payment.amount {
+        PaymentStatus::Refunded
+    } else {
+        PaymentStatus::PartiallyRefunded
+    });
+    updated.updated_at = Set(now);
+    updated.update(txn).await?;
+    tracing::info!(order_id = %task.order_id, amount = task.amount, "refunded");
+    Ok(())
+}
+
+/// Wakes the payment worker (after a commit that requested a task).
+pub(crate) fn wake(ctx: &Context) {
+    ctx.payments_due.notify_one();
+}
+
+/// A wake-up for the payment worker, shared through the service's context.
+pub(crate) fn new_wake() -> Arc<Notify> {
+    Arc::new(Notify::new())
+}
