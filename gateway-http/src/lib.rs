@@ -1,14 +1,17 @@
 //! The REST edge of shop: the only public door. It serves `/api/v1/...` (API.md) by calling the
 //! services over balanced gRPC channels with deadlines, verifies access tokens offline,
 //! limits rates per client and per user across replicas, answers every error as
-//! problem+json, publishes its OpenAPI document at `/openapi.json`, and answers `/healthz`
+//! problem+json, publishes its OpenAPI document at `/openapi.json` and `/openapi.yaml` with an
+//! interactive reference at `/docs` (served from the binary, no network), and answers `/healthz`
 //! (the process lives) and `/readyz` (every service behind it answers) for Kubernetes.
 
 pub mod auth;
 pub mod config;
+mod docs;
 mod dto;
 mod edge;
 pub mod extract;
+mod fixed;
 mod health;
 pub mod limits;
 mod openapi;
@@ -140,7 +143,9 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
 
     Router::new()
         .merge(health::routes())
-        .route("/openapi.json", get(openapi::document))
+        .route("/openapi.json", get(openapi::json))
+        .route("/openapi.yaml", get(openapi::yaml))
+        .merge(docs::routes())
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found() })
         .with_state(state)
@@ -173,6 +178,8 @@ pub struct Gateway {
 impl Gateway {
     /// Connects the upstream channels and binds the HTTP listener; rate limits count in `cache`.
     pub async fn build(config: &GatewayConfig, cache: Arc<dyn Cache>) -> anyhow::Result<Self> {
+        // Built once, here, so a broken document stops the start instead of failing requests.
+        openapi::documents()?;
         let upstreams = Upstreams::connect(config).await?;
         let listener = TcpListener::bind(config.http_addr)
             .await

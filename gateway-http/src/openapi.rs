@@ -1,13 +1,25 @@
-//! The OpenAPI 3.1 document of the REST API, generated from the handlers' annotations and
-//! served at `/openapi.json`, with the error responses every route shares.
+//! The OpenAPI 3.1 document of the REST API, generated from the handlers' annotations, with
+//! the error responses every route shares. It is built and serialised once per process (JSON
+//! and YAML, each also gzip-compressed) and served from memory at `/openapi.json` and
+//! `/openapi.yaml` with a strong `ETag`, so a client polling it gets a 304.
 
-use axum::Json;
+use std::sync::LazyLock;
+
+use anyhow::Context as _;
+use axum::{
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse as _, Response},
+};
 use utoipa::{
     IntoResponses, Modify, OpenApi,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{problem::Problem, routes};
+use crate::{
+    fixed::{Fixed, Freshness},
+    problem::{ApiError, Problem},
+    routes,
+};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -62,9 +74,59 @@ use crate::{problem::Problem, routes};
 )]
 pub struct ApiDoc;
 
+/// The document in each format it is served in.
+#[derive(Debug)]
+pub struct Documents {
+    /// `application/json`.
+    pub json: Fixed,
+    /// `application/yaml`.
+    pub yaml: Fixed,
+}
+
+impl Documents {
+    fn build() -> anyhow::Result<Self> {
+        let document = ApiDoc::openapi();
+        let json = serde_json::to_vec(&document).context("serialising the OpenAPI document as JSON")?;
+        let yaml = document.to_yaml().context("serialising the OpenAPI document as YAML")?;
+        Ok(Self {
+            json: Fixed::new(json, "application/json", Freshness::Revalidate),
+            yaml: Fixed::new(yaml, "application/yaml", Freshness::Revalidate),
+        })
+    }
+}
+
+static DOCUMENTS: LazyLock<Result<Documents, String>> =
+    LazyLock::new(|| Documents::build().map_err(|error| format!("{error:#}")));
+
+/// The documents, built on first use; the gateway calls this at start, so a document that
+/// cannot be built stops the process there rather than failing requests later.
+pub fn documents() -> anyhow::Result<&'static Documents> {
+    DOCUMENTS.as_ref().map_err(|error| anyhow::anyhow!("{error}"))
+}
+
 /// `GET /openapi.json`.
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn json(request: HeaderMap) -> Response {
+    serve(request, |documents| &documents.json)
+}
+
+/// `GET /openapi.yaml`.
+pub async fn yaml(request: HeaderMap) -> Response {
+    serve(request, |documents| &documents.yaml)
+}
+
+fn serve(request: HeaderMap, format: fn(&Documents) -> &Fixed) -> Response {
+    match documents() {
+        Ok(documents) => format(documents).respond(&request),
+        Err(error) => {
+            tracing::error!(%error, "the OpenAPI document cannot be served");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the API description is unavailable",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Declares the `bearer` scheme the 🔒 operations name: `Authorization: Bearer <access_token>`.

@@ -90,13 +90,19 @@ impl TestApp {
         }
     }
 
-    /// Sends `request` as if from [`CLIENT_ADDR`].
-    pub async fn send(&self, mut request: Request<Body>) -> Reply {
+    /// Sends `request` as if from [`CLIENT_ADDR`]; the body as bytes, exactly as sent.
+    pub async fn send_raw(&self, mut request: Request<Body>) -> (StatusCode, HeaderMap, axum::body::Bytes) {
         request.extensions_mut().insert(ConnectInfo(CLIENT_ADDR));
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, headers, bytes)
+    }
+
+    /// Sends `request` as if from [`CLIENT_ADDR`].
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let (status, headers, bytes) = self.send_raw(request).await;
         let body = if bytes.is_empty() {
             Value::Null
         } else {

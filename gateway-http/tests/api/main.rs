@@ -1,9 +1,11 @@
 //! The gateway's REST API driven in process with `oneshot`: edge validation that needs no
-//! service, the OpenAPI document's coverage of the contract, and the translation to and from
+//! service, the OpenAPI document's coverage of the contract and its caching, the API reference
+//! page and its embedded assets, and the translation to and from
 //! the services against fake gRPC services.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod docs;
 mod edge;
 mod fake;
 mod helpers;

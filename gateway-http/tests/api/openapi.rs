@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use serde_json::Value;
 
 use crate::helpers::{TestApp, request};
@@ -167,4 +167,93 @@ async fn protected_rows_name_the_bearer_scheme_and_errors_are_problems() {
             }
         }
     }
+}
+
+fn get(path: &str, headers: &[(header::HeaderName, &str)]) -> axum::http::Request<axum::body::Body> {
+    let mut builder = axum::http::Request::get(path);
+    for (name, value) in headers {
+        builder = builder.header(name, *value);
+    }
+    builder.body(axum::body::Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn the_document_carries_a_strong_etag_and_a_conditional_request_gets_304() {
+    let app = TestApp::without_services().await;
+    let (status, first, body) = app.send_raw(get("/openapi.json", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first[header::CONTENT_TYPE], "application/json");
+    assert_eq!(first[header::CACHE_CONTROL], "public, no-cache");
+    let etag = first[header::ETAG].to_str().unwrap().to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10,
+        "a strong ETag: {etag}"
+    );
+    assert!(!body.is_empty());
+
+    // The same bytes under the same tag every time, from this router and from a new one.
+    let (_, again, body_again) = app.send_raw(get("/openapi.json", &[])).await;
+    assert_eq!(again[header::ETAG], etag.as_str());
+    assert_eq!(body_again, body);
+    let other = TestApp::without_services().await;
+    let (_, elsewhere, _) = other.send_raw(get("/openapi.json", &[])).await;
+    assert_eq!(elsewhere[header::ETAG], etag.as_str());
+
+    let (status, headers, empty) = app
+        .send_raw(get("/openapi.json", &[(header::IF_NONE_MATCH, &etag)]))
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers[header::ETAG], etag.as_str());
+    assert_eq!(headers[header::CACHE_CONTROL], "public, no-cache");
+    assert!(empty.is_empty());
+
+    let (status, _, _) = app
+        .send_raw(get(
+            "/openapi.json",
+            &[(header::IF_NONE_MATCH, "\"an-older-document\"")],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_gzip_representation_has_its_own_etag_and_revalidates_too() {
+    let app = TestApp::without_services().await;
+    let (_, plain, plain_body) = app.send_raw(get("/openapi.json", &[])).await;
+    let (status, zipped, zipped_body) = app
+        .send_raw(get("/openapi.json", &[(header::ACCEPT_ENCODING, "gzip")]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(zipped[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(zipped[header::VARY], "accept-encoding");
+    assert_ne!(zipped[header::ETAG], plain[header::ETAG]);
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&zipped_body[..]), &mut inflated).unwrap();
+    assert_eq!(inflated, plain_body);
+
+    let etag = zipped[header::ETAG].to_str().unwrap().to_owned();
+    let (status, _, _) = app
+        .send_raw(get(
+            "/openapi.json",
+            &[(header::ACCEPT_ENCODING, "gzip"), (header::IF_NONE_MATCH, &etag)],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn the_yaml_document_is_the_same_api_and_is_cached_alike() {
+    let app = TestApp::without_services().await;
+    let json = document(&app).await;
+    let (status, headers, body) = app.send_raw(get("/openapi.yaml", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/yaml");
+    let yaml: Value = serde_norway::from_slice(&body).unwrap();
+    assert_eq!(yaml, json);
+
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let (status, _, _) = app
+        .send_raw(get("/openapi.yaml", &[(header::IF_NONE_MATCH, &etag)]))
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
 }
