@@ -379,6 +379,53 @@ fn ids(batch: &[Delivery]) -> Vec<&str> {
 mod rabbitmq_faults {
     use super::*;
 
+    /// A broker that forgot a queue (redeployed without its volume, or the queue deleted by
+    /// hand) gets it declared again by the next publish: nothing is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_publish_to_a_forgotten_queue_declares_it_again() {
+        run_rabbitmq(async |queue: Arc<dyn WorkQueue>| {
+            let spec = declare(&queue, 3).await;
+            testing::delete_queues(std::slice::from_ref(&spec.name)).await;
+            queue.publish(&spec.name, vec![message("after")]).await.unwrap();
+            let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
+            // Declared whole again: the dead-letter queue too, with the same delivery limit.
+            let delivery = arrives_after_retries(consumer.as_mut(), 3).await;
+            assert_eq!(delivery.message.id, "after");
+            delivery.retry().await.unwrap();
+            let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
+            assert_eq!(arrives(dead.as_mut()).await.message.id, "after");
+        })
+        .await;
+    }
+
+    /// A consumer whose queue is deleted under it re-subscribes to the queue declared again, and
+    /// work resumes without a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_of_a_deleted_queue_resumes_on_the_queue_declared_again() {
+        run_rabbitmq(async |queue: Arc<dyn WorkQueue>| {
+            let spec = declare(&queue, 5).await;
+            let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
+            queue.publish(&spec.name, vec![message("before")]).await.unwrap();
+            arrives(consumer.as_mut()).await.ack().await.unwrap();
+
+            testing::delete_queues(std::slice::from_ref(&spec.name)).await;
+            // The consumer comes back with its delivery: dropping it would return the delivery.
+            let next = tokio::spawn(async move {
+                let delivery = timeout(ARRIVES, consumer.next()).await;
+                (consumer, delivery)
+            });
+            // The consumer declares the queue again when it re-subscribes; the publisher when
+            // it finds the queue missing. Whichever comes first, the message is not lost.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            queue.publish(&spec.name, vec![message("after")]).await.unwrap();
+            let (_consumer, delivery) = next.await.unwrap();
+            let delivery = delivery.expect("the consumer resumed").unwrap();
+            assert_eq!(delivery.message.id, "after");
+            delivery.ack().await.unwrap();
+        })
+        .await;
+    }
+
     /// A publisher whose connection is cut again and again loses nothing: failed publishes
     /// are retried (as the outbox relay does) and the adapter reconnects by itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -671,6 +718,16 @@ async fn arrives(consumer: &mut dyn Consumer) -> Delivery {
         .await
         .expect("no delivery arrived in time")
         .unwrap()
+}
+
+/// Returns the next delivery `retries - 1` times and hands over the last delivery.
+async fn arrives_after_retries(consumer: &mut dyn Consumer, retries: u32) -> Delivery {
+    let mut delivery = arrives(consumer).await;
+    for _ in 1..retries {
+        delivery.retry().await.unwrap();
+        delivery = arrives(consumer).await;
+    }
+    delivery
 }
 
 /// Asserts that no delivery comes for a while.

@@ -15,6 +15,13 @@
 //! mode: a publish to a queue that does not exist comes back as [`QueueError::Refused`] rather
 //! than being dropped silently, as with [`super::MemoryQueue`].
 //!
+//! A broker that forgets its queues (redeployed without its volume, or a queue deleted by hand)
+//! is repaired on the spot: when a publish comes back unroutable, or a subscription is refused
+//! because the queue does not exist, the adapter declares that queue's topology again (from
+//! the specs declared through it) and tries once more. Producers and consumers carry on
+//! without a restart; what the broker lost with the queue is what the outbox and the order
+//! reconciler exist for.
+//!
 //! lapin's own automatic recovery is off: the adapter holds one connection behind a lock, and
 //! whichever operation finds it broken reconnects it with exponential backoff (100 ms doubling
 //! to 5 s), giving up with [`QueueError::Unavailable`] after a few seconds. Consumers keep
@@ -92,6 +99,7 @@ impl AmqpQueue {
             url: url.to_owned(),
             redacted_url: redact_url(url),
             link: Mutex::new(None),
+            declared: std::sync::Mutex::default(),
         });
         shared.connection(RECONNECT_BUDGET).await?;
         Ok(Self { shared })
@@ -101,27 +109,13 @@ impl AmqpQueue {
 #[async_trait]
 impl WorkQueue for AmqpQueue {
     async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
-        let name = short(&spec.name)?;
-        let dead = short(&spec.dead_letter_queue())?;
-        let connection = self.shared.connection(RECONNECT_BUDGET).await?;
-        let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
-            // A channel of its own: a refused declaration (other arguments than the existing
-            // queue's) closes the channel, which must not be the publishers'.
-            let channel = connection.create_channel().await?;
-            let result = declare_topology(&channel, name, dead, spec.max_deliveries).await;
-            if channel.status().connected() {
-                channel.close(200, "declared".into()).await.ok();
-            }
-            result
-        })
-        .await;
-        match declared {
-            Ok(result) => result.map_err(|error| classify(&error)),
-            Err(_elapsed) => Err(QueueError::Unavailable(format!(
-                "declaring {:?} took over {DECLARE_TIMEOUT:?}",
-                spec.name
-            ))),
-        }
+        self.shared.declare(spec).await?;
+        self.shared
+            .declared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(spec.name.clone(), spec.clone());
+        Ok(())
     }
 
     async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), QueueError> {
@@ -133,19 +127,15 @@ impl WorkQueue for AmqpQueue {
             .into_iter()
             .map(|message| Ok((properties(&message)?, message.payload)))
             .collect::<Result<Vec<_>, QueueError>>()?;
-        let channel = self.shared.publisher().await?;
-        // Bounded: a broker that blocks publishers (a resource alarm) or stops confirming must
-        // not hang the caller, who will republish.
-        match tokio::time::timeout(PUBLISH_TIMEOUT, publish_batch(&channel, queue, routing_key, prepared)).await {
-            Ok(result) => result,
-            Err(_elapsed) => {
-                tracing::warn!(url = %self.shared.redacted_url, %queue, "publishing timed out");
-                // A broker that stops confirming is as good as gone: start afresh next time.
-                self.shared.reset(&channel).await;
-                Err(QueueError::Unavailable(format!(
-                    "no publisher confirms within {PUBLISH_TIMEOUT:?}"
-                )))
+        match self.shared.publish(queue, &routing_key, &prepared).await {
+            Err(Published::Unroutable(error)) if self.shared.redeclare(queue).await => {
+                tracing::warn!(url = %self.shared.redacted_url, %queue, %error, "the broker had forgotten the queue; declared it again");
+                self.shared
+                    .publish(queue, &routing_key, &prepared)
+                    .await
+                    .map_err(Published::into_error)
             }
+            result => result.map_err(Published::into_error),
         }
     }
 
@@ -166,14 +156,30 @@ impl WorkQueue for AmqpQueue {
     }
 }
 
+/// Why a publish failed.
+enum Published {
+    /// The broker has no such queue (the publish was mandatory).
+    Unroutable(QueueError),
+    /// Anything else.
+    Failed(QueueError),
+}
+
+impl Published {
+    fn into_error(self) -> QueueError {
+        match self {
+            Self::Unroutable(error) | Self::Failed(error) => error,
+        }
+    }
+}
+
 /// Publishes `batch` on `channel`, then waits for every confirm: one round trip for the batch,
 /// not one per message.
 async fn publish_batch(
     channel: &Channel,
     queue: &str,
     routing_key: ShortString,
-    batch: Vec<(BasicProperties, Vec<u8>)>,
-) -> Result<(), QueueError> {
+    batch: &[(BasicProperties, Vec<u8>)],
+) -> Result<(), Published> {
     let mut confirms = Vec::with_capacity(batch.len());
     for (properties, payload) in batch {
         let options = BasicPublishOptions {
@@ -185,31 +191,32 @@ async fn publish_batch(
                 ShortString::default(),
                 routing_key.clone(),
                 options,
-                &payload,
-                properties,
+                payload,
+                properties.clone(),
             )
             .await
-            .map_err(|error| classify(&error))?;
+            .map_err(|error| Published::Failed(classify(&error)))?;
         confirms.push(confirm);
     }
+    let mut unroutable = None;
     for confirm in confirms {
-        match confirm.await.map_err(|error| classify(&error))? {
+        match confirm.await.map_err(|error| Published::Failed(classify(&error)))? {
             Confirmation::Ack(None) | Confirmation::NotRequested => {}
             // Mandatory and unroutable: the broker acknowledges the message but returns it.
             Confirmation::Ack(Some(returned)) => {
-                return Err(QueueError::Refused(format!(
+                unroutable = Some(QueueError::Refused(format!(
                     "no queue named {queue:?} to route to ({} {})",
                     returned.reply_code, returned.reply_text
                 )));
             }
             Confirmation::Nack(_) => {
-                return Err(QueueError::Refused(format!(
+                return Err(Published::Failed(QueueError::Refused(format!(
                     "the broker did not store a message for {queue:?}"
-                )));
+                ))));
             }
         }
     }
-    Ok(())
+    unroutable.map_or(Ok(()), |error| Err(Published::Unroutable(error)))
 }
 
 async fn declare_topology(
@@ -269,6 +276,9 @@ struct Shared {
     /// The live connection (if any) and its publish channel. Held while reconnecting, so that
     /// concurrent operations wait for one reconnection rather than each making their own.
     link: Mutex<Option<Link>>,
+    /// Every queue declared through this handle, by name: declared again when the broker says
+    /// it does not know one (a broker redeployed without its volume forgets its queues).
+    declared: std::sync::Mutex<BTreeMap<String, QueueSpec>>,
 }
 
 struct Link {
@@ -278,6 +288,81 @@ struct Link {
 }
 
 impl Shared {
+    /// Declares `spec`'s topology.
+    async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
+        let name = short(&spec.name)?;
+        let dead = short(&spec.dead_letter_queue())?;
+        let connection = self.connection(RECONNECT_BUDGET).await?;
+        let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
+            // A channel of its own: a refused declaration (other arguments than the existing
+            // queue's) closes the channel, which must not be the publishers'.
+            let channel = connection.create_channel().await?;
+            let result = declare_topology(&channel, name, dead, spec.max_deliveries).await;
+            if channel.status().connected() {
+                channel.close(200, "declared".into()).await.ok();
+            }
+            result
+        })
+        .await;
+        match declared {
+            Ok(result) => result.map_err(|error| classify(&error)),
+            Err(_elapsed) => Err(QueueError::Unavailable(format!(
+                "declaring {:?} took over {DECLARE_TIMEOUT:?}",
+                spec.name
+            ))),
+        }
+    }
+
+    /// Declares `queue` again if it was declared through this handle (or is the dead-letter
+    /// queue of one that was); `true` if it now exists again.
+    async fn redeclare(&self, queue: &str) -> bool {
+        let spec = {
+            let declared = self.declared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            declared
+                .get(queue)
+                .or_else(|| declared.values().find(|spec| spec.dead_letter_queue() == queue))
+                .cloned()
+        };
+        let Some(spec) = spec else {
+            return false;
+        };
+        match self.declare(&spec).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(url = %self.redacted_url, queue = %spec.name, %error, "declaring a forgotten queue again failed");
+                false
+            }
+        }
+    }
+
+    /// One publish of a prepared batch on the publish channel.
+    async fn publish(
+        &self,
+        queue: &str,
+        routing_key: &ShortString,
+        batch: &[(BasicProperties, Vec<u8>)],
+    ) -> Result<(), Published> {
+        let channel = self.publisher().await.map_err(Published::Failed)?;
+        // Bounded: a broker that blocks publishers (a resource alarm) or stops confirming must
+        // not hang the caller, who will republish.
+        match tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            publish_batch(&channel, queue, routing_key.clone(), batch),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                tracing::warn!(url = %self.redacted_url, %queue, "publishing timed out");
+                // A broker that stops confirming is as good as gone: start afresh next time.
+                self.reset(&channel).await;
+                Err(Published::Failed(QueueError::Unavailable(format!(
+                    "no publisher confirms within {PUBLISH_TIMEOUT:?}"
+                ))))
+            }
+        }
+    }
+
     /// The live connection, reconnecting (with backoff, within `budget`) if it is broken.
     async fn connection(&self, budget: Duration) -> Result<Arc<Connection>, QueueError> {
         Ok(self.link(budget, false).await?.0)
@@ -394,7 +479,23 @@ impl Drop for Subscription {
     }
 }
 
+/// Subscribes to `queue`; if the broker does not know it but this handle declared it, declares
+/// it again first.
 async fn subscribe(shared: &Shared, queue: &ShortString, prefetch: u16) -> Result<Subscription, QueueError> {
+    match subscribe_once(shared, queue, prefetch).await {
+        Err(error @ QueueError::Refused(_)) => {
+            if shared.redeclare(queue.as_str()).await {
+                tracing::warn!(url = %shared.redacted_url, %queue, %error, "the broker had forgotten the queue; declared it again");
+                subscribe_once(shared, queue, prefetch).await
+            } else {
+                Err(error)
+            }
+        }
+        result => result,
+    }
+}
+
+async fn subscribe_once(shared: &Shared, queue: &ShortString, prefetch: u16) -> Result<Subscription, QueueError> {
     let connection = shared.connection(RECONNECT_BUDGET).await?;
     let subscribed = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
         let channel = connection.create_channel().await?;
@@ -458,7 +559,8 @@ impl Consumer for AmqpConsumer {
                         tracing::info!(queue = %self.queue, "re-subscribed after the subscription broke");
                         self.subscription = Some(subscription);
                     }
-                    // The queue is gone (deleted): the caller should know, not wait forever.
+                    // The queue is gone and this handle never declared it: the caller should
+                    // know, not wait forever.
                     Err(error @ QueueError::Refused(_)) => return Err(error),
                     Err(error) => {
                         let pause = backoff.next_pause();
