@@ -2,7 +2,8 @@
 //! services over balanced gRPC channels with deadlines, verifies access tokens offline,
 //! limits rates per client and per user across replicas, answers every error as
 //! problem+json, publishes its OpenAPI document at `/openapi.json`, and answers `/healthz`
-//! (the process lives) and `/readyz` (every service behind it answers) for Kubernetes.
+//! (the process lives) and `/readyz` (the gateway can serve; each service's state is reported,
+//! none of them gates it) for Kubernetes.
 
 pub mod auth;
 pub mod config;

@@ -1,6 +1,8 @@
 //! A TCP proxy for fault-injection tests: put it between a client and a server (RabbitMQ,
 //! Redis, PostgreSQL), then [`FaultProxy::sever_all`] to break every connection at once, as a
-//! network failure would, and watch the client reconnect through it.
+//! network failure would, and watch the client reconnect through it; or [`FaultProxy::cut`] the
+//! link for as long as the test needs (connections severed and new ones refused, as when the
+//! server is down) and [`FaultProxy::restore`] it.
 
 use std::{
     net::SocketAddr,
@@ -8,7 +10,7 @@ use std::{
 };
 
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpSocket, TcpStream},
     task::{JoinHandle, JoinSet},
 };
 
@@ -16,8 +18,10 @@ use tokio::{
 #[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
+    upstream: SocketAddr,
     connections: Arc<Mutex<JoinSet<()>>>,
-    acceptor: JoinHandle<()>,
+    /// The accept loop; `None` while the link is cut.
+    acceptor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FaultProxy {
@@ -30,8 +34,9 @@ impl FaultProxy {
         let acceptor = tokio::spawn(accept(listener, upstream, connections.clone()));
         Ok(Self {
             addr,
+            upstream,
             connections,
-            acceptor,
+            acceptor: Mutex::new(Some(acceptor)),
         })
     }
 
@@ -48,18 +53,49 @@ impl FaultProxy {
         connections.abort_all();
         tracing::debug!(proxy = %self.addr, "severed every proxied connection");
     }
+
+    /// Cuts the link: stops listening (new connections are refused, as by a server that is
+    /// down) and severs every live connection. Until [`FaultProxy::restore`].
+    pub async fn cut(&self) {
+        let acceptor = lock(&self.acceptor).take();
+        if let Some(acceptor) = acceptor {
+            acceptor.abort();
+            // Awaited so the listener is closed (and its port free again) when this returns.
+            let _ = acceptor.await;
+        }
+        self.sever_all();
+        tracing::debug!(proxy = %self.addr, "link cut");
+    }
+
+    /// Listens again on the same address after [`FaultProxy::cut`]; does nothing if the link
+    /// is not cut.
+    pub fn restore(&self) -> std::io::Result<()> {
+        let mut acceptor = lock(&self.acceptor);
+        if acceptor.is_none() {
+            let socket = TcpSocket::new_v4()?;
+            // The severed connections linger in TIME_WAIT on this port.
+            socket.set_reuseaddr(true)?;
+            socket.bind(self.addr)?;
+            let listener = socket.listen(1024)?;
+            *acceptor = Some(tokio::spawn(accept(listener, self.upstream, self.connections.clone())));
+            tracing::debug!(proxy = %self.addr, "link restored");
+        }
+        Ok(())
+    }
 }
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.acceptor.abort();
+        if let Some(acceptor) = lock(&self.acceptor).take() {
+            acceptor.abort();
+        }
         lock(&self.connections).abort_all();
     }
 }
 
-fn lock(connections: &Mutex<JoinSet<()>>) -> std::sync::MutexGuard<'_, JoinSet<()>> {
-    // Nothing panics while holding the lock; if something did, the set is still fine to use.
-    connections.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding the lock; if something did, the value is still fine to use.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn accept(listener: TcpListener, upstream: SocketAddr, connections: Arc<Mutex<JoinSet<()>>>) {
