@@ -1,7 +1,14 @@
 //! Liveness and readiness, which are different things: `/healthz` says the process is alive
 //! (never touches a dependency, so a slow database cannot get the gateway restarted);
-//! `/readyz` says every service behind it answers its gRPC health check, so Kubernetes only
-//! routes traffic here when a request could succeed.
+//! `/readyz` says the gateway itself can serve, and reports how each service behind it is.
+//!
+//! Readiness deliberately does not depend on the services: one service down must not take the
+//! whole public API out of the load balancer. While the catalog is down, signed-in customers
+//! still see their orders; while ordering is down, browsing still works; the calls that need a
+//! down service get 503 problem+json with `Retry-After` (see [`crate::problem`]). Nor does it
+//! depend on the cache: the gateway uses it only for rate limits, which fail open. So `/readyz`
+//! answers 200 whenever the gateway answers at all, with `status: "ready"` when everything
+//! behind it is up and `"degraded"` (naming what is not) otherwise.
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use serde_json::{Value, json};
@@ -22,22 +29,23 @@ async fn alive() -> Json<Value> {
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let upstreams = &state.upstreams;
     let timeout = state.readiness_timeout;
-    let (user, catalog, order) = tokio::join!(
+    let (user, catalog, order, cache) = tokio::join!(
         check(upstreams.user.clone(), timeout),
         check(upstreams.catalog.clone(), timeout),
         check(upstreams.order.clone(), timeout),
+        async {
+            match tokio::time::timeout(timeout, state.limits.cache_ready()).await {
+                Ok(true) => "up",
+                Ok(false) | Err(_) => "down",
+            }
+        },
     );
-    let all_serving = [user, catalog, order].iter().all(|status| *status == "serving");
-    let status = if all_serving {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let all_up = [user, catalog, order].iter().all(|status| *status == "serving") && cache == "up";
     let body = json!({
-        "status": if all_serving { "ready" } else { "not_ready" },
-        "checks": { "user": user, "catalog": catalog, "order": order },
+        "status": if all_up { "ready" } else { "degraded" },
+        "checks": { "user": user, "catalog": catalog, "order": order, "cache": cache },
     });
-    (status, Json(body))
+    (StatusCode::OK, Json(body))
 }
 
 /// One service's health, as a word: `serving`, `not_serving`, `unreachable`, `timeout`.

@@ -3,7 +3,8 @@
 //! limits rates per client and per user across replicas, answers every error as
 //! problem+json, publishes its OpenAPI document at `/openapi.json` and `/openapi.yaml` with an
 //! interactive reference at `/docs` (served from the binary, no network), and answers `/healthz`
-//! (the process lives) and `/readyz` (every service behind it answers) for Kubernetes.
+//! (the process lives) and `/readyz` (the gateway can serve; each service's state is reported,
+//! none of them gates it) for Kubernetes.
 
 pub mod auth;
 pub mod config;

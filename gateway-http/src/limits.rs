@@ -2,7 +2,8 @@
 //! production) so they hold across every gateway replica: a fixed one-minute window per key,
 //! 429 with `Retry-After` (the window's remaining seconds) beyond the limit. If the cache is
 //! down the gateway fails open (logs, serves): an outage of the limiter must not become an
-//! outage of the shop.
+//! outage of the shop, and the services keep limits of their own on what is costly (sign-in
+//! failures, verification mails), which fail closed with 503.
 
 use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
@@ -39,6 +40,11 @@ impl RateLimits {
             per_user: per_user.into(),
             client_ip_header,
         }
+    }
+
+    /// Whether the cache the limits are counted in answers (reported by `/readyz`).
+    pub async fn cache_ready(&self) -> bool {
+        self.cache.ready().await
     }
 
     /// Counts a request of `user`.

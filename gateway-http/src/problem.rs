@@ -121,7 +121,14 @@ pub fn http_status(code: Code) -> StatusCode {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        let http = http_status(status.code());
+        // A connection that broke during the call (the service was killed or cut off) is an
+        // outage like a refused one: 503 with Retry-After, not 500.
+        let code = if shop_platform::fault::is_transport_failure(&status) {
+            Code::Unavailable
+        } else {
+            status.code()
+        };
+        let http = http_status(code);
         let metadata = |key| status.metadata().get(key).and_then(|value| value.to_str().ok());
         let code = metadata(ERROR_CODE_METADATA)
             .map(str::to_owned)
@@ -201,6 +208,24 @@ mod tests {
         let error = ApiError::from(tonic::Status::internal("connection to db-7:5432 refused"));
         assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!error.detail.contains("db-7"));
+    }
+
+    /// What tonic's channel wraps a connection broken mid-call in.
+    #[derive(Debug, thiserror::Error)]
+    #[error("transport error")]
+    struct Transport(#[source] std::io::Error);
+
+    #[test]
+    fn a_connection_broken_mid_call_is_503_with_retry_after() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let status = tonic::Status::from_error(Box::new(Transport(reset)));
+        assert_eq!(status.code(), Code::Unknown);
+        let response = ApiError::from(status).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        // UNKNOWN sent by a server is still a server failure.
+        let sent = ApiError::from(tonic::Status::unknown("transport error"));
+        assert_eq!(sent.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use shop_gateway::GatewayConfig;
 use shop_order::{OrderConfig, OrderService};
 use shop_platform::{
     config::{ConfigError, Env},
+    health::HealthSettings,
     service::{BackendUrls, MeshService, data_dir},
     telemetry::TelemetryConfig,
 };
@@ -39,6 +40,9 @@ pub struct ShopConfig {
     pub order: OrderConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// How the services probe their backends for their health status (`SHOP_HEALTH_INTERVAL`,
+    /// `SHOP_HEALTH_TIMEOUT`).
+    pub health: HealthSettings,
 }
 
 impl ShopConfig {
@@ -55,6 +59,7 @@ impl ShopConfig {
             catalog: CatalogService::config_from_env(env)?,
             order: OrderService::config_from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, "shop")?,
+            health: HealthSettings::from_env(env)?,
             data_dir,
         })
     }

@@ -53,6 +53,7 @@ impl Mesh {
         let settings = |name: &str, grpc_addr| ServiceSettings {
             grpc_addr,
             database: shop_platform::db::DatabaseConfig::new(config.backends.database.clone(), name),
+            health: config.health.clone(),
         };
         let catalog = CatalogService::build(
             settings(CatalogService::NAME, config.catalog_grpc_addr),

@@ -87,8 +87,10 @@ async fn every_service_answers_health_and_the_gateway_is_ready() {
         .unwrap();
 }
 
+/// One service down must not take the whole API out of the load balancer: `/readyz` stays 200
+/// and names what is down.
 #[tokio::test]
-async fn readiness_fails_when_a_service_is_down() {
+async fn readiness_reports_down_services_without_failing() {
     shop_platform::testing::init_test_logging();
     let data = tempfile::tempdir().unwrap();
     let mesh = Mesh::build(&loopback_config(data.path())).await.unwrap();
@@ -110,7 +112,22 @@ async fn readiness_fails_when_a_service_is_down() {
     let alive = reqwest::get(format!("http://{http_addr}/healthz")).await.unwrap();
     assert_eq!(alive.status(), 200, "liveness does not depend on downstreams");
     let ready = reqwest::get(format!("http://{http_addr}/readyz")).await.unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 200, "the gateway itself can serve");
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    for service in ["user", "catalog", "order"] {
+        assert_eq!(body["checks"][service], "unreachable", "{body}");
+    }
+    assert_eq!(body["checks"]["cache"], "up", "{body}");
+    // A call that needs a service that is down is 503 with Retry-After, never 500.
+    let products = reqwest::get(format!("http://{http_addr}/api/v1/products"))
+        .await
+        .unwrap();
+    assert_eq!(products.status(), 503);
+    assert!(products.headers().contains_key("retry-after"));
+    assert_eq!(products.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = products.json().await.unwrap();
+    assert_eq!(problem["code"], "unavailable", "{problem}");
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }

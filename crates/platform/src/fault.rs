@@ -127,7 +127,7 @@ fn is_transient_io(kind: io::ErrorKind) -> bool {
 }
 
 /// True for gRPC statuses that mean "not now" rather than "never": the service is down or
-/// overloaded, or the deadline passed.
+/// overloaded, or the deadline passed, or the connection broke mid-call.
 pub fn is_transient_status(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
@@ -135,7 +135,29 @@ pub fn is_transient_status(status: &tonic::Status) -> bool {
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Aborted
             | tonic::Code::ResourceExhausted
-    )
+    ) || is_transport_failure(status)
+}
+
+/// True when no server sent `status`: the client made it up because the connection failed
+/// during the call (the server was killed, the link broke). tonic reports that as UNKNOWN
+/// "transport error" with the transport failure as its source, whereas a status a server sent
+/// has no source. It is an outage of that server, not a bug.
+pub fn is_transport_failure(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unknown {
+        return false;
+    }
+    let mut next = StdError::source(status);
+    while let Some(error) = next {
+        if error.is::<tonic::transport::Error>()
+            || error.is::<hyper::Error>()
+            || error.is::<h2::Error>()
+            || error.is::<io::Error>()
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// A marker error for code that knows a failure is an outage without a typed cause, e.g. a
@@ -180,6 +202,22 @@ mod tests {
         assert!(!is_transient_db(&DbErr::Custom("2 of 3 stock updates applied".into())));
         assert!(!is_transient_db(&DbErr::RecordNotFound("order".into())));
         assert!(!is_transient(&anyhow::anyhow!("undecodable payload")));
+    }
+
+    /// What tonic's channel wraps a broken connection in.
+    #[derive(Debug, thiserror::Error)]
+    #[error("transport error")]
+    struct Transport(#[source] io::Error);
+
+    #[test]
+    fn a_connection_broken_mid_call_is_transient_and_a_server_unknown_is_not() {
+        let broken = tonic::Status::from_error(Box::new(Transport(io::Error::from(io::ErrorKind::ConnectionReset))));
+        assert_eq!(broken.code(), tonic::Code::Unknown);
+        assert!(is_transport_failure(&broken));
+        assert!(is_transient_status(&broken));
+        let sent = tonic::Status::unknown("transport error");
+        assert!(!is_transport_failure(&sent), "a server may send UNKNOWN itself");
+        assert!(!is_transient_status(&sent));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod fault;
 pub mod grpc;
+pub mod health;
 pub mod outbox;
 pub mod paging;
 pub mod queue;

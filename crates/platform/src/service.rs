@@ -11,6 +11,7 @@ use crate::{
     cache::{self, Cache},
     config::{ConfigError, Env},
     db::DatabaseConfig,
+    health::HealthSettings,
     queue::{self, WorkQueue},
 };
 
@@ -95,22 +96,25 @@ impl Backends {
     }
 }
 
-/// The settings of one service: its gRPC address and its database.
+/// The settings of one service: its gRPC address, its database, and how its health is probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSettings {
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
     /// The service's database (its own schema or file).
     pub database: DatabaseConfig,
+    /// How often its dependencies are probed for its health status.
+    pub health: HealthSettings,
 }
 
 impl ServiceSettings {
-    /// The settings of service `name` from `SHOP_GRPC_ADDR` (default `0.0.0.0:<default_port>`)
-    /// and the database URL.
+    /// The settings of service `name` from `SHOP_GRPC_ADDR` (default `0.0.0.0:<default_port>`),
+    /// the database URL, and `SHOP_HEALTH_INTERVAL`/`SHOP_HEALTH_TIMEOUT`.
     pub fn from_env(env: &impl Env, name: &str, default_port: u16, urls: &BackendUrls) -> Result<Self, ConfigError> {
         Ok(Self {
             grpc_addr: env.addr_or("SHOP_GRPC_ADDR", &format!("0.0.0.0:{default_port}"))?,
             database: DatabaseConfig::new(urls.database.clone(), name),
+            health: HealthSettings::from_env(env)?,
         })
     }
 }

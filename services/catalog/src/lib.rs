@@ -14,6 +14,7 @@ use sea_orm::DatabaseConnection;
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
+    health::Dependency,
     outbox::{OutboxRelay, RelayOptions},
     service::{Backends, MeshService, ServiceSettings, open_database},
 };
@@ -52,9 +53,12 @@ impl MeshService for CatalogService {
     async fn build(settings: ServiceSettings, config: CatalogConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
         let relay = OutboxRelay::new(db.clone(), backends.queue.clone(), RelayOptions::default());
-        let worker = StockWorker::new(db.clone(), backends.queue, config.stock).waking(relay.clone());
+        let worker = StockWorker::new(db.clone(), backends.queue.clone(), config.stock).waking(relay.clone());
         worker.declare().await.context("declaring the stock queues")?;
         let server = GrpcServerBuilder::new(settings.grpc_addr)
+            .depends_on(Dependency::database(db.clone()))
+            .depends_on(Dependency::queue(backends.queue))
+            .health_settings(settings.health.clone())
             .add_service(CatalogServiceServer::new(CatalogApi::new(Products::new(db.clone()))))
             .reflection(shop_proto::FILE_DESCRIPTOR_SET)
             .bind()

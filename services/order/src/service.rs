@@ -10,6 +10,7 @@ use sea_orm::{DatabaseBackend, DatabaseConnection};
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
+    health::Dependency,
     outbox::{OutboxRelay, RelayOptions},
     queue::{QueueSpec, WorkQueue},
     service::{Backends, MeshService, ServiceSettings, open_database},
@@ -103,6 +104,9 @@ impl OrderServiceBuilder {
             payments_due: settlement::new_wake(),
         };
         let server = GrpcServerBuilder::new(settings.grpc_addr)
+            .depends_on(Dependency::database(ctx.db.clone()))
+            .depends_on(Dependency::queue(Arc::clone(&queue)))
+            .health_settings(settings.health.clone())
             .add_service(OrderServiceServer::new(OrderApi::new(ctx.clone(), upstream)))
             .reflection(shop_proto::FILE_DESCRIPTOR_SET)
             .bind()

@@ -50,6 +50,7 @@ use sea_orm::DatabaseConnection;
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
+    health::Dependency,
     service::{Backends, MeshService, ServiceSettings, open_database},
 };
 use shop_proto::pb::user::{
@@ -95,9 +96,12 @@ impl MeshService for UserService {
     async fn build(settings: ServiceSettings, config: UserConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
         let catalog = catalog::Catalog::connect(&config.catalog_target).await?;
-        let app = App::new(db, backends.cache, catalog, &config).await?;
+        let app = App::new(db.clone(), backends.cache.clone(), catalog, &config).await?;
         app.bootstrap(config.admin.as_ref()).await?;
         let server = GrpcServerBuilder::new(settings.grpc_addr)
+            .depends_on(Dependency::database(db))
+            .depends_on(Dependency::cache(backends.cache))
+            .health_settings(settings.health.clone())
             .add_service(UserServiceServer::new(rpc::UserRpc::new(app.clone())))
             .add_service(WishlistServiceServer::new(rpc::WishlistRpc::new(app.clone())))
             .add_service(CartServiceServer::new(rpc::CartRpc::new(app.clone())))

@@ -12,5 +12,6 @@ mod abuse;
 mod api;
 mod journey;
 mod mail;
+mod outage;
 mod process;
 mod stack;

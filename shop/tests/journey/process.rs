@@ -97,6 +97,11 @@ impl Process {
         }
     }
 
+    /// The name it was started as.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Its output, shared.
     pub fn output(&self) -> Arc<Output> {
         Arc::clone(&self.output)

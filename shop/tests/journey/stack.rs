@@ -189,6 +189,14 @@ impl Stack {
         api
     }
 
+    /// Kills the process started as `name` (e.g. `shop-catalog`), as a crash or an outage would.
+    pub fn kill(&mut self, name: &str) {
+        let before = self.processes.len();
+        // Dropping a process kills it.
+        self.processes.retain(|process| process.name() != name);
+        assert_eq!(self.processes.len() + 1, before, "no single process named {name}");
+    }
+
     /// The one-process `shop` binary on its embedded defaults.
     pub async fn one_process() -> Self {
         let data_dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,11 @@
 //! reflection, a tracing span per call (joined to the caller's trace through W3C headers), a
 //! request timeout, and graceful shutdown: on the shutdown signal every service reports
 //! NOT_SERVING, new connections stop, and in-flight calls finish before `serve` returns.
+//!
+//! Health tells the truth (see [`crate::health`]): the server and its services are SERVING only
+//! while the dependencies given to [`GrpcServerBuilder::depends_on`] answer, and calls are
+//! answered UNAVAILABLE at once while one that every call needs (the database) is down. The
+//! `liveness` service name stays SERVING as long as the process runs.
 //! The listener is bound in [`GrpcServerBuilder::bind`], so tests ask for port 0 and read the
 //! real port back.
 
@@ -21,7 +26,11 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::trace::TraceLayer;
 
-use crate::telemetry::propagation;
+use crate::{
+    grpc::error::ERROR_CODE_METADATA,
+    health::{CallGate, Dependency, DependencyWatcher, HealthSettings, LIVENESS},
+    telemetry::propagation,
+};
 
 /// Assembles a gRPC server.
 #[derive(Debug)]
@@ -31,6 +40,8 @@ pub struct GrpcServerBuilder {
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     descriptor_sets: Vec<&'static [u8]>,
+    dependencies: Vec<Dependency>,
+    health_settings: HealthSettings,
 }
 
 impl GrpcServerBuilder {
@@ -42,7 +53,22 @@ impl GrpcServerBuilder {
             routes: RoutesBuilder::default(),
             service_names: Vec::new(),
             descriptor_sets: Vec::new(),
+            dependencies: Vec::new(),
+            health_settings: HealthSettings::default(),
         }
+    }
+
+    /// A backend the server needs: while it does not answer, the server reports NOT_SERVING
+    /// (and, for the database, refuses calls with UNAVAILABLE).
+    pub fn depends_on(mut self, dependency: Dependency) -> Self {
+        self.dependencies.push(dependency);
+        self
+    }
+
+    /// How often dependencies are probed, and how long a probe may take.
+    pub fn health_settings(mut self, settings: HealthSettings) -> Self {
+        self.health_settings = settings;
+        self
     }
 
     /// Longest time one call may take before it fails with DEADLINE_EXCEEDED (a caller's
@@ -78,7 +104,21 @@ impl GrpcServerBuilder {
         let local_addr = listener.local_addr()?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
+        // The gate covers the services added so far, not health and reflection, which must
+        // answer whatever the backends do.
+        let gate = CallGate::default();
+        let guarded = gate.clone();
         let mut routes = self.routes;
+        if !self.service_names.is_empty() {
+            // (axum refuses a route layer over no routes.)
+            let services = routes
+                .routes()
+                .into_axum_router()
+                .route_layer(axum::middleware::from_fn(move |request, next| {
+                    refuse_while_closed(guarded.clone(), request, next)
+                }));
+            routes = RoutesBuilder::from(services);
+        }
         routes.add_service(health_service);
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
@@ -94,8 +134,29 @@ impl GrpcServerBuilder {
             routes: routes.routes(),
             health,
             service_names: self.service_names,
+            dependencies: self.dependencies,
+            health_settings: self.health_settings,
+            gate,
         })
     }
+}
+
+/// Answers UNAVAILABLE (machine code `unavailable`) at once while the gate is closed: waiting
+/// for a database that is known to be down would only tie the call up until its deadline.
+async fn refuse_while_closed(
+    gate: CallGate,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if gate.is_open() {
+        return next.run(request).await;
+    }
+    let mut status = tonic::Status::unavailable("a dependency is unavailable; try again shortly");
+    status.metadata_mut().insert(
+        ERROR_CODE_METADATA,
+        tonic::metadata::MetadataValue::from_static("unavailable"),
+    );
+    status.into_http()
 }
 
 /// A server whose port is bound, ready to serve.
@@ -107,6 +168,9 @@ pub struct BoundGrpcServer {
     routes: Routes,
     health: HealthReporter,
     service_names: Vec<&'static str>,
+    dependencies: Vec<Dependency>,
+    health_settings: HealthSettings,
+    gate: CallGate,
 }
 
 impl BoundGrpcServer {
@@ -123,15 +187,27 @@ impl BoundGrpcServer {
     /// Serves until `shutdown` is cancelled, then drains in-flight calls and returns.
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let health = self.health.clone();
-        for name in &self.service_names {
-            health.set_service_status(*name, ServingStatus::Serving).await;
-        }
-        // The empty name is the server as a whole (what `grpc_health_probe` asks by default).
-        health.set_service_status("", ServingStatus::Serving).await;
+        health.set_service_status(LIVENESS, ServingStatus::Serving).await;
+        // The empty name is the server as a whole (what `grpc_health_probe` asks by default);
+        // the first round of probes sets it and every service's status before the first call.
+        let mut watcher = DependencyWatcher::new(
+            self.dependencies,
+            self.health_settings,
+            health.clone(),
+            self.service_names.clone(),
+            self.gate,
+        );
+        watcher.round().await;
+        let watch_stop = CancellationToken::new();
+        let watching = tokio::spawn(watcher.run(watch_stop.clone()));
 
         let names = self.service_names.clone();
+        let stop_watching = watch_stop.clone();
         let signal = async move {
             shutdown.cancelled().await;
+            // The watcher stops first, so it cannot report SERVING again while draining.
+            stop_watching.cancel();
+            let _ = watching.await;
             for name in names.iter().copied().chain([""]) {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
@@ -148,12 +224,13 @@ impl BoundGrpcServer {
             propagation::set_remote_parent(&span, propagation::extract_http(request.headers()));
             span
         });
-        Server::builder()
+        let served = Server::builder()
             .timeout(self.request_timeout)
             .layer(trace)
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal)
-            .await
-            .context("serving gRPC")
+            .await;
+        watch_stop.cancel();
+        served.context("serving gRPC")
     }
 }

@@ -113,6 +113,7 @@ pub async fn spawn_app_with(database: DatabaseConfig, queue: Arc<dyn WorkQueue>,
     let settings = ServiceSettings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         database: database.clone(),
+        health: Default::default(),
     };
     let backends = Backends {
         cache: shop_platform::cache::from_url("memory://", "test:").await.unwrap(),

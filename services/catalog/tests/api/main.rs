@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod health;
 mod helpers;
 mod products;
 mod sqlite;

@@ -207,6 +207,7 @@ fn settings(database_url: &str, schema: &str) -> ServiceSettings {
     ServiceSettings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         database: DatabaseConfig::new(database_url, schema),
+        health: Default::default(),
     }
 }
 

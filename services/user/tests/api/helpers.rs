@@ -144,6 +144,7 @@ async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
     let service_settings = ServiceSettings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         database: DatabaseConfig::new(database_url, UserService::NAME),
+        health: Default::default(),
     };
     let service = UserService::build(service_settings, config, backends)
         .await

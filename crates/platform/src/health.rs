@@ -1,0 +1,294 @@
+//! Health that tells the truth: a service is SERVING only while the backends it needs answer.
+//!
+//! A [`DependencyWatcher`] probes each [`Dependency`] (the database with `SELECT 1`, the work
+//! queue and the cache with their `ready()` check) every [`HealthSettings::interval`], each probe
+//! bounded by [`HealthSettings::timeout`], and sets the `grpc.health.v1` status of the server as
+//! a whole (`""`, what the readiness and startup probes ask) and of each of its named services:
+//! NOT_SERVING while any dependency is down, SERVING again once all answer. While a dependency
+//! that calls need ([`Dependency::database`]) is down, the server's [`CallGate`] is closed and
+//! calls are answered UNAVAILABLE at once instead of each waiting out the connection pool's
+//! timeout (see [`crate::grpc::server`]).
+//!
+//! Liveness is another question, answered by the separate [`LIVENESS`] service name: SERVING
+//! as long as the process runs, whatever its backends do, so Kubernetes restarts a pod that is
+//! stuck but never one that merely waits for its database to come back.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use sea_orm::{ConnectionTrait as _, DatabaseConnection};
+use tokio_util::sync::CancellationToken;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    cache::Cache,
+    config::{ConfigError, Env},
+    queue::WorkQueue,
+};
+
+/// The health service name the liveness probe asks: SERVING while the process runs.
+pub const LIVENESS: &str = "liveness";
+
+/// How often dependencies are probed and how long one probe may take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Pause between two rounds of probes (`SHOP_HEALTH_INTERVAL` [2s]).
+    pub interval: Duration,
+    /// Longest wait for one probe's answer; no answer counts as down (`SHOP_HEALTH_TIMEOUT`
+    /// [1s]).
+    pub timeout: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl HealthSettings {
+    /// Reads `SHOP_HEALTH_INTERVAL` and `SHOP_HEALTH_TIMEOUT` (both positive).
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let positive = |key: &str, default: Duration| match env.duration_or(key, default)? {
+            zero if zero.is_zero() => Err(ConfigError::new(key, "must be positive")),
+            value => Ok(value),
+        };
+        Ok(Self {
+            interval: positive("SHOP_HEALTH_INTERVAL", defaults.interval)?,
+            timeout: positive("SHOP_HEALTH_TIMEOUT", defaults.timeout)?,
+        })
+    }
+}
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type ProbeFn = Arc<dyn Fn() -> ProbeFuture + Send + Sync>;
+
+/// A backend a service needs, and how to ask whether it answers.
+#[derive(Clone)]
+pub struct Dependency {
+    name: &'static str,
+    probe: ProbeFn,
+    needed_by_calls: bool,
+}
+
+impl fmt::Debug for Dependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dependency")
+            .field("name", &self.name)
+            .field("needed_by_calls", &self.needed_by_calls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dependency {
+    /// The service's database, probed with `SELECT 1` through its pool. Every call needs it,
+    /// so while it is down calls are refused at once (UNAVAILABLE).
+    pub fn database(db: DatabaseConnection) -> Self {
+        Self {
+            name: "database",
+            probe: Arc::new(move || {
+                let db = db.clone();
+                Box::pin(async move {
+                    db.execute_unprepared("SELECT 1")
+                        .await
+                        .map(drop)
+                        .map_err(|error| error.to_string())
+                })
+            }),
+            needed_by_calls: true,
+        }
+    }
+
+    /// The work queue (its broker connection). Background work needs it; calls do not (they
+    /// write to the outbox), so they are still served while it is down.
+    pub fn queue(queue: Arc<dyn WorkQueue>) -> Self {
+        Self::ready_check("broker", move || {
+            let queue = Arc::clone(&queue);
+            async move { queue.ready().await }
+        })
+    }
+
+    /// The cache. Calls that need it answer UNAVAILABLE themselves; the others still work.
+    pub fn cache(cache: Arc<dyn Cache>) -> Self {
+        Self::ready_check("cache", move || {
+            let cache = Arc::clone(&cache);
+            async move { cache.ready().await }
+        })
+    }
+
+    fn ready_check<F, Fut>(name: &'static str, ready: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        Self {
+            name,
+            probe: Arc::new(move || {
+                let answered = ready();
+                Box::pin(async move {
+                    if answered.await {
+                        Ok(())
+                    } else {
+                        Err("not ready".to_owned())
+                    }
+                })
+            }),
+            needed_by_calls: false,
+        }
+    }
+
+    /// Its name in logs: `database`, `broker`, `cache`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Asks once, within `timeout`.
+    async fn check(&self, timeout: Duration) -> Result<(), String> {
+        match tokio::time::timeout(timeout, (self.probe)()).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}
+
+/// Whether the server takes calls: closed while a dependency every call needs is down. Cheap to
+/// clone; all clones share one state.
+#[derive(Clone, Debug)]
+pub struct CallGate {
+    open: Arc<AtomicBool>,
+}
+
+impl Default for CallGate {
+    fn default() -> Self {
+        Self {
+            open: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+impl CallGate {
+    /// True while calls are served.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, open: bool) {
+        self.open.store(open, Ordering::Relaxed);
+    }
+}
+
+/// Probes a server's dependencies and keeps its health status and call gate in step with them.
+#[derive(Debug)]
+pub struct DependencyWatcher {
+    dependencies: Vec<Dependency>,
+    settings: HealthSettings,
+    reporter: HealthReporter,
+    services: Vec<&'static str>,
+    gate: CallGate,
+    /// Per dependency: up at the last round (`None` before the first).
+    last: Vec<Option<bool>>,
+}
+
+impl DependencyWatcher {
+    /// A watcher setting the status of `""` and of every name in `services` on `reporter`.
+    pub fn new(
+        dependencies: Vec<Dependency>,
+        settings: HealthSettings,
+        reporter: HealthReporter,
+        services: Vec<&'static str>,
+        gate: CallGate,
+    ) -> Self {
+        let last = vec![None; dependencies.len()];
+        Self {
+            dependencies,
+            settings,
+            reporter,
+            services,
+            gate,
+            last,
+        }
+    }
+
+    /// Probes every dependency once (concurrently) and publishes the outcome.
+    pub async fn round(&mut self) {
+        let timeout = self.settings.timeout;
+        let results =
+            futures::future::join_all(self.dependencies.iter().map(|dependency| dependency.check(timeout))).await;
+        let mut all_up = true;
+        let mut calls_served = true;
+        for ((dependency, result), last) in self.dependencies.iter().zip(results).zip(self.last.iter_mut()) {
+            let up = result.is_ok();
+            match (&result, *last) {
+                (Err(error), Some(true) | None) => {
+                    tracing::warn!(dependency = dependency.name, %error, "dependency down: not serving");
+                }
+                (Ok(()), Some(false)) => tracing::info!(dependency = dependency.name, "dependency back"),
+                _ => {}
+            }
+            *last = Some(up);
+            all_up &= up;
+            calls_served &= up || !dependency.needed_by_calls;
+        }
+        self.gate.set(calls_served);
+        let status = if all_up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in self.services.iter().copied().chain([""]) {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+
+    /// Probes every [`HealthSettings::interval`] until `stop` is cancelled, starting one
+    /// interval from now (callers run the first [`DependencyWatcher::round`] themselves, so
+    /// the status is known before the first call).
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(self.settings.interval) => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.round() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MapEnv;
+
+    #[test]
+    fn settings_have_defaults_and_refuse_zero() {
+        let env = MapEnv::from_pairs([]);
+        assert_eq!(HealthSettings::from_env(&env).ok(), Some(HealthSettings::default()));
+        let env = MapEnv::from_pairs([("SHOP_HEALTH_INTERVAL", "500ms"), ("SHOP_HEALTH_TIMEOUT", "200ms")]);
+        assert_eq!(
+            HealthSettings::from_env(&env).ok(),
+            Some(HealthSettings {
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_millis(200),
+            })
+        );
+        let env = MapEnv::from_pairs([("SHOP_HEALTH_TIMEOUT", "0s")]);
+        assert_eq!(
+            HealthSettings::from_env(&env).err().map(|error| error.key),
+            Some("SHOP_HEALTH_TIMEOUT".to_owned())
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! Health that tells the truth: with its PostgreSQL link cut, the catalog reports NOT_SERVING
+//! (the server and its named service) and answers calls UNAVAILABLE at once, while `liveness`
+//! stays SERVING; once the link is back it is SERVING and answers again.
+
+use std::time::{Duration, Instant};
+
+use shop_platform::{
+    db::DatabaseConfig,
+    grpc::error::machine_code,
+    health::LIVENESS,
+    queue::MemoryQueue,
+    testing::{self, proxy::FaultProxy},
+};
+use shop_proto::pb::catalog::ListProductsRequest;
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+use crate::helpers::{spawn_app_with, stock_config};
+
+const CATALOG: &str = "shop.catalog.v1.CatalogService";
+
+async fn status(health: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
+    health
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+/// Polls the overall status until it is `wanted`; fails after `within`.
+async fn wait_for(health: &mut HealthClient<Channel>, wanted: ServingStatus, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if status(health, "").await == wanted {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "not {wanted:?} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_not_serving_and_unavailable_until_it_ends() {
+    testing::init_test_logging();
+    let direct = url::Url::parse(&testing::create_postgres_database().await).unwrap();
+    let upstream = (direct.host_str().unwrap(), direct.port().unwrap_or(5432));
+    let upstream = tokio::net::lookup_host(upstream).await.unwrap().next().unwrap();
+    let proxy = FaultProxy::start(upstream).await.unwrap();
+    let mut through_proxy = direct.clone();
+    through_proxy.set_port(Some(proxy.addr().port())).unwrap();
+    through_proxy.set_host(Some("127.0.0.1")).unwrap();
+    let database = DatabaseConfig::new(through_proxy.to_string(), "catalog");
+    let app = spawn_app_with(database, std::sync::Arc::new(MemoryQueue::new()), stock_config()).await;
+    app.product(3).await;
+
+    let channel = Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut client = app.client().await;
+    for service in ["", CATALOG, LIVENESS] {
+        assert_eq!(
+            status(&mut health, service).await,
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    let listed = client.list_products(ListProductsRequest::default()).await.unwrap();
+    assert_eq!(listed.into_inner().products.len(), 1);
+
+    proxy.cut();
+    let noticed = wait_for(&mut health, ServingStatus::NotServing, Duration::from_secs(15)).await;
+    eprintln!("NOT_SERVING {noticed:?} after the cut");
+    assert_eq!(status(&mut health, CATALOG).await, ServingStatus::NotServing);
+    assert_eq!(
+        status(&mut health, LIVENESS).await,
+        ServingStatus::Serving,
+        "a database outage is no reason to restart the process"
+    );
+    // Calls are refused at once, as UNAVAILABLE (503 at the gateway), not INTERNAL, and
+    // without waiting for the pool's acquire timeout.
+    let asked = Instant::now();
+    let refused = client.list_products(ListProductsRequest::default()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(machine_code(&refused), Some("unavailable"));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "answered in {:?}",
+        asked.elapsed()
+    );
+
+    proxy.restore();
+    let recovered = wait_for(&mut health, ServingStatus::Serving, Duration::from_secs(30)).await;
+    eprintln!("SERVING {recovered:?} after the restore");
+    assert_eq!(status(&mut health, CATALOG).await, ServingStatus::Serving);
+    let listed = client.list_products(ListProductsRequest::default()).await.unwrap();
+    assert_eq!(listed.into_inner().products.len(), 1);
+    app.stop().await;
+}
