@@ -25,7 +25,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
     sea_query::{Expr, LockBehavior, LockType},
 };
 use shop_platform::backoff::Backoff;
@@ -34,6 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     clock,
+    config::StockQueues,
     context::Context,
     entity::{OrderStatus, PaymentStatus, order},
     stock::{self, ReleaseReason},
@@ -132,7 +134,7 @@ impl Reconciler {
                 .await?;
             let count = due.len() as u64;
             for record in due {
-                reject_unanswered(&self.ctx, &txn, record, now).await?;
+                reject_unanswered(&txn, &self.ctx.config.queues, record, now).await?;
             }
             txn.commit().await?;
             if count > 0 {
@@ -157,16 +159,8 @@ impl Reconciler {
                 .add(order::Column::ReserveAskedAt.lte(last_ask_before));
             let due = self.unanswered(&txn, last_ask_before, not_asked_lately).await?;
             let count = due.len() as u64;
-            for record in &due {
-                stock::reserve(&txn, &self.ctx.config.queues, record.order.id, &record.items).await?;
-            }
+            ask_again_for(&txn, &self.ctx.config.queues, &due, now).await?;
             if count > 0 {
-                let ids: Vec<Uuid> = due.iter().map(|record| record.order.id).collect();
-                order::Entity::update_many()
-                    .col_expr(order::Column::ReserveAskedAt, Expr::value(now))
-                    .filter(order::Column::Id.is_in(ids))
-                    .exec(&txn)
-                    .await?;
                 tracing::info!(count, "asked the catalog again for unanswered reservations");
             }
             txn.commit().await?;
@@ -181,11 +175,75 @@ impl Reconciler {
     }
 }
 
+/// What an operator asks for stranded orders (`shop-admin orders repair`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// Ask the catalog again now, without waiting for the next period.
+    AskAgain,
+    /// Give up now: reject the order (`reservation_timeout`) and release its stock.
+    Reject,
+}
+
+/// Repairs the orders `ids` at once, as the reconciler would in time: those still pending and
+/// unanswered are asked for again or rejected; the others are left alone. The messages go out
+/// through the order service's outbox (its relay publishes them). Returns the orders repaired.
+pub async fn repair(
+    db: &DatabaseConnection,
+    queues: &StockQueues,
+    ids: &[Uuid],
+    repair: Repair,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<Uuid>> {
+    let txn = store::begin_write(db).await?;
+    let orders = order::Entity::find()
+        .filter(order::Column::Id.is_in(ids.iter().copied()))
+        .filter(order::Column::Status.eq(OrderStatus::Pending))
+        .filter(order::Column::StockReservedAt.is_null())
+        .order_by_asc(order::Column::PlacedAt)
+        .lock_exclusive()
+        .all(&txn)
+        .await?;
+    let records = store::complete(&txn, orders).await?;
+    let repaired: Vec<Uuid> = records.iter().map(|record| record.order.id).collect();
+    match repair {
+        Repair::AskAgain => ask_again_for(&txn, queues, &records, now).await?,
+        Repair::Reject => {
+            for record in records {
+                reject_unanswered(&txn, queues, record, now).await?;
+            }
+        }
+    }
+    txn.commit().await?;
+    Ok(repaired)
+}
+
+/// Writes a new ReserveStock for each of `records` and notes when it was asked.
+async fn ask_again_for(
+    txn: &DatabaseTransaction,
+    queues: &StockQueues,
+    records: &[OrderRecord],
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    for record in records {
+        stock::reserve(txn, queues, record.order.id, &record.items).await?;
+    }
+    let ids: Vec<Uuid> = records.iter().map(|record| record.order.id).collect();
+    order::Entity::update_many()
+        .col_expr(order::Column::ReserveAskedAt, Expr::value(now))
+        .filter(order::Column::Id.is_in(ids))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 /// Rejects an order the catalog never answered and releases its stock (the catalog gives back
 /// what it reserved, if anything).
 async fn reject_unanswered(
-    ctx: &Context,
     txn: &DatabaseTransaction,
+    queues: &StockQueues,
     record: OrderRecord,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -202,7 +260,7 @@ async fn reject_unanswered(
     store::cancel_unshipped_items(txn, order_id).await?;
     stock::release(
         txn,
-        &ctx.config.queues,
+        queues,
         order_id,
         order_id,
         ReleaseReason::TimedOut,

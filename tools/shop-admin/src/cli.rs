@@ -14,6 +14,10 @@ usage: shop-admin <command>
                                             left in the queue (their order may change)
   dlq redrive <queue> (--id ID | --all)     move dead letters back to <queue>
   orders stranded [--older-than AGE]        orders still pending after AGE (5m)
+  orders repair (--id ORDER | --all [--older-than AGE]) [--reject]
+                                            ask the catalog again now for stranded orders
+                                            (all pending after AGE with --all), or with
+                                            --reject give them up: rejected, stock released
 
 <queue> is a work queue (stock.reserve) or its dead-letter queue (stock.reserve.dead).
 AGE is a whole number and a unit: 30s, 5m, 2h, 1d.
@@ -58,7 +62,7 @@ pub enum DlqCommand {
     },
 }
 
-/// The order commands. (`repair` will join `stranded` here.)
+/// The order commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrdersCommand {
     /// Orders still pending after `older_than`.
@@ -66,7 +70,25 @@ pub enum OrdersCommand {
         /// How long an order must have been pending.
         older_than: Duration,
     },
+    /// Acts now on stranded orders, as the order service's reconciler would in time.
+    Repair {
+        /// Which orders.
+        which: Stranded,
+        /// Ask again, or give up.
+        action: Repair,
+    },
 }
+
+/// Which stranded orders a repair is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stranded {
+    /// This one.
+    Id(uuid::Uuid),
+    /// Every order still pending after this long.
+    OlderThan(Duration),
+}
+
+pub use shop_order::reconcile::Repair;
 
 /// A command line that does not parse; printed with [`USAGE`].
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +102,7 @@ fn usage(message: impl Into<String>) -> UsageError {
 /// Flags that take a value (`--limit 3` or `--limit=3`).
 const VALUE_FLAGS: [&str; 3] = ["--limit", "--id", "--older-than"];
 /// Flags that stand alone.
-const SWITCHES: [&str; 1] = ["--all"];
+const SWITCHES: [&str; 2] = ["--all", "--reject"];
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageError> {
@@ -124,6 +146,25 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
                     Some(raw) => parse_duration(&raw).map_err(|reason| usage(format!("--older-than: {reason}")))?,
                 };
                 Command::Orders(OrdersCommand::Stranded { older_than })
+            }
+            ("orders", "repair") => {
+                let which = match (line.flag("--id"), line.switch("--all")) {
+                    (Some(id), false) => Stranded::Id(
+                        id.parse()
+                            .map_err(|_| usage(format!("--id {id:?} is not an order id")))?,
+                    ),
+                    (None, true) => Stranded::OlderThan(match line.flag("--older-than") {
+                        None => DEFAULT_STRANDED_AGE,
+                        Some(raw) => parse_duration(&raw).map_err(|reason| usage(format!("--older-than: {reason}")))?,
+                    }),
+                    _ => return Err(usage("orders repair needs exactly one of --id ORDER and --all")),
+                };
+                let action = if line.switch("--reject") {
+                    Repair::Reject
+                } else {
+                    Repair::AskAgain
+                };
+                Command::Orders(OrdersCommand::Repair { which, action })
             }
             _ => return Err(usage(format!("unknown command {group:?} {action:?}"))),
         },
@@ -268,6 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn repairs_name_their_orders() {
+        let id = uuid::Uuid::nil();
+        assert_eq!(
+            parsed(&format!("orders repair --id {id}")),
+            Ok(Command::Orders(OrdersCommand::Repair {
+                which: Stranded::Id(id),
+                action: Repair::AskAgain
+            }))
+        );
+        assert_eq!(
+            parsed("orders repair --all --older-than 1h --reject"),
+            Ok(Command::Orders(OrdersCommand::Repair {
+                which: Stranded::OlderThan(Duration::from_secs(3600)),
+                action: Repair::Reject
+            }))
+        );
+    }
+
+    #[test]
     fn mistakes_are_refused_with_a_reason() {
         for (line, reason) in [
             ("", "no command"),
@@ -282,6 +342,8 @@ mod tests {
             ("orders stranded --older-than 5", "--older-than"),
             ("orders stranded --verbose", "unknown option"),
             ("orders stranded --all", "not expected here"),
+            ("orders repair", "exactly one of"),
+            ("orders repair --id nope", "not an order id"),
         ] {
             let error = parsed(line).err().unwrap_or_default();
             assert!(error.contains(reason), "{line:?}: {error:?} should mention {reason:?}");

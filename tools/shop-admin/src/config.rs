@@ -56,6 +56,16 @@ impl AdminConfig {
         })
     }
 
+    /// The stock queues as the order service names them (a repair writes to them).
+    pub fn order_queues(&self) -> shop_order::StockQueues {
+        let name = |index: usize| self.stock_queues.get(index).cloned().unwrap_or_default();
+        shop_order::StockQueues {
+            reserve: name(0),
+            release: name(1),
+            results: name(2),
+        }
+    }
+
     /// The RabbitMQ URL, which the `dlq` commands need.
     pub fn amqp_url(&self) -> Result<&str, ConfigError> {
         self.amqp_url

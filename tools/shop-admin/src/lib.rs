@@ -29,8 +29,9 @@ pub async fn run(command: Command, config: &AdminConfig) -> anyhow::Result<Strin
             outcome
         }
         Command::Orders(command) => {
-            let db = orders::connect(config.database_url()?).await?;
-            let outcome = run_orders(command, &db).await;
+            let writes = matches!(command, OrdersCommand::Repair { .. });
+            let db = orders::connect(config.database_url()?, writes).await?;
+            let outcome = run_orders(command, config, &db).await;
             db.close().await.ok();
             outcome
         }
@@ -71,12 +72,28 @@ async fn run_dlq(command: DlqCommand, config: &AdminConfig, dead: &DeadLetters) 
     }
 }
 
-async fn run_orders(command: OrdersCommand, db: &sea_orm::DatabaseConnection) -> anyhow::Result<String> {
+async fn run_orders(
+    command: OrdersCommand,
+    config: &AdminConfig,
+    db: &sea_orm::DatabaseConnection,
+) -> anyhow::Result<String> {
+    let now = chrono::Utc::now();
     match command {
         OrdersCommand::Stranded { older_than } => {
-            let now = chrono::Utc::now();
             let stranded = orders::stranded(db, older_than, now).await?;
             Ok(orders::render_stranded(&stranded, now))
+        }
+        OrdersCommand::Repair { which, action } => {
+            let repaired = orders::repair(db, &config.order_queues(), &which, action, now).await?;
+            let verb = match action {
+                cli::Repair::AskAgain => "asked the catalog again for",
+                cli::Repair::Reject => "rejected and released the stock of",
+            };
+            let mut out = format!("{verb} {} order(s)\n", repaired.len());
+            for id in &repaired {
+                let _ = writeln!(out, "  {id}");
+            }
+            Ok(out)
         }
     }
 }

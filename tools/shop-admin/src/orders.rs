@@ -1,6 +1,7 @@
 //! `orders stranded`: orders still `pending` long after they were placed, read from the order
-//! service's schema with its own entities. Read only: the session is opened read-only, and the
-//! schema is never created (unlike a service starting).
+//! service's schema with its own entities, on a read-only session; the schema is never created
+//! (unlike a service starting). `orders repair`: what the order service's reconciler would do
+//! to them in time, now (`shop_order::reconcile::repair`), on a session that may write.
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -16,16 +17,19 @@ use shop_order::{
 };
 use shop_platform::{config::redact_url, service::MeshService};
 
-/// Connects to the order service's schema in the deployment's database, read-only.
-pub async fn connect(database_url: &str) -> anyhow::Result<DatabaseConnection> {
+/// Connects to the order service's schema in the deployment's database, read-only unless
+/// `writes` (repairs).
+pub async fn connect(database_url: &str, writes: bool) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(database_url.to_owned());
     options
         .max_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
-        .set_schema_search_path(<OrderService as MeshService>::NAME.to_owned())
-        .map_sqlx_postgres_opts(|options| options.options([("default_transaction_read_only", "on")]));
+        .set_schema_search_path(<OrderService as MeshService>::NAME.to_owned());
+    if !writes {
+        options.map_sqlx_postgres_opts(|options| options.options([("default_transaction_read_only", "on")]));
+    }
     Database::connect(options)
         .await
         .with_context(|| format!("connecting to {}", redact_url(database_url)))
@@ -105,4 +109,23 @@ mod tests {
         assert_eq!(age(Duration::from_secs(2 * 3600 + 5 * 60)), "2h5m");
         assert_eq!(age(Duration::from_secs(3 * 86_400 + 4 * 3600)), "3d4h");
     }
+}
+
+/// Repairs the stranded orders `which` names (see `shop_order::reconcile::repair`); returns
+/// the orders acted on. Orders no longer pending, or already answered by the catalog, are left
+/// alone.
+pub async fn repair(
+    db: &DatabaseConnection,
+    queues: &shop_order::StockQueues,
+    which: &crate::cli::Stranded,
+    action: shop_order::reconcile::Repair,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
+    let ids = match which {
+        crate::cli::Stranded::Id(id) => vec![*id],
+        crate::cli::Stranded::OlderThan(age) => stranded(db, *age, now).await?.iter().map(|order| order.id).collect(),
+    };
+    let repaired = shop_order::reconcile::repair(db, queues, &ids, action, now).await?;
+    tracing::info!(action = "orders.repair", repair = ?action, count = repaired.len(), order_ids = ?repaired, "repaired stranded orders");
+    Ok(repaired)
 }

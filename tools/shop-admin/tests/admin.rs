@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, future::Future, panic, process::Output, sync::A
 
 use chrono::Utc;
 use prost::Message as _;
-use sea_orm::{ActiveModelTrait as _, DatabaseConnection, IntoActiveModel as _};
+use sea_orm::{ActiveModelTrait as _, DatabaseConnection, EntityTrait as _, IntoActiveModel as _};
 use shop_admin::{dlq, orders};
 use shop_order::{
     entity::{OrderStatus, order},
@@ -163,7 +163,7 @@ async fn stranded_lists_old_pending_orders_and_not_young_or_paid_ones() {
         let young_pending = insert_order(&service_db, OrderStatus::Pending, now - chrono::Duration::minutes(1)).await;
         let old_paid = insert_order(&service_db, OrderStatus::Paid, hour_ago).await;
 
-        let admin_db = orders::connect(&url).await.unwrap();
+        let admin_db = orders::connect(&url, false).await.unwrap();
         let stranded = orders::stranded(&admin_db, Duration::from_secs(5 * 60), Utc::now())
             .await
             .unwrap();
@@ -193,6 +193,60 @@ async fn stranded_lists_old_pending_orders_and_not_young_or_paid_ones() {
             String::from_utf8_lossy(&output.stderr).contains(&format!("order_ids=[\"{old_pending}\"]")),
             "{output:?}"
         );
+    })
+    .await
+    .expect("the test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_asks_again_for_a_stranded_order_or_gives_it_up() {
+    timeout(TEST_LIMIT, async {
+        testing::init_test_logging();
+        let url = testing::create_postgres_database().await;
+        let service_db = db::connect(&DatabaseConfig::new(url.clone(), "order")).await.unwrap();
+        db::migrate::<Migrator>(&service_db, "order").await.unwrap();
+        let hour_ago = Utc::now() - chrono::Duration::hours(1);
+        let stranded = insert_order(&service_db, OrderStatus::Pending, hour_ago).await;
+        let paid = insert_order(&service_db, OrderStatus::Paid, hour_ago).await;
+        for order_id in [stranded, paid] {
+            insert_line_and_payment(&service_db, order_id, hour_ago).await;
+        }
+        let env = [("DATABASE_URL", url.as_str())];
+
+        // Ask again: a new ReserveStock in the order service's outbox, for the stranded order only.
+        let output = admin(&["orders", "repair", "--all", "--older-than", "5m"], &env).await;
+        assert!(output.status.success(), "{output:?}");
+        assert!(String::from_utf8_lossy(&output.stdout).contains(&stranded.to_string()));
+        let kinds = outbox_kinds(&service_db).await;
+        assert_eq!(kinds, [shop_order::stock::RESERVE_STOCK]);
+        let asked = order::Entity::find_by_id(stranded)
+            .one(&service_db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(asked.reserve_asked_at.is_some());
+        assert_eq!(asked.status, OrderStatus::Pending);
+
+        // Give up: rejected, and its stock released through the outbox.
+        let output = admin(&["orders", "repair", "--id", &stranded.to_string(), "--reject"], &env).await;
+        assert!(output.status.success(), "{output:?}");
+        let rejected = order::Entity::find_by_id(stranded)
+            .one(&service_db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rejected.status, OrderStatus::Rejected);
+        assert_eq!(rejected.status_reason.as_deref(), Some("reservation_timeout"));
+        assert_eq!(
+            outbox_kinds(&service_db).await,
+            [shop_order::stock::RESERVE_STOCK, shop_order::stock::RELEASE_STOCK]
+        );
+        let untouched = order::Entity::find_by_id(paid).one(&service_db).await.unwrap().unwrap();
+        assert_eq!(untouched.status, OrderStatus::Paid, "a paid order is not the tool's");
+
+        // Repairing it again does nothing: it is no longer pending.
+        let output = admin(&["orders", "repair", "--id", &stranded.to_string(), "--reject"], &env).await;
+        assert!(String::from_utf8_lossy(&output.stdout).starts_with("rejected and released the stock of 0 order(s)"));
     })
     .await
     .expect("the test took too long");
@@ -285,6 +339,57 @@ async fn insert_order(db: &DatabaseConnection, status: OrderStatus, placed_at: c
     .await
     .unwrap();
     id
+}
+
+/// An item and a pending payment for `order_id`, as placing writes them.
+async fn insert_line_and_payment(db: &DatabaseConnection, order_id: Uuid, at: chrono::DateTime<Utc>) {
+    shop_order::entity::item::Model {
+        id: Uuid::new_v4(),
+        order_id,
+        position: 0,
+        product_id: Uuid::new_v4(),
+        name: "Lamp".to_owned(),
+        unit_price: 12_900,
+        quantity: 1,
+        status: shop_order::entity::ItemStatus::Ordered,
+        cart_item_id: None,
+        shipped_at: None,
+        delivered_at: None,
+        returned_at: None,
+    }
+    .into_active_model()
+    .insert(db)
+    .await
+    .unwrap();
+    shop_order::entity::payment::Model {
+        order_id,
+        status: shop_order::entity::PaymentStatus::Pending,
+        amount: 12_900,
+        currency: "KRW".to_owned(),
+        refunded: 0,
+        provider_reference: None,
+        captured_at: None,
+        declined_at: None,
+        created_at: at,
+        updated_at: at,
+    }
+    .into_active_model()
+    .insert(db)
+    .await
+    .unwrap();
+}
+
+/// The kinds of the messages in the order service's outbox, oldest first.
+async fn outbox_kinds(db: &DatabaseConnection) -> Vec<String> {
+    use sea_orm::QueryOrder as _;
+    shop_platform::outbox::entity::Entity::find()
+        .order_by_asc(shop_platform::outbox::entity::Column::Seq)
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.kind)
+        .collect()
 }
 
 /// Runs the `shop-admin` binary with `args`, against the test servers, with `env` on top.
