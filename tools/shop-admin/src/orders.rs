@@ -98,19 +98,6 @@ fn age(duration: Duration) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_read_at_a_glance() {
-        assert_eq!(age(Duration::from_secs(45)), "45s");
-        assert_eq!(age(Duration::from_secs(5 * 60 + 3)), "5m3s");
-        assert_eq!(age(Duration::from_secs(2 * 3600 + 5 * 60)), "2h5m");
-        assert_eq!(age(Duration::from_secs(3 * 86_400 + 4 * 3600)), "3d4h");
-    }
-}
-
 /// Repairs the stranded orders `which` names (see `shop_order::reconcile::repair`); returns
 /// the orders acted on. Orders no longer pending, or already answered by the catalog, are left
 /// alone.
@@ -128,4 +115,17 @@ pub async fn repair(
     let repaired = shop_order::reconcile::repair(db, queues, &ids, action, now).await?;
     tracing::info!(action = "orders.repair", repair = ?action, count = repaired.len(), order_ids = ?repaired, "repaired stranded orders");
     Ok(repaired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(age(Duration::from_secs(45)), "45s");
+        assert_eq!(age(Duration::from_secs(5 * 60 + 3)), "5m3s");
+        assert_eq!(age(Duration::from_secs(2 * 3600 + 5 * 60)), "2h5m");
+        assert_eq!(age(Duration::from_secs(3 * 86_400 + 4 * 3600)), "3d4h");
+    }
 }
