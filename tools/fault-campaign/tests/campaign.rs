@@ -5,8 +5,7 @@
 //! - `calm_campaign_passes_every_check`: the whole harness with no fault; every check must
 //!   pass, or the harness itself is wrong.
 //! - `fault_campaign_short`: the CI cut of the campaign (an order service kill, a PostgreSQL
-//!   cut, a RabbitMQ cut). Ignored until the fault-tolerance work it proves has landed; run it
-//!   with `cargo nextest run -p fault-campaign --run-ignored all`.
+//!   cut, a RabbitMQ cut); every check must pass.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,7 +33,6 @@ async fn calm_campaign_passes_every_check() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault campaign: fails until consumers, reconciler and health survive faults; run with --run-ignored all"]
 async fn fault_campaign_short() {
     let report = run(Profile::short()).await;
     assert!(report.passed(), "the fault campaign failed:\n{}", report.render());
