@@ -36,7 +36,6 @@ use chromiumoxide::{
 };
 use futures::StreamExt as _;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ADMIN_EMAIL: &str = "docs-admin@example.com";
 const ADMIN_PASSWORD: &str = "Docs-page-1";
@@ -199,29 +198,12 @@ async fn try_it(page: &Page, method: &str, path: &str, body: Option<&str>) -> (S
 
 /// Starts `shop` with an admin account; returns it and its REST address.
 async fn start_shop(data: &Path) -> (tokio::process::Child, SocketAddr) {
-    let mut shop = loopback::shop_command(data)
-        .env("SHOP_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(shop.stdout.take().unwrap()).lines();
-    let http = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("shop exited before listening");
-            if let Some(rest) = line
-                .split("REST gateway")
-                .nth(1)
-                .and_then(|rest| rest.split("http://").nth(1))
-            {
-                return rest.split('/').next().unwrap().parse().unwrap();
-            }
-        }
-    })
+    loopback::spawn_shop(
+        loopback::shop_command(data)
+            .env("SHOP_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+    )
     .await
-    .expect("shop did not report its REST address");
-    // Keep reading: a closed pipe would fail the binary's next log line.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (shop, http)
 }
 
 #[tokio::test]

@@ -11,7 +11,6 @@ mod loopback;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::SocketAddr,
     path::Path,
     sync::{
         Arc, Mutex,
@@ -21,10 +20,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::Child,
-};
+use tokio::process::Child;
 
 const ADMIN_EMAIL: &str = "admin@example.com";
 const ADMIN_PASSWORD: &str = "Crash-test-1";
@@ -187,30 +183,14 @@ async fn a_killed_run_restarted_on_its_data_loses_no_order_and_no_stock() {
 /// Starts `shop` on `data` with defaults (an admin, and edge rate limits out of the way of the
 /// burst); returns it once its gateway is ready.
 async fn start(data: &Path) -> (Child, Api) {
-    let mut shop = loopback::shop_command(data)
-        .env("SHOP_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("SHOP_RATE_LIMIT_PER_IP", "1000000")
-        .env("SHOP_RATE_LIMIT_PER_USER", "1000000")
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(shop.stdout.take().unwrap()).lines();
-    let http: SocketAddr = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("shop exited before listening");
-            if let Some(rest) = line
-                .split("REST gateway")
-                .nth(1)
-                .and_then(|rest| rest.split("http://").nth(1))
-            {
-                return rest.split('/').next().unwrap().parse().unwrap();
-            }
-        }
-    })
-    .await
-    .expect("shop did not print its address");
-    // Keep reading stdout, so the process never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (shop, http) = loopback::spawn_shop(
+        loopback::shop_command(data)
+            .env("SHOP_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("SHOP_RATE_LIMIT_PER_IP", "1000000")
+            .env("SHOP_RATE_LIMIT_PER_USER", "1000000"),
+    )
+    .await;
     let api = Api {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))

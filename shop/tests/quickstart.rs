@@ -7,9 +7,7 @@
 #[path = "support/loopback.rs"]
 mod loopback;
 
-use std::{net::SocketAddr, time::Duration};
-
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::time::Duration;
 
 const README: &str = include_str!("../../README.md");
 const START: &str = "SHOP_ADMIN_EMAIL=admin@example.com SHOP_ADMIN_PASSWORD='Quick-start-1' cargo run --bin shop";
@@ -27,26 +25,12 @@ fn quickstart_block() -> String {
 async fn the_readme_quickstart_works_as_written() {
     assert!(README.contains(START), "the README starts the mesh with: {START}");
     let data = tempfile::tempdir().unwrap();
-    let mut shop = loopback::shop_command(data.path())
-        .env("SHOP_ADMIN_EMAIL", "admin@example.com")
-        .env("SHOP_ADMIN_PASSWORD", "Quick-start-1")
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(shop.stdout.take().unwrap()).lines();
-    let http: SocketAddr = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("shop exited before listening");
-            if let Some(rest) = line
-                .split("REST gateway")
-                .nth(1)
-                .and_then(|rest| rest.split("http://").nth(1))
-            {
-                return rest.split('/').next().unwrap().parse().unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let (_shop, http) = loopback::spawn_shop(
+        loopback::shop_command(data.path())
+            .env("SHOP_ADMIN_EMAIL", "admin@example.com")
+            .env("SHOP_ADMIN_PASSWORD", "Quick-start-1"),
+    )
+    .await;
 
     let script = format!("set -euo pipefail\n{}", quickstart_block());
     let output = tokio::time::timeout(

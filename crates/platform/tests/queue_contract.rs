@@ -17,13 +17,9 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use shop_platform::{
-    queue::{
-        AmqpQueue, Consumer, Delivery, MemoryQueue, Message, QueueError, QueueSpec, SqliteQueue, WorkQueue,
-        dead_letter_queue_name,
-    },
-    testing::{self, proxy::FaultProxy},
+    queue::{AmqpQueue, Consumer, Delivery, Message, QueueError, QueueSpec, SqliteQueue, WorkQueue},
+    testing::{self, proxy::FaultProxy, queues},
 };
 use tokio::time::{Instant, timeout};
 
@@ -760,10 +756,7 @@ async fn run_memory<F>(test: impl FnOnce(Arc<dyn WorkQueue>) -> F)
 where
     F: Future<Output = ()>,
 {
-    testing::init_test_logging();
-    timeout(TEST_LIMIT, test(Arc::new(MemoryQueue::new())))
-        .await
-        .expect("the test took too long");
+    queues::run_on_memory(TEST_LIMIT, test).await;
 }
 
 async fn run_sqlite<F>(test: impl FnOnce(Arc<dyn WorkQueue>) -> F)
@@ -783,51 +776,5 @@ async fn run_rabbitmq<F>(test: impl FnOnce(Arc<dyn WorkQueue>) -> F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    testing::init_test_logging();
-    let url = testing::amqp_url();
-    let adapter = AmqpQueue::connect(&url)
-        .await
-        .unwrap_or_else(|error| panic!("RabbitMQ must answer: {error}"));
-    let tracked = Arc::new(Tracked {
-        inner: Arc::new(adapter),
-        declared: Mutex::default(),
-    });
-    let outcome = tokio::spawn(timeout(TEST_LIMIT, test(tracked.clone()))).await;
-    let names = tracked.declared.lock().unwrap().clone();
-    testing::delete_queues(&names).await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(_elapsed)) => panic!("the test took longer than {TEST_LIMIT:?}"),
-        Err(error) => panic::resume_unwind(error.into_panic()),
-    }
-}
-
-/// Records the queues a test declares, so they can be deleted afterwards.
-#[derive(Debug)]
-struct Tracked {
-    inner: Arc<dyn WorkQueue>,
-    declared: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl WorkQueue for Tracked {
-    async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
-        self.declared
-            .lock()
-            .unwrap()
-            .extend([spec.name.clone(), dead_letter_queue_name(&spec.name)]);
-        self.inner.declare(spec).await
-    }
-
-    async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), QueueError> {
-        self.inner.publish(queue, messages).await
-    }
-
-    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
-        self.inner.consume(queue, prefetch).await
-    }
-
-    async fn ready(&self) -> bool {
-        self.inner.ready().await
-    }
+    queues::run_on_rabbitmq(TEST_LIMIT, test).await;
 }

@@ -49,7 +49,7 @@ use lapin::{
 };
 use tokio::{sync::Mutex, time::Instant};
 
-use crate::backoff::Backoff;
+use crate::{backoff::Backoff, config::redact_url};
 
 use super::{Consumer, Delivery, Message, QueueError, QueueSpec, Settle, WorkQueue};
 
@@ -625,7 +625,7 @@ fn convert(delivery: lapin::message::Delivery, alive: Arc<AtomicBool>) -> Delive
     )
 }
 
-fn integer(value: &AMQPValue) -> Option<i64> {
+pub(super) fn integer(value: &AMQPValue) -> Option<i64> {
     match *value {
         AMQPValue::ShortShortInt(v) => Some(v.into()),
         AMQPValue::ShortShortUInt(v) => Some(v.into()),
@@ -638,7 +638,7 @@ fn integer(value: &AMQPValue) -> Option<i64> {
     }
 }
 
-fn text(value: &AMQPValue) -> Option<String> {
+pub(super) fn text(value: &AMQPValue) -> Option<String> {
     match value {
         AMQPValue::LongString(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
         AMQPValue::ShortString(v) => Some(v.to_string()),
@@ -725,46 +725,17 @@ fn long_string(value: &str) -> AMQPValue {
 }
 
 /// An AMQP short string (at most 255 bytes); lapin's `From` impls panic on longer ones.
-fn short(value: &str) -> Result<ShortString, QueueError> {
+pub(super) fn short(value: &str) -> Result<ShortString, QueueError> {
     ShortString::try_new(value).map_err(|error| QueueError::Refused(format!("{value:.40}…: {error}")))
 }
 
 /// Maps a lapin error: the broker refusing something (a channel-level error such as
 /// `NOT_FOUND` or `PRECONDITION_FAILED`) is [`QueueError::Refused`]; anything else means the
 /// connection is unusable for now.
-fn classify(error: &lapin::Error) -> QueueError {
+pub(super) fn classify(error: &lapin::Error) -> QueueError {
     if error.is_amqp_soft_error() {
         QueueError::Refused(error.to_string())
     } else {
         QueueError::Unavailable(error.to_string())
-    }
-}
-
-/// `url` with its password replaced by `***`, for logs.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                // Only fails for URLs that cannot have credentials, which this one has.
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "<unparseable AMQP URL>".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_the_password() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
-        assert_eq!(redact_url("not a url"), "<unparseable AMQP URL>");
     }
 }

@@ -24,7 +24,11 @@ use lapin::{
     types::{AMQPValue, FieldTable, ShortString},
 };
 
-use super::{AmqpQueue, Message, QueueError, WorkQueue as _, dead_letter_queue_name};
+use super::{
+    AmqpQueue, Message, QueueError, WorkQueue as _,
+    amqp::{classify, integer, short, text},
+    dead_letter_queue_name,
+};
 use crate::config::redact_url;
 
 /// One broker operation (connecting, a `basic.get`, a declare, an acknowledgement): a broker
@@ -310,7 +314,9 @@ fn dead_letter(properties: &lapin::BasicProperties, payload: Vec<u8>) -> DeadLet
     if let Some(table) = properties.headers() {
         for (key, value) in table {
             match (key.as_str(), value) {
-                (DELIVERY_COUNT_HEADER, value) => returns = integer(value).unwrap_or(0),
+                (DELIVERY_COUNT_HEADER, value) => {
+                    returns = integer(value).and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+                }
                 (DEATH_HEADER, AMQPValue::FieldArray(entries)) => {
                     deaths = entries.as_slice().iter().filter_map(death).collect();
                 }
@@ -346,7 +352,10 @@ fn death(entry: &AMQPValue) -> Option<Death> {
     Some(Death {
         queue: field("queue").and_then(text).unwrap_or_default(),
         reason: field("reason").and_then(text).unwrap_or_default(),
-        count: field("count").and_then(integer).unwrap_or(0),
+        count: field("count")
+            .and_then(integer)
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0),
         time: match field("time") {
             Some(AMQPValue::Timestamp(seconds)) => i64::try_from(*seconds)
                 .ok()
@@ -354,27 +363,6 @@ fn death(entry: &AMQPValue) -> Option<Death> {
             _ => None,
         },
     })
-}
-
-fn integer(value: &AMQPValue) -> Option<u64> {
-    match *value {
-        AMQPValue::ShortShortInt(v) => u64::try_from(v).ok(),
-        AMQPValue::ShortShortUInt(v) => Some(v.into()),
-        AMQPValue::ShortInt(v) => u64::try_from(v).ok(),
-        AMQPValue::ShortUInt(v) => Some(v.into()),
-        AMQPValue::LongInt(v) => u64::try_from(v).ok(),
-        AMQPValue::LongUInt(v) => Some(v.into()),
-        AMQPValue::LongLongInt(v) => u64::try_from(v).ok(),
-        _ => None,
-    }
-}
-
-fn text(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        AMQPValue::ShortString(v) => Some(v.to_string()),
-        _ => None,
-    }
 }
 
 /// Runs one broker operation within [`OPERATION_TIMEOUT`].
@@ -394,21 +382,6 @@ fn is_not_found(error: &lapin::Error) -> bool {
         error.kind(),
         lapin::ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
     )
-}
-
-/// The broker refusing something (a channel-level error) is final; anything else means the
-/// connection is unusable for now.
-fn classify(error: &lapin::Error) -> QueueError {
-    if error.is_amqp_soft_error() {
-        QueueError::Refused(error.to_string())
-    } else {
-        QueueError::Unavailable(error.to_string())
-    }
-}
-
-/// An AMQP short string (at most 255 bytes); lapin's `From` impls panic on longer ones.
-fn short(value: &str) -> Result<ShortString, QueueError> {
-    ShortString::try_new(value).map_err(|error| QueueError::Refused(format!("{value:.40}…: {error}")))
 }
 
 #[cfg(test)]
