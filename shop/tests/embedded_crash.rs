@@ -33,8 +33,8 @@ const INITIAL_STOCK: i64 = 40;
 /// The burst runs at least this long before the kill...
 const BURST_AT_LEAST: Duration = Duration::from_millis(1500);
 /// ...and until this many orders were accepted (bounded by `BURST_AT_MOST`).
-const ACCEPTED_BEFORE_KILL: usize = 100;
-const BURST_AT_MOST: Duration = Duration::from_secs(15);
+const ACCEPTED_BEFORE_KILL: usize = 50;
+const BURST_AT_MOST: Duration = Duration::from_secs(30);
 /// After the restart, every order must be terminal and stock conserved within this.
 const SETTLE: Duration = Duration::from_secs(30);
 

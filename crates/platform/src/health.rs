@@ -9,6 +9,12 @@
 //! calls are answered UNAVAILABLE at once instead of each waiting out the connection pool's
 //! timeout (see [`crate::grpc::server`]).
 //!
+//! A probe that is only slow (no answer within the timeout, or the connection pool busy) is
+//! not an outage: a service under heavy load must not take itself out of rotation and refuse
+//! its calls. A dependency counts as down at once when it refuses (connection refused or
+//! reset, authentication, shutdown), and after [`SLOW_ROUNDS`] slow rounds in a row otherwise
+//! (a black-holed network answers nothing at all).
+//!
 //! Liveness is another question, answered by the separate [`LIVENESS`] service name: SERVING
 //! as long as the process runs, whatever its backends do, so Kubernetes restarts a pod that is
 //! stuck but never one that merely waits for its database to come back.
@@ -71,7 +77,19 @@ impl HealthSettings {
     }
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// Slow probes in a row after which a dependency counts as down.
+pub const SLOW_ROUNDS: u32 = 3;
+
+/// Why a probe failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ProbeFailure {
+    message: String,
+    /// Refused outright (`true`), or only slow: no answer in time, or every pooled connection
+    /// busy (`false`).
+    definite: bool,
+}
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), ProbeFailure>> + Send>>;
 type ProbeFn = Arc<dyn Fn() -> ProbeFuture + Send + Sync>;
 
 /// A backend a service needs, and how to ask whether it answers.
@@ -103,7 +121,10 @@ impl Dependency {
                     db.execute_unprepared("SELECT 1")
                         .await
                         .map(drop)
-                        .map_err(|error| error.to_string())
+                        .map_err(|error| ProbeFailure {
+                            definite: !pool_busy(&error),
+                            message: error.to_string(),
+                        })
                 })
             }),
             needed_by_calls: true,
@@ -140,7 +161,10 @@ impl Dependency {
                     if answered.await {
                         Ok(())
                     } else {
-                        Err("not ready".to_owned())
+                        Err(ProbeFailure {
+                            message: "not ready".to_owned(),
+                            definite: true,
+                        })
                     }
                 })
             }),
@@ -154,11 +178,26 @@ impl Dependency {
     }
 
     /// Asks once, within `timeout`.
-    async fn check(&self, timeout: Duration) -> Result<(), String> {
+    async fn check(&self, timeout: Duration) -> Result<(), ProbeFailure> {
         match tokio::time::timeout(timeout, (self.probe)()).await {
             Ok(result) => result,
-            Err(_elapsed) => Err(format!("no answer within {timeout:?}")),
+            Err(_elapsed) => Err(ProbeFailure {
+                message: format!("no answer within {timeout:?}"),
+                definite: false,
+            }),
         }
+    }
+}
+
+/// Every pooled connection is in use: the database answers, the service is just busy.
+fn pool_busy(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr, sqlx};
+    match error {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(error))
+        | DbErr::Exec(RuntimeErr::SqlxError(error))
+        | DbErr::Query(RuntimeErr::SqlxError(error)) => matches!(**error, sqlx::Error::PoolTimedOut),
+        _ => false,
     }
 }
 
@@ -198,6 +237,8 @@ pub struct DependencyWatcher {
     gate: CallGate,
     /// Per dependency: up at the last round (`None` before the first).
     last: Vec<Option<bool>>,
+    /// Per dependency: slow probes in a row.
+    slow: Vec<u32>,
 }
 
 impl DependencyWatcher {
@@ -210,6 +251,7 @@ impl DependencyWatcher {
         gate: CallGate,
     ) -> Self {
         let last = vec![None; dependencies.len()];
+        let slow = vec![0; dependencies.len()];
         Self {
             dependencies,
             settings,
@@ -217,6 +259,7 @@ impl DependencyWatcher {
             services,
             gate,
             last,
+            slow,
         }
     }
 
@@ -227,13 +270,29 @@ impl DependencyWatcher {
             futures::future::join_all(self.dependencies.iter().map(|dependency| dependency.check(timeout))).await;
         let mut all_up = true;
         let mut calls_served = true;
-        for ((dependency, result), last) in self.dependencies.iter().zip(results).zip(self.last.iter_mut()) {
-            let up = result.is_ok();
+        for (((dependency, result), last), slow) in self
+            .dependencies
+            .iter()
+            .zip(results)
+            .zip(self.last.iter_mut())
+            .zip(self.slow.iter_mut())
+        {
+            *slow = match &result {
+                Err(failure) if !failure.definite => slow.saturating_add(1),
+                _ => 0,
+            };
+            let up = match &result {
+                Ok(()) => true,
+                Err(failure) => !failure.definite && *slow < SLOW_ROUNDS,
+            };
             match (&result, *last) {
-                (Err(error), Some(true) | None) => {
-                    tracing::warn!(dependency = dependency.name, %error, "dependency down: not serving");
+                (Err(failure), Some(true) | None) if !up => {
+                    tracing::warn!(dependency = dependency.name, error = %failure.message, "dependency down: not serving");
                 }
-                (Ok(()), Some(false)) => tracing::info!(dependency = dependency.name, "dependency back"),
+                (Err(failure), _) if up => {
+                    tracing::debug!(dependency = dependency.name, error = %failure.message, "dependency slow to answer");
+                }
+                (_, Some(false)) if up => tracing::info!(dependency = dependency.name, "dependency back"),
                 _ => {}
             }
             *last = Some(up);
@@ -290,5 +349,85 @@ mod tests {
             HealthSettings::from_env(&env).err().map(|error| error.key),
             Some("SHOP_HEALTH_TIMEOUT".to_owned())
         );
+    }
+
+    fn probe(
+        name: &'static str,
+        outcome: impl Fn() -> Result<(), ProbeFailure> + Send + Sync + 'static,
+        delay: Duration,
+    ) -> Dependency {
+        let outcome = Arc::new(outcome);
+        Dependency {
+            name,
+            probe: Arc::new(move || {
+                let outcome = Arc::clone(&outcome);
+                Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    outcome()
+                })
+            }),
+            needed_by_calls: true,
+        }
+    }
+
+    fn watching(dependency: Dependency) -> (DependencyWatcher, CallGate) {
+        let (reporter, _service) = tonic_health::server::health_reporter();
+        let gate = CallGate::default();
+        let settings = HealthSettings {
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_millis(20),
+        };
+        (
+            DependencyWatcher::new(vec![dependency], settings, reporter, Vec::new(), gate.clone()),
+            gate,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refusing_database_closes_the_gate_at_once() {
+        let refused = || {
+            Err(ProbeFailure {
+                message: "connection refused".into(),
+                definite: true,
+            })
+        };
+        let (mut watcher, gate) = watching(probe("database", refused, Duration::ZERO));
+        watcher.round().await;
+        assert!(!gate.is_open());
+    }
+
+    #[tokio::test]
+    async fn a_slow_or_busy_database_is_an_outage_only_when_it_lasts() {
+        // Slower than the probe timeout: no answer in time, as under heavy load.
+        let (mut watcher, gate) = watching(probe("database", || Ok(()), Duration::from_millis(200)));
+        for round in 1..SLOW_ROUNDS {
+            watcher.round().await;
+            assert!(gate.is_open(), "round {round}: a slow answer is not an outage yet");
+        }
+        watcher.round().await;
+        assert!(!gate.is_open(), "{SLOW_ROUNDS} slow rounds in a row are");
+
+        let busy = || {
+            Err(ProbeFailure {
+                message: "pool timed out".into(),
+                definite: false,
+            })
+        };
+        let (mut watcher, gate) = watching(probe("database", busy, Duration::ZERO));
+        watcher.round().await;
+        assert!(gate.is_open(), "a busy pool is not an outage");
+    }
+
+    #[test]
+    fn a_pool_timeout_is_busy_and_a_refused_connection_is_not() {
+        use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr, sqlx};
+        assert!(pool_busy(&DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)));
+        assert!(pool_busy(&DbErr::Conn(RuntimeErr::SqlxError(Arc::new(
+            sqlx::Error::PoolTimedOut
+        )))));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!pool_busy(&DbErr::Conn(RuntimeErr::SqlxError(Arc::new(
+            sqlx::Error::Io(refused)
+        )))));
     }
 }

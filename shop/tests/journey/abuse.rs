@@ -314,7 +314,11 @@ async fn other_users_resources_are_404() {
         .send()
         .await
         .expect(200);
-    assert_eq!(order["status"], "paid");
+    // Paid, or further along if the shipment delays passed meanwhile; never cancelled.
+    assert!(
+        ["paid", "shipped", "delivered"].contains(&order["status"].as_str().unwrap_or_default()),
+        "{order}"
+    );
     assert_eq!(order["payment"]["refunded"], 0);
     // The admin sees every order.
     let seen = api
