@@ -1,10 +1,12 @@
 //! The generated protobuf messages and gRPC stubs of every shop package, compiled once for the
 //! whole workspace. Modules mirror the protobuf packages (`shop.user.v1` is
-//! [`shop::user::v1`]); [`pb`] re-exports them under short names.
+//! [`shop::user::v1`]); [`pb`] re-exports them under short names. [`queues`] names the queues
+//! the stock messages travel on.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub mod queues;
 
 /// The generated code, one module per protobuf package.
+#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
 pub mod shop {
     pub mod common {
         pub mod v1 {

@@ -170,9 +170,7 @@ async fn scenario(
     let ids = products(db, count, stock).await?;
     let prefix = testing::unique_name("bench");
     let config = StockConfig {
-        reserve_queue: format!("{prefix}.reserve"),
-        release_queue: format!("{prefix}.release"),
-        results_queue: format!("{prefix}.results"),
+        queues: shop_catalog::StockQueues::prefixed(&prefix),
         workers: options.workers,
         batch_size: options.batch,
         linger: Duration::from_millis(5),
@@ -202,7 +200,7 @@ async fn scenario(
         })
         .collect();
     for chunk in messages.chunks(1_000) {
-        queue.publish(&config.reserve_queue, chunk.to_vec()).await?;
+        queue.publish(&config.queues.reserve, chunk.to_vec()).await?;
     }
 
     let initial = stock * i64::try_from(ids.len())?;
@@ -221,7 +219,7 @@ async fn scenario(
     let elapsed = started.elapsed();
 
     // Untimed: every answer reaches the results queue, which is left empty.
-    let mut results = queue.consume(&config.results_queue, 1_000).await?;
+    let mut results = queue.consume(&config.queues.results, 1_000).await?;
     let mut answered = 0;
     tokio::time::timeout(Duration::from_secs(120), async {
         while answered < orders {
@@ -239,7 +237,7 @@ async fn scenario(
     relaying.await?;
     drop(results);
     // Runs leave no queues behind.
-    testing::delete_queues(&[config.reserve_queue, config.release_queue, config.results_queue]).await;
+    testing::delete_queues(&[config.queues.reserve, config.queues.release, config.queues.results]).await;
     Ok(orders as f64 / elapsed.as_secs_f64())
 }
 

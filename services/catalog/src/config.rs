@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use shop_platform::config::{ConfigError, Env};
+pub use shop_proto::queues::StockQueues;
 
 /// Settings of the catalog service, from the environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,12 +23,9 @@ pub struct CatalogConfig {
 /// Settings of the stock reservation worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StockConfig {
-    /// Where ReserveStock arrives.
-    pub reserve_queue: String,
-    /// Where ReleaseStock arrives.
-    pub release_queue: String,
-    /// Where StockReserved, StockRejected and StockReleased go (through the outbox).
-    pub results_queue: String,
+    /// The stock queues: ReserveStock and ReleaseStock arrive on `reserve` and `release`;
+    /// StockReserved, StockRejected and StockReleased go to `results` (through the outbox).
+    pub queues: StockQueues,
     /// Consumers per queue in this process.
     pub workers: usize,
     /// Most deliveries applied in one transaction.
@@ -39,9 +37,7 @@ pub struct StockConfig {
 impl Default for StockConfig {
     fn default() -> Self {
         Self {
-            reserve_queue: "stock.reserve".into(),
-            release_queue: "stock.release".into(),
-            results_queue: "stock.results".into(),
+            queues: StockQueues::default(),
             workers: 2,
             batch_size: 200,
             linger: Duration::from_millis(5),
@@ -62,9 +58,8 @@ impl CatalogConfig {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let defaults = StockConfig::default();
         let stock = StockConfig {
-            reserve_queue: queue_name(env, "SHOP_CATALOG_RESERVE_QUEUE", &defaults.reserve_queue)?,
-            release_queue: queue_name(env, "SHOP_CATALOG_RELEASE_QUEUE", &defaults.release_queue)?,
-            results_queue: queue_name(env, "SHOP_CATALOG_RESULTS_QUEUE", &defaults.results_queue)?,
+            queues: StockQueues::from_vars(|key| env.var(key))
+                .map_err(|bad| ConfigError::new(bad.variable, bad.reason))?,
             workers: in_range(env, "SHOP_CATALOG_STOCK_WORKERS", defaults.workers, 1, 64)?,
             batch_size: in_range(env, "SHOP_CATALOG_STOCK_BATCH", defaults.batch_size, 1, 5_000)?,
             linger: env.duration_or("SHOP_CATALOG_STOCK_LINGER", defaults.linger)?,
@@ -75,31 +70,8 @@ impl CatalogConfig {
                 "at most 1s: a batch must not hold deliveries longer",
             ));
         }
-        if stock.reserve_queue == stock.release_queue
-            || stock.results_queue == stock.reserve_queue
-            || stock.results_queue == stock.release_queue
-        {
-            return Err(ConfigError::new(
-                "SHOP_CATALOG_RESULTS_QUEUE",
-                "the reserve, release and results queues must be three different queues",
-            ));
-        }
         Ok(Self { stock })
     }
-}
-
-fn queue_name(env: &impl Env, key: &str, default: &str) -> Result<String, ConfigError> {
-    let name = env
-        .var(key)
-        .map_or_else(|| default.to_owned(), |raw| raw.trim().to_owned());
-    // AMQP queue names are short strings; ".dead" is appended for the dead-letter queue.
-    if name.len() > 200 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
-        return Err(ConfigError::new(
-            key,
-            format!("{name:?} must be up to 200 letters, digits, '.', '_', '-' or ':'"),
-        ));
-    }
-    Ok(name)
 }
 
 fn in_range(env: &impl Env, key: &str, default: usize, min: usize, max: usize) -> Result<usize, ConfigError> {

@@ -21,7 +21,7 @@ use shop_platform::{
 use shop_proto::pb::catalog::catalog_service_server::CatalogServiceServer;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{CatalogConfig, StockConfig};
+pub use config::{CatalogConfig, StockConfig, StockQueues};
 use products::{Products, grpc::CatalogApi};
 use stock::StockWorker;
 

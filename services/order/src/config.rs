@@ -68,41 +68,7 @@ impl Default for ReconcileConfig {
     }
 }
 
-/// Names of the stock queues (see shop/events/v1/events.proto), read from the same variables
-/// as the catalog's stock worker, so that one setting moves both ends of each queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StockQueues {
-    /// ReserveStock, to the catalog (`SHOP_CATALOG_RESERVE_QUEUE` [stock.reserve]).
-    pub reserve: String,
-    /// ReleaseStock, to the catalog (`SHOP_CATALOG_RELEASE_QUEUE` [stock.release]).
-    pub release: String,
-    /// StockReserved, StockRejected and StockReleased, from the catalog
-    /// (`SHOP_CATALOG_RESULTS_QUEUE` [stock.results]).
-    pub results: String,
-}
-
-impl Default for StockQueues {
-    fn default() -> Self {
-        Self {
-            reserve: "stock.reserve".into(),
-            release: "stock.release".into(),
-            results: "stock.results".into(),
-        }
-    }
-}
-
-impl StockQueues {
-    /// Queue names under a prefix (`<prefix>.stock.reserve`, …), so that tests sharing a broker
-    /// do not read each other's messages.
-    pub fn prefixed(prefix: &str) -> Self {
-        let defaults = Self::default();
-        Self {
-            reserve: format!("{prefix}.{}", defaults.reserve),
-            release: format!("{prefix}.{}", defaults.release),
-            results: format!("{prefix}.{}", defaults.results),
-        }
-    }
-}
+pub use shop_proto::queues::StockQueues;
 
 impl OrderConfig {
     /// Reads and validates the settings.
@@ -111,29 +77,8 @@ impl OrderConfig {
             let raw = env.var(key).unwrap_or_else(|| default.to_owned());
             Target::parse(&raw).map_err(|error| ConfigError::new(key, error.to_string()))
         };
-        let queue = |key: &str, default: String| {
-            let name = env.var(key).map_or(default, |raw| raw.trim().to_owned());
-            // The catalog's rule: AMQP short strings, with room for the ".dead" suffix.
-            if name.len() > 200 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
-                return Err(ConfigError::new(
-                    key,
-                    format!("{name:?} must be up to 200 letters, digits, '.', '_', '-' or ':'"),
-                ));
-            }
-            Ok(name)
-        };
-        let defaults = StockQueues::default();
-        let queues = StockQueues {
-            reserve: queue("SHOP_CATALOG_RESERVE_QUEUE", defaults.reserve)?,
-            release: queue("SHOP_CATALOG_RELEASE_QUEUE", defaults.release)?,
-            results: queue("SHOP_CATALOG_RESULTS_QUEUE", defaults.results)?,
-        };
-        if queues.reserve == queues.release || queues.results == queues.reserve || queues.results == queues.release {
-            return Err(ConfigError::new(
-                "SHOP_CATALOG_RESULTS_QUEUE",
-                "the reserve, release and results queues must be three different queues",
-            ));
-        }
+        let queues =
+            StockQueues::from_vars(|key| env.var(key)).map_err(|bad| ConfigError::new(bad.variable, bad.reason))?;
         let interval = env.duration_or("SHOP_ORDER_SHIPMENT_INTERVAL", Duration::from_secs(1))?;
         if interval.is_zero() {
             return Err(ConfigError::new("SHOP_ORDER_SHIPMENT_INTERVAL", "must be positive"));

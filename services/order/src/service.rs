@@ -86,12 +86,10 @@ impl OrderServiceBuilder {
         } = self;
         let db = open_database::<migration::Migrator>(&settings).await?;
         let queue = backends.queue;
-        for name in [&config.queues.reserve, &config.queues.release, &config.queues.results] {
-            queue
-                .declare(&QueueSpec::new(name.as_str()))
-                .await
-                .with_context(|| format!("declaring the queue {name}"))?;
-        }
+        queue
+            .declare_all(&config.queues.names().map(QueueSpec::new))
+            .await
+            .context("declaring the stock queues")?;
         let outbox_relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
         let upstream = Upstream::connect(&config).await?;
         let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));

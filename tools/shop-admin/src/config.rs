@@ -6,6 +6,7 @@ use shop_platform::{
     config::{ConfigError, Env},
     telemetry::TelemetryConfig,
 };
+use shop_proto::queues::StockQueues;
 
 /// The tool's settings.
 #[derive(Clone, Debug)]
@@ -14,18 +15,12 @@ pub struct AdminConfig {
     amqp_url: Option<String>,
     /// The deployment's PostgreSQL database (`DATABASE_URL`), for the `orders` commands.
     database_url: Option<String>,
-    /// The stock queues, whose dead-letter queues `dlq list` counts.
-    pub stock_queues: Vec<String>,
+    /// The stock queues, whose dead-letter queues `dlq list` counts, named as the services
+    /// name them.
+    pub stock_queues: StockQueues,
     /// Log lines (to standard error, one per action).
     pub telemetry: TelemetryConfig,
 }
-
-/// The stock queues' variables and defaults, as the catalog and order services read them.
-const STOCK_QUEUES: [(&str, &str); 3] = [
-    ("SHOP_CATALOG_RESERVE_QUEUE", "stock.reserve"),
-    ("SHOP_CATALOG_RELEASE_QUEUE", "stock.release"),
-    ("SHOP_CATALOG_RESULTS_QUEUE", "stock.results"),
-];
 
 impl AdminConfig {
     /// Reads and validates the settings.
@@ -45,25 +40,10 @@ impl AdminConfig {
         Ok(Self {
             amqp_url: optional_url("AMQP_URL", &["amqp", "amqps"])?,
             database_url: optional_url("DATABASE_URL", &["postgres", "postgresql"])?,
-            stock_queues: STOCK_QUEUES
-                .iter()
-                .map(|(key, default)| {
-                    env.var(key)
-                        .map_or_else(|| (*default).to_owned(), |name| name.trim().to_owned())
-                })
-                .collect(),
+            stock_queues: StockQueues::from_vars(|key| env.var(key))
+                .map_err(|bad| ConfigError::new(bad.variable, bad.reason))?,
             telemetry,
         })
-    }
-
-    /// The stock queues as the order service names them (a repair writes to them).
-    pub fn order_queues(&self) -> shop_order::StockQueues {
-        let name = |index: usize| self.stock_queues.get(index).cloned().unwrap_or_default();
-        shop_order::StockQueues {
-            reserve: name(0),
-            release: name(1),
-            results: name(2),
-        }
     }
 
     /// The RabbitMQ URL, which the `dlq` commands need.
@@ -95,15 +75,11 @@ mod tests {
         let config = AdminConfig::from_env(&MapEnv::default()).ok();
         assert_eq!(
             config.as_ref().map(|c| c.stock_queues.clone()),
-            Some(vec![
-                "stock.reserve".into(),
-                "stock.release".into(),
-                "stock.results".into()
-            ])
+            Some(StockQueues::default())
         );
         let env = MapEnv::from_pairs([("SHOP_CATALOG_RESULTS_QUEUE", "prod.results")]);
         let queues = AdminConfig::from_env(&env).map(|c| c.stock_queues).unwrap_or_default();
-        assert_eq!(queues.last().map(String::as_str), Some("prod.results"));
+        assert_eq!(queues.results, "prod.results");
     }
 
     #[test]

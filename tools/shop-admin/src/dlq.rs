@@ -17,7 +17,7 @@ pub struct DeadLetterCount {
 }
 
 /// Counts the messages in the dead-letter queue of each of `queues`.
-pub async fn list(dead: &DeadLetters, queues: &[String]) -> Result<Vec<DeadLetterCount>, QueueError> {
+pub async fn list(dead: &DeadLetters, queues: &[&str]) -> Result<Vec<DeadLetterCount>, QueueError> {
     let mut counts = Vec::with_capacity(queues.len());
     for queue in queues {
         let queue = dead_letter_queue_name(queue);

@@ -40,7 +40,9 @@ pub async fn run(command: Command, config: &AdminConfig) -> anyhow::Result<Strin
 
 async fn run_dlq(command: DlqCommand, config: &AdminConfig, dead: &DeadLetters) -> anyhow::Result<String> {
     match command {
-        DlqCommand::List => Ok(dlq::render_counts(&dlq::list(dead, &config.stock_queues).await?)),
+        DlqCommand::List => Ok(dlq::render_counts(
+            &dlq::list(dead, &config.stock_queues.names()).await?,
+        )),
         DlqCommand::Show { queue, limit } => {
             let letters = dlq::show(dead, &queue, limit).await?;
             let mut out = format!(
@@ -84,7 +86,7 @@ async fn run_orders(
             Ok(orders::render_stranded(&stranded, now))
         }
         OrdersCommand::Repair { which, action } => {
-            let repaired = orders::repair(db, &config.order_queues(), &which, action, now).await?;
+            let repaired = orders::repair(db, &config.stock_queues, &which, action, now).await?;
             let verb = match action {
                 cli::Repair::AskAgain => "asked the catalog again for",
                 cli::Repair::Reject => "rejected and released the stock of",

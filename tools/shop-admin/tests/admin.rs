@@ -41,7 +41,7 @@ async fn a_dead_letter_is_listed_shown_and_redriven_with_its_id() {
         dead_letter(&queue, &spec, vec![sent.clone()]).await;
 
         let dead = DeadLetters::connect(&testing::amqp_url()).await.unwrap();
-        let counts = dlq::list(&dead, std::slice::from_ref(&name)).await.unwrap();
+        let counts = dlq::list(&dead, &[name.as_str()]).await.unwrap();
         assert_eq!(
             counts,
             vec![dlq::DeadLetterCount {

@@ -93,6 +93,14 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// Declares the queue, its dead-letter queue and their binding; idempotent.
     async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError>;
 
+    /// Declares every queue of `specs` (a service's topology), in order; idempotent.
+    async fn declare_all(&self, specs: &[QueueSpec]) -> Result<(), QueueError> {
+        for spec in specs {
+            self.declare(spec).await?;
+        }
+        Ok(())
+    }
+
     /// Publishes persistent messages to `queue` and returns once the broker has confirmed every
     /// one of them (publisher confirms). On error, any subset may have been stored: callers
     /// republish, and consumers dedupe on [`Message::id`].

@@ -61,14 +61,9 @@ impl StockWorker {
 
     /// Declares the queues the worker reads and answers on (idempotent).
     pub async fn declare(&self) -> Result<(), QueueError> {
-        for name in [
-            &self.config.reserve_queue,
-            &self.config.release_queue,
-            &self.config.results_queue,
-        ] {
-            self.queue.declare(&QueueSpec::new(name.as_str())).await?;
-        }
-        Ok(())
+        self.queue
+            .declare_all(&self.config.queues.names().map(QueueSpec::new))
+            .await
     }
 
     /// Consumes until `shutdown` is cancelled: `workers` consumers on each queue.
@@ -100,8 +95,8 @@ impl StockWorker {
 
     fn queue_name(&self, work: Work) -> &str {
         match work {
-            Work::Reserve => &self.config.reserve_queue,
-            Work::Release => &self.config.release_queue,
+            Work::Reserve => &self.config.queues.reserve,
+            Work::Release => &self.config.queues.release,
         }
     }
 }
@@ -146,7 +141,7 @@ impl Handler for WorkHandler {
                 span: &one.item.span,
             })
             .collect();
-        let applied = match store::apply_batch(&worker.db, &worker.config.results_queue, &pending).await {
+        let applied = match store::apply_batch(&worker.db, &worker.config.queues.results, &pending).await {
             Ok(applied) => applied,
             Err(error) => {
                 worker.metrics.batch_failed(self.work);

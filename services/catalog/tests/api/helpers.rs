@@ -75,9 +75,7 @@ pub async fn spawn_app_without_workers() -> TestApp {
 pub fn stock_config() -> StockConfig {
     let prefix = testing::unique_name("stock");
     StockConfig {
-        reserve_queue: format!("{prefix}.reserve"),
-        release_queue: format!("{prefix}.release"),
-        results_queue: format!("{prefix}.results"),
+        queues: shop_catalog::StockQueues::prefixed(&prefix),
         ..StockConfig::default()
     }
 }
@@ -102,9 +100,9 @@ pub async fn spawn_app_on(broker: Broker, config: StockConfig) -> TestApp {
 /// The queues of `config`.
 fn queue_names(config: &StockConfig) -> Vec<String> {
     vec![
-        config.reserve_queue.clone(),
-        config.release_queue.clone(),
-        config.results_queue.clone(),
+        config.queues.reserve.clone(),
+        config.queues.release.clone(),
+        config.queues.results.clone(),
     ]
 }
 
@@ -189,7 +187,7 @@ impl TestApp {
         let message = reserve_message(order, lines);
         let id = message.id.clone();
         self.queue
-            .publish(&self.config.reserve_queue, vec![message])
+            .publish(&self.config.queues.reserve, vec![message])
             .await
             .unwrap();
         id
@@ -197,12 +195,12 @@ impl TestApp {
 
     /// Publishes one message to the reserve queue.
     pub async fn publish_reserve(&self, messages: Vec<Message>) {
-        self.queue.publish(&self.config.reserve_queue, messages).await.unwrap();
+        self.queue.publish(&self.config.queues.reserve, messages).await.unwrap();
     }
 
     /// Publishes messages to the release queue.
     pub async fn publish_release(&self, messages: Vec<Message>) {
-        self.queue.publish(&self.config.release_queue, messages).await.unwrap();
+        self.queue.publish(&self.config.queues.release, messages).await.unwrap();
     }
 
     /// The product's stock.

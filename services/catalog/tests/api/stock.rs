@@ -27,7 +27,7 @@ async fn two_thousand_concurrent_reservations_take_exactly_the_stock() {
     let publishers: Vec<_> = (0..8)
         .map(|_| {
             let queue = app.queue.clone();
-            let name = app.config.reserve_queue.clone();
+            let name = app.config.queues.reserve.clone();
             tokio::spawn(async move {
                 for _ in 0..5 {
                     let batch = (0..50)
@@ -61,7 +61,7 @@ async fn two_thousand_concurrent_reservations_take_exactly_the_stock() {
 
     // Every answer reaches the results queue.
     app.wait_for_outbox_drained(Duration::from_secs(30)).await;
-    let mut results = app.queue.consume(&app.config.results_queue, 500).await.unwrap();
+    let mut results = app.queue.consume(&app.config.queues.results, 500).await.unwrap();
     let mut received = 0;
     tokio::time::timeout(Duration::from_secs(30), async {
         while received < 2_000 {
@@ -177,7 +177,7 @@ async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going() {
 
     app.wait_for_reservations(1, Duration::from_secs(20)).await;
     assert_eq!(app.stock(product).await, 3);
-    let dead_queue = format!("{}.dead", app.config.reserve_queue);
+    let dead_queue = format!("{}.dead", app.config.queues.reserve);
     let mut dead = app.queue.consume(&dead_queue, 10).await.unwrap();
     let mut seen = HashSet::new();
     tokio::time::timeout(Duration::from_secs(20), async {

@@ -159,9 +159,7 @@ pub async fn spawn_with(options: Options) -> TestMesh {
     let queues = StockQueues::prefixed(&testing::unique_name("orders"));
 
     let stock = StockConfig {
-        reserve_queue: queues.reserve.clone(),
-        release_queue: queues.release.clone(),
-        results_queue: queues.results.clone(),
+        queues: queues.clone(),
         ..StockConfig::default()
     };
     let settings = settings(&database_url, "catalog");

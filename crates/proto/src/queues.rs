@@ -1,0 +1,119 @@
+//! The queues the `shop.events.v1` stock messages travel on, named once for both ends: the
+//! order service publishes `ReserveStock` and `ReleaseStock` and consumes the results; the
+//! catalog's stock worker does the opposite. Both read the names from the same variables with
+//! the same rules, here.
+
+/// The stock queues' names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StockQueues {
+    /// `ReserveStock`, order → catalog (`SHOP_CATALOG_RESERVE_QUEUE` [stock.reserve]).
+    pub reserve: String,
+    /// `ReleaseStock`, order → catalog (`SHOP_CATALOG_RELEASE_QUEUE` [stock.release]).
+    pub release: String,
+    /// `StockReserved`, `StockRejected`, `StockReleased`, catalog → order
+    /// (`SHOP_CATALOG_RESULTS_QUEUE` [stock.results]).
+    pub results: String,
+}
+
+impl Default for StockQueues {
+    fn default() -> Self {
+        Self {
+            reserve: "stock.reserve".into(),
+            release: "stock.release".into(),
+            results: "stock.results".into(),
+        }
+    }
+}
+
+/// A name the rules refuse: the variable and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadQueueName {
+    /// The variable that named it.
+    pub variable: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl StockQueues {
+    /// The names from `var` (the environment, say), defaults where unset. A name is up to 200
+    /// letters, digits, `.`, `_`, `-` or `:` (an AMQP short string with room for the `.dead`
+    /// suffix of its dead-letter queue), and the three queues are three different ones.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, BadQueueName> {
+        let defaults = Self::default();
+        let name = |variable: &'static str, default: String| {
+            let name = var(variable).map_or(default, |raw| raw.trim().to_owned());
+            if name.is_empty()
+                || name.len() > 200
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+            {
+                return Err(BadQueueName {
+                    variable,
+                    reason: format!("{name:?} must be 1 to 200 letters, digits, '.', '_', '-' or ':'"),
+                });
+            }
+            Ok(name)
+        };
+        let queues = Self {
+            reserve: name("SHOP_CATALOG_RESERVE_QUEUE", defaults.reserve)?,
+            release: name("SHOP_CATALOG_RELEASE_QUEUE", defaults.release)?,
+            results: name("SHOP_CATALOG_RESULTS_QUEUE", defaults.results)?,
+        };
+        if queues.reserve == queues.release || queues.results == queues.reserve || queues.results == queues.release {
+            return Err(BadQueueName {
+                variable: "SHOP_CATALOG_RESULTS_QUEUE",
+                reason: "the reserve, release and results queues must be three different queues".into(),
+            });
+        }
+        Ok(queues)
+    }
+
+    /// Names under a prefix (`<prefix>.stock.reserve`, …), so that tests sharing a broker do not
+    /// read each other's messages.
+    pub fn prefixed(prefix: &str) -> Self {
+        let defaults = Self::default();
+        Self {
+            reserve: format!("{prefix}.{}", defaults.reserve),
+            release: format!("{prefix}.{}", defaults.release),
+            results: format!("{prefix}.{}", defaults.results),
+        }
+    }
+
+    /// The three names, to declare them.
+    pub fn names(&self) -> [&str; 3] {
+        [&self.reserve, &self.release, &self.results]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<StockQueues, BadQueueName> {
+        let vars: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        StockQueues::from_vars(|key| vars.get(key).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        assert_eq!(from(&[]), Ok(StockQueues::default()));
+        let queues = from(&[("SHOP_CATALOG_RESULTS_QUEUE", " shop.results ")]);
+        assert_eq!(queues.map(|q| q.results), Ok("shop.results".to_owned()));
+    }
+
+    #[test]
+    fn bad_names_name_their_variable() {
+        for (key, value) in [
+            ("SHOP_CATALOG_RESULTS_QUEUE", "stock results"),
+            ("SHOP_CATALOG_RESERVE_QUEUE", ""),
+            ("SHOP_CATALOG_RESULTS_QUEUE", "stock.reserve"),
+        ] {
+            assert_eq!(
+                from(&[(key, value)]).err().map(|e| e.variable),
+                Some(key),
+                "{key}={value}"
+            );
+        }
+    }
+}
