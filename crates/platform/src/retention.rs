@@ -273,7 +273,10 @@ mod tests {
     fn batches_are_bounded_and_conditioned() {
         let rule = Rule::new("releases", "created_at", DAY).only_where("x = 1");
         let pg = rule.delete_batch(DatabaseBackend::Postgres, 10, Utc::now()).sql;
-        assert!(pg.contains(r#""created_at" < $1 AND (x = 1) LIMIT 10 FOR UPDATE SKIP LOCKED"#), "{pg}");
+        assert!(
+            pg.contains(r#""created_at" < $1 AND (x = 1) LIMIT 10 FOR UPDATE SKIP LOCKED"#),
+            "{pg}"
+        );
         let sqlite = rule.delete_batch(DatabaseBackend::Sqlite, 10, Utc::now()).sql;
         assert!(sqlite.contains(r#"rowid IN (SELECT rowid FROM "releases""#), "{sqlite}");
     }

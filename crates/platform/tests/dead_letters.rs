@@ -72,7 +72,10 @@ async fn wait_for_dead_letters(queue: &str, expected: &BTreeSet<String>) {
         }
     })
     .await;
-    assert!(arrived.is_ok(), "dead letters of {queue}: {seen:?}, expected {expected:?}");
+    assert!(
+        arrived.is_ok(),
+        "dead letters of {queue}: {seen:?}, expected {expected:?}"
+    );
 }
 
 /// The last value of the gauge for `dead_letter_queue`.
@@ -156,7 +159,10 @@ async fn an_existing_unbounded_dead_letter_queue_is_kept_as_it_is() {
     // RabbitMQ refuses the bounded declaration; the adapter carries on with the queue there.
     queue.declare(&spec).await.unwrap();
     // Declared again (another replica, or the broker forgot the work queue): still fine.
-    queue.declare(&spec.clone().with_dead_letter_max_length(7)).await.unwrap();
+    queue
+        .declare(&spec.clone().with_dead_letter_max_length(7))
+        .await
+        .unwrap();
 
     // The topology works: dead letters arrive, unbounded as the queue always was.
     let ids: Vec<String> = (0..3).map(|n| format!("old{n}")).collect();
@@ -184,7 +190,10 @@ async fn a_changed_bound_keeps_the_existing_dead_letter_queue() {
         .with_max_deliveries(1)
         .with_dead_letter_max_length(2);
     queue.declare(&spec).await.unwrap();
-    queue.declare(&spec.clone().with_dead_letter_max_length(10)).await.unwrap();
+    queue
+        .declare(&spec.clone().with_dead_letter_max_length(10))
+        .await
+        .unwrap();
 
     let ids: Vec<String> = (0..4).map(|n| format!("c{n}")).collect();
     dead_letter_all(&queue, &spec, &ids).await;

@@ -25,8 +25,7 @@ pub fn rules(retention: &OrderRetention) -> Vec<Rule> {
     rules.extend([
         Rule::new("idempotency_keys", "created_at", retention.idempotency_keys).only_where("order_id IS NOT NULL"),
         Rule::new("idempotency_keys", "claimed_until", retention.idempotency_keys).only_where("order_id IS NULL"),
-        Rule::new("payment_tasks", "completed_at", retention.payment_tasks)
-            .only_where("state IN ('done', 'declined')"),
+        Rule::new("payment_tasks", "completed_at", retention.payment_tasks).only_where("state IN ('done', 'declined')"),
     ]);
     rules
 }

@@ -89,8 +89,8 @@ impl OrderServiceBuilder {
         let db = open_database::<migration::Migrator>(&settings).await?;
         let queue = backends.queue;
         for name in [&config.queues.reserve, &config.queues.release, &config.queues.results] {
-            let spec =
-                QueueSpec::new(name.as_str()).with_dead_letter_max_length(config.retention.platform.dead_letter_max_length);
+            let spec = QueueSpec::new(name.as_str())
+                .with_dead_letter_max_length(config.retention.platform.dead_letter_max_length);
             queue
                 .declare(&spec)
                 .await

@@ -275,7 +275,9 @@ async fn declare_topology(connection: &Connection, spec: &QueueSpec) -> Result<(
                 ..QueueDeclareOptions::default()
             };
             let result = async {
-                channel.queue_declare(dead.clone(), passive, FieldTable::default()).await?;
+                channel
+                    .queue_declare(dead.clone(), passive, FieldTable::default())
+                    .await?;
                 declare_work_queue(&channel, name, dead, spec.max_deliveries).await
             }
             .await;

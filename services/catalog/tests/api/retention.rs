@@ -62,7 +62,10 @@ async fn prunes_only_releases_that_cannot_give_back_twice(app: &TestApp) {
 
     // A, B and C were released weeks ago (the default age is 30 days); D just now.
     release::Entity::update_many()
-        .col_expr(release::Column::CreatedAt, Expr::value(Utc::now() - chrono::Duration::days(40)))
+        .col_expr(
+            release::Column::CreatedAt,
+            Expr::value(Utc::now() - chrono::Duration::days(40)),
+        )
         .filter(release::Column::OrderId.is_in([a, b, c]))
         .exec(&app.db)
         .await

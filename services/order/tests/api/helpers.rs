@@ -173,8 +173,8 @@ pub async fn spawn_with(options: Options) -> TestMesh {
         },
         broker.backends().await,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let catalog_db = catalog.db().clone();
     let catalog = Running::start(catalog, catalog_db).await;
     let cart = CartDouble::spawn().await;

@@ -79,7 +79,13 @@ async fn old_keys_and_finished_tasks_go(mesh: TestMesh) {
 
     let sweeper = retention::sweeper(mesh.db().clone(), &mesh.config.retention);
     let swept = sweeper.sweep(Utc::now(), &CancellationToken::new()).await.unwrap();
-    let deleted = |table| swept.iter().filter(|s| s.table == table).map(|s| s.deleted).sum::<u64>();
+    let deleted = |table| {
+        swept
+            .iter()
+            .filter(|s| s.table == table)
+            .map(|s| s.deleted)
+            .sum::<u64>()
+    };
     assert_eq!(deleted("idempotency_keys"), 2, "{swept:?}");
     assert_eq!(deleted("payment_tasks"), 1, "{swept:?}");
 
