@@ -12,6 +12,7 @@ pub mod health;
 pub mod outbox;
 pub mod paging;
 pub mod queue;
+pub mod retention;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

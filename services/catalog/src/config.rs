@@ -6,11 +6,16 @@
 //!   as many; any number of replicas may run);
 //! - `SHOP_CATALOG_STOCK_BATCH` [200]: most deliveries applied in one transaction;
 //! - `SHOP_CATALOG_STOCK_LINGER` [5ms]: how long a batch waits for more deliveries after its
-//!   first one.
+//!   first one;
+//! - `SHOP_RETENTION_RELEASES` [30d]: how long applied releases of fully given-back orders are
+//!   kept (see `crate::retention`), beside the platform's retention settings.
 
 use std::time::Duration;
 
-use shop_platform::config::{ConfigError, Env};
+use shop_platform::{
+    config::{ConfigError, Env},
+    retention::{self, RetentionSettings},
+};
 pub use shop_proto::queues::StockQueues;
 
 /// Settings of the catalog service, from the environment.
@@ -18,6 +23,27 @@ pub use shop_proto::queues::StockQueues;
 pub struct CatalogConfig {
     /// The reservation worker's settings.
     pub stock: StockConfig,
+    /// How long rows that have done their job are kept.
+    pub retention: CatalogRetention,
+}
+
+/// How long the catalog keeps rows that have done their job (see `crate::retention`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogRetention {
+    /// The platform's ages (outbox, inbox), the sweep interval and the dead-letter bound.
+    pub platform: RetentionSettings,
+    /// Releases of orders with nothing left to give back are kept this long after they were
+    /// applied (`SHOP_RETENTION_RELEASES` [30d]).
+    pub releases: Duration,
+}
+
+impl Default for CatalogRetention {
+    fn default() -> Self {
+        Self {
+            platform: RetentionSettings::default(),
+            releases: Duration::from_secs(30 * 86_400),
+        }
+    }
 }
 
 /// Settings of the stock reservation worker.
@@ -70,7 +96,11 @@ impl CatalogConfig {
                 "at most 1s: a batch must not hold deliveries longer",
             ));
         }
-        Ok(Self { stock })
+        let retention = CatalogRetention {
+            platform: RetentionSettings::from_env(env)?,
+            releases: retention::age(env, "SHOP_RETENTION_RELEASES", CatalogRetention::default().releases)?,
+        };
+        Ok(Self { stock, retention })
     }
 }
 

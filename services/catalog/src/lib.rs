@@ -5,9 +5,10 @@ pub mod config;
 pub mod entity;
 pub mod migration;
 pub mod products;
+pub mod retention;
 pub mod stock;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
@@ -16,12 +17,14 @@ use shop_platform::{
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
     outbox::{OutboxRelay, RelayOptions},
+    queue::DeadLetterGauge,
+    retention::Sweeper,
     service::{Backends, MeshService, ServiceSettings, open_database},
 };
 use shop_proto::pb::catalog::catalog_service_server::CatalogServiceServer;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{CatalogConfig, StockConfig, StockQueues};
+pub use config::{CatalogConfig, CatalogRetention, StockConfig, StockQueues};
 use products::{Products, grpc::CatalogApi};
 use stock::StockWorker;
 
@@ -31,6 +34,9 @@ pub struct CatalogService {
     server: BoundGrpcServer,
     relay: OutboxRelay,
     worker: StockWorker,
+    sweeper: Sweeper,
+    sweep_interval: std::time::Duration,
+    dead_letters: DeadLetterGauge,
     db: DatabaseConnection,
 }
 
@@ -38,6 +44,11 @@ impl CatalogService {
     /// The service's database connection.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The retention sweeper, to run a sweep by hand.
+    pub fn sweeper(&self) -> Sweeper {
+        self.sweeper.clone()
     }
 }
 
@@ -53,8 +64,13 @@ impl MeshService for CatalogService {
     async fn build(settings: ServiceSettings, config: CatalogConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
         let relay = OutboxRelay::new(db.clone(), backends.queue.clone(), RelayOptions::default());
-        let worker = StockWorker::new(db.clone(), backends.queue.clone(), config.stock).waking(relay.clone());
+        let worker = StockWorker::new(db.clone(), backends.queue.clone(), config.stock)
+            .waking(relay.clone())
+            .dead_letter_max_length(config.retention.platform.dead_letter_max_length);
         worker.declare().await.context("declaring the stock queues")?;
+        // The dead letters of the queues this service consumes.
+        let dead_letters = DeadLetterGauge::new(Arc::clone(&backends.queue), worker.consumed_queues());
+        let sweeper = retention::sweeper(db.clone(), &config.retention);
         let server = GrpcServerBuilder::new(settings.grpc_addr)
             .depends_on(Dependency::database(db.clone()))
             .depends_on(Dependency::queue(backends.queue))
@@ -67,6 +83,9 @@ impl MeshService for CatalogService {
             server,
             relay,
             worker,
+            sweeper,
+            sweep_interval: config.retention.platform.interval,
+            dead_letters,
             db,
         })
     }
@@ -82,9 +101,13 @@ impl MeshService for CatalogService {
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
         let worker = tokio::spawn(self.worker.run(stop.clone()));
+        let sweeper = tokio::spawn(self.sweeper.run(self.sweep_interval, stop.clone()));
+        let dead_letters = tokio::spawn(self.dead_letters.run(DeadLetterGauge::INTERVAL, stop.clone()));
         let served = self.server.serve(stop.clone()).await;
         stop.cancel();
         let worked = worker.await.context("the stock worker panicked");
+        sweeper.await.context("the retention sweeper panicked")?;
+        dead_letters.await.context("the dead-letter gauge panicked")?;
         relay_stop.cancel();
         relay.await.context("the outbox relay panicked")?;
         served.and(worked?)

@@ -5,6 +5,7 @@ use std::time::Duration;
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::client::{ClientOptions, Target},
+    retention::{self, RetentionSettings},
 };
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -42,6 +43,43 @@ pub struct OrderConfig {
     pub payment_timeout: Duration,
     /// How the reconciler treats orders left `pending`.
     pub reconcile: ReconcileConfig,
+    /// How long rows that have done their job are kept.
+    pub retention: OrderRetention,
+}
+
+/// How long the order service keeps rows that have done their job (see `crate::retention`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRetention {
+    /// The platform's ages (outbox, inbox), the sweep interval and the dead-letter bound.
+    pub platform: RetentionSettings,
+    /// Idempotency keys are kept this long after they were first used
+    /// (`SHOP_RETENTION_IDEMPOTENCY` [7d]); a retry after that places a new order.
+    pub idempotency_keys: Duration,
+    /// Finished payment tasks (done or declined) are kept this long after they finished
+    /// (`SHOP_RETENTION_PAYMENT_TASKS` [30d]).
+    pub payment_tasks: Duration,
+}
+
+impl Default for OrderRetention {
+    fn default() -> Self {
+        Self {
+            platform: RetentionSettings::default(),
+            idempotency_keys: 7 * DAY,
+            payment_tasks: 30 * DAY,
+        }
+    }
+}
+
+impl OrderRetention {
+    /// Reads and validates the ages.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        Ok(Self {
+            platform: RetentionSettings::from_env(env)?,
+            idempotency_keys: retention::age(env, "SHOP_RETENTION_IDEMPOTENCY", defaults.idempotency_keys)?,
+            payment_tasks: retention::age(env, "SHOP_RETENTION_PAYMENT_TASKS", defaults.payment_tasks)?,
+        })
+    }
 }
 
 /// What the reconciler does about orders still waiting for the catalog's answer.
@@ -104,6 +142,7 @@ impl OrderConfig {
             decline_amount: decline_amount(env)?,
             payment_timeout: positive(env, "SHOP_PAYMENT_TIMEOUT", Duration::from_secs(10))?,
             reconcile: reconcile(env)?,
+            retention: OrderRetention::from_env(env)?,
         })
     }
 }
@@ -195,6 +234,9 @@ mod tests {
             ("SHOP_PAYMENT_TIMEOUT", "0s"),
             ("SHOP_ORDER_PENDING_TIMEOUT", "10s"),
             ("SHOP_CATALOG_RESULTS_QUEUE", "stock.reserve"),
+            ("SHOP_RETENTION_IDEMPOTENCY", "0d"),
+            ("SHOP_RETENTION_PAYMENT_TASKS", "forever"),
+            ("SHOP_RETENTION_INBOX", "5m"),
         ] {
             let error = OrderConfig::from_env(&MapEnv::from_pairs([(key, value)])).err();
             assert_eq!(error.map(|e| e.key).as_deref(), Some(key), "{key}={value}");

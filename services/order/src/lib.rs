@@ -22,6 +22,7 @@ mod place;
 mod queries;
 pub mod reconcile;
 mod results;
+pub mod retention;
 mod service;
 pub mod settlement;
 pub mod shipping;
@@ -30,7 +31,7 @@ mod store;
 mod upstream;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use config::{OrderConfig, ReconcileConfig, StockQueues};
+pub use config::{OrderConfig, OrderRetention, ReconcileConfig, StockQueues};
 pub use payment::{PaymentProvider, TestPaymentProvider};
 pub use reconcile::Reconciler;
 pub use service::{OrderService, OrderServiceBuilder};

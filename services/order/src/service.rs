@@ -1,6 +1,7 @@
 //! The order service as the binaries start it: built (database migrated, queues declared, gRPC
-//! listener bound), then run with its three background tasks: the outbox relay (ReserveStock
-//! and ReleaseStock to the catalog), the stock results consumers, and the shipment scheduler.
+//! listener bound), then run with its background tasks: the outbox relay (ReserveStock and
+//! ReleaseStock to the catalog), the stock results consumers, the shipment scheduler, the
+//! payment worker, the reconciler, the retention sweeper and the dead-letter depth gauge.
 //! Every one of them is safe to run in several replicas at once.
 
 use std::{net::SocketAddr, sync::Arc};
@@ -12,7 +13,8 @@ use shop_platform::{
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
     outbox::{OutboxRelay, RelayOptions},
-    queue::{QueueSpec, WorkQueue},
+    queue::{DeadLetterGauge, QueueSpec, WorkQueue},
+    retention::Sweeper,
     service::{Backends, MeshService, ServiceSettings, open_database},
 };
 use shop_proto::pb::order::order_service_server::OrderServiceServer;
@@ -27,7 +29,7 @@ use crate::{
     migration,
     payment::{PaymentProvider, TestPaymentProvider},
     reconcile::Reconciler,
-    results,
+    results, retention,
     settlement::{self, PaymentWorker},
     shipping::ShipmentScheduler,
     upstream::Upstream,
@@ -86,10 +88,10 @@ impl OrderServiceBuilder {
         } = self;
         let db = open_database::<migration::Migrator>(&settings).await?;
         let queue = backends.queue;
-        queue
-            .declare_all(&config.queues.names().map(QueueSpec::new))
-            .await
-            .context("declaring the stock queues")?;
+        let specs = config.queues.names().map(|name| {
+            QueueSpec::new(name).with_dead_letter_max_length(config.retention.platform.dead_letter_max_length)
+        });
+        queue.declare_all(&specs).await.context("declaring the stock queues")?;
         let outbox_relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
         let upstream = Upstream::connect(&config).await?;
         let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));
@@ -146,6 +148,11 @@ impl OrderService {
         Reconciler::new(self.ctx.clone())
     }
 
+    /// The retention sweeper, to run a sweep by hand.
+    pub fn sweeper(&self) -> Sweeper {
+        retention::sweeper(self.ctx.db.clone(), &self.ctx.config.retention)
+    }
+
     /// The payment worker, to run a pass by hand.
     pub fn payment_worker(&self) -> PaymentWorker {
         PaymentWorker::new(self.ctx.clone())
@@ -194,6 +201,12 @@ impl MeshService for OrderService {
         if let Some(interval) = self.ctx.config.reconcile.interval {
             tasks.spawn(Reconciler::new(self.ctx.clone()).run(interval, background.clone()));
         }
+        let interval = self.ctx.config.retention.platform.interval;
+        let sweeper = retention::sweeper(self.ctx.db.clone(), &self.ctx.config.retention);
+        tasks.spawn(sweeper.run(interval, background.clone()));
+        // The dead letters of the queue this service consumes.
+        let dead_letters = DeadLetterGauge::new(Arc::clone(&self.queue), [self.ctx.config.queues.results.clone()]);
+        tasks.spawn(dead_letters.run(DeadLetterGauge::INTERVAL, background.clone()));
         let served = self.server.serve(shutdown).await;
         background.cancel();
         while let Some(joined) = tasks.join_next().await {

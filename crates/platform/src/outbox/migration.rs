@@ -1,6 +1,6 @@
 //! The tables every service that publishes or consumes messages needs: `outbox` (messages to
 //! publish) and `inbox` (ids of messages already applied). Services list
-//! [`CreateMessagingTables`] in their own migrator.
+//! [`CreateMessagingTables`], then [`IndexInboxByAge`], in their own migrator.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -85,6 +85,40 @@ impl MigrationTrait for CreateMessagingTables {
             .await?;
         manager
             .drop_table(Table::drop().table(Outbox::Table).if_exists().to_owned())
+            .await
+    }
+}
+
+/// Indexes `inbox` by `processed_at`, for the retention sweep (see [`crate::retention`]): each
+/// of its bounded batches then finds the oldest ids without reading the table. A migration of
+/// its own, so deployments created before it get the index too.
+#[derive(Debug)]
+pub struct IndexInboxByAge;
+
+impl MigrationName for IndexInboxByAge {
+    fn name(&self) -> &str {
+        "m001_platform_inbox_by_age"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for IndexInboxByAge {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create()
+                    .name("inbox_by_age")
+                    .table(Inbox::Table)
+                    .col(Inbox::ProcessedAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(Index::drop().name("inbox_by_age").table(Inbox::Table).to_owned())
             .await
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 use uuid::Uuid;
 
-pub use migration::CreateMessagingTables;
+pub use migration::{CreateMessagingTables, IndexInboxByAge};
 pub use relay::{OutboxRelay, RelayOptions};
 
 /// The `outbox` table: one row per message to publish.

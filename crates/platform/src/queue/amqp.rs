@@ -4,7 +4,12 @@
 //!
 //! Topology declared for a queue `<name>`:
 //! - `shop.dead-letter`, a durable direct exchange shared by every queue;
-//! - `<name>.dead`, a durable quorum queue bound to it with routing key `<name>`;
+//! - `<name>.dead`, a durable quorum queue bound to it with routing key `<name>`, holding at
+//!   most [`QueueSpec::dead_letter_max_length`] messages (`x-max-length`, `x-overflow:
+//!   drop-head`: beyond the bound the oldest dead letter is dropped). RabbitMQ cannot change the
+//!   arguments of a queue that exists, and refuses a declaration with other ones
+//!   (`PRECONDITION_FAILED`); a dead-letter queue created without the bound (or with another)
+//!   is therefore used as it is, with a warning, rather than stopping the service;
 //! - `<name>`, a durable quorum queue with `x-dead-letter-exchange: shop.dead-letter`,
 //!   `x-dead-letter-routing-key: <name>` and `x-delivery-limit: max_deliveries - 1`. RabbitMQ
 //!   counts *returns* (`x-delivery-count`, absent on the first delivery) and dead-letters a
@@ -45,6 +50,7 @@ use lapin::{
         BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
         BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
+    protocol::{AMQPErrorKind, AMQPSoftError},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 use tokio::{sync::Mutex, time::Instant};
@@ -154,6 +160,32 @@ impl WorkQueue for AmqpQueue {
         // A single attempt: a readiness probe wants an answer, not a retry loop.
         self.shared.connection(Duration::ZERO).await.is_ok()
     }
+
+    async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        let name = short(queue)?;
+        // A single attempt, as for readiness: a gauge reading is taken again soon.
+        let connection = self.shared.connection(Duration::ZERO).await?;
+        let counted = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+            // A channel of its own: a passive declare of a missing queue closes its channel.
+            let channel = connection.create_channel().await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let result = channel.queue_declare(name, passive, FieldTable::default()).await;
+            close(&channel).await;
+            result
+        })
+        .await;
+        match counted {
+            Ok(Ok(declared)) => Ok(Some(u64::from(declared.message_count()))),
+            Ok(Err(error)) if is_not_found(&error) => Ok(None),
+            Ok(Err(error)) => Err(classify(&error)),
+            Err(_elapsed) => Err(QueueError::Unavailable(format!(
+                "counting the messages of {queue:?} took over {ATTEMPT_TIMEOUT:?}"
+            ))),
+        }
+    }
 }
 
 /// Why a publish failed.
@@ -219,16 +251,70 @@ async fn publish_batch(
     unroutable.map_or(Ok(()), |error| Err(Published::Unroutable(error)))
 }
 
-async fn declare_topology(
-    channel: &Channel,
-    name: ShortString,
-    dead: ShortString,
-    max_deliveries: u32,
-) -> lapin::Result<()> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
+/// Declares `spec`'s topology on channels of its own (a refused declaration closes its
+/// channel, which must not be the publishers').
+async fn declare_topology(connection: &Connection, spec: &QueueSpec) -> Result<(), QueueError> {
+    let name = short(&spec.name)?;
+    let dead = short(&spec.dead_letter_queue())?;
+    let channel = connection.create_channel().await.map_err(|error| classify(&error))?;
+    let declared = match declare_dead_letter_queue(&channel, dead.clone(), spec.dead_letter_max_length).await {
+        Err(error) if is_precondition_failed(&error) => {
+            // The queue exists with other arguments: created before dead-letter queues were
+            // bounded, or with another bound. RabbitMQ cannot change a queue's arguments, and
+            // refusing to start over it would stop the service: use the queue as it is.
+            tracing::warn!(
+                queue = %dead,
+                max_length = spec.dead_letter_max_length,
+                %error,
+                "the dead-letter queue exists without this length bound; keeping it as it is \
+                 (delete it while empty to have it declared with the bound)"
+            );
+            let channel = connection.create_channel().await.map_err(|error| classify(&error))?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let result = async {
+                channel
+                    .queue_declare(dead.clone(), passive, FieldTable::default())
+                    .await?;
+                declare_work_queue(&channel, name, dead, spec.max_deliveries).await
+            }
+            .await;
+            close(&channel).await;
+            result
+        }
+        Err(error) => Err(error),
+        Ok(()) => declare_work_queue(&channel, name, dead, spec.max_deliveries).await,
     };
+    close(&channel).await;
+    declared.map_err(|error| classify(&error))
+}
+
+async fn close(channel: &Channel) {
+    if channel.status().connected() {
+        channel.close(200, "declared".into()).await.ok();
+    }
+}
+
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+    )
+}
+
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+    )
+}
+
+/// The shared dead-letter exchange and `dead`, bounded to `max_length` messages, the oldest
+/// dropped first.
+async fn declare_dead_letter_queue(channel: &Channel, dead: ShortString, max_length: u32) -> lapin::Result<()> {
     channel
         .exchange_declare(
             DEAD_LETTER_EXCHANGE.into(),
@@ -240,10 +326,29 @@ async fn declare_topology(
             FieldTable::default(),
         )
         .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), long_string("quorum"));
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(i64::from(max_length)));
+    arguments.insert("x-overflow".into(), long_string("drop-head"));
+    channel.queue_declare(dead, durable(), arguments).await?;
+    Ok(())
+}
 
-    let mut dead_arguments = FieldTable::default();
-    dead_arguments.insert("x-queue-type".into(), long_string("quorum"));
-    channel.queue_declare(dead.clone(), durable, dead_arguments).await?;
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Binds `dead` to the dead-letter exchange and declares the work queue `name`.
+async fn declare_work_queue(
+    channel: &Channel,
+    name: ShortString,
+    dead: ShortString,
+    max_deliveries: u32,
+) -> lapin::Result<()> {
+    let durable = durable();
     channel
         .queue_bind(
             dead,
@@ -290,22 +395,10 @@ struct Link {
 impl Shared {
     /// Declares `spec`'s topology.
     async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
-        let name = short(&spec.name)?;
-        let dead = short(&spec.dead_letter_queue())?;
         let connection = self.connection(RECONNECT_BUDGET).await?;
-        let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
-            // A channel of its own: a refused declaration (other arguments than the existing
-            // queue's) closes the channel, which must not be the publishers'.
-            let channel = connection.create_channel().await?;
-            let result = declare_topology(&channel, name, dead, spec.max_deliveries).await;
-            if channel.status().connected() {
-                channel.close(200, "declared".into()).await.ok();
-            }
-            result
-        })
-        .await;
+        let declared = tokio::time::timeout(DECLARE_TIMEOUT, declare_topology(&connection, spec)).await;
         match declared {
-            Ok(result) => result.map_err(|error| classify(&error)),
+            Ok(result) => result,
             Err(_elapsed) => Err(QueueError::Unavailable(format!(
                 "declaring {:?} took over {DECLARE_TIMEOUT:?}",
                 spec.name

@@ -406,6 +406,11 @@ impl WorkQueue for MemoryQueue {
         Ok(())
     }
 
+    async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        let state = self.shared.lock();
+        Ok(state.queues.get(queue).map(|target| target.ready.len() as u64))
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         let mut state = self.shared.lock();
         let id = state.next_consumer;

@@ -5,6 +5,7 @@
 //! (`sqlite://<path>`, the durable queue of the one-process run).
 
 mod amqp;
+mod dead_letter_gauge;
 mod inspect;
 mod journal;
 mod memory;
@@ -16,6 +17,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 use async_trait::async_trait;
 
 pub use amqp::AmqpQueue;
+pub use dead_letter_gauge::DeadLetterGauge;
 pub use inspect::{DeadLetter, DeadLetters, Death, RedriveError, Selection};
 pub use memory::MemoryQueue;
 pub use sqlite::SqliteQueue;
@@ -34,23 +36,39 @@ pub struct Message {
     pub headers: BTreeMap<String, String>,
 }
 
-/// The shape of a queue: its name and how many deliveries a message gets before it goes to
-/// the dead-letter queue.
+/// The most messages a dead-letter queue holds unless told otherwise.
+pub const DEFAULT_DEAD_LETTER_MAX_LENGTH: u32 = 100_000;
+
+/// The shape of a queue: its name, how many deliveries a message gets before it goes to the
+/// dead-letter queue, and how many dead letters that queue keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueSpec {
     /// The queue's name, e.g. `stock.reserve`.
     pub name: String,
     /// Deliveries a message may have (the first one included) before it is dead-lettered.
     pub max_deliveries: u32,
+    /// The most messages its dead-letter queue holds; beyond it the oldest are dropped. Applied
+    /// by RabbitMQ (`x-max-length`, `x-overflow: drop-head`) to a dead-letter queue it creates;
+    /// one that exists without it is kept as it is (see [`AmqpQueue`]). The in-process queues
+    /// do not bound their dead letters.
+    pub dead_letter_max_length: u32,
 }
 
 impl QueueSpec {
-    /// A queue with the default delivery limit (5).
+    /// A queue with the default delivery limit (5) and dead-letter bound
+    /// ([`DEFAULT_DEAD_LETTER_MAX_LENGTH`]).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             max_deliveries: 5,
+            dead_letter_max_length: DEFAULT_DEAD_LETTER_MAX_LENGTH,
         }
+    }
+
+    /// The same queue with another dead-letter bound (at least 1).
+    pub fn with_dead_letter_max_length(mut self, max_length: u32) -> Self {
+        self.dead_letter_max_length = max_length.max(1);
+        self
     }
 
     /// The same queue with another delivery limit (at least 1).
@@ -112,6 +130,14 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
 
     /// Whether the broker answers now (for readiness probes).
     async fn ready(&self) -> bool;
+
+    /// The number of ready messages in `queue` (those no consumer holds), or `None` when the
+    /// queue does not exist or the adapter cannot count (the default). Feeds the dead-letter
+    /// depth gauge ([`DeadLetterGauge`]).
+    async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        let _ = queue;
+        Ok(None)
+    }
 }
 
 /// A competing consumer on one queue.

@@ -97,6 +97,10 @@ impl WorkQueue for SqliteQueue {
     async fn ready(&self) -> bool {
         self.queue.ready().await
     }
+
+    async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        self.queue.message_count(queue).await
+    }
 }
 
 #[cfg(test)]

@@ -90,4 +90,8 @@ impl WorkQueue for TrackedQueue {
     async fn ready(&self) -> bool {
         self.inner.ready().await
     }
+
+    async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        self.inner.message_count(queue).await
+    }
 }

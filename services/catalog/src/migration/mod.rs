@@ -3,9 +3,10 @@
 mod m001_products;
 pub(crate) use m001_products::LISTED;
 mod m002_stock;
+mod m003_retention;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
-use shop_platform::outbox::CreateMessagingTables;
+use shop_platform::outbox::{CreateMessagingTables, IndexInboxByAge};
 
 /// Every migration of the catalog schema, oldest first.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreateMessagingTables),
             Box::new(m001_products::CreateProducts),
             Box::new(m002_stock::CreateReservations),
+            Box::new(IndexInboxByAge),
+            Box::new(m003_retention::IndexReleasesByAge),
         ]
     }
 }

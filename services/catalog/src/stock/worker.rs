@@ -32,6 +32,7 @@ pub struct StockWorker {
     config: StockConfig,
     relay: Option<OutboxRelay>,
     metrics: Metrics,
+    dead_letter_max_length: u32,
 }
 
 /// A decoded message and the span its application runs in (joined to the producer's trace).
@@ -50,7 +51,19 @@ impl StockWorker {
             config,
             relay: None,
             metrics: Metrics::new(),
+            dead_letter_max_length: shop_platform::queue::DEFAULT_DEAD_LETTER_MAX_LENGTH,
         }
+    }
+
+    /// Declares the queues with dead-letter queues of at most `max_length` messages.
+    pub fn dead_letter_max_length(mut self, max_length: u32) -> Self {
+        self.dead_letter_max_length = max_length;
+        self
+    }
+
+    /// The queues whose dead letters come from this worker's consumers.
+    pub fn consumed_queues(&self) -> [String; 2] {
+        [self.config.queues.reserve.clone(), self.config.queues.release.clone()]
     }
 
     /// Wakes `relay` after each commit, so answers leave without waiting for its next poll.
@@ -61,9 +74,12 @@ impl StockWorker {
 
     /// Declares the queues the worker reads and answers on (idempotent).
     pub async fn declare(&self) -> Result<(), QueueError> {
-        self.queue
-            .declare_all(&self.config.queues.names().map(QueueSpec::new))
-            .await
+        let specs = self
+            .config
+            .queues
+            .names()
+            .map(|name| QueueSpec::new(name).with_dead_letter_max_length(self.dead_letter_max_length));
+        self.queue.declare_all(&specs).await
     }
 
     /// Consumes until `shutdown` is cancelled: `workers` consumers on each queue.

@@ -117,7 +117,10 @@ pub async fn spawn_app_with(database: DatabaseConfig, queue: Arc<dyn WorkQueue>,
         cache: shop_platform::cache::from_url("memory://", "test:").await.unwrap(),
         queue: Arc::clone(&queue),
     };
-    let catalog_config = CatalogConfig { stock: config.clone() };
+    let catalog_config = CatalogConfig {
+        stock: config.clone(),
+        ..CatalogConfig::default()
+    };
     let service = CatalogService::build(settings, catalog_config, backends).await.unwrap();
     let addr = service.grpc_addr();
     let db = service.db().clone();

@@ -6,6 +6,7 @@
 mod health;
 mod helpers;
 mod products;
+mod retention;
 mod sqlite;
 mod stock;
 mod stock_faults;

@@ -1,12 +1,14 @@
 //! The order service's schema migrations, applied at start (one replica at a time).
 
 mod add_payment_tasks;
+mod add_retention_indexes;
 mod create_order_tables;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
-use shop_platform::outbox::CreateMessagingTables;
+use shop_platform::outbox::{CreateMessagingTables, IndexInboxByAge};
 
 pub use add_payment_tasks::AddPaymentTasks;
+pub use add_retention_indexes::AddRetentionIndexes;
 pub use create_order_tables::CreateOrderTables;
 
 /// Every migration of the order schema, oldest first.
@@ -20,6 +22,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreateMessagingTables),
             Box::new(CreateOrderTables),
             Box::new(AddPaymentTasks),
+            Box::new(IndexInboxByAge),
+            Box::new(AddRetentionIndexes),
         ]
     }
 }

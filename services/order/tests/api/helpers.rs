@@ -163,9 +163,16 @@ pub async fn spawn_with(options: Options) -> TestMesh {
         ..StockConfig::default()
     };
     let settings = settings(&database_url, "catalog");
-    let catalog = CatalogService::build(settings, CatalogConfig { stock }, broker.backends().await)
-        .await
-        .unwrap();
+    let catalog = CatalogService::build(
+        settings,
+        CatalogConfig {
+            stock,
+            ..CatalogConfig::default()
+        },
+        broker.backends().await,
+    )
+    .await
+    .unwrap();
     let catalog_db = catalog.db().clone();
     let catalog = Running::start(catalog, catalog_db).await;
     let cart = CartDouble::spawn().await;

@@ -13,4 +13,5 @@ mod load;
 mod payments;
 mod placing;
 mod queries;
+mod retention;
 mod windows;
