@@ -14,7 +14,7 @@ use shop_proto::pb::{
     catalog::{BatchGetProductsRequest, catalog_service_client::CatalogServiceClient},
     user::{GetCartRequest, RemoveCartLinesRequest, cart_service_client::CartServiceClient},
 };
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 use uuid::Uuid;
 
 use crate::config::OrderConfig;
@@ -152,13 +152,6 @@ impl Upstream {
     }
 }
 
-/// A failed call to another service: UNAVAILABLE when it could not be reached or did not
-/// answer in time (the caller may retry), INTERNAL otherwise (our request was wrong).
 fn upstream_error(service: &str, status: Status) -> ServiceError {
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted | Code::Aborted => {
-            ServiceError::Unavailable(format!("the {service} cannot be reached; retry later"))
-        }
-        code => ServiceError::Unexpected(anyhow::anyhow!("the {service} answered {code:?}: {}", status.message())),
-    }
+    shop_platform::grpc::error::upstream_failure(service, &status)
 }

@@ -9,7 +9,6 @@ use shop_platform::grpc::{
     identity::Caller,
 };
 use shop_proto::pb::catalog::{BatchGetProductsRequest, Product, catalog_service_client::CatalogServiceClient};
-use tonic::Code;
 use uuid::Uuid;
 
 /// The most ids one `BatchGetProducts` call takes (catalog contract); wishlists and carts are
@@ -86,19 +85,9 @@ impl Catalog {
     }
 }
 
-/// A failed catalog call: the caller sees UNAVAILABLE (retryable); details go to the log.
+/// A failed catalog call (see `upstream_failure`).
 fn catalog_error(status: tonic::Status) -> ServiceError {
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted | Code::Unknown => {
-            tracing::warn!(code = ?status.code(), message = status.message(), "catalog call failed");
-            ServiceError::Unavailable("the catalog is unavailable; retry later".to_owned())
-        }
-        _ => ServiceError::Unexpected(anyhow::anyhow!(
-            "catalog BatchGetProducts: {:?}: {}",
-            status.code(),
-            status.message()
-        )),
-    }
+    shop_platform::grpc::error::upstream_failure("catalog", &status)
 }
 
 /// A product as wishlists and carts show it: absent when it no longer exists (unknown or

@@ -188,6 +188,23 @@ impl From<ServiceError> for Status {
     }
 }
 
+/// What a service tells its caller when its own call to another service failed: UNAVAILABLE
+/// (retryable) when that service could not be reached, did not answer in time, or was
+/// overloaded (see [`crate::fault::is_transient_status`]), or when the call was cancelled;
+/// INTERNAL otherwise (our request was wrong: a bug), with the details in the log only.
+pub fn upstream_failure(service: &str, status: &Status) -> ServiceError {
+    if crate::fault::is_transient_status(status) || status.code() == Code::Cancelled {
+        tracing::warn!(%service, code = ?status.code(), message = status.message(), "upstream call failed");
+        ServiceError::Unavailable(format!("the {service} is unavailable; retry later"))
+    } else {
+        ServiceError::Unexpected(anyhow::anyhow!(
+            "the {service} answered {:?}: {}",
+            status.code(),
+            status.message()
+        ))
+    }
+}
+
 /// The machine code a status carries (for the gateway and for clients' tests).
 pub fn machine_code(status: &Status) -> Option<&str> {
     status
@@ -247,6 +264,25 @@ mod tests {
         assert!(!status.message().contains("5432"));
         let bug = sea_orm::DbErr::Custom("2 of 3 stock updates applied".into());
         assert_eq!(Status::from(ServiceError::from(bug)).code(), Code::Internal);
+    }
+
+    #[test]
+    fn upstream_outages_are_unavailable_and_refusals_internal() {
+        for status in [
+            Status::unavailable("down"),
+            Status::deadline_exceeded("slow"),
+            Status::cancelled("gone"),
+        ] {
+            assert_eq!(upstream_failure("catalog", &status).grpc_code(), Code::Unavailable);
+        }
+        let refused = upstream_failure("catalog", &Status::invalid_argument("bad request"));
+        assert_eq!(refused.grpc_code(), Code::Internal);
+        // An UNKNOWN a server sent is a bug; one made up for a broken connection is an outage
+        // (crate::fault's tests cover the latter).
+        assert_eq!(
+            upstream_failure("catalog", &Status::unknown("boom")).grpc_code(),
+            Code::Internal
+        );
     }
 
     #[test]
