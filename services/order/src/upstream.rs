@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use shop_platform::grpc::{
     client::{GrpcChannel, connect},
-    error::ServiceError,
+    error::{ServiceError, machine_code},
     identity::Caller,
 };
 use shop_proto::pb::{
@@ -115,7 +115,7 @@ impl Upstream {
             .clone()
             .get_cart(request)
             .await
-            .map_err(|status| upstream_error("user service", status))?
+            .map_err(cart_error)?
             .into_inner()
             .cart
             .unwrap_or_default();
@@ -154,6 +154,20 @@ impl Upstream {
 
 /// A failed call to another service: UNAVAILABLE when it could not be reached or did not
 /// answer in time (the caller may retry), INTERNAL otherwise (our request was wrong).
+/// The user service's machine code for a cart whose amounts do not add up in 64 bits.
+const CART_TOO_LARGE: &str = "cart_total_too_large";
+
+/// A cart the user service cannot price is the caller's to fix (remove lines), not a fault here.
+fn cart_error(status: Status) -> ServiceError {
+    if status.code() == Code::FailedPrecondition && machine_code(&status) == Some(CART_TOO_LARGE) {
+        return ServiceError::FailedPrecondition {
+            code: CART_TOO_LARGE,
+            message: status.message().to_owned(),
+        };
+    }
+    upstream_error("user service", status)
+}
+
 fn upstream_error(service: &str, status: Status) -> ServiceError {
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted | Code::Aborted => {
