@@ -176,3 +176,32 @@ fn upstream_error(service: &str, status: Status) -> ServiceError {
         code => ServiceError::Unexpected(anyhow::anyhow!("the {service} answered {code:?}: {}", status.message())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cart_too_large_to_price_is_the_callers_to_fix_not_a_fault() {
+        let refused = Status::from(ServiceError::FailedPrecondition {
+            code: CART_TOO_LARGE,
+            message: "too large".to_owned(),
+        });
+        assert!(matches!(
+            cart_error(refused),
+            ServiceError::FailedPrecondition {
+                code: CART_TOO_LARGE,
+                ..
+            }
+        ));
+        let other = Status::from(ServiceError::FailedPrecondition {
+            code: "something_else",
+            message: "no".to_owned(),
+        });
+        assert!(matches!(cart_error(other), ServiceError::Unexpected(_)));
+        assert!(matches!(
+            cart_error(Status::unavailable("down")),
+            ServiceError::Unavailable(_)
+        ));
+    }
+}
