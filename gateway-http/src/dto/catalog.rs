@@ -72,7 +72,9 @@ pub struct ProductList {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ProductQuery {
-    /// Only products whose name or description contains this text (case-insensitive).
+    /// Only products whose name or description contains this text (case-insensitive); up to 200
+    /// characters, no control characters.
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub q: Option<String>,
     /// Only products priced at least this (minor units).
     pub min_price: Option<i64>,
@@ -92,17 +94,23 @@ pub struct ProductQuery {
 /// `POST /products`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProductRequest {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, no control characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: String,
-    /// Up to 10,000 characters; may be empty.
+    /// Up to 10,000 characters; may be empty; no control characters but newline, carriage
+    /// return and tab.
+    #[schema(
+        max_length = 10000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub description: String,
-    /// The unit price in the currency's minor unit, 0 or more.
-    #[schema(minimum = 0)]
+    /// The unit price in the currency's minor unit, 0 to 10^12.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price: i64,
     /// The ISO 4217 code of the price; `KRW` when absent.
     pub currency: Option<String>,
-    /// The initial stock, 0 or more.
-    #[schema(minimum = 0)]
+    /// The initial stock, 0 to 10^9.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: i64,
     /// Whether buyers see it at once; `true` when absent.
     pub visible: Option<bool>,
@@ -126,12 +134,18 @@ impl From<CreateProductRequest> for pb::CreateProductRequest {
 /// `PATCH /products/{id}`: absent fields keep their value.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateProductRequest {
-    /// The new name.
+    /// The new name: 1 to 200 characters, no control characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: Option<String>,
-    /// The new description.
+    /// The new description: up to 10,000 characters; no control characters but newline,
+    /// carriage return and tab.
+    #[schema(
+        max_length = 10000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub description: Option<String>,
-    /// The new unit price, in the product's currency.
-    #[schema(minimum = 0)]
+    /// The new unit price, in the product's currency: 0 to 10^12.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price: Option<i64>,
     /// Shows (`true`) or hides (`false`) the product.
     pub visible: Option<bool>,
@@ -157,8 +171,8 @@ impl UpdateProductRequest {
 /// `PUT /products/{id}/stock`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetStockRequest {
-    /// The units available from now on, 0 or more.
-    #[schema(minimum = 0)]
+    /// The units available from now on, 0 to 10^9.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: i64,
 }
 

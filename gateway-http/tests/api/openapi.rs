@@ -257,3 +257,37 @@ async fn the_yaml_document_is_the_same_api_and_is_cached_alike() {
         .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
 }
+
+#[tokio::test]
+async fn product_schemas_state_the_bounds_the_catalog_enforces() {
+    let app = TestApp::without_services().await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["CreateProductRequest", "UpdateProductRequest"] {
+        let properties = &schemas[schema]["properties"];
+        assert_eq!(properties["price"]["maximum"], 1_000_000_000_000_i64, "{schema}");
+        assert_eq!(properties["name"]["maxLength"], 200, "{schema}");
+        for field in ["name", "description"] {
+            let pattern = properties[field]["pattern"].as_str().unwrap_or_default();
+            assert!(
+                pattern.contains("\\u0000"),
+                "{schema}.{field} states that NUL is refused"
+            );
+        }
+    }
+    assert_eq!(
+        schemas["CreateProductRequest"]["properties"]["stock"]["maximum"],
+        1_000_000_000
+    );
+    assert_eq!(
+        schemas["SetStockRequest"]["properties"]["stock"]["maximum"],
+        1_000_000_000
+    );
+    let q = doc["paths"]["/products"]["get"]["parameters"]
+        .as_array()
+        .and_then(|parameters| parameters.iter().find(|parameter| parameter["name"] == "q"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(q["schema"]["maxLength"], 200, "{q}");
+    assert!(q["schema"]["pattern"].is_string(), "{q}");
+}

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use shop_platform::grpc::{
     client::{GrpcChannel, connect},
-    error::ServiceError,
+    error::{ServiceError, machine_code},
     identity::Caller,
 };
 use shop_proto::pb::{
     catalog::{BatchGetProductsRequest, catalog_service_client::CatalogServiceClient},
     user::{GetCartRequest, RemoveCartLinesRequest, cart_service_client::CartServiceClient},
 };
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 use uuid::Uuid;
 
 use crate::config::OrderConfig;
@@ -115,7 +115,7 @@ impl Upstream {
             .clone()
             .get_cart(request)
             .await
-            .map_err(|status| upstream_error("user service", status))?
+            .map_err(cart_error)?
             .into_inner()
             .cart
             .unwrap_or_default();
@@ -152,6 +152,50 @@ impl Upstream {
     }
 }
 
+/// The user service's machine code for a cart whose amounts do not add up in 64 bits.
+const CART_TOO_LARGE: &str = "cart_total_too_large";
+
+/// A cart the user service cannot price is the caller's to fix (remove lines), not a fault here.
+fn cart_error(status: Status) -> ServiceError {
+    if status.code() == Code::FailedPrecondition && machine_code(&status) == Some(CART_TOO_LARGE) {
+        return ServiceError::FailedPrecondition {
+            code: CART_TOO_LARGE,
+            message: status.message().to_owned(),
+        };
+    }
+    upstream_error("user service", status)
+}
+
+/// A failed call to another service (see `upstream_failure`).
 fn upstream_error(service: &str, status: Status) -> ServiceError {
     shop_platform::grpc::error::upstream_failure(service, &status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cart_too_large_to_price_is_the_callers_to_fix_not_a_fault() {
+        let refused = Status::from(ServiceError::FailedPrecondition {
+            code: CART_TOO_LARGE,
+            message: "too large".to_owned(),
+        });
+        assert!(matches!(
+            cart_error(refused),
+            ServiceError::FailedPrecondition {
+                code: CART_TOO_LARGE,
+                ..
+            }
+        ));
+        let other = Status::from(ServiceError::FailedPrecondition {
+            code: "something_else",
+            message: "no".to_owned(),
+        });
+        assert!(matches!(cart_error(other), ServiceError::Unexpected(_)));
+        assert!(matches!(
+            cart_error(Status::unavailable("down")),
+            ServiceError::Unavailable(_)
+        ));
+    }
 }

@@ -85,6 +85,10 @@ impl App {
         let product_id = domain::uuid("product_id", product_id)?;
         let quantity = domain::quantity(quantity)?;
         let product = self.catalog.listed_product(caller, product_id).await?;
+        // Refused before anything is written, so that no line is saved that the cart cannot price.
+        if let Some(price) = &product.price {
+            pricing::admissible(price, MAX_QUANTITY, MAX_LINES)?;
+        }
         // Two rounds at most: a line created concurrently between our update and insert is
         // found by the second update.
         for _ in 0..2 {
@@ -158,6 +162,11 @@ impl App {
         let quantity = domain::quantity(quantity)?;
         let item = self.own_cart_item(caller.user_id, item_id).await?;
         let products = self.catalog.products(caller, [item.product_id]).await?;
+        let product = products.get(&item.product_id);
+        let priced = line(cart_item::Model { quantity, ..item }, product)?;
+        if let Some(price) = product.and_then(|product| product.price.as_ref()) {
+            pricing::admissible(price, MAX_QUANTITY, MAX_LINES)?;
+        }
         let updated = cart_item::Entity::update_many()
             .col_expr(cart_item::Column::Quantity, Expr::value(quantity))
             .filter(cart_item::Column::Id.eq(item_id))
@@ -167,8 +176,7 @@ impl App {
         if updated.rows_affected == 0 {
             return Err(not_found());
         }
-        let product = products.get(&item.product_id);
-        line(cart_item::Model { quantity, ..item }, product)
+        Ok(priced)
     }
 
     /// Removes one of the caller's lines.

@@ -30,8 +30,31 @@ pub struct Totals {
     pub others: Vec<Money>,
 }
 
+/// The machine code of a cart whose amounts do not fit 64 bits.
+pub const TOO_LARGE: &str = "cart_total_too_large";
+
+/// A clear refusal, not a 500: only a price written before the catalog bounded prices can get
+/// here, and [`admissible`] keeps such a product out of carts.
 fn overflow() -> ServiceError {
-    ServiceError::Unexpected(anyhow::anyhow!("cart amount overflows 64 bits"))
+    ServiceError::FailedPrecondition {
+        code: TOO_LARGE,
+        message: "the cart's amounts are too large to add up; remove the most expensive lines".to_owned(),
+    }
+}
+
+/// Refuses a price that a full cart (`max_lines` lines of `max_quantity` units each) could not
+/// add up in 64 bits, so that a product let into a cart never breaks its totals later.
+pub fn admissible(price: &Money, max_quantity: u32, max_lines: usize) -> Result<(), ServiceError> {
+    let lines = i64::try_from(max_lines).unwrap_or(i64::MAX);
+    price
+        .amount
+        .checked_mul(i64::from(max_quantity))
+        .and_then(|line| line.checked_mul(lines))
+        .map(|_| ())
+        .ok_or_else(|| ServiceError::FailedPrecondition {
+            code: TOO_LARGE,
+            message: format!("the product's price {} is too large for a cart", price.amount),
+        })
 }
 
 /// Prices a line.
@@ -145,10 +168,25 @@ mod tests {
     }
 
     #[test]
+    fn a_price_a_full_cart_cannot_add_up_is_not_admitted() {
+        assert!(admissible(&money(1_000_000_000_000, "KRW"), 1_000, 100).is_ok());
+        for amount in [1 << 62, i64::MAX, i64::MAX / 1_000] {
+            let refused = admissible(&money(amount, "KRW"), 1_000, 100);
+            assert!(
+                matches!(refused, Err(ServiceError::FailedPrecondition { code: TOO_LARGE, .. })),
+                "{amount}"
+            );
+        }
+    }
+
+    #[test]
     fn overflow_is_an_error() {
         assert!(line(item(2), Some(product(i64::MAX, "KRW", true))).is_err());
         let big = || line(item(1), Some(product(i64::MAX, "KRW", true)));
         let lines: Result<Vec<_>, _> = [big(), big()].into_iter().collect();
-        assert!(lines.map(|lines| totals(&lines).is_err()).unwrap_or(false));
+        assert!(matches!(
+            lines.map(|lines| totals(&lines)),
+            Ok(Err(ServiceError::FailedPrecondition { code: TOO_LARGE, .. }))
+        ));
     }
 }

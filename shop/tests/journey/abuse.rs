@@ -518,6 +518,60 @@ async fn bad_input_is_a_4xx_problem_never_a_5xx() {
         )
         .is(400, "invalid_argument"),
         bad(a, patch.clone(), &format!("/products/{product}"), r#"{"price": -1}"#).is(400, "invalid_argument"),
+        // Amounts past the documented maxima (prices 10^12, stock 10^9): totals built from them
+        // would overflow 64 bits.
+        bad(
+            a,
+            post.clone(),
+            "/products",
+            r#"{"name": "Pen", "description": "", "price": 4611686018427387904, "stock": 1}"#,
+        )
+        .is(400, "invalid_argument"),
+        bad(
+            a,
+            post.clone(),
+            "/products",
+            r#"{"name": "Pen", "description": "", "price": 1, "stock": 9223372036854775807}"#,
+        )
+        .is(400, "invalid_argument"),
+        bad(
+            a,
+            patch.clone(),
+            &format!("/products/{product}"),
+            r#"{"price": 9223372036854775807}"#,
+        )
+        .is(400, "invalid_argument"),
+        bad(a, put.clone(), &stock, r#"{"stock": 9223372036854775000}"#).is(400, "invalid_argument"),
+        // NUL and other control characters (PostgreSQL cannot store NUL in text).
+        bad(
+            a,
+            post.clone(),
+            "/products",
+            r#"{"name": "Pe\u0000n", "description": "", "price": 1, "stock": 1}"#,
+        )
+        .is(400, "invalid_argument"),
+        bad(
+            a,
+            post.clone(),
+            "/products",
+            r#"{"name": "Pen", "description": "a\u0000b", "price": 1, "stock": 1}"#,
+        )
+        .is(400, "invalid_argument"),
+        bad(
+            a,
+            patch.clone(),
+            &format!("/products/{product}"),
+            r#"{"description": "dotted\u0000"}"#,
+        )
+        .is(400, "invalid_argument"),
+        bad(
+            a,
+            patch.clone(),
+            &format!("/products/{product}"),
+            r#"{"name": "Paper\u001bnotebook"}"#,
+        )
+        .is(400, "invalid_argument"),
+        bad(u, patch.clone(), "/users/me", r#"{"name": "Kim\u0000"}"#).is(400, "invalid_argument"),
         // Oversize bodies.
         bad(
             None,
@@ -563,6 +617,8 @@ async fn bad_input_is_a_4xx_problem_never_a_5xx() {
         "in_stock=maybe",
         "cursor=not-a-cursor",
         "seller_id=nobody",
+        "q=a%00b",
+        "q=a%1Bb",
     ] {
         let reply = api.get(&format!("/products?{query}")).send().await;
         assert_eq!(reply.client_error().0, 400, "{query}: {reply:?}");
@@ -611,6 +667,10 @@ async fn bad_input_is_a_4xx_problem_never_a_5xx() {
     assert_eq!(
         (product_now["price"].as_i64(), product_now["stock"].as_i64()),
         (Some(3_000), Some(7))
+    );
+    assert_eq!(
+        (product_now["name"].as_str(), product_now["description"].as_str()),
+        (Some("Paper notebook"), Some("A5, dotted"))
     );
     api.at(Method::GET, "/readyz").send().await.expect(200);
 }

@@ -15,6 +15,11 @@ pub const MAX_QUERY_CHARS: usize = 200;
 pub const MAX_BATCH_IDS: usize = 100;
 /// The currency of a price that names none.
 pub const DEFAULT_CURRENCY: &str = "KRW";
+/// Highest price, in minor units (10^12). With a cart's bounded lines and quantities, every
+/// cart and order total stays far inside 64 bits.
+pub const MAX_PRICE_AMOUNT: i64 = 1_000_000_000_000;
+/// Highest stock level (10^9), so that stock given back can never overflow 64 bits.
+pub const MAX_STOCK: i64 = 1_000_000_000;
 
 fn invalid(message: impl Into<String>) -> ServiceError {
     ServiceError::invalid(message)
@@ -25,8 +30,22 @@ pub fn id(raw: &str, field: &str) -> Result<Uuid, ServiceError> {
     Uuid::parse_str(raw.trim()).map_err(|_| invalid(format!("{field} must be a UUID, not {raw:.40?}")))
 }
 
-/// A product name: 1 to 200 characters after trimming.
+/// Refuses control characters (PostgreSQL cannot store NUL in text, and the others have no place
+/// in a product's text); `allow_layout` lets newline, carriage return and tab through.
+pub fn plain_text(raw: &str, field: &str, allow_layout: bool) -> Result<(), ServiceError> {
+    let bad = |c: char| c.is_control() && !(allow_layout && matches!(c, '\n' | '\r' | '\t'));
+    match raw.chars().find(|c| bad(*c)) {
+        Some(c) => Err(invalid(format!(
+            "{field} must not contain control characters like U+{:04X}",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A product name: 1 to 200 characters after trimming, no control characters.
 pub fn name(raw: &str) -> Result<String, ServiceError> {
+    plain_text(raw, "name", false)?;
     let trimmed = raw.trim();
     let chars = trimmed.chars().count();
     if chars == 0 {
@@ -38,8 +57,10 @@ pub fn name(raw: &str) -> Result<String, ServiceError> {
     Ok(trimmed.to_owned())
 }
 
-/// A description: up to 10,000 characters.
+/// A description: up to 10,000 characters; no control characters but newline, carriage return
+/// and tab.
 pub fn description(raw: &str) -> Result<String, ServiceError> {
+    plain_text(raw, "description", true)?;
     let chars = raw.chars().count();
     if chars > MAX_DESCRIPTION_CHARS {
         return Err(invalid(format!(
@@ -60,18 +81,32 @@ pub fn currency(raw: &str) -> Result<String, ServiceError> {
     }
 }
 
-/// A price amount in minor units: 0 or more.
+/// A price amount in minor units: 0 to [`MAX_PRICE_AMOUNT`].
 pub fn amount(amount: i64, field: &str) -> Result<i64, ServiceError> {
+    if amount < 0 {
+        return Err(invalid(format!("{field} must not be negative")));
+    }
+    if amount > MAX_PRICE_AMOUNT {
+        return Err(invalid(format!("{field} must be at most {MAX_PRICE_AMOUNT}")));
+    }
+    Ok(amount)
+}
+
+/// A price filter bound in minor units: 0 or more (any size: it stores nothing).
+pub fn price_bound(amount: i64, field: &str) -> Result<i64, ServiceError> {
     if amount < 0 {
         return Err(invalid(format!("{field} must not be negative")));
     }
     Ok(amount)
 }
 
-/// A stock level: 0 or more.
+/// A stock level: 0 to [`MAX_STOCK`].
 pub fn stock(stock: i64) -> Result<i64, ServiceError> {
     if stock < 0 {
         return Err(invalid("stock must not be negative"));
+    }
+    if stock > MAX_STOCK {
+        return Err(invalid(format!("stock must be at most {MAX_STOCK}")));
     }
     Ok(stock)
 }
@@ -215,11 +250,21 @@ mod tests {
             create("Lamp", 1, "krw", 1),
             create("Lamp", 1, "KRWX", 1),
             create("Lamp", 1, "KRW", -1),
+            create("Lamp", MAX_PRICE_AMOUNT + 1, "KRW", 1),
+            create("Lamp", i64::MAX, "KRW", 1),
+            create("Lamp", 1, "KRW", MAX_STOCK + 1),
+            create("La\0mp", 1, "KRW", 1),
+            create("La\u{1b}mp", 1, "KRW", 1),
         ] {
             assert!(NewProduct::try_from(request.clone()).is_err(), "{request:?}");
         }
         assert!(name(&"가".repeat(200)).is_ok(), "limits count characters, not bytes");
         assert!(description(&"x".repeat(10_001)).is_err());
+        assert!(description("a\0b").is_err(), "PostgreSQL cannot store NUL");
+        assert!(description("a\u{7}b").is_err());
+        assert!(description("line one\r\n\tline two").is_ok());
+        assert!(name("a\tb").is_err(), "a name is one line");
+        assert!(NewProduct::try_from(create("Lamp", MAX_PRICE_AMOUNT, "KRW", MAX_STOCK)).is_ok());
     }
 
     #[test]

@@ -40,13 +40,20 @@ impl ListFilter {
     /// Checks a request: price bounds, limit, seller id and cursor.
     pub fn parse(request: &pb::ListProductsRequest) -> Result<Self, ServiceError> {
         let query = request.query.trim();
+        input::plain_text(query, "query", false)?;
         if query.chars().count() > MAX_QUERY_CHARS {
             return Err(ServiceError::invalid(format!(
                 "query is longer than {MAX_QUERY_CHARS} characters"
             )));
         }
-        let min_price = request.min_price.map(|p| input::amount(p, "min_price")).transpose()?;
-        let max_price = request.max_price.map(|p| input::amount(p, "max_price")).transpose()?;
+        let min_price = request
+            .min_price
+            .map(|p| input::price_bound(p, "min_price"))
+            .transpose()?;
+        let max_price = request
+            .max_price
+            .map(|p| input::price_bound(p, "max_price"))
+            .transpose()?;
         if let (Some(min), Some(max)) = (min_price, max_price)
             && min > max
         {

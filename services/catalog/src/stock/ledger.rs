@@ -177,18 +177,28 @@ impl Ledger {
                 }
             }
         }
-        let total = returned.iter().map(|(_, give)| give).sum();
+        let total = returned.iter().fold(0_i64, |sum, (_, give)| sum.saturating_add(*give));
         for (product_id, give) in returned {
             self.add_stock(product_id, give);
         }
         Outcome::Released(total)
     }
 
+    /// Gives `change` units back to a product. The stock saturates at `i64::MAX` rather than
+    /// overflow (stock is bounded far below that on input, but a row written before the bound
+    /// must not fail a whole batch with "bigint out of range").
     fn add_stock(&mut self, product_id: Uuid, change: i64) {
-        if let Some(product) = self.products.get_mut(&product_id) {
-            product.stock += change;
-        }
-        *self.deltas.entry(product_id).or_default() += change;
+        let change = match self.products.get_mut(&product_id) {
+            Some(product) => {
+                let room = i64::MAX.saturating_sub(product.stock);
+                let change = change.min(room);
+                product.stock = product.stock.saturating_add(change);
+                change
+            }
+            None => change,
+        };
+        let delta = self.deltas.entry(product_id).or_default();
+        *delta = delta.saturating_add(change);
     }
 
     /// Net stock change per product, in product id order (the lock order); zeros left out.
@@ -329,5 +339,51 @@ mod tests {
         assert_eq!(ledger.apply(&late), Outcome::AlreadyRejected(Vec::new()));
         assert_eq!(ledger.stock_changes().count(), 0, "the late reservation took nothing");
         assert_eq!(ledger.new_reservations().count(), 1, "the closed order is recorded");
+    }
+
+    #[test]
+    fn a_release_onto_a_huge_stock_saturates_and_the_other_lines_still_go_back() {
+        let (full, other, order) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let held = |quantity| HeldLine {
+            quantity,
+            released: 0,
+            stored_released: 0,
+        };
+        let reservations = HashMap::from([(
+            order,
+            Reservation::Reserved(BTreeMap::from([(full, held(5)), (other, held(2))])),
+        )]);
+        let products = HashMap::from([
+            (
+                full,
+                ProductStock {
+                    stock: i64::MAX - 1,
+                    deleted: false,
+                },
+            ),
+            (
+                other,
+                ProductStock {
+                    stock: 10,
+                    deleted: false,
+                },
+            ),
+        ]);
+        let mut ledger = Ledger::new(products, reservations, HashSet::from([(order, order)]));
+        let release = Command::Release {
+            order_id: order,
+            release_id: order,
+            lines: vec![line(full, 5), line(other, 2)],
+        };
+        assert_eq!(ledger.apply(&release), Outcome::Released(7));
+        assert_eq!(
+            ledger.stock_changes().collect::<Vec<_>>(),
+            {
+                let mut expected = vec![(full, 1), (other, 2)];
+                expected.sort_unstable();
+                expected
+            },
+            "the full product takes only what fits; the other gets its units back"
+        );
     }
 }

@@ -443,3 +443,91 @@ async fn filters_by_text_price_stock_and_seller() {
     assert_eq!(search(by_seller).await, [desk.id.as_str(), lamp.id.as_str()]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn huge_amounts_and_control_characters_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    let mut client = app.client().await;
+    let seller = caller(Role::Seller);
+    let product = create(&mut client, &seller, new_product("Chair", 5_000, 2)).await;
+
+    let mut nul_description = new_product("Chair", 1, 1);
+    nul_description.description = "a\0b".into();
+    for request in [
+        new_product("Chair", 1 << 62, 1),
+        new_product("Chair", i64::MAX, 1),
+        new_product("Chair", 1_000_000_000_001, 1),
+        new_product("Chair", 1, 1_000_000_001),
+        new_product("Ch\0air", 1, 1),
+        new_product("Ch\u{1b}air", 1, 1),
+        nul_description,
+    ] {
+        let status = client.create_product(signed(request, &seller)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(machine_code(&status), Some("invalid_argument"));
+    }
+    let at_the_limits = create(
+        &mut client,
+        &seller,
+        new_product("Safe", 1_000_000_000_000, 1_000_000_000),
+    )
+    .await;
+    assert_eq!(at_the_limits.stock, 1_000_000_000);
+
+    let updates = [
+        UpdateProductRequest {
+            id: product.id.clone(),
+            price: Some(Money {
+                amount: i64::MAX,
+                currency: String::new(),
+            }),
+            ..Default::default()
+        },
+        UpdateProductRequest {
+            id: product.id.clone(),
+            description: Some("bad\0text".into()),
+            ..Default::default()
+        },
+        UpdateProductRequest {
+            id: product.id.clone(),
+            name: Some("bad\0name".into()),
+            ..Default::default()
+        },
+    ];
+    for update in updates {
+        let status = client.update_product(signed(update, &seller)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    assert_eq!(
+        get(&mut client, None, &product.id).await.unwrap(),
+        product,
+        "nothing changed"
+    );
+
+    for stock in [1_000_000_001, i64::MAX - 1] {
+        let status = client
+            .set_stock(signed(
+                SetStockRequest {
+                    product_id: product.id.clone(),
+                    stock,
+                },
+                &seller,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+    assert_eq!(app.stock(product.id.parse().unwrap()).await, 2);
+
+    let status = client.list_products(list("a\0b", 10, "")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let huge_bound = ListProductsRequest {
+        max_price: Some(i64::MAX),
+        ..Default::default()
+    };
+    assert!(
+        client.list_products(huge_bound).await.is_ok(),
+        "a filter bound may be any size"
+    );
+    app.stop().await;
+}

@@ -374,3 +374,52 @@ async fn nobody_reads_or_changes_another_users_items() {
     let error = app.cart.clone().get_cart(pb::GetCartRequest {}).await.unwrap_err();
     assert_eq!(error.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn prices_too_large_to_add_up_are_refused_and_save_no_line() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let lamp = app.catalog.add("Lamp", 12_900, "KRW");
+    put(&app, &user, &lamp, 2).await.unwrap();
+    let before = cart(&app, &user).await;
+
+    for amount in [1_i64 << 62, i64::MAX] {
+        let huge = app.catalog.add("Gold", amount, "KRW");
+        let error = put(&app, &user, &huge, 2).await.unwrap_err();
+        assert_eq!(
+            (error.code(), code(&error)),
+            (Code::FailedPrecondition, "cart_total_too_large"),
+            "{amount}"
+        );
+        assert_eq!(cart(&app, &user).await, before, "no line was saved for {amount}");
+    }
+
+    // A product already in the cart whose price became too large (written before prices were
+    // bounded): the cart answers a clear refusal, and changing its quantity writes nothing.
+    app.catalog.edit(&lamp, |product| product.price = krw(i64::MAX));
+    let error = app
+        .cart
+        .clone()
+        .get_cart(as_caller(&user.caller, pb::GetCartRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code(), code(&error)),
+        (Code::FailedPrecondition, "cart_total_too_large")
+    );
+    let error = app
+        .cart
+        .clone()
+        .update_cart_item(as_caller(
+            &user.caller,
+            pb::UpdateCartItemRequest {
+                item_id: before.items[0].id.clone(),
+                quantity: 3,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    app.catalog.edit(&lamp, |product| product.price = krw(12_900));
+    assert_eq!(cart(&app, &user).await, before, "the quantity did not change");
+}
