@@ -14,16 +14,15 @@ use async_trait::async_trait;
 use shop_platform::{
     fault::Unavailable,
     queue::{
-        Consumer, Delivery, Message, QueueSpec, WorkQueue,
+        Message, QueueSpec, WorkQueue,
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
-    testing,
+    testing::queues::{self, ARRIVES},
 };
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 const TEST_LIMIT: Duration = Duration::from_secs(20);
-const ARRIVES: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(400);
 
 macro_rules! runner_tests {
@@ -93,7 +92,7 @@ async fn poison_is_dead_lettered_at_once_and_the_rest_applies(queue: Arc<dyn Wor
     let applied: Vec<String> = handler.applied().into_iter().map(|(id, _)| id).collect();
     assert_eq!(applied, ["good-1", "good-2"]);
     let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
-    let letter = arrives(dead.as_mut()).await;
+    let letter = queues::arrives(dead.as_mut()).await;
     assert_eq!(letter.message.id, "poison");
     assert_eq!(
         letter.message.headers.get("x-first-death-reason").map(String::as_str),
@@ -109,7 +108,7 @@ async fn failures_that_are_not_outages_use_the_delivery_limit(queue: Arc<dyn Wor
     queue.publish(&spec.name, vec![message("bad")]).await.unwrap();
 
     let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
-    let letter = arrives(dead.as_mut()).await;
+    let letter = queues::arrives(dead.as_mut()).await;
     running.stop().await;
     assert_eq!(letter.message.id, "bad");
     assert_eq!(
@@ -132,7 +131,7 @@ async fn a_failed_batch_is_split_so_its_good_messages_apply(queue: Arc<dyn WorkQ
 
     handler.wait_for_applied(2).await;
     let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
-    let letter = arrives(dead.as_mut()).await;
+    let letter = queues::arrives(dead.as_mut()).await;
     running.stop().await;
     assert_eq!(letter.message.id, "bad");
     let mut applied: Vec<String> = handler.applied().into_iter().map(|(id, _)| id).collect();
@@ -152,7 +151,7 @@ async fn shutdown_returns_a_held_batch_to_the_queue(queue: Arc<dyn WorkQueue>) {
         .await
         .expect("the runner stops promptly while holding a batch");
     let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
-    let again = arrives(consumer.as_mut()).await;
+    let again = queues::arrives(consumer.as_mut()).await;
     assert_eq!(again.message.id, "held");
     assert!(handler.applied().is_empty());
 }
@@ -311,16 +310,7 @@ fn message(id: &str) -> Message {
 }
 
 async fn declare(queue: &Arc<dyn WorkQueue>, max_deliveries: u32) -> QueueSpec {
-    let spec = QueueSpec::new(testing::unique_name("runner")).with_max_deliveries(max_deliveries);
-    queue.declare(&spec).await.unwrap();
-    spec
-}
-
-async fn arrives(consumer: &mut dyn Consumer) -> Delivery {
-    timeout(ARRIVES, consumer.next())
-        .await
-        .expect("no delivery arrived in time")
-        .unwrap()
+    queues::declare_own(queue, "runner", max_deliveries).await
 }
 
 async fn assert_queue_empty(queue: &Arc<dyn WorkQueue>, name: &str) {

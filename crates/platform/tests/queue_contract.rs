@@ -19,14 +19,17 @@ use std::{
 
 use shop_platform::{
     queue::{AmqpQueue, Consumer, Delivery, Message, QueueError, QueueSpec, SqliteQueue, WorkQueue},
-    testing::{self, proxy::FaultProxy, queues},
+    testing::{
+        self,
+        proxy::FaultProxy,
+        queues::{self, ARRIVES},
+    },
 };
 use tokio::time::{Instant, timeout};
 
 /// The most any one test may take: a hang fails the test instead of blocking the suite.
 const TEST_LIMIT: Duration = Duration::from_secs(10);
 /// How long to wait for a delivery that must come.
-const ARRIVES: Duration = Duration::from_secs(5);
 /// How long to wait to be satisfied that a delivery does not come.
 const QUIET: Duration = Duration::from_millis(400);
 
@@ -85,7 +88,7 @@ async fn publish_then_consume_keeps_every_field(queue: Arc<dyn WorkQueue>) {
     queue.publish(&spec.name, vec![sent.clone()]).await.unwrap();
 
     let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
-    let delivery = arrives(consumer.as_mut()).await;
+    let delivery = queues::arrives(consumer.as_mut()).await;
     assert_eq!(delivery.message, sent);
     assert_eq!(delivery.delivery_count, 1);
     delivery.ack().await.unwrap();
@@ -101,7 +104,7 @@ async fn publishing_to_an_undeclared_queue_is_refused(queue: Arc<dyn WorkQueue>)
     let spec = declare(&queue, 5).await;
     queue.publish(&spec.name, vec![message("kept")]).await.unwrap();
     let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
-    assert_eq!(arrives(consumer.as_mut()).await.message.id, "kept");
+    assert_eq!(queues::arrives(consumer.as_mut()).await.message.id, "kept");
 }
 
 async fn declare_is_idempotent(queue: Arc<dyn WorkQueue>) {
@@ -111,7 +114,7 @@ async fn declare_is_idempotent(queue: Arc<dyn WorkQueue>) {
     queue.declare(&spec).await.unwrap();
     // Redeclaring kept the message, and the queue still works.
     let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
-    assert_eq!(arrives(consumer.as_mut()).await.message.id, "a");
+    assert_eq!(queues::arrives(consumer.as_mut()).await.message.id, "a");
     // Another delivery limit for the same queue is a conflict, as in RabbitMQ.
     let error = queue.declare(&spec.clone().with_max_deliveries(4)).await.unwrap_err();
     assert!(matches!(error, QueueError::Refused(_)), "{error:?}");
@@ -121,7 +124,7 @@ async fn ack_removes_the_message(queue: Arc<dyn WorkQueue>) {
     let spec = declare(&queue, 5).await;
     queue.publish(&spec.name, vec![message("done")]).await.unwrap();
     let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
-    arrives(consumer.as_mut()).await.ack().await.unwrap();
+    queues::arrives(consumer.as_mut()).await.ack().await.unwrap();
     drop(consumer);
 
     let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
@@ -138,8 +141,8 @@ async fn dropped_consumer_has_its_deliveries_redelivered_to_another(queue: Arc<d
         .unwrap();
 
     let mut first = queue.consume(&spec.name, 10).await.unwrap();
-    let a = arrives(first.as_mut()).await;
-    let b = arrives(first.as_mut()).await;
+    let a = queues::arrives(first.as_mut()).await;
+    let b = queues::arrives(first.as_mut()).await;
     assert_eq!((a.message.id.as_str(), a.delivery_count), ("a", 1));
     assert_eq!((b.message.id.as_str(), b.delivery_count), ("b", 1));
     // The consumer dies without settling anything.
@@ -151,7 +154,7 @@ async fn dropped_consumer_has_its_deliveries_redelivered_to_another(queue: Arc<d
     let mut second = queue.consume(&spec.name, 10).await.unwrap();
     let mut redelivered = Vec::new();
     for _ in 0..2 {
-        let delivery = arrives(second.as_mut()).await;
+        let delivery = queues::arrives(second.as_mut()).await;
         redelivered.push((delivery.message.id.clone(), delivery.delivery_count));
         delivery.ack().await.unwrap();
     }
@@ -168,20 +171,20 @@ async fn prefetch_bounds_unacked_deliveries(queue: Arc<dyn WorkQueue>) {
         .unwrap();
 
     let mut consumer = queue.consume(&spec.name, 2).await.unwrap();
-    let m1 = arrives(consumer.as_mut()).await;
-    let m2 = arrives(consumer.as_mut()).await;
+    let m1 = queues::arrives(consumer.as_mut()).await;
+    let m2 = queues::arrives(consumer.as_mut()).await;
     // Two unacked: the third waits.
     stays_quiet(consumer.as_mut()).await;
 
     m1.ack().await.unwrap();
-    let m3 = arrives(consumer.as_mut()).await;
+    let m3 = queues::arrives(consumer.as_mut()).await;
     assert_eq!(m3.message.id, "m3");
     stays_quiet(consumer.as_mut()).await;
 
     m2.ack().await.unwrap();
     m3.ack().await.unwrap();
-    let m4 = arrives(consumer.as_mut()).await;
-    let m5 = arrives(consumer.as_mut()).await;
+    let m4 = queues::arrives(consumer.as_mut()).await;
+    let m5 = queues::arrives(consumer.as_mut()).await;
     let ids: Vec<String> = [&m4, &m5].iter().map(|d| d.message.id.clone()).collect();
     assert_eq!(ids, ["m4", "m5"]);
     m4.ack().await.unwrap();
@@ -196,7 +199,7 @@ async fn retry_counts_deliveries_then_dead_letters_after_max_deliveries(queue: A
 
     let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
     for expected in 1..=3 {
-        let delivery = arrives(consumer.as_mut()).await;
+        let delivery = queues::arrives(consumer.as_mut()).await;
         assert_eq!(delivery.message.id, "poison");
         assert_eq!(delivery.delivery_count, expected);
         delivery.retry().await.unwrap();
@@ -205,7 +208,7 @@ async fn retry_counts_deliveries_then_dead_letters_after_max_deliveries(queue: A
     stays_quiet(consumer.as_mut()).await;
     // ...but in the dead-letter queue, whole.
     let mut dead = queue.consume(&spec.dead_letter_queue(), 1).await.unwrap();
-    let delivery = arrives(dead.as_mut()).await;
+    let delivery = queues::arrives(dead.as_mut()).await;
     assert_dead_letter(&delivery, &sent, &spec.name, "delivery_limit");
     delivery.ack().await.unwrap();
     stays_quiet(dead.as_mut()).await;
@@ -217,13 +220,18 @@ async fn a_single_delivery_limit_dead_letters_on_the_first_retry(queue: Arc<dyn 
     queue.publish(&spec.name, vec![sent.clone()]).await.unwrap();
 
     let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
-    let delivery = arrives(consumer.as_mut()).await;
+    let delivery = queues::arrives(consumer.as_mut()).await;
     assert_eq!(delivery.delivery_count, 1);
     delivery.retry().await.unwrap();
     stays_quiet(consumer.as_mut()).await;
 
     let mut dead = queue.consume(&spec.dead_letter_queue(), 1).await.unwrap();
-    assert_dead_letter(&arrives(dead.as_mut()).await, &sent, &spec.name, "delivery_limit");
+    assert_dead_letter(
+        &queues::arrives(dead.as_mut()).await,
+        &sent,
+        &spec.name,
+        "delivery_limit",
+    );
 }
 
 async fn dead_letter_goes_straight_to_the_dead_letter_queue(queue: Arc<dyn WorkQueue>) {
@@ -235,7 +243,7 @@ async fn dead_letter_goes_straight_to_the_dead_letter_queue(queue: Arc<dyn WorkQ
         .unwrap();
 
     let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
-    let delivery = arrives(consumer.as_mut()).await;
+    let delivery = queues::arrives(consumer.as_mut()).await;
     assert_eq!(
         (delivery.message.id.as_str(), delivery.delivery_count),
         ("undecodable", 1)
@@ -243,12 +251,12 @@ async fn dead_letter_goes_straight_to_the_dead_letter_queue(queue: Arc<dyn WorkQ
     delivery.dead_letter().await.unwrap();
 
     let mut dead = queue.consume(&spec.dead_letter_queue(), 1).await.unwrap();
-    let delivery = arrives(dead.as_mut()).await;
+    let delivery = queues::arrives(dead.as_mut()).await;
     assert_dead_letter(&delivery, &sent, &spec.name, "rejected");
     delivery.ack().await.unwrap();
 
     // Only the dead-lettered message left the main queue, and it did not come back.
-    let fine = arrives(consumer.as_mut()).await;
+    let fine = queues::arrives(consumer.as_mut()).await;
     assert_eq!((fine.message.id.as_str(), fine.delivery_count), ("fine", 1));
     fine.ack().await.unwrap();
     stays_quiet(consumer.as_mut()).await;
@@ -389,7 +397,7 @@ mod rabbitmq_faults {
             assert_eq!(delivery.message.id, "after");
             delivery.retry().await.unwrap();
             let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
-            assert_eq!(arrives(dead.as_mut()).await.message.id, "after");
+            assert_eq!(queues::arrives(dead.as_mut()).await.message.id, "after");
         })
         .await;
     }
@@ -402,7 +410,7 @@ mod rabbitmq_faults {
             let spec = declare(&queue, 5).await;
             let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
             queue.publish(&spec.name, vec![message("before")]).await.unwrap();
-            arrives(consumer.as_mut()).await.ack().await.unwrap();
+            queues::arrives(consumer.as_mut()).await.ack().await.unwrap();
 
             testing::delete_queues(std::slice::from_ref(&spec.name)).await;
             // The consumer comes back with its delivery: dropping it would return the delivery.
@@ -467,7 +475,7 @@ mod rabbitmq_faults {
             expected.insert("after".to_owned());
             let mut consumer = direct.consume(&spec.name, 100).await.unwrap();
             while !expected.is_empty() {
-                let delivery = arrives(consumer.as_mut()).await;
+                let delivery = queues::arrives(consumer.as_mut()).await;
                 expected.remove(&delivery.message.id);
                 delivery.ack().await.unwrap();
             }
@@ -489,10 +497,10 @@ mod rabbitmq_faults {
                 .publish(&spec.name, vec![message("before"), message("held")])
                 .await
                 .unwrap();
-            let before = arrives(consumer.as_mut()).await;
+            let before = queues::arrives(consumer.as_mut()).await;
             assert_eq!(before.message.id, "before");
             before.ack().await.unwrap();
-            let held = arrives(consumer.as_mut()).await;
+            let held = queues::arrives(consumer.as_mut()).await;
             assert_eq!((held.message.id.as_str(), held.delivery_count), ("held", 1));
 
             // An ack is fire-and-forget: give it time to cross the proxy before the cut.
@@ -503,7 +511,7 @@ mod rabbitmq_faults {
             // The held delivery's channel died with the connection: it comes back, counted.
             let mut got = Vec::new();
             while got.len() < 2 {
-                let delivery = arrives(consumer.as_mut()).await;
+                let delivery = queues::arrives(consumer.as_mut()).await;
                 let id = delivery.message.id.clone();
                 let count = delivery.delivery_count;
                 delivery.ack().await.unwrap();
@@ -606,11 +614,11 @@ mod sqlite_restarts {
                     .await
                     .unwrap();
                 let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
-                arrives(consumer.as_mut()).await.ack().await.unwrap();
-                let delivery = arrives(consumer.as_mut()).await;
+                queues::arrives(consumer.as_mut()).await.ack().await.unwrap();
+                let delivery = queues::arrives(consumer.as_mut()).await;
                 assert_eq!(delivery.message.id, "poison");
                 delivery.dead_letter().await.unwrap();
-                let held = arrives(consumer.as_mut()).await;
+                let held = queues::arrives(consumer.as_mut()).await;
                 assert_eq!((held.message.id.as_str(), held.delivery_count), ("held", 1));
                 // The process stops with "held" unsettled and "waiting" never delivered: on
                 // disk, this is exactly what a killed process leaves.
@@ -619,17 +627,17 @@ mod sqlite_restarts {
             // Declaring again (as every service does at start) is a no-op.
             queue.declare(&spec).await.unwrap();
             let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
-            let held = arrives(consumer.as_mut()).await;
+            let held = queues::arrives(consumer.as_mut()).await;
             assert_eq!((held.message.id.as_str(), held.delivery_count), ("held", 2));
             assert_eq!(held.message, message("held"));
-            let waiting = arrives(consumer.as_mut()).await;
+            let waiting = queues::arrives(consumer.as_mut()).await;
             assert_eq!((waiting.message.id.as_str(), waiting.delivery_count), ("waiting", 1));
             held.ack().await.unwrap();
             waiting.ack().await.unwrap();
             stays_quiet(consumer.as_mut()).await;
 
             let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
-            assert_dead_letter(&arrives(dead.as_mut()).await, &poison, &spec.name, "rejected");
+            assert_dead_letter(&queues::arrives(dead.as_mut()).await, &poison, &spec.name, "rejected");
             stays_quiet(dead.as_mut()).await;
         })
         .await
@@ -654,7 +662,7 @@ mod sqlite_restarts {
                     queue.publish(&spec.name, vec![sent.clone()]).await.unwrap();
                 }
                 let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
-                let delivery = arrives(consumer.as_mut()).await;
+                let delivery = queues::arrives(consumer.as_mut()).await;
                 assert_eq!(delivery.delivery_count, expected);
                 // Give the count, written without waiting, time to reach the file.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -663,7 +671,12 @@ mod sqlite_restarts {
             let mut consumer = queue.consume(&spec.name, 1).await.unwrap();
             stays_quiet(consumer.as_mut()).await;
             let mut dead = queue.consume(&spec.dead_letter_queue(), 1).await.unwrap();
-            assert_dead_letter(&arrives(dead.as_mut()).await, &sent, &spec.name, "delivery_limit");
+            assert_dead_letter(
+                &queues::arrives(dead.as_mut()).await,
+                &sent,
+                &spec.name,
+                "delivery_limit",
+            );
         })
         .await
         .expect("the test took too long");
@@ -701,27 +714,16 @@ fn message(id: &str) -> Message {
     }
 }
 
-/// Declares a queue of this test's own with `max_deliveries`.
 async fn declare(queue: &Arc<dyn WorkQueue>, max_deliveries: u32) -> QueueSpec {
-    let spec = QueueSpec::new(testing::unique_name("qc")).with_max_deliveries(max_deliveries);
-    queue.declare(&spec).await.unwrap();
-    spec
-}
-
-/// The next delivery, which must come.
-async fn arrives(consumer: &mut dyn Consumer) -> Delivery {
-    timeout(ARRIVES, consumer.next())
-        .await
-        .expect("no delivery arrived in time")
-        .unwrap()
+    queues::declare_own(queue, "qc", max_deliveries).await
 }
 
 /// Returns the next delivery `retries - 1` times and hands over the last delivery.
 async fn arrives_after_retries(consumer: &mut dyn Consumer, retries: u32) -> Delivery {
-    let mut delivery = arrives(consumer).await;
+    let mut delivery = queues::arrives(consumer).await;
     for _ in 1..retries {
         delivery.retry().await.unwrap();
-        delivery = arrives(consumer).await;
+        delivery = queues::arrives(consumer).await;
     }
     delivery
 }

@@ -12,8 +12,26 @@ use async_trait::async_trait;
 use tokio::time::timeout;
 
 use crate::queue::{
-    AmqpQueue, Consumer, MemoryQueue, Message, QueueError, QueueSpec, WorkQueue, dead_letter_queue_name,
+    AmqpQueue, Consumer, Delivery, MemoryQueue, Message, QueueError, QueueSpec, WorkQueue, dead_letter_queue_name,
 };
+
+/// How long a delivery that must come may take.
+pub const ARRIVES: Duration = Duration::from_secs(5);
+
+/// Declares a queue of the test's own (named `<prefix>_<random>`) with `max_deliveries`.
+pub async fn declare_own(queue: &Arc<dyn WorkQueue>, prefix: &str, max_deliveries: u32) -> QueueSpec {
+    let spec = QueueSpec::new(super::unique_name(prefix)).with_max_deliveries(max_deliveries);
+    queue.declare(&spec).await.expect("declaring a test queue");
+    spec
+}
+
+/// The next delivery, which must come within [`ARRIVES`].
+pub async fn arrives(consumer: &mut dyn Consumer) -> Delivery {
+    timeout(ARRIVES, consumer.next())
+        .await
+        .expect("no delivery arrived in time")
+        .expect("the consumer failed")
+}
 
 /// Runs `test` on a fresh in-process queue, failing it after `limit`.
 pub async fn run_on_memory<F>(limit: Duration, test: impl FnOnce(Arc<dyn WorkQueue>) -> F)
