@@ -230,6 +230,8 @@ service! {
             &self,
             _: Request<user::GetSigningKeysRequest>,
         ) -> Result<Response<user::GetSigningKeysResponse>, Status> {
+            // A remote call takes a moment: requests arriving meanwhile must wait for it.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             Ok(Response::new(user::GetSigningKeysResponse {
                 keys: vec![user::SigningKey {
                     kid: KID.to_owned(),

@@ -39,6 +39,18 @@ async fn a_verified_caller_is_forwarded_with_the_request_id() {
 }
 
 #[tokio::test]
+async fn requests_arriving_while_the_keys_load_wait_for_them() {
+    // A fresh gateway knows no signing key yet: the first requests, all at once, trigger one
+    // fetch and wait for it, rather than finding no key and answering 401.
+    let (app, fake) = start().await;
+    let token = fake.token(Uuid::new_v4(), Role::Customer);
+    let replies = futures::future::join_all((0..8).map(|_| app.get("/users/me", Some(&token)))).await;
+    for reply in replies {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+}
+
+#[tokio::test]
 async fn expired_foreign_and_hmac_tokens_are_401() {
     let (app, fake) = start().await;
     let user = Uuid::new_v4();
