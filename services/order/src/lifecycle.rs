@@ -79,16 +79,7 @@ pub async fn cancel(ctx: &Context, caller: &Caller, id: &str) -> Result<OrderRec
     };
     // Released now, also for a PENDING order whose reservation is still on its way: the
     // catalog gives back what it reserved, or refuses a reservation that arrives after this.
-    let released = stock::release(
-        &txn,
-        &ctx.config.queues,
-        order_id,
-        order_id,
-        ReleaseReason::Cancelled,
-        &record.items,
-        now,
-    )
-    .await?;
+    let released = stock::release_order(&txn, &ctx.config.queues, &record, ReleaseReason::Cancelled, now).await?;
     txn.commit().await?;
     if released {
         ctx.relay.wake();

@@ -97,8 +97,14 @@ impl Reconciler {
     /// One pass, as of the clock's now: first the orders past `give_up_after`, then the ones
     /// to ask again.
     pub async fn tick(&self) -> anyhow::Result<Reconciled> {
-        let timed_out = self.give_up().await.context("rejecting unanswered orders")?;
-        let asked_again = self.ask_again().await.context("asking again for reservations")?;
+        let timed_out = self
+            .act_on_due(Repair::Reject)
+            .await
+            .context("rejecting unanswered orders")?;
+        let asked_again = self
+            .act_on_due(Repair::AskAgain)
+            .await
+            .context("asking again for reservations")?;
         Ok(Reconciled { asked_again, timed_out })
     }
 
@@ -123,48 +129,33 @@ impl Reconciler {
         store::complete(txn, orders).await
     }
 
-    async fn give_up(&self) -> anyhow::Result<u64> {
+    /// Does `action` to every order due for it, a batch per transaction: rejects those
+    /// unanswered for `give_up_after`, or asks again for those unanswered (and not asked) for
+    /// `retry_after`.
+    async fn act_on_due(&self, action: Repair) -> anyhow::Result<u64> {
         let config = &self.ctx.config.reconcile;
         let mut total = 0;
         loop {
             let txn = store::begin_write(&self.ctx.db).await?;
             let now = self.ctx.clock.now();
-            let due = self
-                .unanswered(&txn, clock::before(now, config.give_up_after), Condition::all())
-                .await?;
+            let due = match action {
+                Repair::Reject => {
+                    self.unanswered(&txn, clock::before(now, config.give_up_after), Condition::all())
+                        .await?
+                }
+                Repair::AskAgain => {
+                    let last_ask_before = clock::before(now, config.retry_after);
+                    let not_asked_lately = Condition::any()
+                        .add(order::Column::ReserveAskedAt.is_null())
+                        .add(order::Column::ReserveAskedAt.lte(last_ask_before));
+                    self.unanswered(&txn, last_ask_before, not_asked_lately).await?
+                }
+            };
             let count = due.len() as u64;
-            for record in due {
-                reject_unanswered(&txn, &self.ctx.config.queues, record, now).await?;
-            }
+            act(&txn, &self.ctx.config.queues, due, action, now).await?;
             txn.commit().await?;
             if count > 0 {
-                self.ctx.relay.wake();
-            }
-            total += count;
-            if count < BATCH {
-                return Ok(total);
-            }
-        }
-    }
-
-    async fn ask_again(&self) -> anyhow::Result<u64> {
-        let config = &self.ctx.config.reconcile;
-        let mut total = 0;
-        loop {
-            let txn = store::begin_write(&self.ctx.db).await?;
-            let now = self.ctx.clock.now();
-            let last_ask_before = clock::before(now, config.retry_after);
-            let not_asked_lately = Condition::any()
-                .add(order::Column::ReserveAskedAt.is_null())
-                .add(order::Column::ReserveAskedAt.lte(last_ask_before));
-            let due = self.unanswered(&txn, last_ask_before, not_asked_lately).await?;
-            let count = due.len() as u64;
-            ask_again_for(&txn, &self.ctx.config.queues, &due, now).await?;
-            if count > 0 {
-                tracing::info!(count, "asked the catalog again for unanswered reservations");
-            }
-            txn.commit().await?;
-            if count > 0 {
+                tracing::info!(count, ?action, "unanswered orders reconciled");
                 self.ctx.relay.wake();
             }
             total += count;
@@ -205,16 +196,28 @@ pub async fn repair(
         .await?;
     let records = store::complete(&txn, orders).await?;
     let repaired: Vec<Uuid> = records.iter().map(|record| record.order.id).collect();
-    match repair {
-        Repair::AskAgain => ask_again_for(&txn, queues, &records, now).await?,
-        Repair::Reject => {
-            for record in records {
-                reject_unanswered(&txn, queues, record, now).await?;
-            }
-        }
-    }
+    act(&txn, queues, records, repair, now).await?;
     txn.commit().await?;
     Ok(repaired)
+}
+
+/// Does `action` to `records`, in the caller's transaction.
+async fn act(
+    txn: &DatabaseTransaction,
+    queues: &StockQueues,
+    records: Vec<OrderRecord>,
+    action: Repair,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    match action {
+        Repair::AskAgain => ask_again_for(txn, queues, &records, now).await,
+        Repair::Reject => {
+            for record in records {
+                reject_unanswered(txn, queues, record, now).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Writes a new ReserveStock for each of `records` and notes when it was asked.
@@ -258,16 +261,7 @@ async fn reject_unanswered(
     payment.updated_at = Set(now);
     payment.update(txn).await?;
     store::cancel_unshipped_items(txn, order_id).await?;
-    stock::release(
-        txn,
-        queues,
-        order_id,
-        order_id,
-        ReleaseReason::TimedOut,
-        &record.items,
-        now,
-    )
-    .await?;
+    stock::release_order(txn, queues, &record, ReleaseReason::TimedOut, now).await?;
     tracing::warn!(%order_id, placed_at = %record.order.placed_at, "order rejected: the catalog never answered its reservation");
     Ok(())
 }

@@ -187,16 +187,8 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
             // order's stock already (the catalog gives back what it reserved, or refuses the
             // reservation if the release came first); orders cancelled before releases were
             // sent at cancellation get theirs now. The release is recorded once either way.
-            let released = stock::release(
-                txn,
-                &ctx.config.queues,
-                order_id,
-                order_id,
-                ReleaseReason::Cancelled,
-                &record.items,
-                now,
-            )
-            .await?;
+            let released =
+                stock::release_order(txn, &ctx.config.queues, &record, ReleaseReason::Cancelled, now).await?;
             if released {
                 tracing::info!(%order_id, "late reservation of a cancelled order released");
             }

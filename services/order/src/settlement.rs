@@ -422,16 +422,7 @@ async fn declined(
     order.updated_at = Set(now);
     order.update(txn).await?;
     store::cancel_unshipped_items(txn, order_id).await?;
-    let released = stock::release(
-        txn,
-        &ctx.config.queues,
-        order_id,
-        order_id,
-        ReleaseReason::PaymentFailed,
-        &record.items,
-        now,
-    )
-    .await?;
+    let released = stock::release_order(txn, &ctx.config.queues, &record, ReleaseReason::PaymentFailed, now).await?;
     tracing::info!(%order_id, %reason, "payment declined; stock released");
     Ok(FollowUp { released, refund: None })
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::{
     config::StockQueues,
     entity::{item, release},
+    store::OrderRecord,
 };
 
 /// The AMQP `type` of a ReserveStock message.
@@ -100,6 +101,19 @@ pub(crate) async fn release<C: ConnectionTrait>(
     };
     shop_platform::outbox::enqueue(conn, &queues.release, RELEASE_STOCK, message.encode_to_vec()).await?;
     Ok(true)
+}
+
+/// Asks the catalog to give back everything order `record` still holds (a cancellation, a
+/// declined payment, a timed-out reservation), once per order: the release id is the order id.
+pub(crate) async fn release_order<C: ConnectionTrait>(
+    conn: &C,
+    queues: &StockQueues,
+    record: &OrderRecord,
+    reason: ReleaseReason,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let order_id = record.order.id;
+    release(conn, queues, order_id, order_id, reason, &record.items, now).await
 }
 
 /// One stock line per item. Items name distinct products (lines are merged when placing), and
