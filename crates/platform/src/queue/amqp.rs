@@ -698,16 +698,7 @@ fn convert(delivery: lapin::message::Delivery, alive: Arc<AtomicBool>) -> Delive
         None if delivery.redelivered => 2,
         None => 1,
     };
-    let message = Message {
-        id: properties
-            .message_id()
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        kind: properties.kind().as_ref().map(ToString::to_string).unwrap_or_default(),
-        payload: delivery.data,
-        headers,
-    };
+    let message = message(properties, delivery.data, headers);
     Delivery::new(
         message,
         delivery_count,
@@ -716,6 +707,20 @@ fn convert(delivery: lapin::message::Delivery, alive: Arc<AtomicBool>) -> Delive
             alive,
         }),
     )
+}
+
+/// A message from its AMQP properties (id, type), payload and string headers.
+pub(super) fn message(properties: &BasicProperties, payload: Vec<u8>, headers: BTreeMap<String, String>) -> Message {
+    Message {
+        id: properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        kind: properties.kind().as_ref().map(ToString::to_string).unwrap_or_default(),
+        payload,
+        headers,
+    }
 }
 
 pub(super) fn integer(value: &AMQPValue) -> Option<i64> {

@@ -26,7 +26,7 @@ use lapin::{
 
 use super::{
     AmqpQueue, Message, QueueError, WorkQueue as _,
-    amqp::{classify, integer, short, text},
+    amqp::{classify, integer, message, short, text},
     dead_letter_queue_name,
 };
 use crate::config::redact_url;
@@ -329,16 +329,7 @@ fn dead_letter(properties: &lapin::BasicProperties, payload: Vec<u8>) -> DeadLet
         }
     }
     DeadLetter {
-        message: Message {
-            id: properties
-                .message_id()
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            kind: properties.kind().as_ref().map(ToString::to_string).unwrap_or_default(),
-            payload,
-            headers,
-        },
+        message: message(properties, payload, headers),
         deaths,
         returns,
     }
