@@ -1,4 +1,4 @@
-//! The REST edge of shop: the only public door. It serves `/api/v1/...` (API.md) by calling the
+//! The REST edge of shop: the only public door. It serves `/api/v1/...` (docs/api.md) by calling the
 //! services over balanced gRPC channels with deadlines, verifies access tokens offline,
 //! limits rates per client and per user across replicas, answers every error as
 //! problem+json, publishes its OpenAPI document at `/openapi.json` and `/openapi.yaml` with an

@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse as _, Response},
 };
 use utoipa::{
-    IntoResponses, Modify, OpenApi,
+    Modify, OpenApi,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
@@ -147,57 +147,3 @@ impl Modify for BearerAuth {
         );
     }
 }
-
-// The response types below only describe responses in the document; they are never built,
-// hence `allow(dead_code)`.
-
-/// Errors every route may answer.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub enum Always {
-    /// Too many requests from this client or user; retry after `Retry-After` seconds.
-    #[response(status = 429, content_type = "application/problem+json")]
-    RateLimited(Problem),
-    /// A service behind the gateway is unavailable; retry later.
-    #[response(status = 503, content_type = "application/problem+json")]
-    Unavailable(Problem),
-}
-
-/// Errors of routes that read a JSON body.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub enum BodyErrors {
-    /// Malformed JSON, a missing or ill-typed field, or a value out of range.
-    #[response(status = 400, content_type = "application/problem+json")]
-    Invalid(Problem),
-    /// The body is larger than the gateway accepts.
-    #[response(status = 413, content_type = "application/problem+json")]
-    TooLarge(Problem),
-    /// The body is not sent as `application/json`.
-    #[response(status = 415, content_type = "application/problem+json")]
-    NotJson(Problem),
-}
-
-/// A malformed id in the path, or a bad query parameter.
-#[derive(IntoResponses)]
-#[response(status = 400, content_type = "application/problem+json")]
-#[allow(dead_code)]
-pub struct BadInput(Problem);
-
-/// The token is missing, invalid, expired or revoked (🔒 routes).
-#[derive(IntoResponses)]
-#[response(status = 401, content_type = "application/problem+json")]
-#[allow(dead_code)]
-pub struct Unauthenticated(Problem);
-
-/// The caller's role does not allow this.
-#[derive(IntoResponses)]
-#[response(status = 403, content_type = "application/problem+json")]
-#[allow(dead_code)]
-pub struct Forbidden(Problem);
-
-/// No such resource, or another user's.
-#[derive(IntoResponses)]
-#[response(status = 404, content_type = "application/problem+json")]
-#[allow(dead_code)]
-pub struct NotFound(Problem);

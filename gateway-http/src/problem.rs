@@ -11,6 +11,7 @@ use axum::{
 use serde::Serialize;
 use shop_platform::grpc::error::{ERROR_CODE_METADATA, RETRY_AFTER_METADATA};
 use tonic::Code;
+use utoipa::IntoResponses;
 
 /// The problem+json media type.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -174,6 +175,60 @@ pub fn default_code(status: StatusCode) -> &'static str {
         _ => "internal",
     }
 }
+
+// The documented error responses of the routes, next to the type they carry: they only
+// describe responses in the OpenAPI document and are never built, hence `allow(dead_code)`.
+
+/// Errors every route may answer.
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)]
+pub enum Always {
+    /// Too many requests from this client or user; retry after `Retry-After` seconds.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// A service behind the gateway is unavailable; retry later.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// Errors of routes that read a JSON body.
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    /// Malformed JSON, a missing or ill-typed field, or a value out of range.
+    #[response(status = 400, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// The body is larger than the gateway accepts.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not sent as `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
+}
+
+/// A malformed id in the path, or a bad query parameter.
+#[derive(Debug, IntoResponses)]
+#[response(status = 400, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct BadInput(Problem);
+
+/// The token is missing, invalid, expired or revoked (🔒 routes).
+#[derive(Debug, IntoResponses)]
+#[response(status = 401, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct Unauthenticated(Problem);
+
+/// The caller's role does not allow this.
+#[derive(Debug, IntoResponses)]
+#[response(status = 403, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct Forbidden(Problem);
+
+/// No such resource, or another user's.
+#[derive(Debug, IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct NotFound(Problem);
 
 #[cfg(test)]
 mod tests {

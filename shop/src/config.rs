@@ -1,5 +1,5 @@
-//! The configuration of the one-process run, from the environment of API.md "Operating the
-//! one-process run", validated at start.
+//! The configuration of the one-process run, from the environment (the README's
+//! "Configuration" table), validated at start.
 
 use std::{net::SocketAddr, path::PathBuf};
 

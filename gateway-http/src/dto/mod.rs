@@ -1,4 +1,4 @@
-//! The JSON shapes of the REST API (API.md) and their conversions to and from the services'
+//! The JSON shapes of the REST API (docs/api.md) and their conversions to and from the services'
 //! protobuf messages. Conversions are mechanical: every rule lives in a service. A reply that
 //! breaks its service's contract (a required field missing, an unknown enum value) becomes a
 //! 500 whose details stay in the log.

@@ -16,7 +16,7 @@ use crate::{
     },
     extract::{ApiJson, OptionalApiJson},
     limits::ClientIp,
-    openapi::{Always, BodyErrors, Unauthenticated},
+    problem::{Always, BodyErrors, Unauthenticated},
     problem::{ApiError, Problem},
 };
 

@@ -18,8 +18,8 @@ use crate::{
         required,
     },
     extract::{ApiJson, ApiPath},
-    openapi::{Always, BadInput, BodyErrors, NotFound, Unauthenticated},
     problem::ApiError,
+    problem::{Always, BadInput, BodyErrors, NotFound, Unauthenticated},
 };
 
 /// The cart routes.

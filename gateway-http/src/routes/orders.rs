@@ -21,7 +21,7 @@ use crate::{
         page,
     },
     extract::{ApiJson, ApiPath, ApiQuery},
-    openapi::{Always, BadInput, BodyErrors, NotFound, Unauthenticated},
+    problem::{Always, BadInput, BodyErrors, NotFound, Unauthenticated},
     problem::{ApiError, Problem},
 };
 

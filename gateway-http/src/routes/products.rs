@@ -23,8 +23,8 @@ use crate::{
         next_cursor, page,
     },
     extract::{ApiJson, ApiPath, ApiQuery},
-    openapi::{Always, BadInput, BodyErrors, Forbidden, NotFound, Unauthenticated},
     problem::ApiError,
+    problem::{Always, BadInput, BodyErrors, Forbidden, NotFound, Unauthenticated},
 };
 
 /// The product routes.

@@ -21,7 +21,7 @@ use crate::{
         next_cursor,
     },
     extract::{ApiJson, ApiPath, ApiQuery},
-    openapi::{Always, BadInput, BodyErrors, Forbidden, NotFound, Unauthenticated},
+    problem::{Always, BadInput, BodyErrors, Forbidden, NotFound, Unauthenticated},
     problem::{ApiError, Problem},
 };
 

@@ -15,8 +15,8 @@ use crate::{
     auth::AuthUser,
     dto::lists::{AddWishlistItemRequest, QuantityRequest, Wishlist, WishlistItem, wishlist_item},
     extract::{ApiJson, ApiPath},
-    openapi::{Always, BadInput, BodyErrors, NotFound, Unauthenticated},
     problem::ApiError,
+    problem::{Always, BadInput, BodyErrors, NotFound, Unauthenticated},
 };
 
 /// The wishlist routes.

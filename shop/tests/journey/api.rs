@@ -1,4 +1,4 @@
-//! A thin REST client for the `/api/v1` contract of API.md: every reply with its status,
+//! A thin REST client for the `/api/v1` contract of docs/api.md: every reply with its status,
 //! headers and JSON body, and assertions on problem+json errors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

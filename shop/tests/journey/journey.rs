@@ -1,4 +1,4 @@
-//! The customer journey of API.md, written once and run against both shapes of the shop:
+//! The customer journey of docs/api.md, written once and run against both shapes of the shop:
 //! sign-up with a mailed code, sign-in, a seller made by the admin, products, browsing and
 //! filtering, wishlist, cart, an order from the cart (idempotent), payment, shipping and
 //! delivery, a return, a cancellation, sign-out. Only the REST API is used.

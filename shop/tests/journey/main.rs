@@ -1,4 +1,4 @@
-//! End to end, over the public REST API only (API.md): the real binaries as separate
+//! End to end, over the public REST API only (docs/api.md): the real binaries as separate
 //! processes on PostgreSQL, Redis, RabbitMQ and a real SMTP server, and the one-process `shop`
 //! binary on its embedded defaults, both driven through the same journey; then abuse of the
 //! edge (bad tokens, other users' resources, bad input, rate limits).

@@ -139,7 +139,7 @@ fn at(seconds: u64, fault: Fault) -> Scheduled {
 }
 
 impl Profile {
-    /// Every fault of the brief: each service killed (the catalog twice, once mid-batch), each
+    /// Every fault the platform must survive: each service killed (the catalog twice, once mid-batch), each
     /// link cut for a few seconds, and PostgreSQL once for 30 s. About four minutes.
     pub fn full() -> Self {
         use {Fault::*, Link::*, Service::*};
@@ -325,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn the_full_campaign_has_every_fault_of_the_brief() {
+    fn the_full_campaign_has_every_fault() {
         let faults: Vec<Fault> = Profile::full().faults.iter().map(|s| s.fault).collect();
         for service in Service::ALL {
             assert!(

@@ -1,4 +1,4 @@
-//! Products: the rules of who may read and write what (DESIGN §3 and the visibility rules of
+//! Products: the rules of who may read and write what (docs/architecture.md and the visibility rules of
 //! shop/catalog/v1/catalog.proto), on checked input, with errors as [`ServiceError`]s.
 
 pub mod grpc;

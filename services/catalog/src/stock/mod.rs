@@ -1,4 +1,4 @@
-//! The stock reservation worker (DESIGN §4, steps 3 and 5): consumes `ReserveStock` and
+//! The stock reservation worker (docs/architecture.md, the order path, steps 3 and 5): consumes `ReserveStock` and
 //! `ReleaseStock` from their durable queues and applies them so that stock is never oversold,
 //! lost, or changed twice, by any number of replicas at once.
 //!
