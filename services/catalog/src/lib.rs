@@ -1,115 +1,19 @@
 //! The catalog service: products, stock levels, and the stock reservation worker fed by the work queue (`shop.catalog.v1`).
 //! A library, so the `catalog` binary and the one-process `shop` binary start it the same way.
+//!
+//! What it keeps where (its own schema or SQLite file): products with their stock; the
+//! reservation ledger (one reservation per order with its lines, and the releases applied),
+//! which makes every stock message apply once; its outbox (answers to the order service) and
+//! inbox (ids of the messages applied).
 
 pub mod config;
 pub mod entity;
+mod grpc;
 pub mod migration;
 pub mod products;
 pub mod retention;
+mod service;
 pub mod stock;
 
-use std::{net::SocketAddr, sync::Arc};
-
-use anyhow::Context as _;
-use sea_orm::DatabaseConnection;
-use shop_platform::{
-    config::{ConfigError, Env},
-    grpc::server::{BoundGrpcServer, GrpcServerBuilder},
-    health::Dependency,
-    outbox::{OutboxRelay, RelayOptions},
-    queue::DeadLetterGauge,
-    retention::Sweeper,
-    service::{Backends, MeshService, ServiceSettings, open_database},
-};
-use shop_proto::pb::catalog::catalog_service_server::CatalogServiceServer;
-use tokio_util::sync::CancellationToken;
-
 pub use config::{CatalogConfig, CatalogRetention, StockConfig, StockQueues};
-use products::{Products, grpc::CatalogApi};
-use stock::StockWorker;
-
-/// The running catalog service.
-#[derive(Debug)]
-pub struct CatalogService {
-    server: BoundGrpcServer,
-    relay: OutboxRelay,
-    worker: StockWorker,
-    sweeper: Sweeper,
-    sweep_interval: std::time::Duration,
-    dead_letters: DeadLetterGauge,
-    db: DatabaseConnection,
-}
-
-impl CatalogService {
-    /// The service's database connection.
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
-    /// The retention sweeper, to run a sweep by hand.
-    pub fn sweeper(&self) -> Sweeper {
-        self.sweeper.clone()
-    }
-}
-
-impl MeshService for CatalogService {
-    const NAME: &'static str = "catalog";
-    const DEFAULT_PORT: u16 = 50052;
-    type Config = CatalogConfig;
-
-    fn config_from_env(env: &impl Env) -> Result<CatalogConfig, ConfigError> {
-        CatalogConfig::from_env(env)
-    }
-
-    async fn build(settings: ServiceSettings, config: CatalogConfig, backends: Backends) -> anyhow::Result<Self> {
-        let db = open_database::<migration::Migrator>(&settings).await?;
-        let relay = OutboxRelay::new(db.clone(), backends.queue.clone(), RelayOptions::default());
-        let worker = StockWorker::new(db.clone(), backends.queue.clone(), config.stock)
-            .waking(relay.clone())
-            .dead_letter_max_length(config.retention.platform.dead_letter_max_length);
-        worker.declare().await.context("declaring the stock queues")?;
-        // The dead letters of the queues this service consumes.
-        let dead_letters = DeadLetterGauge::new(Arc::clone(&backends.queue), worker.consumed_queues());
-        let sweeper = retention::sweeper(db.clone(), &config.retention);
-        let server = GrpcServerBuilder::new(settings.grpc_addr)
-            .depends_on(Dependency::database(db.clone()))
-            .depends_on(Dependency::queue(backends.queue))
-            .health_settings(settings.health.clone())
-            .add_service(CatalogServiceServer::new(CatalogApi::new(Products::new(db.clone()))))
-            .reflection(shop_proto::FILE_DESCRIPTOR_SET)
-            .bind()
-            .await?;
-        Ok(Self {
-            server,
-            relay,
-            worker,
-            sweeper,
-            sweep_interval: config.retention.platform.interval,
-            dead_letters,
-            db,
-        })
-    }
-
-    fn grpc_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        // Stopped in order: the server and the worker on the signal (or when serving fails),
-        // the relay only after the worker's last answers are in the outbox.
-        let stop = shutdown.child_token();
-        let relay_stop = CancellationToken::new();
-        let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
-        let worker = tokio::spawn(self.worker.run(stop.clone()));
-        let sweeper = tokio::spawn(self.sweeper.run(self.sweep_interval, stop.clone()));
-        let dead_letters = tokio::spawn(self.dead_letters.run(DeadLetterGauge::INTERVAL, stop.clone()));
-        let served = self.server.serve(stop.clone()).await;
-        stop.cancel();
-        let worked = worker.await.context("the stock worker panicked");
-        sweeper.await.context("the retention sweeper panicked")?;
-        dead_letters.await.context("the dead-letter gauge panicked")?;
-        relay_stop.cancel();
-        relay.await.context("the outbox relay panicked")?;
-        served.and(worked?)
-    }
-}
+pub use service::CatalogService;

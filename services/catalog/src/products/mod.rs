@@ -1,7 +1,6 @@
 //! Products: the rules of who may read and write what (docs/architecture.md and the visibility rules of
 //! shop/catalog/v1/catalog.proto), on checked input, with errors as [`ServiceError`]s.
 
-pub mod grpc;
 pub mod input;
 pub mod listing;
 

@@ -8,12 +8,14 @@ use shop_proto::pb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{
-    Products,
-    input::{self, NewProduct, ProductPatch},
-    listing::ListFilter,
+use crate::{
+    entity::product,
+    products::{
+        Products,
+        input::{self, NewProduct, ProductPatch},
+        listing::ListFilter,
+    },
 };
-use crate::entity::product;
 
 /// The gRPC face of [`Products`].
 #[derive(Clone, Debug)]
