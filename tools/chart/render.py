@@ -1,34 +1,143 @@
-"""Renders, lints and validates the Helm chart without a cluster.
+"""Renders, lints and checks the Helm chart's value sets without a cluster.
 
-Renders helm/shop like `helm template` (Helm's own engine), lints it strictly, writes the
-manifests to a file for the schema and policy checks, and fails on any error.
-Usage: python render.py CHART OUT.yaml
+For each value set (the defaults, values-dev.yaml, values-prod.yaml and ci/all-on-values.yaml)
+Helm's own engine lints the chart strictly (values.schema.json enforced) and renders it like
+`helm template` (hooks and `helm test` pods included); the manifests go to OUT_DIR/<set>.yaml
+for the Kubernetes schema and policy checks. Then the wiring the binaries depend on is checked
+on the rendered objects: every Secret key a pod reads exists in the Secret the dev set creates,
+every gRPC target names a rendered headless Service, port and fully qualified name, autoscaled
+Deployments leave `replicas` to the autoscaler, and the gateway's grace period covers its
+preStop pause and its drain. Fails on any error.
+
+Usage: python render.py CHART OUT_DIR
 """
 
+import base64
+import os
+import re
 import sys
 
 import helm_python
+import yaml
+
+NAMESPACE = "shop"
+RELEASE = "shop"
+
+
+def value_sets(chart_path: str) -> dict[str, dict]:
+    def load(path: str) -> dict:
+        with open(os.path.join(chart_path, path), encoding="utf-8") as file:
+            return yaml.safe_load(file) or {}
+
+    return {
+        "default": {},
+        "dev": load("values-dev.yaml"),
+        "prod": load("values-prod.yaml"),
+        "all-on": load("ci/all-on-values.yaml"),
+    }
+
+
+def objects(rendered: dict[str, str]) -> list[dict]:
+    found = []
+    for name, text in sorted(rendered.items()):
+        if name.endswith(".yaml"):
+            found.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return found
+
+
+def check_wiring(set_name: str, docs: list[dict]) -> list[str]:
+    """What a renamed value, Secret key or port would break, checked on the rendered objects."""
+    errors = []
+    by_kind: dict[str, dict[str, dict]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    services = by_kind.get("Service", {})
+    secrets = by_kind.get("Secret", {})
+    hpas = {hpa["spec"]["scaleTargetRef"]["name"] for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values()}
+    pods = [(name, d["spec"]["template"]["spec"]) for kind in ("Deployment", "Job", "StatefulSet")
+            for name, d in by_kind.get(kind, {}).items()]
+    pods += [(name, d["spec"]) for name, d in by_kind.get("Pod", {}).items()]
+    target = re.compile(r"^dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.([a-z0-9.-]+)\.:(\d+)$")
+    for name, spec in pods:
+        for container in spec["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref and secrets and not ref.get("optional"):
+                    data = secrets.get(ref["name"], {}).get("data", {})
+                    if ref["key"] not in data:
+                        errors.append(f"{name}: {env['name']} reads key {ref['key']} absent from Secret {ref['name']}")
+                value = env.get("value", "")
+                args = container.get("args", [])
+                for text in [value] + [a for a in args if a.startswith("dns:")]:
+                    if not text.startswith("dns:"):
+                        continue
+                    match = target.match(text)
+                    if not match:
+                        errors.append(f"{name}: {text!r} is not a fully qualified dns:/// target with a final dot")
+                        continue
+                    svc = services.get(match.group(1))
+                    if svc is None or svc["spec"].get("clusterIP") != "None":
+                        errors.append(f"{name}: {text!r} names no rendered headless Service")
+                    elif int(match.group(4)) not in [p["port"] for p in svc["spec"]["ports"]]:
+                        errors.append(f"{name}: {text!r}: Service {match.group(1)} has no such port")
+                    if match.group(2) != NAMESPACE:
+                        errors.append(f"{name}: {text!r} is not in the release namespace")
+    for name, deployment in by_kind.get("Deployment", {}).items():
+        if name in hpas and "replicas" in deployment["spec"]:
+            errors.append(f"{name}: autoscaled, yet sets replicas (every upgrade would reset the scale)")
+        if name not in hpas and "replicas" not in deployment["spec"]:
+            errors.append(f"{name}: neither replicas nor an autoscaler")
+        spec = deployment["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        pause = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        if name.endswith("-gateway"):
+            timeout = next(e["value"] for e in container["env"] if e["name"] == "SHOP_REQUEST_TIMEOUT")
+            drain = int(timeout.rstrip("s"))
+            if spec["terminationGracePeriodSeconds"] < pause + drain:
+                errors.append(f"{name}: grace {spec['terminationGracePeriodSeconds']} s < preStop {pause} s + drain {drain} s")
+        elif spec["terminationGracePeriodSeconds"] <= pause:
+            errors.append(f"{name}: grace period leaves no time to drain after the preStop pause")
+    for name, pdb in by_kind.get("PodDisruptionBudget", {}).items():
+        if "minAvailable" in pdb["spec"]:
+            errors.append(f"{name}: minAvailable can block node drains; use maxUnavailable")
+    if set_name == "dev":
+        dev_secret = next(iter(secrets.values()), None)
+        if dev_secret is None:
+            errors.append("dev: no backends Secret rendered")
+        else:
+            keys = base64.b64decode(dev_secret["data"]["SHOP_JWT_SIGNING_KEYS"]).decode()
+            kid, _, seed = keys.partition("=")
+            if not kid or len(base64.urlsafe_b64decode(seed + "=" * (-len(seed) % 4))) != 32:
+                errors.append(f"dev: SHOP_JWT_SIGNING_KEYS is not kid=<base64url 32-byte seed>: {keys!r}")
+    return errors
 
 
 def main() -> int:
-    chart_path, out_path = sys.argv[1], sys.argv[2]
-    lint = helm_python.lint(chart_path, strict=True, kube_version="v1.33.0")
-    errors = lint.get("errors") if isinstance(lint, dict) else getattr(lint, "errors", None)
-    if errors:
-        print("helm lint failed:", errors, file=sys.stderr)
-        return 1
+    chart_path, out_dir = sys.argv[1], sys.argv[2]
+    os.makedirs(out_dir, exist_ok=True)
     chart = helm_python.Chart.load(chart_path)
-    rendered = chart.render(
-        values={"image": {"registry": "registry.example.com/shop", "tag": "0.1.0", "pullPolicy": "IfNotPresent"}},
-        name="shop",
-        namespace="shop",
-        is_install=True,
-    )
-    documents = [text for name, text in sorted(rendered.items()) if name.endswith(".yaml") and text.strip()]
-    with open(out_path, "w", encoding="utf-8") as out:
-        out.write("\n---\n".join(documents))
-    print(f"helm lint clean; rendered {len(documents)} templates to {out_path}")
-    return 0
+    failed = False
+    for set_name, values in value_sets(chart_path).items():
+        lint = helm_python.lint(chart_path, values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+        if lint.get("errors") or any(m.get("severity", 0) >= 2 for m in lint.get("messages") or []):
+            print(f"{set_name}: helm lint failed:", lint.get("errors"), lint.get("messages"), file=sys.stderr)
+            failed = True
+            continue
+        chart.validate_schema(values)
+        rendered = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        docs = objects(rendered)
+        errors = check_wiring(set_name, docs)
+        for error in errors:
+            print(f"{set_name}: {error}", file=sys.stderr)
+        failed = failed or bool(errors)
+        out = os.path.join(out_dir, f"{set_name}.yaml")
+        with open(out, "w", encoding="utf-8") as file:
+            yaml.safe_dump_all(docs, file, sort_keys=False)
+        notes = next((text for name, text in rendered.items() if name.endswith("NOTES.txt")), "")
+        with open(os.path.join(out_dir, f"{set_name}.NOTES.txt"), "w", encoding="utf-8") as file:
+            file.write(notes)
+        print(f"{set_name}: helm lint clean, {len(docs)} objects, wiring checked -> {out}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

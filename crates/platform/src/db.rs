@@ -2,6 +2,12 @@
 //! own schema in one database (`search_path` set per connection, schema created if absent);
 //! `sqlite://…` gives the embedded single-process run one file per service. Migrations of one
 //! service run under a PostgreSQL advisory lock, so replicas starting together do not race.
+//!
+//! Who migrates is [`MigrateMode`] (`SHOP_MIGRATE`): by default every process migrates at
+//! start; in Kubernetes a Job (a Helm hook) runs the binary with `only` under a DDL-capable
+//! role, which also grants the service's runtime role (`SHOP_MIGRATE_GRANT_TO`) exactly
+//! reading and writing rows, and the serving pods run with `skip` under that runtime role: they
+//! never create a schema or table, and refuse to start on a schema that is behind.
 
 use std::time::Duration;
 
@@ -21,16 +27,81 @@ pub struct DatabaseConfig {
     pub schema: String,
     /// Pool size.
     pub max_connections: u32,
+    /// Who applies the service's migrations.
+    pub migrate: MigrateMode,
+    /// A PostgreSQL role granted, after migrating, the use of the schema and reading and
+    /// writing the rows of its tables (the role the serving pods connect as).
+    pub grant_to: Option<String>,
+}
+
+/// Who applies a service's migrations (`SHOP_MIGRATE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MigrateMode {
+    /// `auto`: the process migrates its schema at start, then serves (the default).
+    #[default]
+    Auto,
+    /// `only`: the process migrates its schema (and grants, see [`DatabaseConfig::grant_to`]),
+    /// then exits 0 without serving: a Kubernetes Job before an install or upgrade.
+    Only,
+    /// `skip`: the process neither creates its schema nor migrates it, so its role needs no DDL
+    /// right; it refuses to start while a migration it knows is not applied.
+    Skip,
+}
+
+impl MigrateMode {
+    /// The variable holding the mode.
+    pub const VAR: &'static str = "SHOP_MIGRATE";
+    /// The variable naming the runtime role that `auto` and `only` grant row access to.
+    pub const GRANT_VAR: &'static str = "SHOP_MIGRATE_GRANT_TO";
+
+    /// `SHOP_MIGRATE` (`auto`, `only` or `skip`; `auto` when unset).
+    pub fn from_env(env: &impl crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        match env.var(Self::VAR).map(|raw| raw.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("auto") => Ok(Self::Auto),
+            Some("only") => Ok(Self::Only),
+            Some("skip") => Ok(Self::Skip),
+            Some(other) => Err(crate::config::ConfigError::new(
+                Self::VAR,
+                format!("{other:?} is not one of auto, only, skip"),
+            )),
+        }
+    }
 }
 
 impl DatabaseConfig {
-    /// The database of service `schema` at `url`, with a pool of 10.
+    /// The database of service `schema` at `url`, with a pool of 10, migrated at start.
     pub fn new(url: impl Into<String>, schema: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             schema: schema.into(),
             max_connections: 10,
+            migrate: MigrateMode::Auto,
+            grant_to: None,
         }
+    }
+
+    /// Reads [`MigrateMode::VAR`] and [`MigrateMode::GRANT_VAR`] into this configuration.
+    pub fn with_migration_settings(
+        mut self,
+        env: &impl crate::config::Env,
+    ) -> Result<Self, crate::config::ConfigError> {
+        self.migrate = MigrateMode::from_env(env)?;
+        self.grant_to = env.var(MigrateMode::GRANT_VAR).map(|role| role.trim().to_owned());
+        if let Some(role) = &self.grant_to {
+            if self.migrate == MigrateMode::Skip {
+                return Err(crate::config::ConfigError::new(
+                    MigrateMode::GRANT_VAR,
+                    "a process that skips migrations grants nothing: set it on the migrating one",
+                ));
+            }
+            if role.len() > 63 || role.contains('\0') {
+                return Err(crate::config::ConfigError::new(
+                    MigrateMode::GRANT_VAR,
+                    format!("{role:?} is not a PostgreSQL role name"),
+                ));
+            }
+        }
+        Ok(self)
     }
 
     /// The URL this service actually connects to: PostgreSQL URLs are shared (schemas keep
@@ -92,6 +163,9 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnecti
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });
+    } else if config.migrate == MigrateMode::Skip {
+        // The runtime role may not create schemas: the migration job made it.
+        options.set_schema_search_path(config.schema.clone());
     } else {
         // Create the schema first, on a plain connection, then pin search_path to it.
         let bootstrap = Database::connect(ConnectOptions::new(url.clone()).sqlx_logging(false).to_owned())
@@ -131,6 +205,64 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection, schema: &str) ->
     Ok(())
 }
 
+/// Brings the service's schema to what the binary expects, as [`DatabaseConfig::migrate`] says:
+/// migrates (and grants) for `auto` and `only`; for `skip` only checks that nothing is pending.
+pub async fn prepare<M: MigratorTrait>(db: &DatabaseConnection, config: &DatabaseConfig) -> anyhow::Result<()> {
+    match config.migrate {
+        MigrateMode::Auto | MigrateMode::Only => {
+            migrate::<M>(db, &config.schema).await?;
+            if let Some(role) = &config.grant_to {
+                grant_rows(db, &config.schema, role).await?;
+            }
+        }
+        MigrateMode::Skip => {
+            let pending = M::get_pending_migrations_read_only(db)
+                .await
+                .with_context(|| format!("reading the applied migrations of schema {}", config.schema))?;
+            if !pending.is_empty() {
+                let names: Vec<String> = pending.iter().map(|m| m.name().to_owned()).collect();
+                anyhow::bail!(
+                    "schema {} is behind this binary ({} pending: {}): with {}=skip another process \
+                     must migrate first ({}=only)",
+                    config.schema,
+                    names.len(),
+                    names.join(", "),
+                    MigrateMode::VAR,
+                    MigrateMode::VAR,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lets `role` use `schema` and read and write the rows of every table and sequence in it, and
+/// nothing more (no DDL). On SQLite there are no roles: nothing to do.
+pub async fn grant_rows(db: &DatabaseConnection, schema: &str, role: &str) -> anyhow::Result<()> {
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    let schema = quote_ident(schema);
+    let role = quote_ident(role);
+    let txn = db.begin().await?;
+    for statement in [
+        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"),
+        format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"),
+    ] {
+        txn.execute_unprepared(&statement)
+            .await
+            .with_context(|| format!("granting row access: {statement}"))?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A PostgreSQL identifier in double quotes, inner quotes doubled.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Begins a transaction that will write. On SQLite it takes the write lock at once
 /// (`BEGIN IMMEDIATE`), so two writers wait for each other (busy timeout) instead of one failing
 /// with "database is locked" when it upgrades its read lock; elsewhere it is a plain `BEGIN`.
@@ -159,6 +291,8 @@ fn is_safe_identifier(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]
@@ -173,6 +307,40 @@ mod tests {
     fn postgres_urls_are_shared() {
         let config = DatabaseConfig::new("postgres://u@h/shop", "catalog");
         assert_eq!(config.service_url(), "postgres://u@h/shop");
+    }
+
+    #[test]
+    fn migrate_mode_comes_from_the_environment() {
+        use crate::config::MapEnv;
+        let config = |pairs: &[(&str, &str)]| {
+            DatabaseConfig::new("postgres://h/db", "user")
+                .with_migration_settings(&MapEnv::from_pairs(pairs.iter().copied()))
+        };
+        let unset = config(&[]).unwrap();
+        assert_eq!((unset.migrate, unset.grant_to), (MigrateMode::Auto, None));
+        let only = config(&[("SHOP_MIGRATE", "only"), ("SHOP_MIGRATE_GRANT_TO", "shop_app")]).unwrap();
+        assert_eq!(
+            (only.migrate, only.grant_to.as_deref()),
+            (MigrateMode::Only, Some("shop_app"))
+        );
+        assert_eq!(
+            config(&[("SHOP_MIGRATE", " Skip ")]).unwrap().migrate,
+            MigrateMode::Skip
+        );
+        for bad in [
+            vec![("SHOP_MIGRATE", "later")],
+            vec![("SHOP_MIGRATE", "skip"), ("SHOP_MIGRATE_GRANT_TO", "shop_app")],
+            vec![("SHOP_MIGRATE_GRANT_TO", "x".repeat(64).leak() as &str)],
+        ] {
+            let error = config(&bad).expect_err("refused");
+            assert_eq!(error.key, bad.last().unwrap().0, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("shop_app"), "\"shop_app\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 
     #[test]

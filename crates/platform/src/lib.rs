@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod health;
 pub mod outbox;
 pub mod paging;
+pub mod probe;
 pub mod queue;
 pub mod retention;
 pub mod service;

@@ -113,7 +113,7 @@ impl ServiceSettings {
     pub fn from_env(env: &impl Env, name: &str, default_port: u16, urls: &BackendUrls) -> Result<Self, ConfigError> {
         Ok(Self {
             grpc_addr: env.addr_or("SHOP_GRPC_ADDR", &format!("0.0.0.0:{default_port}"))?,
-            database: DatabaseConfig::new(urls.database.clone(), name),
+            database: DatabaseConfig::new(urls.database.clone(), name).with_migration_settings(env)?,
             health: HealthSettings::from_env(env)?,
         })
     }
@@ -128,6 +128,9 @@ pub trait MeshService: Sized + Send + 'static {
 
     /// Its own settings, beyond its address and database.
     type Config: Send + 'static;
+
+    /// The migrations of its schema (run at start, or alone with `SHOP_MIGRATE=only`).
+    type Migrator: sea_orm_migration::MigratorTrait;
 
     /// Reads its own settings from the environment (the same variables whether it runs alone
     /// or inside the one-process `shop` binary).
@@ -151,27 +154,39 @@ pub trait MeshService: Sized + Send + 'static {
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// Connects to a service's database and applies its migrations.
+/// Connects to a service's database and applies its migrations (or, with `SHOP_MIGRATE=skip`,
+/// checks that they were applied).
 pub async fn open_database<M: sea_orm_migration::MigratorTrait>(
     settings: &ServiceSettings,
 ) -> anyhow::Result<sea_orm::DatabaseConnection> {
     let db = crate::db::connect(&settings.database).await?;
-    crate::db::migrate::<M>(&db, &settings.database.schema).await?;
+    crate::db::prepare::<M>(&db, &settings.database).await?;
     Ok(db)
 }
 
-/// The whole `main` of a service binary: configuration from the environment (exit code 64 on a
-/// bad value), telemetry, backends, the service, and a clean stop on SIGTERM or ctrl-c.
+/// The whole `main` of a service binary: a `probe` command line (see [`crate::probe`]), or
+/// configuration from the environment (exit code 64 on a bad value), telemetry, backends, the
+/// service, and a clean stop on SIGTERM or ctrl-c. With `SHOP_MIGRATE=only` it migrates the
+/// service's schema and exits, touching no other backend.
 pub fn main<S: MeshService>() -> std::process::ExitCode {
     use crate::config::{ProcessEnv, exit_on_bad_config};
+    if let Some(code) = crate::probe::main_from_args(S::NAME) {
+        return code;
+    }
     let env = ProcessEnv;
-    let (telemetry, urls, settings, config) = exit_on_bad_config((|| {
+    let (telemetry, urls, settings) = exit_on_bad_config((|| {
         let telemetry = crate::telemetry::TelemetryConfig::from_env(&env, S::NAME)?;
         let urls = BackendUrls::from_env(&env, &data_dir(&env))?;
         let settings = ServiceSettings::from_env(&env, S::NAME, S::DEFAULT_PORT, &urls)?;
-        let config = S::config_from_env(&env)?;
-        Ok((telemetry, urls, settings, config))
+        Ok((telemetry, urls, settings))
     })());
+    let migrate_only = settings.database.migrate == crate::db::MigrateMode::Only;
+    // The migration job carries only the database settings: the service's own are not read.
+    let config = if migrate_only {
+        None
+    } else {
+        Some(exit_on_bad_config(S::config_from_env(&env)))
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -181,6 +196,12 @@ pub fn main<S: MeshService>() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         let _guard = crate::telemetry::init(&telemetry)?;
+        let Some(config) = config else {
+            let db = open_database::<S::Migrator>(&settings).await?;
+            db.close().await.ok();
+            tracing::info!(service = S::NAME, schema = %settings.database.schema, "migrated; exiting (SHOP_MIGRATE=only)");
+            return Ok(());
+        };
         let backends = Backends::open(&urls).await?;
         let service = S::build(settings, config, backends).await?;
         tracing::info!(service = S::NAME, grpc = %service.grpc_addr(), "listening");

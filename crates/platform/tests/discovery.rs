@@ -351,6 +351,23 @@ async fn static_target_spreads_calls_over_its_addresses() {
     assert!(served.iter().all(|n| *n > 20), "{served:?}");
 }
 
+/// The chart's targets are fully qualified with a final dot (`…svc.cluster.local.`), so that a
+/// pod's resolver asks one name instead of walking its search list: that spelling resolves
+/// and balances like the short one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fully_qualified_name_with_a_final_dot_resolves() {
+    init_logs();
+    let (port, listeners) = listeners(&[ip(71), ip(72)]).await;
+    let backends: Vec<Backend> = listeners.into_iter().map(Backend::start).collect();
+    let dns = Dnsmasq::start(&[ip(71), ip(72)]).await;
+    let target = Target::parse(&format!("dns:///{NAME}.:{port}")).unwrap();
+    let channel = connect(&target, &options(Some(dns.addr))).await.unwrap();
+    let failures = calls(&channel, 60, Duration::ZERO).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let served = counts(&backends);
+    assert!(served.iter().all(|n| *n > 10), "{served:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_dns_keeps_the_last_endpoints() {
     init_logs();

@@ -49,6 +49,7 @@ impl MeshService for CatalogService {
     const NAME: &'static str = "catalog";
     const DEFAULT_PORT: u16 = 50052;
     type Config = CatalogConfig;
+    type Migrator = migration::Migrator;
 
     fn config_from_env(env: &impl Env) -> Result<CatalogConfig, ConfigError> {
         CatalogConfig::from_env(env)

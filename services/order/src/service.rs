@@ -163,6 +163,7 @@ impl MeshService for OrderService {
     const NAME: &'static str = "order";
     const DEFAULT_PORT: u16 = 50053;
     type Config = OrderConfig;
+    type Migrator = migration::Migrator;
 
     fn config_from_env(env: &impl Env) -> Result<OrderConfig, ConfigError> {
         OrderConfig::from_env(env)

@@ -88,6 +88,7 @@ impl MeshService for UserService {
     const NAME: &'static str = "user";
     const DEFAULT_PORT: u16 = 50051;
     type Config = UserConfig;
+    type Migrator = migration::Migrator;
 
     fn config_from_env(env: &impl Env) -> Result<UserConfig, ConfigError> {
         UserConfig::from_env(env)

@@ -5,6 +5,7 @@
 
 mod health;
 mod helpers;
+mod migrate_job;
 mod products;
 mod retention;
 mod sqlite;
