@@ -1,5 +1,7 @@
 //! Edge middleware that is not a tower-http layer: identity headers a client sends are removed
-//! (only the gateway sets identity, from a verified token), and every error response that is
+//! (only the gateway sets identity, from a verified token); a client's `X-Request-Id` is kept
+//! only when it is short and printable (it is echoed, logged and forwarded to every service);
+//! a request must name exactly one `Host` (RFC 9112 §3.2); and every error response that is
 //! not problem+json yet (404 for unknown routes, 405, 413 from the body limit, 408 from the
 //! timeout) becomes one, so clients see one error format.
 
@@ -11,6 +13,50 @@ use axum::{
 };
 
 use crate::problem::{ApiError, PROBLEM_JSON, default_code};
+
+/// The request id header.
+pub const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// Longest `X-Request-Id` kept from a client; a longer one is replaced by a fresh id.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removes a client's `X-Request-Id` unless there is exactly one, of 1 to
+/// [`MAX_REQUEST_ID_LEN`] visible ASCII characters (no spaces, no control characters), so the
+/// id layer puts a fresh one in its place. The id is echoed to the client, written to every log
+/// line and forwarded as gRPC metadata: unbounded or binary content would go everywhere.
+pub async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
+    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
+    let keep = match (ids.next(), ids.next()) {
+        (Some(id), None) => is_acceptable_request_id(id.as_bytes()),
+        _ => false,
+    };
+    if !keep {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+/// Whether a client's request id may be kept.
+pub fn is_acceptable_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(|byte| byte.is_ascii_graphic())
+}
+
+/// 400 `invalid_host` for a request without exactly one `Host`: RFC 9112 requires one in every
+/// HTTP/1.1 request and forbids two (proxies and caches may pick different ones). HTTP/1.0
+/// may omit it; HTTP/2 carries the authority in the request line instead.
+pub async fn require_one_host(request: Request, next: Next) -> Response {
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    let valid = match request.version() {
+        axum::http::Version::HTTP_09 | axum::http::Version::HTTP_10 => hosts <= 1,
+        axum::http::Version::HTTP_11 => hosts == 1,
+        _ => hosts == 1 || (hosts == 0 && request.uri().authority().is_some()),
+    };
+    if valid {
+        next.run(request).await
+    } else {
+        ApiError::bad_request("invalid_host", "a request must carry exactly one Host header").into_response()
+    }
+}
 
 /// Removes every `x-shop-*` header from the request: identity is never taken from a client.
 pub async fn strip_identity_headers(mut request: Request, next: Next) -> Response {

@@ -46,6 +46,9 @@ use tower_http::{
 
 pub use config::GatewayConfig;
 
+/// The header `POST /orders` requires.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
 use crate::{auth::Authenticator, limits::RateLimits, problem::ApiError};
 
 /// The gRPC channels to the services.
@@ -109,7 +112,7 @@ impl AppState {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use edge::REQUEST_ID;
 
 /// The gateway's router with its whole middleware stack.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
@@ -135,12 +138,19 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods(tower_http::cors::Any)
+        // Every header a browser client must send (POST /orders needs an Idempotency-Key) or
+        // read (Location of a created resource, the request id, Retry-After of a 429 or 503).
         .allow_headers([
             axum::http::header::AUTHORIZATION,
             axum::http::header::CONTENT_TYPE,
+            IDEMPOTENCY_KEY,
             REQUEST_ID,
         ])
-        .expose_headers([REQUEST_ID, axum::http::header::RETRY_AFTER]);
+        .expose_headers([
+            axum::http::header::LOCATION,
+            REQUEST_ID,
+            axum::http::header::RETRY_AFTER,
+        ]);
 
     Router::new()
         .merge(health::routes())
@@ -150,15 +160,18 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found() })
         .with_state(state)
-        // Outermost first: id the request, trace it, echo the id, then the edge rules.
+        // Outermost first: id the request (a client's id only when acceptable), trace it, echo
+        // the id, then the edge rules.
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(edge::sanitize_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(trace)
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(cors)
                 .layer(CompressionLayer::new())
                 .layer(middleware::from_fn(edge::errors_as_problems))
+                .layer(middleware::from_fn(edge::require_one_host))
                 .layer(middleware::from_fn(edge::strip_identity_headers))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::GATEWAY_TIMEOUT,

@@ -196,3 +196,80 @@ async fn cors_allows_only_the_configured_origins() {
     let other = app.send(preflight("https://evil.example.net")).await;
     assert!(!other.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
 }
+
+#[tokio::test]
+async fn the_cors_preflight_allows_what_browser_clients_send_and_read() {
+    let app = TestApp::configured_without_services(|config| {
+        config.cors_origins = vec!["https://shop.example".to_owned()];
+    })
+    .await;
+    let preflight = axum::http::Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/api/v1/orders")
+        .header(header::ORIGIN, "https://shop.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type,idempotency-key,x-request-id",
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let reply = app.send(preflight).await;
+    assert!(reply.status.is_success(), "{reply:?}");
+    let allowed = reply.headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["authorization", "content-type", "idempotency-key", "x-request-id"] {
+        assert!(allowed.contains(name), "{name} not allowed: {allowed}");
+    }
+
+    let request = axum::http::Request::get("/api/v1/no-such-thing")
+        .header(header::ORIGIN, "https://shop.example")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let reply = app.send(request).await;
+    let exposed = reply.headers[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["location", "x-request-id", "retry-after"] {
+        assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_id_is_kept_only_when_short_and_printable() {
+    let app = TestApp::without_services().await;
+    let echo = |ids: Vec<axum::http::HeaderValue>| {
+        let app = &app;
+        async move {
+            let mut request = axum::http::Request::get("/api/v1/no-such-thing")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            for id in ids {
+                request.headers_mut().append("x-request-id", id);
+            }
+            let reply = app.send(request).await;
+            let ids: Vec<_> = reply.headers.get_all("x-request-id").iter().cloned().collect();
+            assert_eq!(ids.len(), 1, "{reply:?}");
+            ids[0].to_str().unwrap().to_owned()
+        }
+    };
+    let value = |raw: &[u8]| axum::http::HeaderValue::from_bytes(raw).unwrap();
+    assert_eq!(echo(vec![value(b"req-42")]).await, "req-42");
+    let longest = "a".repeat(128);
+    assert_eq!(echo(vec![value(longest.as_bytes())]).await, longest);
+    for refused in [
+        vec![value("a".repeat(129).as_bytes())],
+        vec![value("b".repeat(8_000).as_bytes())],
+        vec![value(b"two words")],
+        vec![value(b"caf\xc3\xa9")],
+        vec![value(b"tab\there")],
+        vec![value(b"one"), value(b"two")],
+    ] {
+        let sent: Vec<_> = refused.iter().map(|v| v.as_bytes().to_vec()).collect();
+        let got = echo(refused).await;
+        assert!(uuid::Uuid::parse_str(&got).is_ok(), "{sent:?} was replaced by {got:?}");
+    }
+}

@@ -13,7 +13,7 @@ use axum::{
     http::{HeaderMap, Method, Request, StatusCode, header},
 };
 use serde_json::Value;
-use shop_gateway::{AppState, GatewayConfig, Upstreams, app, problem::PROBLEM_JSON};
+use shop_gateway::{AppState, Gateway, GatewayConfig, Upstreams, app, problem::PROBLEM_JSON};
 use shop_platform::{cache::MemoryCache, grpc::client::Target};
 use tower::ServiceExt as _;
 
@@ -90,9 +90,15 @@ impl TestApp {
         }
     }
 
-    /// Sends `request` as if from [`CLIENT_ADDR`]; the body as bytes, exactly as sent.
+    /// Sends `request` as if from [`CLIENT_ADDR`] (with a `Host`, as every HTTP/1.1 client
+    /// sends, unless it has one); the body as bytes, exactly as sent.
     pub async fn send_raw(&self, mut request: Request<Body>) -> (StatusCode, HeaderMap, axum::body::Bytes) {
         request.extensions_mut().insert(ConnectInfo(CLIENT_ADDR));
+        if !request.headers().contains_key(header::HOST) {
+            request
+                .headers_mut()
+                .insert(header::HOST, header::HeaderValue::from_static("shop.test"));
+        }
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -152,4 +158,72 @@ pub fn raw_json(method: Method, path: &str, token: Option<&str>, body: impl Into
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     builder.body(body.into()).unwrap()
+}
+
+/// A gateway served on a loopback port by [`Gateway::run`], as in production (connection
+/// handling, timeouts), with unreachable services unless `services` is given. Stops when the
+/// test's runtime ends.
+pub struct Served {
+    pub addr: SocketAddr,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Served {
+    /// Serves a gateway whose services are unreachable, with `tweak` applied to its configuration.
+    pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        Self::start_with_services(SocketAddr::from((Ipv4Addr::LOCALHOST, unused_port())), tweak).await
+    }
+
+    /// Serves a gateway whose three services are at `services`.
+    pub async fn start_with_services(services: SocketAddr, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let target = Target::parse(&format!("http://{services}")).unwrap();
+        let mut config = GatewayConfig::with_targets(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            target.clone(),
+            target.clone(),
+            target,
+        );
+        config.client.request_timeout = Duration::from_secs(2);
+        config.client.connect_timeout = Duration::from_millis(500);
+        tweak(&mut config);
+        let cache = Arc::new(MemoryCache::new("gateway-test:"));
+        let gateway = Gateway::build(&config, cache).await.unwrap();
+        let addr = gateway.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(gateway.run(stop.clone()));
+        Self {
+            addr,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// Opens a TCP connection to the gateway.
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(self.addr).await.unwrap()
+    }
+
+    /// Sends `raw` bytes on a fresh connection and reads the reply until the gateway closes the
+    /// connection or `within` passes; returns what was read.
+    pub async fn exchange(&self, raw: &[u8], within: Duration) -> String {
+        let mut stream = self.connect().await;
+        exchange_on(&mut stream, raw, within).await
+    }
+}
+
+/// Writes `raw` on `stream` and reads until the peer closes or `within` passes.
+pub async fn exchange_on(stream: &mut tokio::net::TcpStream, raw: &[u8], within: Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(raw).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 reply (0 when there is none).
+pub fn status_of(reply: &str) -> u16 {
+    reply
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }
