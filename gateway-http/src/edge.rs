@@ -1,10 +1,11 @@
 //! Edge middleware that is not a tower-http layer: identity headers a client sends are removed
 //! (only the gateway sets identity, from a verified token), and every error response that is
 //! not problem+json yet (404 for unknown routes, 405, 413 from the body limit, 408 from the
-//! timeout) becomes one, so clients see one error format.
+//! timeout) becomes one, so clients see one error format. The request's span is named after
+//! the route that matched.
 
 use axum::{
-    extract::Request,
+    extract::{MatchedPath, Request},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -22,6 +23,15 @@ pub async fn strip_identity_headers(mut request: Request, next: Next) -> Respons
         .collect();
     for name in forged {
         request.headers_mut().remove(name);
+    }
+    next.run(request).await
+}
+
+/// Names the request's span `METHOD /route/{template}` once the router has matched a route (a
+/// route layer: the span itself is opened before routing, by the trace layer).
+pub async fn name_span_after_route(request: Request, next: Next) -> Response {
+    if let Some(route) = request.extensions().get::<MatchedPath>() {
+        shop_platform::telemetry::http::record_route(request.method(), route.as_str());
     }
     next.run(request).await
 }
