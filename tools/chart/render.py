@@ -19,7 +19,11 @@ def main() -> int:
         return 1
     chart = helm_python.Chart.load(chart_path)
     rendered = chart.render(
-        values={"image": {"registry": "registry.example.com/shop", "tag": "0.1.0", "pullPolicy": "IfNotPresent"}},
+        values={
+            "image": {"registry": "registry.example.com/shop", "tag": "0.1.0", "pullPolicy": "IfNotPresent"},
+            # Optional parts are rendered too, so that they are checked.
+            "otelCollector": {"enabled": True},
+        },
         name="shop",
         namespace="shop",
         is_install=True,
