@@ -3,10 +3,11 @@
 //! only when it is short and printable (it is echoed, logged and forwarded to every service);
 //! a request must name exactly one `Host` (RFC 9112 §3.2); and every error response that is
 //! not problem+json yet (404 for unknown routes, 405, 413 from the body limit, 408 from the
-//! timeout) becomes one, so clients see one error format.
+//! timeout) becomes one, so clients see one error format. The request's span is named after
+//! the route that matched.
 
 use axum::{
-    extract::Request,
+    extract::{MatchedPath, Request},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -68,6 +69,15 @@ pub async fn strip_identity_headers(mut request: Request, next: Next) -> Respons
         .collect();
     for name in forged {
         request.headers_mut().remove(name);
+    }
+    next.run(request).await
+}
+
+/// Names the request's span `METHOD /route/{template}` once the router has matched a route (a
+/// route layer: the span itself is opened before routing, by the trace layer).
+pub async fn name_span_after_route(request: Request, next: Next) -> Response {
+    if let Some(route) = request.extensions().get::<MatchedPath>() {
+        shop_platform::telemetry::http::record_route(request.method(), route.as_str());
     }
     next.run(request).await
 }

@@ -25,13 +25,14 @@ use anyhow::Context as _;
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::{HeaderName, HeaderValue, Request, StatusCode},
+    http::{HeaderName, HeaderValue, Request, Response, StatusCode},
     middleware,
     routing::get,
 };
 use shop_platform::{
     cache::Cache,
     grpc::client::{self, GrpcChannel},
+    telemetry,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -117,19 +118,14 @@ use edge::REQUEST_ID;
 /// The gateway's router with its whole middleware stack.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
     let api = routes::api_routes().layer(middleware::from_fn_with_state(state.clone(), limits::limit_by_ip));
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-        let span = tracing::info_span!(
-            "http.server",
-            otel.kind = "server",
-            http.method = %request.method(),
-            http.target = %request.uri().path(),
-            trace_id = tracing::field::Empty,
-            request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or(""),
-        );
-        let parent = shop_platform::telemetry::propagation::extract_http(request.headers());
-        shop_platform::telemetry::propagation::set_remote_parent(&span, parent);
-        span
-    });
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| {
+            let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+            telemetry::http::server_span(request, request_id.unwrap_or(""))
+        })
+        .on_response(|response: &Response<_>, _: Duration, span: &tracing::Span| {
+            telemetry::http::record_response(span, response.status());
+        });
     let origins: Vec<HeaderValue> = config
         .cors_origins
         .iter()
@@ -158,6 +154,7 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
         .route("/openapi.yaml", get(openapi::yaml))
         .merge(docs::routes())
         .nest("/api/v1", api)
+        .route_layer(middleware::from_fn(edge::name_span_after_route))
         .fallback(|| async { ApiError::not_found() })
         .with_state(state)
         // Outermost first: id the request (a client's id only when acceptable), trace it, echo

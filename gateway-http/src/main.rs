@@ -17,7 +17,7 @@ async fn serve() -> anyhow::Result<()> {
     let env = ProcessEnv;
     let (config, telemetry, cache_url, cache_prefix) = exit_on_bad_config((|| {
         let config = shop_gateway::GatewayConfig::from_env(&env, "0.0.0.0:8080")?;
-        let telemetry = shop_platform::telemetry::TelemetryConfig::from_env(&env, "gateway")?;
+        let telemetry = shop_platform::telemetry::TelemetryConfig::from_env(&env, "shop-gateway")?;
         let cache_url = env.url_or("REDIS_URL", "memory://", &["redis", "rediss", "memory"])?;
         let cache_prefix = env.var("SHOP_CACHE_PREFIX").unwrap_or_else(|| "shop:".to_owned());
         Ok((config, telemetry, cache_url, cache_prefix))

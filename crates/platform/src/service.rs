@@ -175,7 +175,8 @@ pub fn main<S: MeshService>() -> std::process::ExitCode {
     }
     let env = ProcessEnv;
     let (telemetry, urls, settings) = exit_on_bad_config((|| {
-        let telemetry = crate::telemetry::TelemetryConfig::from_env(&env, S::NAME)?;
+        // `shop-user`, `shop-catalog`, `shop-order`: the binaries' names.
+        let telemetry = crate::telemetry::TelemetryConfig::from_env(&env, &format!("shop-{}", S::NAME))?;
         let urls = BackendUrls::from_env(&env, &data_dir(&env))?;
         let settings = ServiceSettings::from_env(&env, S::NAME, S::DEFAULT_PORT, &urls)?;
         Ok((telemetry, urls, settings))

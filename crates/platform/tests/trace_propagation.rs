@@ -1,25 +1,48 @@
-//! W3C trace context crosses process boundaries: a gRPC call made inside a span is served in a
-//! span of the same trace, and a message written to the outbox inside a span carries that trace
-//! to its consumer. Spans are collected in memory by a real OpenTelemetry pipeline.
+//! Traces a person can read, across process boundaries: a gRPC call made inside a span gets a
+//! CLIENT span `package.Service/Method` and is served in a SERVER span of the same name, its
+//! child; a refusal (NOT_FOUND) is not an error, a failure (INTERNAL) is; health checks make no
+//! spans. A message written to the outbox inside a span is published in a PRODUCER span
+//! `send <queue>` (a child of that span) and processed in a CONSUMER span `process <queue>`
+//! (a child of the producer span, linked to it), with the messaging attributes. Spans are
+//! collected in memory by a real OpenTelemetry pipeline.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{sync::LazyLock, time::Duration};
+use std::{
+    sync::{Arc, LazyLock, Mutex},
+    time::Duration,
+};
 
-use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
+use async_trait::async_trait;
+use opentelemetry::{
+    Value,
+    trace::{SpanId, SpanKind, Status as SpanStatus, TraceContextExt, TraceId, TracerProvider as _},
+};
 use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
-    trace::{InMemorySpanExporter, SdkTracerProvider},
+    trace::{InMemorySpanExporter, SdkTracerProvider, SpanData},
 };
+use sea_orm::TransactionTrait;
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use shop_platform::{
+    db::{self, DatabaseConfig},
     grpc::{
         client::{Target, connect},
         server::GrpcServerBuilder,
     },
-    queue::{MemoryQueue, Message, QueueSpec, WorkQueue},
-    telemetry::propagation,
+    outbox::{self, CreateMessagingTables, OutboxRelay, RelayOptions},
+    queue::{
+        MemoryQueue, Message, QueueSpec, WorkQueue,
+        runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
+    },
+};
+use shop_proto::pb::catalog::{
+    self as catalog,
+    catalog_service_client::CatalogServiceClient,
+    catalog_service_server::{CatalogService, CatalogServiceServer},
 };
 use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -34,7 +57,11 @@ static SPANS: LazyLock<(InMemorySpanExporter, SdkTracerProvider)> = LazyLock::ne
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_error_events_to_status(false),
+        );
     tracing::subscriber::set_global_default(subscriber).unwrap();
     (exporter, provider)
 });
@@ -43,76 +70,307 @@ fn trace_of(span: &tracing::Span) -> TraceId {
     span.context().span().span_context().trace_id()
 }
 
-#[tokio::test]
-async fn a_grpc_call_is_served_in_the_callers_trace() {
+fn span_id_of(span: &tracing::Span) -> SpanId {
+    span.context().span().span_context().span_id()
+}
+
+/// The finished spans of `trace`.
+fn finished(trace: TraceId) -> Vec<SpanData> {
     let (exporter, provider) = &*SPANS;
+    provider.force_flush().unwrap();
+    exporter
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .filter(|span| span.span_context.trace_id() == trace)
+        .collect()
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+}
+
+fn one<'a>(spans: &'a [SpanData], name: &str, kind: SpanKind) -> &'a SpanData {
+    let found: Vec<&SpanData> = spans
+        .iter()
+        .filter(|span| span.name == name && span.span_kind == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind:?} span {name:?} in {spans:#?}");
+    found[0]
+}
+
+/// `GetStock` answers by product id: `ok`, `missing` (NOT_FOUND), `broken` (INTERNAL).
+#[derive(Debug, Default)]
+struct Catalog;
+
+#[tonic::async_trait]
+impl CatalogService for Catalog {
+    async fn get_stock(
+        &self,
+        request: Request<catalog::GetStockRequest>,
+    ) -> Result<Response<catalog::GetStockResponse>, Status> {
+        match request.get_ref().product_id.as_str() {
+            "missing" => Err(Status::not_found("no such product")),
+            "broken" => Err(Status::internal("the database is on fire")),
+            _ => Ok(Response::new(catalog::GetStockResponse {
+                product_id: request.into_inner().product_id,
+                stock: 7,
+            })),
+        }
+    }
+    async fn create_product(
+        &self,
+        _: Request<catalog::CreateProductRequest>,
+    ) -> Result<Response<catalog::CreateProductResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn get_product(
+        &self,
+        _: Request<catalog::GetProductRequest>,
+    ) -> Result<Response<catalog::GetProductResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn batch_get_products(
+        &self,
+        _: Request<catalog::BatchGetProductsRequest>,
+    ) -> Result<Response<catalog::BatchGetProductsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn list_products(
+        &self,
+        _: Request<catalog::ListProductsRequest>,
+    ) -> Result<Response<catalog::ListProductsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn update_product(
+        &self,
+        _: Request<catalog::UpdateProductRequest>,
+    ) -> Result<Response<catalog::UpdateProductResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn delete_product(
+        &self,
+        _: Request<catalog::DeleteProductRequest>,
+    ) -> Result<Response<catalog::DeleteProductResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+    async fn set_stock(
+        &self,
+        _: Request<catalog::SetStockRequest>,
+    ) -> Result<Response<catalog::SetStockResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+}
+
+/// Calls `GetStock(product)` inside a fresh `caller` span: (the caller's span, the call's code).
+async fn get_stock(product: &str) -> (tracing::Span, Code) {
+    let _ = &*SPANS;
     let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap())
+        .add_service(CatalogServiceServer::new(Catalog))
         .bind()
         .await
         .unwrap();
     let addr = server.local_addr();
     let shutdown = CancellationToken::new();
     let served = tokio::spawn(server.serve(shutdown.clone()));
-
     let channel = connect(&Target::parse(&format!("http://{addr}")).unwrap(), &Default::default())
         .await
         .unwrap();
+
     let caller = tracing::info_span!("caller");
-    let trace = trace_of(&caller);
+    let code = async {
+        let reply = CatalogServiceClient::new(channel.clone())
+            .get_stock(catalog::GetStockRequest {
+                product_id: product.to_owned(),
+            })
+            .await;
+        reply.map(|_| Code::Ok).unwrap_or_else(|status| status.code())
+    }
+    .instrument(caller.clone())
+    .await;
+    // Health checks, as probes make them all the time, leave no span.
     async {
         HealthClient::new(channel)
             .check(HealthCheckRequest { service: String::new() })
             .await
             .unwrap();
     }
-    .instrument(caller)
+    .instrument(caller.clone())
     .await;
     shutdown.cancel();
     served.await.unwrap().unwrap();
+    (caller, code)
+}
 
-    provider.force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
-    let server_span = spans
-        .iter()
-        .find(|span| span.name == "grpc.server" && span.span_context.trace_id() == trace)
-        .unwrap_or_else(|| panic!("no server span in trace {trace}: {spans:#?}"));
-    assert_ne!(
-        server_span.parent_span_id,
-        opentelemetry::trace::SpanId::INVALID,
-        "it has a remote parent"
+#[tokio::test]
+async fn a_grpc_call_has_a_client_span_and_a_server_span_below_it() {
+    let (caller, code) = get_stock("ok").await;
+    assert_eq!(code, Code::Ok);
+    let spans = finished(trace_of(&caller));
+    let name = "shop.catalog.v1.CatalogService/GetStock";
+    let client = one(&spans, name, SpanKind::Client);
+    let server = one(&spans, name, SpanKind::Server);
+    assert_eq!(
+        client.parent_span_id,
+        span_id_of(&caller),
+        "the client span is the caller's child"
+    );
+    assert_eq!(
+        server.parent_span_id,
+        client.span_context.span_id(),
+        "the server span is the client span's child"
+    );
+    for span in [client, server] {
+        assert_eq!(attribute(span, "rpc.system"), Some("grpc".into()));
+        assert_eq!(
+            attribute(span, "rpc.service"),
+            Some("shop.catalog.v1.CatalogService".into())
+        );
+        assert_eq!(attribute(span, "rpc.method"), Some("GetStock".into()));
+        assert_eq!(attribute(span, "rpc.grpc.status_code"), Some(Value::I64(0)));
+        assert_eq!(span.status, SpanStatus::Unset);
+    }
+    assert!(
+        !spans.iter().any(|span| span.name.contains("grpc.health")),
+        "health checks make no spans: {spans:#?}"
     );
 }
 
 #[tokio::test]
-async fn a_queue_message_carries_the_producers_trace() {
+async fn not_found_is_an_answer_and_internal_a_failure() {
+    let (caller, code) = get_stock("missing").await;
+    assert_eq!(code, Code::NotFound);
+    let spans = finished(trace_of(&caller));
+    for kind in [SpanKind::Client, SpanKind::Server] {
+        let span = one(&spans, "shop.catalog.v1.CatalogService/GetStock", kind.clone());
+        assert_eq!(attribute(span, "rpc.grpc.status_code"), Some(Value::I64(5)));
+        assert_eq!(span.status, SpanStatus::Unset, "{kind:?}: NOT_FOUND is not an error");
+    }
+
+    let (caller, code) = get_stock("broken").await;
+    assert_eq!(code, Code::Internal);
+    let spans = finished(trace_of(&caller));
+    for kind in [SpanKind::Client, SpanKind::Server] {
+        let span = one(&spans, "shop.catalog.v1.CatalogService/GetStock", kind.clone());
+        assert_eq!(attribute(span, "rpc.grpc.status_code"), Some(Value::I64(13)));
+        assert!(
+            matches!(span.status, SpanStatus::Error { .. }),
+            "{kind:?}: INTERNAL is an error: {:?}",
+            span.status
+        );
+    }
+}
+
+struct Migrator;
+
+#[async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateMessagingTables)]
+    }
+}
+
+/// Records the order id of each message on its span, as the services' handlers do.
+#[derive(Default)]
+struct Recorder {
+    applied: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Handler for Recorder {
+    type Item = String;
+
+    fn decode(&self, message: &Message) -> Result<String, Poison> {
+        let order = String::from_utf8_lossy(&message.payload).into_owned();
+        tracing::Span::current().record("shop.order.id", order.as_str());
+        Ok(order)
+    }
+
+    async fn apply(&self, items: &[Received<'_, String>]) -> anyhow::Result<()> {
+        for one in items {
+            one.span.record("shop.outcome", "applied");
+            self.applied.lock().unwrap().push(one.item.clone());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_outbox_message_is_sent_and_processed_in_the_writers_trace() {
     let _ = &*SPANS;
+    let dir = tempfile::tempdir().unwrap();
+    let config = DatabaseConfig::new(format!("sqlite://{}/shop.db", dir.path().display()), "tracetest");
+    let db = db::connect(&config).await.unwrap();
+    db::migrate::<Migrator>(&db, &config.schema).await.unwrap();
     let queue = MemoryQueue::new();
     queue.declare(&QueueSpec::new("traced")).await.unwrap();
+    let queue: Arc<dyn WorkQueue> = Arc::new(queue);
 
-    let producer = tracing::info_span!("producer");
-    let trace = trace_of(&producer);
-    let mut headers = Default::default();
-    producer.in_scope(|| propagation::inject_message(&mut headers));
-    assert!(headers.contains_key("traceparent"), "{headers:?}");
-    let message = Message {
-        id: "m1".into(),
-        kind: "test.Event".into(),
-        payload: Vec::new(),
-        headers,
-    };
-    queue.publish("traced", vec![message]).await.unwrap();
+    // The work that writes the message, e.g. PlaceOrder.
+    let writer = tracing::info_span!("writer");
+    async {
+        let txn = db.begin().await.unwrap();
+        outbox::enqueue(&txn, "traced", "test.Event", b"order-1".to_vec())
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+    }
+    .instrument(writer.clone())
+    .await;
+    let trace = trace_of(&writer);
 
-    let mut consumer = queue.consume("traced", 1).await.unwrap();
-    let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
-    let consumer_span = tracing::info_span!("consumer", trace_id = tracing::field::Empty);
-    propagation::set_remote_parent(&consumer_span, propagation::extract_message(&delivery.message.headers));
-    assert_eq!(
-        trace_of(&consumer_span),
-        trace,
-        "the consumer joins the producer's trace"
+    let relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let consuming = tokio::spawn(
+        ConsumerRunner::new(
+            Arc::clone(&queue),
+            "traced",
+            Arc::clone(&recorder),
+            RunnerOptions::default(),
+        )
+        .run(shutdown.clone()),
     );
-    delivery.ack().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while recorder.applied.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    shutdown.cancel();
+    consuming.await.unwrap();
+
+    let spans = finished(trace);
+    let send = one(&spans, "send traced", SpanKind::Producer);
+    let process = one(&spans, "process traced", SpanKind::Consumer);
+    assert_eq!(send.parent_span_id, span_id_of(&writer), "sent in the writer's trace");
+    assert_eq!(
+        process.parent_span_id,
+        send.span_context.span_id(),
+        "processed below the send"
+    );
+    assert_eq!(
+        process
+            .links
+            .links
+            .iter()
+            .map(|link| link.span_context.span_id())
+            .collect::<Vec<_>>(),
+        vec![send.span_context.span_id()],
+        "and linked to it"
+    );
+    for (span, operation) in [(send, "send"), (process, "process")] {
+        assert_eq!(attribute(span, "messaging.system"), Some("shop.memory".into()));
+        assert_eq!(attribute(span, "messaging.destination.name"), Some("traced".into()));
+        assert_eq!(attribute(span, "messaging.operation.type"), Some(operation.into()));
+        assert!(attribute(span, "messaging.message.id").is_some());
+        assert_eq!(span.status, SpanStatus::Unset);
+    }
+    assert_eq!(attribute(process, "shop.order.id"), Some("order-1".into()));
+    assert_eq!(attribute(process, "shop.outcome"), Some("applied".into()));
 }

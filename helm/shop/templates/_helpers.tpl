@@ -105,9 +105,13 @@ securityContext:
   value: {{ .Values.config.logFormat | quote }}
 - name: RUST_LOG
   value: {{ .Values.config.logFilter | quote }}
-{{- if .Values.config.otlpEndpoint }}
+{{- $otlp := .Values.config.otlpEndpoint }}
+{{- if and (not $otlp) .Values.otelCollector.enabled }}
+{{- $otlp = printf "http://%s-otel-collector.%s.svc.cluster.local:4317" (include "shop.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- if $otlp }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
-  value: {{ .Values.config.otlpEndpoint | quote }}
+  value: {{ $otlp | quote }}
 {{- end }}
 {{ include "shop.secretEnv" (dict "root" . "name" "REDIS_URL") }}
 {{- end -}}

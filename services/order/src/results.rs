@@ -24,7 +24,6 @@ use shop_platform::{
         Message, WorkQueue,
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
-    telemetry::propagation,
 };
 use shop_proto::pb::events;
 use tokio_util::sync::CancellationToken;
@@ -83,12 +82,11 @@ impl StockResult {
     }
 }
 
-/// A decoded result, the order it is about, and the span its application runs in.
+/// A decoded result and the order it is about.
 #[derive(Debug)]
 struct Decoded {
     result: StockResult,
     order_id: Uuid,
-    span: tracing::Span,
 }
 
 /// Applies stock results to orders.
@@ -108,15 +106,9 @@ impl Handler for ResultHandler {
                 format!("stock result for a malformed order id {:.40?}", result.order_id()),
             )
         })?;
-        let span = tracing::info_span!(
-            "stock.result",
-            otel.kind = "consumer",
-            messaging.message.id = %message.id,
-            %order_id,
-            trace_id = tracing::field::Empty
-        );
-        propagation::set_remote_parent(&span, propagation::extract_message(&message.headers));
-        Ok(Decoded { result, order_id, span })
+        // On the delivery's span (the runner's `process <queue>`), for traces and logs.
+        tracing::Span::current().record("shop.order.id", tracing::field::display(order_id));
+        Ok(Decoded { result, order_id })
     }
 
     async fn apply(&self, batch: &[Received<'_, Decoded>]) -> anyhow::Result<()> {
@@ -125,7 +117,7 @@ impl Handler for ResultHandler {
         for one in batch {
             let decoded = one.item;
             apply(&self.ctx, one.message_id, decoded.order_id, &decoded.result)
-                .instrument(decoded.span.clone())
+                .instrument(one.span.clone())
                 .await?;
         }
         Ok(())
@@ -151,6 +143,7 @@ async fn apply(ctx: &Context, message_id: &str, order_id: Uuid, result: &StockRe
     if !inbox::first_delivery(&txn, message_id).await? {
         txn.rollback().await?;
         tracing::debug!(message_id, "stock result seen before");
+        tracing::Span::current().record("shop.outcome", "duplicate");
         return Ok(());
     }
     // Reservation results change the order: lock it first.
@@ -158,6 +151,15 @@ async fn apply(ctx: &Context, message_id: &str, order_id: Uuid, result: &StockRe
         StockResult::Released(_) => None,
         StockResult::Reserved(_) | StockResult::Rejected(_) => store::lock(&txn, order_id).await?,
     };
+    tracing::Span::current().record(
+        "shop.outcome",
+        match (result, &record) {
+            (StockResult::Released(_), _) => "released",
+            (_, None) => "unknown_order",
+            (StockResult::Reserved(_), Some(_)) => "reserved",
+            (StockResult::Rejected(_), Some(_)) => "rejected",
+        },
+    );
     let enqueued = match (result, record) {
         (StockResult::Released(released), _) => confirm_release(ctx, &txn, order_id, released).await?,
         (_, None) => {

@@ -24,10 +24,14 @@ use tokio::{sync::oneshot, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, body::Body, transport::Channel};
 use tower::{Service, ServiceExt as _};
+use tracing::Instrument as _;
 
 use super::discovery::{self, Discovery, EndpointSettings, Nudge, Source};
 pub use super::target::{Target, TargetError};
-use crate::{backoff::Backoff, telemetry::propagation};
+use crate::{
+    backoff::Backoff,
+    telemetry::{propagation, rpc},
+};
 
 /// Error type of [`GrpcChannel`] calls (what tonic clients turn into a [`Status`]).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -189,7 +193,8 @@ struct CallPolicy {
 /// (`FooClient::new(channel)`; it is a `tower::Service<http::Request<tonic::body::Body>>`).
 ///
 /// On every call it:
-/// - injects the current span's W3C trace context into the request headers;
+/// - opens a CLIENT span `package.Service/Method` (see [`crate::telemetry::rpc`]) and injects
+///   its W3C trace context into the request headers;
 /// - applies a deadline: the caller's (`tonic::Request::set_timeout`) or
 ///   [`ClientOptions::request_timeout`], sent to the server as `grpc-timeout` (reduced to what
 ///   is left on a retry) and enforced locally up to the response headers, failing the call with
@@ -249,8 +254,10 @@ impl Service<http::Request<Body>> for GrpcChannel {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        // Here, not in the future: `call` runs in the caller's span.
-        propagation::inject_http(request.headers_mut());
+        // Here, not in the future: `call` runs in the caller's span, the parent of the CLIENT
+        // span; the server's span becomes a child of the client span.
+        let span = rpc::client_span(request.uri().path());
+        span.in_scope(|| propagation::inject_http(request.headers_mut()));
         let timeout = caller_timeout(request.headers())
             .unwrap_or(self.policy.request_timeout)
             .min(MAX_DEADLINE);
@@ -259,14 +266,39 @@ impl Service<http::Request<Body>> for GrpcChannel {
         let body = CapturedBody::capture(body, self.policy.retry_buffer_limit);
         let channel = self.channel.clone();
         let policy = Arc::clone(&self.policy);
-        Box::pin(async move {
+        let call = async move {
             match tokio::time::timeout_at(deadline, send(channel, &policy, parts, body, deadline)).await {
                 Ok(result) => result,
                 Err(_elapsed) => {
                     Err(Status::deadline_exceeded(format!("no response within the {timeout:?} deadline")).into())
                 }
             }
+        };
+        Box::pin(async move {
+            let result = call.instrument(span.clone()).await;
+            traced_response(result, span)
         })
+    }
+}
+
+/// Records the call's outcome on its client span: the status of a trailers-only response or an
+/// error now, a full response's once its trailers arrive (the span stays open until then).
+fn traced_response(
+    result: Result<http::Response<Body>, BoxError>,
+    span: tracing::Span,
+) -> Result<http::Response<Body>, BoxError> {
+    match result {
+        Ok(response) if rpc::record_headers(&span, response.headers()) => Ok(response),
+        Ok(response) => Ok(response.map(|body| rpc::TracedBody::wrap(body, span))),
+        Err(error) => {
+            // Errors that are not a status are transport failures, which tonic reports as
+            // UNAVAILABLE.
+            match error.downcast_ref::<Status>() {
+                Some(status) => rpc::record_code(&span, status.code(), Some(status.message())),
+                None => rpc::record_code(&span, tonic::Code::Unavailable, Some(&Chain(&*error).to_string())),
+            }
+            Err(error)
+        }
     }
 }
 

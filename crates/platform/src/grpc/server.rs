@@ -1,5 +1,6 @@
 //! The gRPC server every service runs: its own services plus `grpc.health.v1` health and server
-//! reflection, a tracing span per call (joined to the caller's trace through W3C headers), a
+//! reflection, a tracing span per call (`package.Service/Method`, joined to the caller's trace
+//! through W3C headers; see [`crate::telemetry::rpc`]), a
 //! request timeout, and graceful shutdown: on the shutdown signal every service reports
 //! NOT_SERVING, new connections stop, and in-flight calls finish before `serve` returns.
 //!
@@ -24,12 +25,12 @@ use tonic::{
     transport::Server,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower_http::trace::TraceLayer;
+use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 
 use crate::{
     grpc::error::ERROR_CODE_METADATA,
     health::{CallGate, Dependency, DependencyWatcher, HealthSettings, LIVENESS},
-    telemetry::propagation,
+    telemetry::rpc,
 };
 
 /// Assembles a gRPC server.
@@ -213,17 +214,36 @@ impl BoundGrpcServer {
             }
         };
 
-        let trace = TraceLayer::new_for_grpc().make_span_with(|request: &Request<Body>| {
-            let span = tracing::info_span!(
-                "grpc.server",
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.method = %request.uri().path(),
-                trace_id = tracing::field::Empty,
-            );
-            propagation::set_remote_parent(&span, propagation::extract_http(request.headers()));
-            span
-        });
+        let trace = TraceLayer::new_for_grpc()
+            .make_span_with(rpc::server_span::<Body>)
+            // A trailers-only response (an error status) carries its code in the headers, a
+            // full one in the trailers.
+            .on_response(|response: &http::Response<_>, _: Duration, span: &tracing::Span| {
+                rpc::record_headers(span, response.headers());
+            })
+            .on_eos(
+                |trailers: Option<&http::HeaderMap>, _: Duration, span: &tracing::Span| {
+                    if let Some(trailers) = trailers {
+                        rpc::record_headers(span, trailers);
+                    }
+                },
+            )
+            .on_failure(|failure: GrpcFailureClass, latency: Duration, span: &tracing::Span| {
+                // Logged (at error, which marks the span failed) only when the service failed:
+                // NOT_FOUND and the like are answers, not failures.
+                match failure {
+                    GrpcFailureClass::Code(code) if rpc::is_failure(tonic::Code::from(code.get())) => {
+                        tracing::error!(parent: span, code = code.get(), ?latency, "gRPC call failed");
+                    }
+                    GrpcFailureClass::Code(code) => {
+                        tracing::debug!(parent: span, code = code.get(), ?latency, "gRPC call refused");
+                    }
+                    GrpcFailureClass::Error(error) => {
+                        rpc::record_code(span, tonic::Code::Internal, Some(&error));
+                        tracing::error!(parent: span, %error, ?latency, "gRPC call failed");
+                    }
+                }
+            });
         let served = Server::builder()
             .timeout(self.request_timeout)
             .layer(trace)

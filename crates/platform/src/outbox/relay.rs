@@ -19,6 +19,7 @@ use super::entity;
 use crate::{
     backoff::Backoff,
     queue::{Message, WorkQueue},
+    telemetry::{messaging, propagation},
 };
 
 /// How the relay paces itself.
@@ -98,7 +99,7 @@ impl OutboxRelay {
 
     /// One pass: publishes up to `batch_size` unsent rows in order and marks them sent.
     /// Returns how many were published (0 also when another replica holds the relay lock).
-    #[tracing::instrument(name = "outbox.relay", skip(self), err(Display))]
+    #[tracing::instrument(name = "outbox.relay", level = "debug", skip(self), err(Display))]
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
         let txn = crate::db::begin_write(&self.db)
             .await
@@ -145,11 +146,27 @@ impl OutboxRelay {
 
         // Consecutive rows for one queue go out as one confirmed batch; order is kept.
         for run in rows.chunk_by(|a, b| a.destination == b.destination) {
-            let messages = run.iter().map(to_message).collect();
-            self.queue
-                .publish(&run[0].destination, messages)
-                .await
-                .with_context(|| format!("publishing to {}", run[0].destination))?;
+            let destination = &run[0].destination;
+            // One PRODUCER span per message, in the trace of the work that wrote the row; the
+            // message carries the span's context to its consumer.
+            let (messages, spans): (Vec<Message>, Vec<tracing::Span>) = run
+                .iter()
+                .map(|row| {
+                    let mut message = to_message(row);
+                    let span = messaging::send_span(self.queue.system(), destination, &message);
+                    message.headers.remove("traceparent");
+                    message.headers.remove("tracestate");
+                    span.in_scope(|| propagation::inject_message(&mut message.headers));
+                    (message, span)
+                })
+                .unzip();
+            let published = self.queue.publish(destination, messages).await;
+            if let Err(error) = &published {
+                for span in &spans {
+                    messaging::record_failure(span, error);
+                }
+            }
+            published.with_context(|| format!("publishing to {destination}"))?;
         }
         if rows.is_empty() {
             return Ok(0);

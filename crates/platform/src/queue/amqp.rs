@@ -161,6 +161,10 @@ impl WorkQueue for AmqpQueue {
         self.shared.connection(Duration::ZERO).await.is_ok()
     }
 
+    fn system(&self) -> &'static str {
+        "rabbitmq"
+    }
+
     async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
         let name = short(queue)?;
         // A single attempt, as for readiness: a gauge reading is taken again soon.

@@ -429,6 +429,10 @@ impl WorkQueue for MemoryQueue {
     async fn ready(&self) -> bool {
         self.is_writable()
     }
+
+    fn system(&self) -> &'static str {
+        "shop.memory"
+    }
 }
 
 /// A consumer of a [`MemoryQueue`]; dropping it returns its unsettled deliveries.

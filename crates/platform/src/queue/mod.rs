@@ -131,6 +131,12 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// Whether the broker answers now (for readiness probes).
     async fn ready(&self) -> bool;
 
+    /// The messaging system, as traces name it (`messaging.system`): `rabbitmq`, or the
+    /// in-process queues' own names.
+    fn system(&self) -> &'static str {
+        "unknown"
+    }
+
     /// The number of ready messages in `queue` (those no consumer holds), or `None` when the
     /// queue does not exist or the adapter cannot count (the default). Feeds the dead-letter
     /// depth gauge ([`DeadLetterGauge`]).

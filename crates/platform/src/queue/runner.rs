@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, Message, QueueError, WorkQueue};
-use crate::{backoff::Backoff, fault};
+use crate::{backoff::Backoff, fault, telemetry::messaging};
 
 /// Why a message can never be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,13 +50,17 @@ impl Poison {
     }
 }
 
+/// A delivery with its decoded message and its span.
+type Decoded<T> = (Delivery, T, tracing::Span);
+
 /// What a consumer does with its messages.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// A decoded message (and whatever the handler keeps with it, such as its span).
     type Item: Send + Sync;
 
-    /// Decodes and checks one message; `Err` sends it to the dead-letter queue.
+    /// Decodes and checks one message; `Err` sends it to the dead-letter queue. It runs inside
+    /// the delivery's span: record what the message is about on `tracing::Span::current()`.
     fn decode(&self, message: &Message) -> Result<Self::Item, Poison>;
 
     /// Applies `items` (with the message ids of their deliveries) in one transaction, and
@@ -73,6 +77,9 @@ pub struct Received<'a, T> {
     pub delivery_count: u32,
     /// The decoded message.
     pub item: &'a T,
+    /// The delivery's CONSUMER span (`process <queue>`, a child of the message's creation
+    /// context): apply the message inside it, so what it writes to an outbox joins its trace.
+    pub span: &'a tracing::Span,
 }
 
 /// How a runner consumes.
@@ -205,9 +212,11 @@ impl<H: Handler> ConsumerRunner<H> {
         let queue = self.name.as_str();
         let mut decoded = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            match self.handler.decode(&delivery.message) {
-                Ok(item) => decoded.push((delivery, item)),
+            let span = messaging::process_span(self.queue.system(), queue, &delivery.message, delivery.delivery_count);
+            match span.in_scope(|| self.handler.decode(&delivery.message)) {
+                Ok(item) => decoded.push((delivery, item, span)),
                 Err(poison) => {
+                    messaging::record_failure(&span, &format_args!("poison ({}): {}", poison.reason, poison.detail));
                     tracing::warn!(
                         %queue,
                         message_id = %delivery.message.id,
@@ -227,7 +236,7 @@ impl<H: Handler> ConsumerRunner<H> {
         }
         match self.apply_through_outages(&decoded, shutdown).await {
             Applied::Committed => {
-                for (delivery, _) in decoded {
+                for (delivery, _, _) in decoded {
                     settle(delivery.ack().await, queue);
                 }
             }
@@ -239,34 +248,35 @@ impl<H: Handler> ConsumerRunner<H> {
                     let single = [one];
                     match self.apply_through_outages(&single, shutdown).await {
                         Applied::Committed => {
-                            let [(delivery, _)] = single;
+                            let [(delivery, _, _)] = single;
                             settle(delivery.ack().await, queue);
                         }
                         Applied::ShuttingDown => return,
                         Applied::Failed(error) => {
-                            let [(delivery, _)] = single;
-                            self.give_back(delivery, &error, shutdown).await;
+                            let [(delivery, _, span)] = single;
+                            self.give_back(delivery, &span, &error, shutdown).await;
                         }
                     }
                 }
             }
             Applied::Failed(error) => {
-                for (delivery, _) in decoded {
-                    self.give_back(delivery, &error, shutdown).await;
+                for (delivery, _, span) in decoded {
+                    self.give_back(delivery, &span, &error, shutdown).await;
                 }
             }
         }
     }
 
     /// Applies `batch`, waiting out transient failures for as long as they last.
-    async fn apply_through_outages(&self, batch: &[(Delivery, H::Item)], shutdown: &CancellationToken) -> Applied {
+    async fn apply_through_outages(&self, batch: &[Decoded<H::Item>], shutdown: &CancellationToken) -> Applied {
         let queue = self.name.as_str();
         let received: Vec<Received<'_, H::Item>> = batch
             .iter()
-            .map(|(delivery, item)| Received {
+            .map(|(delivery, item, span)| Received {
                 message_id: &delivery.message.id,
                 delivery_count: delivery.delivery_count,
                 item,
+                span,
             })
             .collect();
         let mut backoff = self.backoff();
@@ -298,8 +308,15 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// Returns a message that failed for a reason other than an outage to the queue, after a
     /// pause so that it does not spin; this counts towards the queue's delivery limit.
-    async fn give_back(&self, delivery: Delivery, error: &anyhow::Error, shutdown: &CancellationToken) {
+    async fn give_back(
+        &self,
+        delivery: Delivery,
+        span: &tracing::Span,
+        error: &anyhow::Error,
+        shutdown: &CancellationToken,
+    ) {
         let queue = self.name.as_str();
+        messaging::record_failure(span, &format_args!("{error:#}"));
         tracing::warn!(%queue, message_id = %delivery.message.id, delivery_count = delivery.delivery_count, error = format!("{error:#}"), "a message failed; it goes back to the queue");
         self.metrics.retried(queue, "failed");
         let mut backoff = self.backoff();

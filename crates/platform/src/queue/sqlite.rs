@@ -98,6 +98,10 @@ impl WorkQueue for SqliteQueue {
         self.queue.ready().await
     }
 
+    fn system(&self) -> &'static str {
+        "shop.sqlite"
+    }
+
     async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
         self.queue.message_count(queue).await
     }

@@ -1,15 +1,28 @@
 //! Telemetry set up in one place: a `tracing` subscriber (human-readable or JSON lines, filtered
-//! by `RUST_LOG`), and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans and metrics exported over OTLP/gRPC
-//! with W3C trace-context propagation so one trace follows a request from the REST edge through
-//! gRPC calls and queue messages. See [`propagation`] for carrying context across boundaries.
+//! by `RUST_LOG`, JSON lines carrying `trace_id` and `span_id`), OpenTelemetry spans with W3C
+//! trace-context propagation so one trace follows a request from the REST edge through gRPC
+//! calls and queue messages, exported over OTLP (gRPC or HTTP/protobuf, see [`export`]) when an
+//! endpoint is configured, sampled as `OTEL_TRACES_SAMPLER` says ([`sampler`]), under the
+//! process's [`resource`]. The spans themselves are made in one place per kind: [`http`]
+//! (the gateway's requests), [`rpc`] (gRPC server and client), [`messaging`] (queue producer
+//! and consumer); [`propagation`] carries context across boundaries.
 
+pub mod export;
+pub mod http;
+mod log_ids;
+pub mod messaging;
 pub mod propagation;
+pub mod resource;
+pub mod rpc;
+pub mod sampler;
 
 use std::str::FromStr;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
-    Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider,
+    metrics::SdkMeterProvider,
+    propagation::TraceContextPropagator,
+    trace::{Sampler, SdkTracerProvider},
 };
 use tracing_subscriber::{EnvFilter, Layer, fmt::writer::BoxMakeWriter, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -37,16 +50,22 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Telemetry settings, from `SHOP_LOG_FORMAT`, `RUST_LOG` and `OTEL_EXPORTER_OTLP_ENDPOINT`.
+/// Telemetry settings, from `SHOP_LOG_FORMAT`, `RUST_LOG` and the `OTEL_*` variables.
 #[derive(Clone, Debug)]
 pub struct TelemetryConfig {
-    /// The `service.name` resource of exported spans.
+    /// The `service.name` resource of exported spans (`shop-order`, …).
     pub service_name: String,
+    /// What exported telemetry says about the process.
+    pub resource: resource::ResourceConfig,
+    /// Where spans are exported; none when absent.
+    pub traces: Option<export::OtlpTraces>,
+    /// Which traces are kept.
+    pub sampler: Sampler,
     /// Log line format.
     pub format: LogFormat,
     /// The log filter (`RUST_LOG` syntax); `info` by default.
     pub filter: String,
-    /// Where to export spans over OTLP/gRPC; no export when absent.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where metrics are exported over OTLP/gRPC; none when absent.
     pub otlp_endpoint: Option<String>,
     /// Log lines go to standard error instead of standard output: for command-line tools,
     /// whose standard output is their result.
@@ -58,6 +77,9 @@ impl TelemetryConfig {
     pub fn from_env(env: &impl Env, service_name: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             service_name: service_name.to_owned(),
+            resource: resource::ResourceConfig::from_env(env, service_name)?,
+            traces: export::OtlpTraces::from_env(env)?,
+            sampler: sampler::from_env(env)?,
             format: env.parse_or("SHOP_LOG_FORMAT", LogFormat::Pretty)?,
             filter: env.var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             otlp_endpoint: match env.var("OTEL_EXPORTER_OTLP_ENDPOINT") {
@@ -97,21 +119,26 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_new(&config.filter)
         .map_err(|error| anyhow::anyhow!("RUST_LOG {:?} is not a valid filter: {error}", config.filter))?;
 
-    let (provider, meters) = match &config.otlp_endpoint {
-        None => (None, None),
+    let resource = config.resource.build();
+    // Spans are always made, exported or not, so that trace ids propagate through the mesh
+    // and every JSON log line of one request carries the same `trace_id`.
+    let mut traces = SdkTracerProvider::builder()
+        .with_sampler(config.sampler.clone())
+        .with_resource(resource.clone());
+    // An exporter that cannot be built is logged once the subscriber is up; the service runs on.
+    let mut export_error = None;
+    if let Some(export) = &config.traces {
+        match export.exporter() {
+            Ok(spans) => traces = traces.with_batch_exporter(spans),
+            Err(error) => export_error = Some(format!("{error:#}")),
+        }
+    }
+    let provider = traces.build();
+
+    let meters = match &config.otlp_endpoint {
+        None => None,
         Some(endpoint) => {
             use opentelemetry_otlp::WithExportConfig as _;
-            let resource = Resource::builder()
-                .with_service_name(config.service_name.clone())
-                .build();
-            let spans = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()?;
-            let traces = SdkTracerProvider::builder()
-                .with_batch_exporter(spans)
-                .with_resource(resource.clone())
-                .build();
             // Counters such as `messaging.process.dead_lettered` go out to the same collector.
             let metrics = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
@@ -122,12 +149,15 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
                 .with_resource(resource)
                 .build();
             opentelemetry::global::set_meter_provider(meters.clone());
-            (Some(traces), Some(meters))
+            Some(meters)
         }
     };
-    let otel_layer = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.clone())));
+    // Status comes from the spans' own rules (5xx, gRPC failures, failed messages) and from
+    // error-level events, not from any event that carries an `error` field (a warning about a
+    // retried call is not a failed request).
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("shop"))
+        .with_error_events_to_status(false);
 
     let writer = if config.log_to_stderr {
         BoxMakeWriter::new(std::io::stderr)
@@ -141,9 +171,13 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(writer)
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
+            .event_format(log_ids::WithTraceIds(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true),
+            ))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .boxed(),
     };
     tracing_subscriber::registry()
@@ -151,7 +185,19 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
-    Ok(TelemetryGuard { provider, meters })
+    match (&config.traces, export_error) {
+        (Some(export), Some(error)) => {
+            tracing::error!(endpoint = %export.endpoint, %error, "traces cannot be exported; the service runs without");
+        }
+        (Some(export), None) => {
+            tracing::info!(endpoint = %export.endpoint, protocol = ?export.protocol, "exporting traces over OTLP");
+        }
+        (None, _) => {}
+    }
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+        meters,
+    })
 }
 
 #[cfg(test)]
@@ -162,8 +208,8 @@ mod tests {
     #[test]
     fn defaults_are_pretty_info_and_no_export() {
         let config = TelemetryConfig::from_env(&MapEnv::default(), "user").ok();
-        let config = config.map(|c| (c.format, c.filter, c.otlp_endpoint));
-        assert_eq!(config, Some((LogFormat::Pretty, "info".to_owned(), None)));
+        let config = config.map(|c| (c.format, c.filter, c.otlp_endpoint, c.traces));
+        assert_eq!(config, Some((LogFormat::Pretty, "info".to_owned(), None, None)));
     }
 
     #[test]
@@ -193,10 +239,10 @@ mod tests {
         let extracted = propagation::extract_message(&headers);
         assert_eq!(extracted.span().span_context(), &remote);
 
-        let mut http_headers = http::HeaderMap::new();
+        let mut http_headers = ::http::HeaderMap::new();
         http_headers.insert(
             "traceparent",
-            http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ::http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         );
         assert_eq!(propagation::extract_http(&http_headers).span().span_context(), &remote);
     }

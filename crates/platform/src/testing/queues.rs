@@ -109,6 +109,10 @@ impl WorkQueue for TrackedQueue {
         self.inner.ready().await
     }
 
+    fn system(&self) -> &'static str {
+        self.inner.system()
+    }
+
     async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
         self.inner.message_count(queue).await
     }

@@ -13,12 +13,12 @@ use shop_platform::{
         Message, QueueError, QueueSpec, WorkQueue,
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
-    telemetry::propagation,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{
     command::{self, Command, Work},
+    ledger::Outcome,
     metrics::Metrics,
     store::{self, Applied, Pending},
 };
@@ -35,11 +35,10 @@ pub struct StockWorker {
     dead_letter_max_length: u32,
 }
 
-/// A decoded message and the span its application runs in (joined to the producer's trace).
+/// A decoded message.
 #[derive(Debug)]
 pub struct Decoded {
     command: Command,
-    span: tracing::Span,
 }
 
 impl StockWorker {
@@ -128,19 +127,14 @@ impl Handler for WorkHandler {
     type Item = Decoded;
 
     fn decode(&self, message: &Message) -> Result<Decoded, Poison> {
-        let queue = self.worker.queue_name(self.work);
         match command::decode(self.work, message) {
             Ok(command) => {
-                let span = tracing::info_span!(
-                    "stock.apply",
-                    otel.kind = "consumer",
-                    messaging.destination.name = %queue,
-                    messaging.message.id = %message.id,
-                    order_id = %command.order_id(),
-                    trace_id = tracing::field::Empty,
-                );
-                propagation::set_remote_parent(&span, propagation::extract_message(&message.headers));
-                Ok(Decoded { command, span })
+                // On the delivery's span (the runner's `process <queue>`), for traces and logs.
+                let span = tracing::Span::current();
+                span.record("shop.order.id", tracing::field::display(command.order_id()));
+                let products: Vec<String> = command.lines().iter().map(|line| line.product_id.to_string()).collect();
+                span.record("shop.product.ids", products.join(","));
+                Ok(Decoded { command })
             }
             Err(error) => Err(Poison::new(error.reason(), error.to_string())),
         }
@@ -154,7 +148,7 @@ impl Handler for WorkHandler {
             .map(|one| Pending {
                 message_id: one.message_id,
                 command: &one.item.command,
-                span: &one.item.span,
+                span: one.span,
             })
             .collect();
         let applied = match store::apply_batch(&worker.db, &worker.config.queues.results, &pending).await {
@@ -165,8 +159,8 @@ impl Handler for WorkHandler {
             }
         };
         for (one, result) in batch.iter().zip(&applied) {
-            one.item
-                .span
+            one.span.record("shop.outcome", outcome_label(result));
+            one.span
                 .in_scope(|| tracing::debug!(outcome = ?result, "stock message applied"));
         }
         worker.metrics.applied(self.work, &applied);
@@ -176,5 +170,15 @@ impl Handler for WorkHandler {
             relay.wake();
         }
         Ok(())
+    }
+}
+
+/// What a message came to, as traces show it (`shop.outcome`).
+fn outcome_label(applied: &Applied) -> &'static str {
+    match applied {
+        Applied::Duplicate => "duplicate",
+        Applied::Done(Outcome::Reserved | Outcome::AlreadyReserved) => "reserved",
+        Applied::Done(Outcome::Rejected(_) | Outcome::AlreadyRejected(_)) => "rejected",
+        Applied::Done(Outcome::Released(_) | Outcome::AlreadyReleased) => "released",
     }
 }
