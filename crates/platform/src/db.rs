@@ -186,6 +186,13 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnecti
     Ok(db)
 }
 
+/// The names of `M`'s migrations, oldest first: what databases record in `seaql_migrations`.
+/// sea-orm derives a name from its file's name, so moving a migration's file renames it, and a
+/// renamed migration runs again on every existing database; each service pins its list in a test.
+pub fn migration_names<M: MigratorTrait>() -> Vec<String> {
+    M::migrations().iter().map(|step| step.name().to_owned()).collect()
+}
+
 /// Runs the service's pending migrations; on PostgreSQL one replica at a time.
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection, schema: &str) -> anyhow::Result<()> {
     match db.get_database_backend() {

@@ -13,9 +13,9 @@ use shop_platform::grpc::{
 use uuid::Uuid;
 
 use crate::{
-    app::App,
+    context::Context,
     domain::{self, Email, Password},
-    entities::user,
+    entity::user,
     sessions::now,
     users,
 };
@@ -31,7 +31,7 @@ pub struct ProfileUpdate {
     pub address: Option<String>,
 }
 
-impl App {
+impl Context {
     /// The caller's account.
     pub async fn me(&self, caller: &Caller) -> Result<user::Model, ServiceError> {
         users::get(&self.db, caller.user_id).await

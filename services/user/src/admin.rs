@@ -16,7 +16,7 @@ use shop_platform::{
 };
 use uuid::Uuid;
 
-use crate::{app::App, entities::user, sessions::now, users};
+use crate::{context::Context, entity::user, sessions::now, users};
 
 /// The cursor scope of ListUsers (it has no filters).
 const LIST_SCOPE: &str = "shop.user.v1.ListUsers";
@@ -30,7 +30,7 @@ pub struct UserPage {
     pub next_cursor: Option<String>,
 }
 
-impl App {
+impl Context {
     /// A page of accounts, newest first (by `created_at`, then id, both descending).
     pub async fn list_users(&self, caller: &Caller, limit: u32, cursor: &str) -> Result<UserPage, ServiceError> {
         caller.require_role(&[Role::Admin])?;

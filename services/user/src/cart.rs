@@ -14,10 +14,10 @@ use shop_proto::pb::catalog::Product;
 use uuid::Uuid;
 
 use crate::{
-    app::App,
     catalog::{self, MAX_BATCH},
+    context::Context,
     domain::{self, MAX_QUANTITY},
-    entities::cart_item,
+    entity::cart_item,
     pricing::{self, Line, Totals},
     sessions::now,
     users,
@@ -50,7 +50,7 @@ fn line(item: cart_item::Model, product: Option<&Product>) -> Result<Line, Servi
     pricing::line(item, catalog::shown(product))
 }
 
-impl App {
+impl Context {
     /// The caller's cart, oldest line first, with one catalog call for every product.
     pub async fn cart(&self, caller: &Caller) -> Result<CartView, ServiceError> {
         let items = cart_item::Entity::find()

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
 
 use crate::{
-    app::App,
+    context::Context,
     domain::{self, Email},
     sessions::TokenPair,
     users,
@@ -31,7 +31,7 @@ pub struct Logout {
     pub access_token_expires_at: DateTime<Utc>,
 }
 
-impl App {
+impl Context {
     /// Checks the credentials and opens a session.
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, ServiceError> {
@@ -51,7 +51,7 @@ impl App {
     /// failure limit as sign-in; PERMISSION_DENIED `invalid_credentials` when wrong.
     pub async fn confirm_password(
         &self,
-        user: &crate::entities::user::Model,
+        user: &crate::entity::user::Model,
         password: &str,
     ) -> Result<(), ServiceError> {
         let password = domain::presented_password(password)?;

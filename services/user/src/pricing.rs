@@ -5,7 +5,7 @@
 use shop_platform::grpc::error::ServiceError;
 use shop_proto::pb::{catalog::Product, common::Money};
 
-use crate::entities::cart_item;
+use crate::entity::cart_item;
 
 /// The currency of an empty cart's zero total.
 pub const DEFAULT_CURRENCY: &str = "KRW";

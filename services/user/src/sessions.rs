@@ -20,7 +20,7 @@ use shop_platform::grpc::{error::ServiceError, identity::Role};
 use uuid::Uuid;
 
 use crate::{
-    entities::{refresh_token, session, user},
+    entity::{refresh_token, session, user},
     secrets,
     store::{self, Store},
     tokens::{AccessToken, Tokens},

@@ -10,9 +10,9 @@ use shop_platform::grpc::{error::ServiceError, identity::Role};
 use uuid::Uuid;
 
 use crate::{
-    app::App,
+    context::Context,
     domain::{self, Email, Password},
-    entities::user,
+    entity::user,
     mail::Mail,
     sessions::now,
     users,
@@ -36,7 +36,7 @@ pub struct SignUp {
     pub address: String,
 }
 
-impl App {
+impl Context {
     /// Mails a code to `email` (or an "already registered" notice), within the send limits.
     /// `client` identifies the requester for the per-client limit.
     #[tracing::instrument(skip_all)]

@@ -8,7 +8,7 @@ use sea_orm::{
 use shop_platform::grpc::{error::ServiceError, identity::Role};
 use uuid::Uuid;
 
-use crate::{domain::Email, entities::user};
+use crate::{domain::Email, entity::user};
 
 /// The account with address `email`.
 pub async fn find_by_email(conn: &impl ConnectionTrait, email: &Email) -> Result<Option<user::Model>, DbErr> {

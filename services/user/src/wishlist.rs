@@ -11,10 +11,10 @@ use shop_proto::pb::catalog::Product;
 use uuid::Uuid;
 
 use crate::{
-    app::App,
     catalog::{self, MAX_BATCH},
+    context::Context,
     domain,
-    entities::wishlist_item,
+    entity::wishlist_item,
     sessions::now,
     users,
 };
@@ -38,7 +38,7 @@ fn full() -> ServiceError {
     }
 }
 
-impl App {
+impl Context {
     /// The caller's wishlist, newest item first, with one catalog call for every product.
     pub async fn list_wishlist(&self, caller: &Caller) -> Result<Vec<WishlistEntry>, ServiceError> {
         let items = wishlist_item::Entity::find()

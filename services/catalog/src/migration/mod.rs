@@ -24,3 +24,21 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// What deployed databases recorded (see `shop_platform::db::migration_names`).
+    #[test]
+    fn migration_names_never_change() {
+        assert_eq!(
+            shop_platform::db::migration_names::<super::Migrator>(),
+            [
+                "m000_platform_messaging",
+                "m001_products",
+                "m002_stock",
+                "m001_platform_inbox_by_age",
+                "m003_retention"
+            ]
+        );
+    }
+}

@@ -27,3 +27,21 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// What deployed databases recorded (see `shop_platform::db::migration_names`).
+    #[test]
+    fn migration_names_never_change() {
+        assert_eq!(
+            shop_platform::db::migration_names::<super::Migrator>(),
+            [
+                "m000_platform_messaging",
+                "create_order_tables",
+                "add_payment_tasks",
+                "m001_platform_inbox_by_age",
+                "add_retention_indexes"
+            ]
+        );
+    }
+}

@@ -6,18 +6,18 @@ use shop_proto::pb::user::{self as pb, cart_service_server::CartService as CartS
 use tonic::{Request, Response, Status};
 
 use super::timestamp;
-use crate::{app::App, pricing::Line};
+use crate::{context::Context, pricing::Line};
 
 /// The CartService implementation.
 #[derive(Clone, Debug)]
-pub struct CartRpc {
-    app: App,
+pub struct CartApi {
+    context: Context,
 }
 
-impl CartRpc {
-    /// Serves `app`.
-    pub fn new(app: App) -> Self {
-        Self { app }
+impl CartApi {
+    /// Serves `context`.
+    pub fn new(context: Context) -> Self {
+        Self { context }
     }
 }
 
@@ -35,10 +35,10 @@ fn line_to_pb(line: Line) -> pb::CartItem {
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
-impl CartServiceApi for CartRpc {
+impl CartServiceApi for CartApi {
     async fn get_cart(&self, request: Request<pb::GetCartRequest>) -> Reply<pb::GetCartResponse> {
         let caller = Caller::required(&request)?;
-        let cart = self.app.cart(&caller).await?;
+        let cart = self.context.cart(&caller).await?;
         Ok(Response::new(pb::GetCartResponse {
             cart: Some(pb::Cart {
                 items: cart.lines.into_iter().map(line_to_pb).collect(),
@@ -52,7 +52,7 @@ impl CartServiceApi for CartRpc {
         let caller = Caller::required(&request)?;
         let request = request.into_inner();
         let (line, created) = self
-            .app
+            .context
             .add_cart_item(&caller, &request.product_id, request.quantity)
             .await?;
         Ok(Response::new(pb::AddCartItemResponse {
@@ -65,7 +65,7 @@ impl CartServiceApi for CartRpc {
         let caller = Caller::required(&request)?;
         let request = request.into_inner();
         let line = self
-            .app
+            .context
             .update_cart_item(&caller, &request.item_id, request.quantity)
             .await?;
         Ok(Response::new(pb::UpdateCartItemResponse {
@@ -75,13 +75,15 @@ impl CartServiceApi for CartRpc {
 
     async fn remove_cart_item(&self, request: Request<pb::RemoveCartItemRequest>) -> Reply<pb::RemoveCartItemResponse> {
         let caller = Caller::required(&request)?;
-        self.app.remove_cart_item(&caller, &request.get_ref().item_id).await?;
+        self.context
+            .remove_cart_item(&caller, &request.get_ref().item_id)
+            .await?;
         Ok(Response::new(pb::RemoveCartItemResponse {}))
     }
 
     async fn clear_cart(&self, request: Request<pb::ClearCartRequest>) -> Reply<pb::ClearCartResponse> {
         let caller = Caller::required(&request)?;
-        self.app.clear_cart(&caller).await?;
+        self.context.clear_cart(&caller).await?;
         Ok(Response::new(pb::ClearCartResponse {}))
     }
 
@@ -92,7 +94,7 @@ impl CartServiceApi for CartRpc {
         let caller = Caller::required(&request)?;
         let request = request.get_ref();
         let removed = self
-            .app
+            .context
             .remove_cart_lines(&caller, &request.product_ids, &request.item_ids)
             .await?;
         Ok(Response::new(pb::RemoveCartLinesResponse { removed }))

@@ -5,16 +5,16 @@ mod cart;
 mod users;
 mod wishlist;
 
-pub use cart::CartRpc;
-pub use users::UserRpc;
-pub use wishlist::WishlistRpc;
+pub use cart::CartApi;
+pub use users::UserApi;
+pub use wishlist::WishlistApi;
 
 use chrono::{DateTime, Utc};
 use shop_platform::grpc::{error::ServiceError, identity::Role};
 use shop_proto::pb::{common, user as pb};
 use tonic::Request;
 
-use crate::{entities::user, sessions::TokenPair};
+use crate::{entity::user, sessions::TokenPair};
 
 /// The metadata entry in which the gateway forwards the client's IP address (from its
 /// connection, or the ingress's header), for the per-client limit on verification mails.

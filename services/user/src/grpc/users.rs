@@ -8,31 +8,31 @@ use shop_proto::pb::{
 use tonic::{Request, Response, Status};
 
 use super::{client_of, from_timestamp, timestamp, tokens_to_pb, user_to_pb};
-use crate::{accounts::ProfileUpdate, app::App, domain, login::Logout, signup::SignUp, tokens::ALGORITHM};
+use crate::{accounts::ProfileUpdate, context::Context, domain, login::Logout, signup::SignUp, tokens::ALGORITHM};
 
 /// The UserService implementation.
 #[derive(Clone, Debug)]
-pub struct UserRpc {
-    app: App,
+pub struct UserApi {
+    context: Context,
 }
 
-impl UserRpc {
-    /// Serves `app`.
-    pub fn new(app: App) -> Self {
-        Self { app }
+impl UserApi {
+    /// Serves `context`.
+    pub fn new(context: Context) -> Self {
+        Self { context }
     }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
-impl UserServiceApi for UserRpc {
+impl UserServiceApi for UserApi {
     async fn start_email_verification(
         &self,
         request: Request<pb::StartEmailVerificationRequest>,
     ) -> Reply<pb::StartEmailVerificationResponse> {
         let client = client_of(&request);
-        self.app
+        self.context
             .start_email_verification(&request.get_ref().email, client.as_deref())
             .await?;
         Ok(Response::new(pb::StartEmailVerificationResponse {}))
@@ -44,7 +44,7 @@ impl UserServiceApi for UserRpc {
     ) -> Reply<pb::ConfirmEmailVerificationResponse> {
         let request = request.into_inner();
         let token = self
-            .app
+            .context
             .confirm_email_verification(&request.email, &request.code)
             .await?;
         Ok(Response::new(pb::ConfirmEmailVerificationResponse {
@@ -56,7 +56,7 @@ impl UserServiceApi for UserRpc {
     async fn sign_up(&self, request: Request<pb::SignUpRequest>) -> Reply<pb::SignUpResponse> {
         let request = request.into_inner();
         let user = self
-            .app
+            .context
             .sign_up(SignUp {
                 verification_token: request.verification_token,
                 email: request.email,
@@ -73,14 +73,14 @@ impl UserServiceApi for UserRpc {
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
         let request = request.into_inner();
-        let pair = self.app.login(&request.email, &request.password).await?;
+        let pair = self.context.login(&request.email, &request.password).await?;
         Ok(Response::new(pb::LoginResponse {
             tokens: Some(tokens_to_pb(pair)),
         }))
     }
 
     async fn refresh_session(&self, request: Request<pb::RefreshSessionRequest>) -> Reply<pb::RefreshSessionResponse> {
-        let pair = self.app.refresh_session(&request.get_ref().refresh_token).await?;
+        let pair = self.context.refresh_session(&request.get_ref().refresh_token).await?;
         Ok(Response::new(pb::RefreshSessionResponse {
             tokens: Some(tokens_to_pb(pair)),
         }))
@@ -94,7 +94,7 @@ impl UserServiceApi for UserRpc {
             .as_ref()
             .and_then(from_timestamp)
             .ok_or_else(|| ServiceError::invalid("access_token_expires_at: required"))?;
-        self.app
+        self.context
             .logout(
                 &caller,
                 Logout {
@@ -109,7 +109,7 @@ impl UserServiceApi for UserRpc {
 
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Reply<pb::GetMeResponse> {
         let caller = Caller::required(&request)?;
-        let user = self.app.me(&caller).await?;
+        let user = self.context.me(&caller).await?;
         Ok(Response::new(pb::GetMeResponse {
             user: Some(user_to_pb(&user)?),
         }))
@@ -123,7 +123,7 @@ impl UserServiceApi for UserRpc {
             phone: request.phone,
             address: request.address,
         };
-        let user = self.app.update_profile(&caller, update).await?;
+        let user = self.context.update_profile(&caller, update).await?;
         Ok(Response::new(pb::UpdateProfileResponse {
             user: Some(user_to_pb(&user)?),
         }))
@@ -132,7 +132,7 @@ impl UserServiceApi for UserRpc {
     async fn change_password(&self, request: Request<pb::ChangePasswordRequest>) -> Reply<pb::ChangePasswordResponse> {
         let caller = Caller::required(&request)?;
         let request = request.get_ref();
-        self.app
+        self.context
             .change_password(&caller, &request.current_password, &request.new_password)
             .await?;
         Ok(Response::new(pb::ChangePasswordResponse {}))
@@ -140,14 +140,16 @@ impl UserServiceApi for UserRpc {
 
     async fn delete_account(&self, request: Request<pb::DeleteAccountRequest>) -> Reply<pb::DeleteAccountResponse> {
         let caller = Caller::required(&request)?;
-        self.app.delete_account(&caller, &request.get_ref().password).await?;
+        self.context
+            .delete_account(&caller, &request.get_ref().password)
+            .await?;
         Ok(Response::new(pb::DeleteAccountResponse {}))
     }
 
     async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Reply<pb::ListUsersResponse> {
         let caller = Caller::required(&request)?;
         let page = request.into_inner().page.unwrap_or_default();
-        let page = self.app.list_users(&caller, page.limit, &page.cursor).await?;
+        let page = self.context.list_users(&caller, page.limit, &page.cursor).await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: page.users.iter().map(user_to_pb).collect::<Result<_, _>>()?,
             page: Some(PageResponse {
@@ -163,7 +165,7 @@ impl UserServiceApi for UserRpc {
         let request = request.into_inner();
         let id = domain::uuid("user_id", &request.user_id)?;
         let role = super::role_from_pb(request.role)?;
-        let user = self.app.set_user_role(&caller, id, role).await?;
+        let user = self.context.set_user_role(&caller, id, role).await?;
         Ok(Response::new(pb::SetUserRoleResponse {
             user: Some(user_to_pb(&user)?),
         }))
@@ -174,7 +176,7 @@ impl UserServiceApi for UserRpc {
         _request: Request<pb::GetSigningKeysRequest>,
     ) -> Reply<pb::GetSigningKeysResponse> {
         let keys = self
-            .app
+            .context
             .sessions
             .tokens()
             .public_keys()
@@ -194,7 +196,10 @@ impl UserServiceApi for UserRpc {
         request: Request<pb::CheckTokenRevokedRequest>,
     ) -> Reply<pb::CheckTokenRevokedResponse> {
         let request = request.get_ref();
-        let revoked = self.app.check_token_revoked(&request.jti, &request.session_id).await?;
+        let revoked = self
+            .context
+            .check_token_revoked(&request.jti, &request.session_id)
+            .await?;
         Ok(Response::new(pb::CheckTokenRevokedResponse { revoked }))
     }
 }

@@ -6,18 +6,18 @@ use shop_proto::pb::user::{self as pb, wishlist_service_server::WishlistService 
 use tonic::{Request, Response, Status};
 
 use super::timestamp;
-use crate::{app::App, wishlist::WishlistEntry};
+use crate::{context::Context, wishlist::WishlistEntry};
 
 /// The WishlistService implementation.
 #[derive(Clone, Debug)]
-pub struct WishlistRpc {
-    app: App,
+pub struct WishlistApi {
+    context: Context,
 }
 
-impl WishlistRpc {
-    /// Serves `app`.
-    pub fn new(app: App) -> Self {
-        Self { app }
+impl WishlistApi {
+    /// Serves `context`.
+    pub fn new(context: Context) -> Self {
+        Self { context }
     }
 }
 
@@ -34,10 +34,10 @@ fn item_to_pb(entry: WishlistEntry) -> pb::WishlistItem {
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
-impl WishlistServiceApi for WishlistRpc {
+impl WishlistServiceApi for WishlistApi {
     async fn list_wishlist(&self, request: Request<pb::ListWishlistRequest>) -> Reply<pb::ListWishlistResponse> {
         let caller = Caller::required(&request)?;
-        let items = self.app.list_wishlist(&caller).await?;
+        let items = self.context.list_wishlist(&caller).await?;
         Ok(Response::new(pb::ListWishlistResponse {
             items: items.into_iter().map(item_to_pb).collect(),
         }))
@@ -50,7 +50,7 @@ impl WishlistServiceApi for WishlistRpc {
         let caller = Caller::required(&request)?;
         let request = request.into_inner();
         let (entry, created) = self
-            .app
+            .context
             .add_wishlist_item(&caller, &request.product_id, request.quantity)
             .await?;
         Ok(Response::new(pb::AddWishlistItemResponse {
@@ -66,7 +66,7 @@ impl WishlistServiceApi for WishlistRpc {
         let caller = Caller::required(&request)?;
         let request = request.into_inner();
         let entry = self
-            .app
+            .context
             .update_wishlist_item(&caller, &request.item_id, request.quantity)
             .await?;
         Ok(Response::new(pb::UpdateWishlistItemResponse {
@@ -79,7 +79,7 @@ impl WishlistServiceApi for WishlistRpc {
         request: Request<pb::RemoveWishlistItemRequest>,
     ) -> Reply<pb::RemoveWishlistItemResponse> {
         let caller = Caller::required(&request)?;
-        self.app
+        self.context
             .remove_wishlist_item(&caller, &request.get_ref().item_id)
             .await?;
         Ok(Response::new(pb::RemoveWishlistItemResponse {}))

@@ -1,23 +1,18 @@
-//! The user service's schema migrations, applied at start (one replica at a time). The same
-//! migrations run on PostgreSQL (a schema of the shared database) and on SQLite (the
-//! one-process run).
+//! Accounts, sessions, refresh tokens, wishlists and carts: the user schema's first migration.
 
-use sea_orm_migration::{MigrationTrait, MigratorTrait, prelude::*, schema::*};
-
-/// Every migration of the user schema, oldest first.
-#[derive(Debug)]
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateAccountTables)]
-    }
-}
+use sea_orm_migration::{prelude::*, schema::*};
 
 /// Accounts, sessions, refresh tokens, wishlists and carts.
-#[derive(Debug, DeriveMigrationName)]
-struct CreateAccountTables;
+#[derive(Debug)]
+pub(super) struct CreateAccountTables;
+
+/// The name databases recorded when this migration lived in `migration.rs` (sea-orm derives
+/// names from file names); it must never change.
+impl MigrationName for CreateAccountTables {
+    fn name(&self) -> &str {
+        "migration"
+    }
+}
 
 #[derive(DeriveIden)]
 enum Users {

@@ -24,7 +24,7 @@ use crate::{
 
 /// The user service's state.
 #[derive(Clone, Debug)]
-pub struct App {
+pub struct Context {
     /// The service's database.
     pub db: DatabaseConnection,
     /// Password hashing.
@@ -41,7 +41,7 @@ pub struct App {
     pub catalog: Catalog,
 }
 
-impl App {
+impl Context {
     /// Assembles the parts; the catalog client is given so the caller chooses how to reach it.
     pub async fn new(
         db: DatabaseConnection,
