@@ -13,7 +13,7 @@ pub fn may_see(caller: &Caller, record: &OrderRecord) -> bool {
 
 /// NOT_FOUND for an order.
 pub fn not_found() -> ServiceError {
-    ServiceError::NotFound("no such order".into())
+    ServiceError::not_found("no such order")
 }
 
 /// A UUID from a request field, or INVALID_ARGUMENT naming the field.

@@ -101,7 +101,7 @@ pub async fn return_item(
     let txn = store::begin_write(&ctx.db).await?;
     let record = visible_locked(&txn, caller, order_id).await?;
     let Some(item) = record.items.iter().find(|item| item.id == item_id).cloned() else {
-        return Err(ServiceError::NotFound("no such item in the order".into()));
+        return Err(ServiceError::not_found("no such item in the order"));
     };
     let now = ctx.clock.now();
     let refuse = |message: String| ServiceError::FailedPrecondition {

@@ -44,9 +44,7 @@ pub async fn list(ctx: &Context, caller: &Caller, request: &ListOrdersRequest) -
     } else {
         let named = parse_id(&request.user_id, "user id")?;
         if !caller.is_admin() && named != caller.user_id {
-            return Err(ServiceError::PermissionDenied(
-                "only admins list other users' orders".into(),
-            ));
+            return Err(ServiceError::forbidden("only admins list other users' orders"));
         }
         Some(named)
     };

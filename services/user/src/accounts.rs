@@ -64,7 +64,7 @@ impl Context {
         match row.update(&self.db).await {
             Ok(updated) => Ok(updated),
             // Deleted between the read and the write.
-            Err(sea_orm::DbErr::RecordNotUpdated) => Err(ServiceError::NotFound("no such user".to_owned())),
+            Err(sea_orm::DbErr::RecordNotUpdated) => Err(ServiceError::not_found("no such user")),
             Err(error) => Err(error.into()),
         }
     }

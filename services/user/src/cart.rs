@@ -43,7 +43,7 @@ fn full() -> ServiceError {
 }
 
 fn not_found() -> ServiceError {
-    ServiceError::NotFound("no such cart item".to_owned())
+    ServiceError::not_found("no such cart item")
 }
 
 fn line(item: cart_item::Model, product: Option<&Product>) -> Result<Line, ServiceError> {

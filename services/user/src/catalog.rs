@@ -78,7 +78,7 @@ impl Catalog {
             .await?
             .remove(&id)
             .filter(|product| product.visible && !product.deleted)
-            .ok_or_else(|| ServiceError::Missing {
+            .ok_or_else(|| ServiceError::NotFound {
                 code: "product_not_found",
                 message: format!("no product {id}"),
             })

@@ -58,7 +58,7 @@ impl Context {
         let email = Email::parse(&user.email)?;
         self.throttle.attempt(&email).await?;
         if !self.passwords.verify(password, Some(&user.password_hash)).await? {
-            return Err(ServiceError::Forbidden {
+            return Err(ServiceError::PermissionDenied {
                 code: "invalid_credentials",
                 message: "the password is wrong".to_owned(),
             });

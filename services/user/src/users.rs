@@ -23,7 +23,7 @@ pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> Result<user::Model, S
     user::Entity::find_by_id(id)
         .one(conn)
         .await?
-        .ok_or_else(|| ServiceError::NotFound("no such user".to_owned()))
+        .ok_or_else(|| ServiceError::not_found("no such user"))
 }
 
 /// The stored role of an account.

@@ -189,5 +189,5 @@ fn entry(item: wishlist_item::Model, product: &Product) -> WishlistEntry {
 }
 
 fn not_found() -> ServiceError {
-    ServiceError::NotFound("no such wishlist item".to_owned())
+    ServiceError::not_found("no such wishlist item")
 }

@@ -32,26 +32,20 @@ pub enum ServiceError {
         /// For people.
         message: String,
     },
-    /// The caller's role does not allow this: PERMISSION_DENIED.
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// Not allowed, with a precise machine code (e.g. `invalid_credentials` when a confirming
-    /// password is wrong): PERMISSION_DENIED.
+    /// Not allowed for this caller: PERMISSION_DENIED.
     #[error("{message}")]
-    Forbidden {
-        /// Machine code.
+    PermissionDenied {
+        /// Machine code: `forbidden` ([`Self::forbidden`]), or a precise one such as
+        /// `invalid_credentials` when a confirming password is wrong.
         code: &'static str,
         /// For people.
         message: String,
     },
     /// No such resource, or another user's: NOT_FOUND.
-    #[error("{0}")]
-    NotFound(String),
-    /// No such resource, with a precise machine code (e.g. `product_not_found` for a product
-    /// named in a request about something else): NOT_FOUND.
     #[error("{message}")]
-    Missing {
-        /// Machine code.
+    NotFound {
+        /// Machine code: `not_found` ([`Self::not_found`]), or a precise one such as
+        /// `product_not_found` for a product named in a request about something else.
         code: &'static str,
         /// For people.
         message: String,
@@ -103,6 +97,22 @@ impl ServiceError {
         }
     }
 
+    /// Not allowed for this caller, with the generic `forbidden` code.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::PermissionDenied {
+            code: "forbidden",
+            message: message.into(),
+        }
+    }
+
+    /// No such resource, with the generic `not_found` code.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code: "not_found",
+            message: message.into(),
+        }
+    }
+
     /// The call needs a signed-in caller.
     pub fn unauthenticated() -> Self {
         Self::Unauthenticated {
@@ -116,8 +126,8 @@ impl ServiceError {
         match self {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
-            Self::PermissionDenied(_) | Self::Forbidden { .. } => Code::PermissionDenied,
-            Self::NotFound(_) | Self::Missing { .. } => Code::NotFound,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
+            Self::NotFound { .. } => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Aborted { .. } => Code::Aborted,
@@ -132,13 +142,11 @@ impl ServiceError {
         match self {
             Self::InvalidArgument { code, .. }
             | Self::Unauthenticated { code, .. }
-            | Self::Forbidden { code, .. }
-            | Self::Missing { code, .. }
+            | Self::PermissionDenied { code, .. }
+            | Self::NotFound { code, .. }
             | Self::AlreadyExists { code, .. }
             | Self::FailedPrecondition { code, .. }
             | Self::Aborted { code, .. } => code,
-            Self::PermissionDenied(_) => "forbidden",
-            Self::NotFound(_) => "not_found",
             // The code the protobuf contracts document (shop.user.v1).
             Self::RateLimited { .. } => "too_many_requests",
             Self::Unavailable(_) => "unavailable",
@@ -230,13 +238,13 @@ mod tests {
 
     #[test]
     fn refusals_may_carry_a_precise_code() {
-        let status = Status::from(ServiceError::Forbidden {
+        let status = Status::from(ServiceError::PermissionDenied {
             code: "invalid_credentials",
             message: "the password is wrong".into(),
         });
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(machine_code(&status), Some("invalid_credentials"));
-        let status = Status::from(ServiceError::Missing {
+        let status = Status::from(ServiceError::NotFound {
             code: "product_not_found",
             message: "no such product".into(),
         });

@@ -93,10 +93,7 @@ impl Caller {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(ServiceError::PermissionDenied(format!(
-                "a {} may not do this",
-                self.role
-            )))
+            Err(ServiceError::forbidden(format!("a {} may not do this", self.role)))
         }
     }
 

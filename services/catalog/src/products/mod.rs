@@ -26,7 +26,7 @@ pub(crate) fn now() -> DateTime<Utc> {
 }
 
 fn not_found() -> ServiceError {
-    ServiceError::NotFound("no such product".into())
+    ServiceError::not_found("no such product")
 }
 
 /// The product operations.
@@ -152,8 +152,8 @@ impl Products {
         if caller.is_admin() || caller.user_id == row.seller_id {
             Ok(())
         } else {
-            Err(ServiceError::PermissionDenied(
-                "only the product's seller or an admin may change it".into(),
+            Err(ServiceError::forbidden(
+                "only the product's seller or an admin may change it",
             ))
         }
     }
