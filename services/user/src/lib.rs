@@ -96,10 +96,10 @@ impl MeshService for UserService {
 
     async fn build(settings: ServiceSettings, config: UserConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
-        let catalog = catalog::Catalog::connect(&config.catalog_target).await?;
+        let catalog = catalog::Catalog::connect(&config.catalog_target, &settings.mesh).await?;
         let app = App::new(db.clone(), backends.cache.clone(), catalog, &config).await?;
         app.bootstrap(config.admin.as_ref()).await?;
-        let server = GrpcServerBuilder::new(settings.grpc_addr)
+        let server = GrpcServerBuilder::new(settings.grpc_addr, settings.mesh.clone())
             .depends_on(Dependency::database(db))
             .depends_on(Dependency::cache(backends.cache))
             .health_settings(settings.health.clone())
