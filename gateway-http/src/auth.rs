@@ -63,11 +63,11 @@ pub struct Authenticator {
 }
 
 /// The verified caller of a request; extracting it answers 401 when the token is missing or bad.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AuthUser(pub Caller);
 
 /// The verified caller if the request has a token; anonymous otherwise (a bad token is still 401).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MaybeAuthUser(pub Option<Caller>);
 
 /// The verified token itself, for the handlers that need more than the caller (logout revokes
@@ -119,11 +119,7 @@ impl Authenticator {
             ));
         }
         Ok(VerifiedToken {
-            caller: Caller {
-                user_id: claims.sub,
-                role,
-                session_id: claims.sid,
-            },
+            caller: Caller::new(claims.sub, role, claims.sid),
             token_id: claims.jti,
             expires_at: claims.exp,
         })

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, time::Duration};
 use axum::http::HeaderName;
 use shop_platform::{
     config::{ConfigError, Env},
-    grpc::client::{ClientOptions, Target},
+    grpc::{
+        client::{ClientOptions, Target},
+        mesh::{GATEWAY, Grants, MeshIdentity, MeshKey, TrustSet},
+    },
 };
 
 /// Where the gateway listens, where the services are, and the edge's limits.
@@ -38,6 +41,9 @@ pub struct GatewayConfig {
     pub client_ip_header: Option<HeaderName>,
     /// Origins allowed by CORS (`SHOP_CORS_ORIGINS`, comma-separated; unset: none).
     pub cors_origins: Vec<String>,
+    /// The gateway's mesh identity (`SHOP_MESH_KEY`, …): every call to a service carries a
+    /// token it signs, asserting the signed-in user.
+    pub mesh: MeshIdentity,
 }
 
 impl GatewayConfig {
@@ -76,10 +82,12 @@ impl GatewayConfig {
             rate_limit_per_user: env.parse_or("SHOP_RATE_LIMIT_PER_USER", 600)?,
             client_ip_header,
             cors_origins,
+            mesh: MeshIdentity::from_env(env, GATEWAY)?,
         })
     }
 
-    /// The defaults with the given service targets (the one-process run and tests).
+    /// The defaults with the given service targets (the one-process run and tests), and a mesh
+    /// key made up now (which the services must be told to trust).
     pub fn with_targets(http_addr: SocketAddr, user: Target, catalog: Target, order: Target) -> Self {
         Self {
             http_addr,
@@ -94,6 +102,8 @@ impl GatewayConfig {
             rate_limit_per_user: 600,
             client_ip_header: None,
             cors_origins: Vec::new(),
+            mesh: MeshIdentity::new(GATEWAY, MeshKey::generate(), TrustSet::default(), &Grants::default())
+                .unwrap_or_else(|_| unreachable!("the gateway's name is valid")),
         }
     }
 }

@@ -31,7 +31,10 @@ use axum::{
 };
 use shop_platform::{
     cache::Cache,
-    grpc::client::{self, GrpcChannel},
+    grpc::{
+        client::{self, GrpcChannel},
+        mesh::{CATALOG, ORDER, USER},
+    },
     telemetry,
 };
 use tokio::net::TcpListener;
@@ -67,16 +70,20 @@ impl Upstreams {
     /// Connects (lazily: no call is made yet) to every service the configuration names.
     pub async fn connect(config: &GatewayConfig) -> anyhow::Result<Self> {
         let options = &config.client;
+        let mesh = &config.mesh;
         Ok(Self {
             user: client::connect(&config.user, options)
                 .await
-                .context("user service target")?,
+                .context("user service target")?
+                .signed_by(mesh, USER),
             catalog: client::connect(&config.catalog, options)
                 .await
-                .context("catalog service target")?,
+                .context("catalog service target")?
+                .signed_by(mesh, CATALOG),
             order: client::connect(&config.order, options)
                 .await
-                .context("order service target")?,
+                .context("order service target")?
+                .signed_by(mesh, ORDER),
         })
     }
 }

@@ -8,6 +8,7 @@ use shop_gateway::GatewayConfig;
 use shop_order::{OrderConfig, OrderService};
 use shop_platform::{
     config::{ConfigError, Env},
+    grpc::mesh::MeshSettings,
     health::HealthSettings,
     service::{BackendUrls, MeshService, data_dir},
     telemetry::TelemetryConfig,
@@ -43,6 +44,9 @@ pub struct ShopConfig {
     /// How the services probe their backends for their health status (`SHOP_HEALTH_INTERVAL`,
     /// `SHOP_HEALTH_TIMEOUT`).
     pub health: HealthSettings,
+    /// The mesh: every member gets a key made up at start; `SHOP_MESH_TRUST` adds the keys of
+    /// internal teams' clients, `SHOP_MESH_GRANTS` their grants.
+    pub mesh: MeshSettings,
 }
 
 impl ShopConfig {
@@ -60,6 +64,7 @@ impl ShopConfig {
             order: OrderService::config_from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, "shop")?,
             health: HealthSettings::from_env(env)?,
+            mesh: MeshSettings::from_env(env)?,
             data_dir,
         })
     }

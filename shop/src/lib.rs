@@ -13,7 +13,10 @@ use shop_catalog::CatalogService;
 use shop_gateway::{Gateway, GatewayConfig};
 use shop_order::OrderService;
 use shop_platform::{
-    grpc::client::Target,
+    grpc::{
+        client::Target,
+        mesh::{CATALOG, GATEWAY, MeshIdentity, ORDER, USER},
+    },
     service::{Backends, MeshService, ServiceSettings},
 };
 use shop_user::UserService;
@@ -50,13 +53,26 @@ impl Mesh {
     pub async fn build(config: &ShopConfig) -> anyhow::Result<Self> {
         let backends = Backends::open(&config.backends).await?;
         let cache = Arc::clone(&backends.cache);
-        let settings = |name: &str, grpc_addr| ServiceSettings {
-            grpc_addr,
-            database: shop_platform::db::DatabaseConfig::new(config.backends.database.clone(), name),
-            health: config.health.clone(),
+        // Keys made up for this run: its loopback ports are open to every local user, so the
+        // services check who calls as in a cluster.
+        let identities = MeshIdentity::ephemeral_mesh(&[GATEWAY, USER, CATALOG, ORDER], &config.mesh)
+            .map_err(|reason| anyhow::anyhow!("setting up the mesh identities: {reason}"))?;
+        let identity = |name: &str| {
+            identities
+                .get(name)
+                .cloned()
+                .with_context(|| format!("no mesh identity for {name}"))
+        };
+        let settings = |name: &str, grpc_addr| -> anyhow::Result<ServiceSettings> {
+            Ok(ServiceSettings {
+                grpc_addr,
+                database: shop_platform::db::DatabaseConfig::new(config.backends.database.clone(), name),
+                health: config.health.clone(),
+                mesh: identity(name)?,
+            })
         };
         let catalog = CatalogService::build(
-            settings(CatalogService::NAME, config.catalog_grpc_addr),
+            settings(CatalogService::NAME, config.catalog_grpc_addr)?,
             config.catalog.clone(),
             backends.clone(),
         )
@@ -73,7 +89,7 @@ impl Mesh {
             user_config.signing_keys = Some(shop_user::key_file::load_or_create(&path)?);
         }
         let user = UserService::build(
-            settings(UserService::NAME, config.user_grpc_addr),
+            settings(UserService::NAME, config.user_grpc_addr)?,
             user_config,
             backends.clone(),
         )
@@ -83,7 +99,7 @@ impl Mesh {
         order_config.catalog = target(catalog.grpc_addr())?;
         order_config.user = target(user.grpc_addr())?;
         let order = OrderService::build(
-            settings(OrderService::NAME, config.order_grpc_addr),
+            settings(OrderService::NAME, config.order_grpc_addr)?,
             order_config,
             backends,
         )
@@ -94,6 +110,7 @@ impl Mesh {
             user: target(user.grpc_addr())?,
             catalog: target(catalog.grpc_addr())?,
             order: target(order.grpc_addr())?,
+            mesh: identity(GATEWAY)?,
             ..config.gateway.clone()
         };
         let gateway = Gateway::build(&gateway_config, cache)

@@ -101,7 +101,7 @@ def check_wiring(set_name: str, docs: list[dict]) -> list[str]:
         if "minAvailable" in pdb["spec"]:
             errors.append(f"{name}: minAvailable can block node drains; use maxUnavailable")
     if set_name == "dev":
-        dev_secret = next(iter(secrets.values()), None)
+        dev_secret = next((s for s in secrets.values() if "SHOP_JWT_SIGNING_KEYS" in s.get("data", {})), None)
         if dev_secret is None:
             errors.append("dev: no backends Secret rendered")
         else:

@@ -11,6 +11,7 @@ use crate::{
     cache::{self, Cache},
     config::{ConfigError, Env},
     db::DatabaseConfig,
+    grpc::mesh::MeshIdentity,
     health::HealthSettings,
     queue::{self, WorkQueue},
 };
@@ -96,7 +97,8 @@ impl Backends {
     }
 }
 
-/// The settings of one service: its gRPC address, its database, and how its health is probed.
+/// The settings of one service: its gRPC address, its database, how its health is probed, and
+/// its identity in the mesh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSettings {
     /// Where the gRPC server listens.
@@ -105,16 +107,20 @@ pub struct ServiceSettings {
     pub database: DatabaseConfig,
     /// How often its dependencies are probed for its health status.
     pub health: HealthSettings,
+    /// Its mesh identity: the key it signs its calls with, the callers it accepts.
+    pub mesh: MeshIdentity,
 }
 
 impl ServiceSettings {
     /// The settings of service `name` from `SHOP_GRPC_ADDR` (default `0.0.0.0:<default_port>`),
-    /// the database URL, and `SHOP_HEALTH_INTERVAL`/`SHOP_HEALTH_TIMEOUT`.
+    /// the database URL, `SHOP_HEALTH_INTERVAL`/`SHOP_HEALTH_TIMEOUT`, and the `SHOP_MESH_*`
+    /// variables (see [`MeshIdentity::from_env`]).
     pub fn from_env(env: &impl Env, name: &str, default_port: u16, urls: &BackendUrls) -> Result<Self, ConfigError> {
         Ok(Self {
             grpc_addr: env.addr_or("SHOP_GRPC_ADDR", &format!("0.0.0.0:{default_port}"))?,
             database: DatabaseConfig::new(urls.database.clone(), name).with_migration_settings(env)?,
             health: HealthSettings::from_env(env)?,
+            mesh: MeshIdentity::from_env(env, name)?,
         })
     }
 }

@@ -7,6 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use shop_platform::grpc::{
     client::{ClientOptions, GrpcChannel, Target, connect},
+    mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings, OPERATOR},
     server::GrpcServerBuilder,
 };
 use shop_proto::pb::catalog::{
@@ -86,6 +87,7 @@ impl CatalogService for SlowCatalog {
 }
 
 struct Running {
+    mesh: std::collections::BTreeMap<String, MeshIdentity>,
     addr: SocketAddr,
     shutdown: CancellationToken,
     served: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -93,7 +95,8 @@ struct Running {
 
 async fn start(request_timeout: Duration) -> Running {
     shop_platform::testing::init_test_logging();
-    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap())
+    let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG, OPERATOR], &MeshSettings::default()).unwrap();
+    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
         .request_timeout(request_timeout)
         .add_service(CatalogServiceServer::new(SlowCatalog))
         .reflection(shop_proto::FILE_DESCRIPTOR_SET)
@@ -103,17 +106,26 @@ async fn start(request_timeout: Duration) -> Running {
     let addr = server.local_addr();
     let shutdown = CancellationToken::new();
     let served = tokio::spawn(server.serve(shutdown.clone()));
-    Running { addr, shutdown, served }
+    Running {
+        mesh,
+        addr,
+        shutdown,
+        served,
+    }
 }
 
-async fn channel(addr: SocketAddr) -> GrpcChannel {
-    let options = ClientOptions {
-        request_timeout: Duration::from_secs(10),
-        ..ClientOptions::default()
-    };
-    connect(&Target::parse(&format!("http://{addr}")).unwrap(), &options)
-        .await
-        .unwrap()
+impl Running {
+    /// A channel to the server, signing its calls as mesh member `member`.
+    async fn channel(&self, member: &str) -> GrpcChannel {
+        let options = ClientOptions {
+            request_timeout: Duration::from_secs(10),
+            ..ClientOptions::default()
+        };
+        connect(&Target::parse(&format!("http://{}", self.addr)).unwrap(), &options)
+            .await
+            .unwrap()
+            .signed_by(&self.mesh[member], CATALOG)
+    }
 }
 
 fn stock_request(millis: u64) -> catalog::GetStockRequest {
@@ -125,7 +137,14 @@ fn stock_request(millis: u64) -> catalog::GetStockRequest {
 #[tokio::test]
 async fn every_service_and_the_server_report_serving() {
     let server = start(Duration::from_secs(5)).await;
-    let mut health = HealthClient::new(channel(server.addr).await);
+    // Probes have no mesh key: health answers without a token.
+    let unsigned = connect(
+        &Target::parse(&format!("http://{}", server.addr)).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut health = HealthClient::new(unsigned);
     for service in ["", "shop.catalog.v1.CatalogService"] {
         let reply = health
             .check(HealthCheckRequest {
@@ -146,17 +165,24 @@ async fn every_service_and_the_server_report_serving() {
 }
 
 #[tokio::test]
-async fn reflection_lists_the_services() {
+async fn reflection_lists_the_services_to_operators_only() {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let server = start(Duration::from_secs(5)).await;
-    let mut reflection = ServerReflectionClient::new(channel(server.addr).await);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
+    // The gateway is a trusted member, but reflection is not in its grants.
+    let mut refused = ServerReflectionClient::new(server.channel(GATEWAY).await);
+    let status = refused
+        .server_reflection_info(tokio_stream::iter([request.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let mut reflection = ServerReflectionClient::new(server.channel(OPERATOR).await);
     let mut replies = reflection
         .server_reflection_info(tokio_stream::iter([request]))
         .await
@@ -179,7 +205,7 @@ async fn reflection_lists_the_services() {
 #[tokio::test]
 async fn calls_longer_than_the_request_timeout_are_cut_off() {
     let server = start(Duration::from_millis(200)).await;
-    let mut client = CatalogServiceClient::new(channel(server.addr).await);
+    let mut client = CatalogServiceClient::new(server.channel(GATEWAY).await);
     assert_eq!(client.get_stock(stock_request(10)).await.unwrap().get_ref().stock, 7);
     let started = std::time::Instant::now();
     let status = client.get_stock(stock_request(3_000)).await.unwrap_err();
@@ -191,7 +217,7 @@ async fn calls_longer_than_the_request_timeout_are_cut_off() {
 #[tokio::test]
 async fn shutdown_lets_in_flight_calls_finish() {
     let server = start(Duration::from_secs(5)).await;
-    let mut client = CatalogServiceClient::new(channel(server.addr).await);
+    let mut client = CatalogServiceClient::new(server.channel(GATEWAY).await);
     let in_flight = tokio::spawn(async move { client.get_stock(stock_request(600)).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     server.shutdown.cancel();

@@ -28,6 +28,7 @@ use shop_platform::{
     db::{self, DatabaseConfig},
     grpc::{
         client::{Target, connect},
+        mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings},
         server::GrpcServerBuilder,
     },
     outbox::{self, CreateMessagingTables, OutboxRelay, RelayOptions},
@@ -168,7 +169,8 @@ impl CatalogService for Catalog {
 /// Calls `GetStock(product)` inside a fresh `caller` span: (the caller's span, the call's code).
 async fn get_stock(product: &str) -> (tracing::Span, Code) {
     let _ = &*SPANS;
-    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap())
+    let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG], &MeshSettings::default()).unwrap();
+    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
         .add_service(CatalogServiceServer::new(Catalog))
         .bind()
         .await
@@ -178,7 +180,8 @@ async fn get_stock(product: &str) -> (tracing::Span, Code) {
     let served = tokio::spawn(server.serve(shutdown.clone()));
     let channel = connect(&Target::parse(&format!("http://{addr}")).unwrap(), &Default::default())
         .await
-        .unwrap();
+        .unwrap()
+        .signed_by(&mesh[GATEWAY], CATALOG);
 
     let caller = tracing::info_span!("caller");
     let code = async {

@@ -1,6 +1,8 @@
 //! Fake gRPC services on loopback that answer a few rpcs the way the contracts say and record
 //! what the gateway sent them, so tests can check the translation in both directions. The
-//! user service's part signs real EdDSA access tokens with a fixed test key.
+//! user service's part signs real EdDSA access tokens with a fixed test key. Like the real
+//! services, they verify the gateway's mesh token (the gateway's key is fixed too) and see the
+//! caller it asserts.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,6 +16,7 @@ use serde::Serialize;
 use shop_platform::grpc::{
     error::ERROR_CODE_METADATA,
     identity::{Caller, Role},
+    mesh::{CATALOG, GATEWAY, Grants, MeshIdentity, MeshKey, ORDER, TOKEN_METADATA, TrustSet, USER},
 };
 use shop_proto::pb::{
     catalog::{self, catalog_service_server::CatalogServiceServer},
@@ -26,6 +29,32 @@ use uuid::Uuid;
 
 /// The key id of the test signing key.
 pub const KID: &str = "test-key";
+
+/// The gateway's mesh identity in these tests.
+pub fn gateway_identity() -> MeshIdentity {
+    MeshIdentity::new(GATEWAY, mesh_key(), TrustSet::default(), &Grants::default()).unwrap()
+}
+
+fn mesh_key() -> MeshKey {
+    MeshKey::parse("FRUVFRUVFRUVFRUVFRUVFRUVFRUVFRUVFRUVFRUVFRU").unwrap()
+}
+
+/// The services' identities, trusting the gateway's key, by the package of their methods.
+fn service_identities() -> Vec<(&'static str, MeshIdentity)> {
+    let mut trust = TrustSet::default();
+    trust.insert(GATEWAY, mesh_key().public_key());
+    [
+        ("/shop.user.v1.", USER),
+        ("/shop.catalog.v1.", CATALOG),
+        ("/shop.order.v1.", ORDER),
+    ]
+    .into_iter()
+    .map(|(prefix, name)| {
+        let identity = MeshIdentity::new(name, MeshKey::generate(), trust.clone(), &Grants::default()).unwrap();
+        (prefix, identity)
+    })
+    .collect()
+}
 
 /// What the gateway sent.
 #[derive(Debug, Default)]
@@ -75,7 +104,24 @@ impl Fake {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let identities = service_identities();
+        // The verified caller goes in the request's extensions, as the platform's server does.
+        let verify = tower::util::MapRequestLayer::new(move |mut request: http::Request<tonic::body::Body>| {
+            let path = request.uri().path().to_owned();
+            let token = request
+                .headers()
+                .get(TOKEN_METADATA)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            if let Some((_, identity)) = identities.iter().find(|(prefix, _)| path.starts_with(prefix))
+                && let Ok(caller) = identity.verify(token.as_deref(), &path)
+            {
+                request.extensions_mut().insert(caller);
+            }
+            request
+        });
         let server = tonic::transport::Server::builder()
+            .layer(verify)
             .add_service(UserServiceServer::new(fake.clone()))
             .add_service(WishlistServiceServer::new(fake.clone()))
             .add_service(CatalogServiceServer::new(fake.clone()))
@@ -118,7 +164,7 @@ impl Fake {
         if let Some(id) = request.metadata().get("x-request-id") {
             seen.request_ids.push(id.to_str().unwrap().to_owned());
         }
-        seen.callers.push(Caller::from_metadata(request.metadata()));
+        seen.callers.push(Caller::optional(request));
     }
 }
 
@@ -207,7 +253,7 @@ service! {
 
         async fn get_me(&self, request: Request<user::GetMeRequest>) -> Result<Response<user::GetMeResponse>, Status> {
             self.record(&request);
-            let caller = Caller::from_metadata(request.metadata()).ok_or_else(|| Status::unauthenticated("who?"))?;
+            let caller = Caller::optional(&request).ok_or_else(|| Status::unauthenticated("who?"))?;
             let role = match caller.role {
                 Role::Customer => common::Role::Customer,
                 Role::Seller => common::Role::Seller,
@@ -353,7 +399,7 @@ service! {
             request: Request<order::PlaceOrderRequest>,
         ) -> Result<Response<order::PlaceOrderResponse>, Status> {
             self.record(&request);
-            let caller = Caller::from_metadata(request.metadata()).ok_or_else(|| Status::unauthenticated("who?"))?;
+            let caller = Caller::optional(&request).ok_or_else(|| Status::unauthenticated("who?"))?;
             let request = request.into_inner();
             let krw = |amount| Some(Money { amount, currency: "KRW".to_owned() });
             let order = order::Order {

@@ -81,6 +81,7 @@ impl TestApp {
         );
         config.client.request_timeout = Duration::from_secs(2);
         config.client.connect_timeout = Duration::from_millis(500);
+        config.mesh = crate::fake::gateway_identity();
         config.body_limit = 4 * 1024;
         tweak(&mut config);
         let upstreams = Upstreams::connect(&config).await.unwrap();
@@ -185,6 +186,7 @@ impl Served {
         );
         config.client.request_timeout = Duration::from_secs(2);
         config.client.connect_timeout = Duration::from_millis(500);
+        config.mesh = crate::fake::gateway_identity();
         tweak(&mut config);
         let cache = Arc::new(MemoryCache::new("gateway-test:"));
         let gateway = Gateway::build(&config, cache).await.unwrap();

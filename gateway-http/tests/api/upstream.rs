@@ -33,7 +33,7 @@ async fn a_verified_caller_is_forwarded_with_the_request_id() {
 
     let seen = fake.seen.lock().unwrap();
     assert_eq!(seen.request_ids, ["req-42"]);
-    let caller = seen.callers[0].unwrap();
+    let caller = seen.callers[0].clone().unwrap();
     assert_eq!((caller.user_id, caller.role), (user, Role::Seller));
     assert!(caller.session_id.is_some());
 }

@@ -99,6 +99,25 @@ securityContext:
     secretKeyRef: {name: {{ .root.Values.secretName }}, key: {{ default .name .key }}{{ if .optional }}, optional: true{{ end }}}
 {{- end -}}
 
+{{/*
+A component's mesh identity: its key and the trust set from the mesh Secret, the grants and the
+tokens' life from values. Call with (dict "root" $ "name" "user").
+*/}}
+{{- define "shop.meshEnv" -}}
+- name: SHOP_MESH_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ .root.Values.mesh.secretName }}, key: {{ .name }}.key}
+- name: SHOP_MESH_TRUST
+  valueFrom:
+    secretKeyRef: {name: {{ .root.Values.mesh.secretName }}, key: trust}
+- name: SHOP_MESH_TOKEN_TTL
+  value: {{ .root.Values.mesh.tokenTtl | quote }}
+{{- with .root.Values.mesh.grants }}
+- name: SHOP_MESH_GRANTS
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* Environment shared by every component: logs, telemetry and the cache. */}}
 {{- define "shop.commonEnv" -}}
 - name: SHOP_LOG_FORMAT

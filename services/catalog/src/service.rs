@@ -65,7 +65,7 @@ impl MeshService for CatalogService {
         // The dead letters of the queues this service consumes.
         let dead_letters = DeadLetterGauge::new(Arc::clone(&backends.queue), worker.consumed_queues());
         let sweeper = retention::sweeper(db.clone(), &config.retention);
-        let server = GrpcServerBuilder::new(settings.grpc_addr)
+        let server = GrpcServerBuilder::new(settings.grpc_addr, settings.mesh.clone())
             .depends_on(Dependency::database(db.clone()))
             .depends_on(Dependency::queue(backends.queue))
             .health_settings(settings.health.clone())

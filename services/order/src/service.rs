@@ -93,7 +93,7 @@ impl OrderServiceBuilder {
         });
         queue.declare_all(&specs).await.context("declaring the stock queues")?;
         let outbox_relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
-        let upstream = Upstream::connect(&config).await?;
+        let upstream = Upstream::connect(&config, &settings.mesh).await?;
         let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));
         let ctx = Context {
             db,
@@ -103,7 +103,7 @@ impl OrderServiceBuilder {
             relay: outbox_relay.clone(),
             payments_due: settlement::new_wake(),
         };
-        let server = GrpcServerBuilder::new(settings.grpc_addr)
+        let server = GrpcServerBuilder::new(settings.grpc_addr, settings.mesh.clone())
             .depends_on(Dependency::database(ctx.db.clone()))
             .depends_on(Dependency::queue(Arc::clone(&queue)))
             .health_settings(settings.health.clone())

@@ -9,6 +9,7 @@ use shop_platform::grpc::{
     client::{GrpcChannel, connect},
     error::{ServiceError, machine_code},
     identity::Caller,
+    mesh::{CATALOG, MeshIdentity, USER},
 };
 use shop_proto::pb::{
     catalog::{BatchGetProductsRequest, catalog_service_client::CatalogServiceClient},
@@ -50,7 +51,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Channels to the catalog and user targets of `config` (nothing is called yet).
-    pub async fn connect(config: &OrderConfig) -> anyhow::Result<Self> {
+    pub async fn connect(config: &OrderConfig, mesh: &MeshIdentity) -> anyhow::Result<Self> {
         let catalog = connect(&config.catalog, &config.client)
             .await
             .context("connecting to the catalog")?;
@@ -58,8 +59,8 @@ impl Upstream {
             .await
             .context("connecting to the user service")?;
         Ok(Self {
-            catalog: CatalogServiceClient::new(catalog),
-            carts: CartServiceClient::new(users),
+            catalog: CatalogServiceClient::new(catalog.signed_by(mesh, CATALOG)),
+            carts: CartServiceClient::new(users.signed_by(mesh, USER)),
         })
     }
 

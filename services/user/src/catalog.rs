@@ -7,6 +7,7 @@ use shop_platform::grpc::{
     client::{ClientOptions, GrpcChannel, Target, connect},
     error::ServiceError,
     identity::Caller,
+    mesh::{CATALOG, MeshIdentity},
 };
 use shop_proto::pb::catalog::{BatchGetProductsRequest, Product, catalog_service_client::CatalogServiceClient};
 use uuid::Uuid;
@@ -23,8 +24,9 @@ pub struct Catalog {
 
 impl Catalog {
     /// A client balanced over `target`'s endpoints; never fails because the catalog is down.
-    pub async fn connect(target: &Target) -> anyhow::Result<Self> {
-        Ok(Self::new(connect(target, &ClientOptions::default()).await?))
+    pub async fn connect(target: &Target, mesh: &MeshIdentity) -> anyhow::Result<Self> {
+        let channel = connect(target, &ClientOptions::default()).await?;
+        Ok(Self::new(channel.signed_by(mesh, CATALOG)))
     }
 
     /// A client over an existing channel.

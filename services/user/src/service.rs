@@ -52,10 +52,10 @@ impl MeshService for UserService {
 
     async fn build(settings: ServiceSettings, config: UserConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
-        let catalog = catalog::Catalog::connect(&config.catalog_target).await?;
+        let catalog = catalog::Catalog::connect(&config.catalog_target, &settings.mesh).await?;
         let context = Context::new(db.clone(), backends.cache.clone(), catalog, &config).await?;
         context.bootstrap(config.admin.as_ref()).await?;
-        let server = GrpcServerBuilder::new(settings.grpc_addr)
+        let server = GrpcServerBuilder::new(settings.grpc_addr, settings.mesh.clone())
             .depends_on(Dependency::database(db))
             .depends_on(Dependency::cache(backends.cache))
             .health_settings(settings.health.clone())

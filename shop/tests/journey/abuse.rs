@@ -165,14 +165,14 @@ async fn missing_forged_expired_and_unsigned_tokens_are_401() {
 }
 
 /// A customer's wishlist item, cart line and paid order.
-struct Belongings {
-    wish: String,
-    line: String,
-    order: String,
-    item: String,
+pub struct Belongings {
+    pub wish: String,
+    pub line: String,
+    pub order: String,
+    pub item: String,
 }
 
-async fn belongings(api: &Api, owner: &Session, product: &str) -> Belongings {
+pub async fn belongings(api: &Api, owner: &Session, product: &str) -> Belongings {
     let wish = api
         .post("/wishlist", &json!({ "product_id": product }))
         .token(&owner.access)

@@ -1,7 +1,8 @@
 //! End to end, over the public REST API only (docs/api.md): the real binaries as separate
 //! processes on PostgreSQL, Redis, RabbitMQ and a real SMTP server, and the one-process `shop`
 //! binary on its embedded defaults, both driven through the same journey; then abuse of the
-//! edge (bad tokens, other users' resources, bad input, rate limits).
+//! edge (bad tokens, other users' resources, bad input, rate limits) and the authorization
+//! matrix, forged callers on the services' gRPC ports included.
 //!
 //! The service binaries must be built (`cargo build --bins`, or any run of the whole
 //! workspace's tests); each test starts its own stack, so they run in parallel.
@@ -10,6 +11,7 @@
 
 mod abuse;
 mod api;
+mod authz;
 mod journey;
 mod mail;
 mod outage;

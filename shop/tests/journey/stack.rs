@@ -7,7 +7,9 @@
 //!   directory, in-process cache and queue, codes written to its log).
 //!
 //! Every process listens on a port the system picks (port 0) and logs it; the next one is
-//! started with that address. The stack is ready when the gateway's `/readyz` says so.
+//! started with that address. The stack is ready when the gateway's `/readyz` says so. The
+//! separate processes get mesh keys as a deployment does (`SHOP_MESH_KEY` each,
+//! `SHOP_MESH_TRUST` shared); the one-process binary makes its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::Method;
-use shop_platform::testing::{self, amqp_url, create_postgres_database, redis_url, unique_name};
+use shop_platform::{
+    grpc::mesh::{MeshKey, encode_public},
+    testing::{self, amqp_url, create_postgres_database, redis_url, unique_name},
+};
 use tokio::process::Command;
 
 use crate::{
@@ -75,8 +80,13 @@ pub struct Stack {
     pub mail: Mailbox,
     /// The key its access tokens are signed with.
     pub signing_key: SigningKey,
+    /// Where the services' gRPC servers listen (`user`, `catalog`, `order`), for tests that
+    /// knock on them directly.
+    pub grpc: Vec<(&'static str, String)>,
     /// The environment every process of the stack shares (to start more gateways).
     env: Vec<(String, String)>,
+    /// The mesh key of each separate process, by binary name.
+    mesh_keys: Vec<(&'static str, String)>,
     /// The processes, in start order.
     processes: Vec<Process>,
     /// The RabbitMQ queues of the stack, deleted when it stops.
@@ -114,6 +124,33 @@ impl Stack {
             .map(|kind| format!("{run}.stock.{kind}"))
             .collect();
         let mut env = common_env(&signing_key);
+        let mesh_keys: Vec<(&'static str, MeshKey)> = ["shop-gateway", "shop-user", "shop-catalog", "shop-order"]
+            .into_iter()
+            .map(|name| (name, MeshKey::generate()))
+            .collect();
+        let trust: Vec<String> = mesh_keys
+            .iter()
+            .map(|(name, key)| {
+                format!(
+                    "{}={}",
+                    name.trim_start_matches("shop-"),
+                    encode_public(&key.public_key())
+                )
+            })
+            .collect();
+        env.push(("SHOP_MESH_TRUST".to_owned(), trust.join(" ")));
+        let mesh_keys: Vec<(&'static str, String)> = mesh_keys
+            .into_iter()
+            .map(|(name, key)| (name, key.to_base64()))
+            .collect();
+        let key_of = |binary: &str| {
+            mesh_keys
+                .iter()
+                .find(|(name, _)| *name == binary)
+                .map(|(_, key)| key.clone())
+                .unwrap()
+        };
+        let mut grpc = Vec::new();
         env.extend(
             [
                 ("DATABASE_URL", create_postgres_database().await),
@@ -138,6 +175,7 @@ impl Stack {
             command
                 .env_clear()
                 .envs(env.clone())
+                .env("SHOP_MESH_KEY", key_of(name))
                 .env("SHOP_GRPC_ADDR", "127.0.0.1:0");
             let mut process = Process::start(name, command);
             let addr = process
@@ -147,13 +185,16 @@ impl Stack {
                 .await;
             processes.push(process);
             env.push((target.to_owned(), format!("http://{addr}")));
+            grpc.push((name.trim_start_matches("shop-"), addr));
         }
         let mut stack = Self {
             shape: "separate services",
             api: Api::new(String::new()),
             mail: Mailbox::Smtp(sink),
             signing_key,
+            grpc,
             env,
+            mesh_keys,
             processes,
             queues,
             _data_dir: None,
@@ -169,6 +210,12 @@ impl Stack {
         command
             .env_clear()
             .envs(self.env.clone())
+            .envs(
+                self.mesh_keys
+                    .iter()
+                    .filter(|(name, _)| *name == "shop-gateway")
+                    .map(|(_, key)| ("SHOP_MESH_KEY", key)),
+            )
             .env("SHOP_HTTP_ADDR", "127.0.0.1:0")
             .envs(extra.iter().copied());
         let gateways = self.processes.len().saturating_sub(3);
@@ -218,12 +265,29 @@ impl Stack {
                 Some(rest.split("/api/v1").next()?.to_owned())
             })
             .await;
+        // "  user service    grpc://127.0.0.1:PORT"
+        let mut grpc = Vec::new();
+        for name in ["user", "catalog", "order"] {
+            let addr = process
+                .wait_for_line("its gRPC addresses", START_TIMEOUT, |line| {
+                    let rest = line
+                        .trim_start()
+                        .strip_prefix(name)?
+                        .trim_start()
+                        .strip_prefix("service")?;
+                    Some(rest.trim().strip_prefix("grpc://")?.to_owned())
+                })
+                .await;
+            grpc.push((name, addr));
+        }
         let mut stack = Self {
             shape: "one process",
             api: Api::new(origin),
             mail: Mailbox::log(process.output()),
             signing_key,
+            grpc,
             env: Vec::new(),
+            mesh_keys: Vec::new(),
             processes: vec![process],
             queues: Vec::new(),
             _data_dir: Some(data_dir),

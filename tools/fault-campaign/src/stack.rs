@@ -10,7 +10,10 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use anyhow::{Context as _, bail};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use shop_platform::testing::{self, proxy::FaultProxy};
+use shop_platform::{
+    grpc::mesh::{MeshKey, encode_public},
+    testing::{self, proxy::FaultProxy},
+};
 
 use crate::{
     api::Api,
@@ -81,6 +84,17 @@ impl Stack {
         ] {
             env.push((variable.to_owned(), format!("http://127.0.0.1:{}", ports[&service])));
         }
+        // A mesh key per process, as a deployment gives them; everyone trusts everyone.
+        let mesh_keys: BTreeMap<Service, MeshKey> =
+            Service::ALL.into_iter().map(|s| (s, MeshKey::generate())).collect();
+        let trust: Vec<String> = mesh_keys
+            .iter()
+            .map(|(service, key)| {
+                let name = service.binary().trim_start_matches("shop-");
+                format!("{name}={}", encode_public(&key.public_key()))
+            })
+            .collect();
+        env.push(("SHOP_MESH_TRUST".to_owned(), trust.join(" ")));
 
         let mut stack = Self {
             api: Api::new(format!("http://127.0.0.1:{}", ports[&Service::Gateway]))?,
@@ -100,6 +114,7 @@ impl Stack {
                 "SHOP_GRPC_ADDR"
             };
             service_env.push((address_variable.to_owned(), format!("127.0.0.1:{}", ports[&service])));
+            service_env.push(("SHOP_MESH_KEY".to_owned(), mesh_keys[&service].to_base64()));
             let log_file = stack.log_dir.join(format!("{}.log", service.binary()));
             let process = Supervised::start(service.binary(), binaries.path(service), service_env, log_file)?;
             process.wait_listening(1, START_TIMEOUT).await?;

@@ -18,10 +18,20 @@ usage: shop-admin <command>
                                             ask the catalog again now for stranded orders
                                             (all pending after AGE with --all), or with
                                             --reject give them up: rejected, stock released
+  mesh keygen <name>                        a mesh key for caller <name>: its SHOP_MESH_KEY and
+                                            the SHOP_MESH_TRUST entry the services need
+  mesh secret [--secret-name NAME]          a Kubernetes Secret (shop-mesh) with fresh keys for
+                                            the gateway and the services, and their trust set
+  mesh token <service> <method> --as NAME [--user ID --role ROLE] [--ttl AGE]
+                                            a mesh token signed with SHOP_MESH_KEY for calling
+                                            <method> (shop.order.v1.OrderService/ListOrders) of
+                                            <service> (user, catalog, order), e.g. with grpcurl
+                                            -H 'x-shop-mesh-token: $(shop-admin mesh token …)'
 
 <queue> is a work queue (stock.reserve) or its dead-letter queue (stock.reserve.dead).
 AGE is a whole number and a unit: 30s, 5m, 2h, 1d.
-Environment: AMQP_URL (dlq), DATABASE_URL (orders), SHOP_CATALOG_RESERVE_QUEUE,
+Environment: AMQP_URL (dlq), DATABASE_URL (orders), SHOP_MESH_KEY (mesh token),
+SHOP_CATALOG_RESERVE_QUEUE,
 SHOP_CATALOG_RELEASE_QUEUE, SHOP_CATALOG_RESULTS_QUEUE, RUST_LOG, SHOP_LOG_FORMAT.
 ";
 
@@ -39,7 +49,40 @@ pub enum Command {
     Dlq(DlqCommand),
     /// `orders …`.
     Orders(OrdersCommand),
+    /// `mesh …`.
+    Mesh(MeshCommand),
 }
+
+/// The mesh identity commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MeshCommand {
+    /// A fresh key for caller `name`.
+    Keygen {
+        /// The caller's name (`reports`).
+        name: String,
+    },
+    /// A Kubernetes Secret with fresh keys for the standard members.
+    Secret {
+        /// The Secret's name.
+        secret_name: String,
+    },
+    /// A token signed with `SHOP_MESH_KEY`.
+    Token {
+        /// The service called.
+        audience: String,
+        /// The method called.
+        method: String,
+        /// The caller's name.
+        caller: String,
+        /// The end user, and the role asserted for them.
+        user: Option<(uuid::Uuid, shop_platform::grpc::identity::Role)>,
+        /// How long it lives.
+        ttl: Duration,
+    },
+}
+
+/// The Secret name `mesh secret` writes without `--secret-name` (the chart's default).
+pub const DEFAULT_MESH_SECRET: &str = "shop-mesh";
 
 /// The dead-letter queue commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,9 +143,11 @@ fn usage(message: impl Into<String>) -> UsageError {
 }
 
 /// Flags that take a value (`--limit 3` or `--limit=3`).
-const VALUE_FLAGS: [&str; 3] = ["--limit", "--id", "--older-than"];
+const VALUE_FLAGS: [&str; 7] = ["--limit", "--id", "--older-than", "--as", "--user", "--role", "--ttl"];
 /// Flags that stand alone.
 const SWITCHES: [&str; 2] = ["--all", "--reject"];
+/// `--secret-name`, which only `mesh secret` takes.
+const SECRET_NAME: &str = "--secret-name";
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageError> {
@@ -166,6 +211,38 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
                 };
                 Command::Orders(OrdersCommand::Repair { which, action })
             }
+            ("mesh", "keygen") => Command::Mesh(MeshCommand::Keygen {
+                name: line.positional().ok_or_else(|| usage("missing the caller's name"))?,
+            }),
+            ("mesh", "secret") => Command::Mesh(MeshCommand::Secret {
+                secret_name: line.flag(SECRET_NAME).unwrap_or_else(|| DEFAULT_MESH_SECRET.to_owned()),
+            }),
+            ("mesh", "token") => {
+                let audience = line.positional().ok_or_else(|| usage("missing the service"))?;
+                let method = line.positional().ok_or_else(|| usage("missing the method"))?;
+                let caller = line.flag("--as").ok_or_else(|| usage("mesh token needs --as NAME"))?;
+                let user = match (line.flag("--user"), line.flag("--role")) {
+                    (None, None) => None,
+                    (Some(id), Some(role)) => Some((
+                        id.parse()
+                            .map_err(|_| usage(format!("--user {id:?} is not a user id")))?,
+                        role.parse()
+                            .map_err(|reason: String| usage(format!("--role: {reason}")))?,
+                    )),
+                    _ => return Err(usage("--user and --role go together")),
+                };
+                let ttl = match line.flag("--ttl") {
+                    None => shop_platform::grpc::mesh::DEFAULT_TOKEN_TTL,
+                    Some(raw) => parse_duration(&raw).map_err(|reason| usage(format!("--ttl: {reason}")))?,
+                };
+                Command::Mesh(MeshCommand::Token {
+                    audience,
+                    method,
+                    caller,
+                    user,
+                    ttl,
+                })
+            }
             _ => return Err(usage(format!("unknown command {group:?} {action:?}"))),
         },
         (Some(group), None) => return Err(usage(format!("{group:?} needs a command"))),
@@ -202,7 +279,7 @@ impl Line {
                 Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
                 None => (arg, None),
             };
-            if VALUE_FLAGS.contains(&name.as_str()) {
+            if VALUE_FLAGS.contains(&name.as_str()) || name == SECRET_NAME {
                 let value = match inline {
                     Some(value) => value,
                     None => args.next().ok_or_else(|| usage(format!("{name} needs a value")))?,
@@ -309,6 +386,33 @@ mod tests {
     }
 
     #[test]
+    fn mesh_commands_parse() {
+        assert_eq!(
+            parsed("mesh keygen reports"),
+            Ok(Command::Mesh(MeshCommand::Keygen { name: "reports".into() }))
+        );
+        assert_eq!(
+            parsed("mesh secret"),
+            Ok(Command::Mesh(MeshCommand::Secret {
+                secret_name: DEFAULT_MESH_SECRET.into()
+            }))
+        );
+        let id = uuid::Uuid::nil();
+        assert_eq!(
+            parsed(&format!(
+                "mesh token order shop.order.v1.OrderService/ListOrders --as reports --user {id} --role admin --ttl 1m"
+            )),
+            Ok(Command::Mesh(MeshCommand::Token {
+                audience: "order".into(),
+                method: "shop.order.v1.OrderService/ListOrders".into(),
+                caller: "reports".into(),
+                user: Some((id, shop_platform::grpc::identity::Role::Admin)),
+                ttl: Duration::from_secs(60),
+            }))
+        );
+    }
+
+    #[test]
     fn repairs_name_their_orders() {
         let id = uuid::Uuid::nil();
         assert_eq!(
@@ -344,6 +448,11 @@ mod tests {
             ("orders stranded --all", "not expected here"),
             ("orders repair", "exactly one of"),
             ("orders repair --id nope", "not an order id"),
+            ("mesh keygen", "missing the caller"),
+            ("mesh token user", "missing the method"),
+            ("mesh token user m", "needs --as"),
+            ("mesh token user m --as r --user x --role admin", "not a user id"),
+            ("mesh token user m --as r --role admin", "go together"),
         ] {
             let error = parsed(line).err().unwrap_or_default();
             assert!(error.contains(reason), "{line:?}: {error:?} should mention {reason:?}");

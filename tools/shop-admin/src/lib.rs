@@ -1,12 +1,14 @@
 //! `shop-admin`: what an operator runs against a deployment after an incident. Dead-letter
 //! queues: count them, read their messages decoded, move messages back to work. Orders: find
-//! those still pending long after they were placed. A library, so that tests drive the same
+//! those still pending long after they were placed. Mesh identities: keys for internal callers,
+//! tokens to call a service by hand. A library, so that tests drive the same
 //! code as the binary; `main.rs` only parses, configures and prints.
 
 pub mod cli;
 pub mod config;
 pub mod dlq;
 pub mod events;
+pub mod mesh;
 pub mod orders;
 
 use std::fmt::Write as _;
@@ -20,6 +22,7 @@ use shop_platform::queue::{DeadLetters, Selection};
 pub async fn run(command: Command, config: &AdminConfig) -> anyhow::Result<String> {
     match command {
         Command::Help => Ok(cli::USAGE.to_owned()),
+        Command::Mesh(command) => mesh::run(command, &shop_platform::config::ProcessEnv),
         Command::Dlq(command) => {
             let dead = DeadLetters::connect(config.amqp_url()?)
                 .await

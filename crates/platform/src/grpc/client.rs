@@ -28,6 +28,10 @@ use tracing::Instrument as _;
 
 use super::discovery::{self, Discovery, EndpointSettings, Nudge, Source};
 pub use super::target::{Target, TargetError};
+use super::{
+    identity::Caller,
+    mesh::{MeshIdentity, TOKEN_METADATA},
+};
 use crate::{
     backoff::Backoff,
     telemetry::{propagation, rpc},
@@ -169,6 +173,7 @@ pub async fn connect(target: &Target, options: &ClientOptions) -> Result<GrpcCha
 
     Ok(GrpcChannel {
         channel,
+        signer: None,
         policy: Arc::new(CallPolicy {
             request_timeout: options.request_timeout,
             transparent_retries: options.transparent_retries,
@@ -230,7 +235,29 @@ struct CallPolicy {
 #[derive(Clone)]
 pub struct GrpcChannel {
     channel: Channel,
+    signer: Option<Arc<Signer>>,
     policy: Arc<CallPolicy>,
+}
+
+/// Who signs the calls of a channel, for which service.
+#[derive(Debug)]
+struct Signer {
+    identity: MeshIdentity,
+    audience: String,
+}
+
+impl GrpcChannel {
+    /// The same channel, signing every call as mesh member `identity` for service `audience`
+    /// (see [`crate::grpc::mesh`]): every call carries a token naming its method, and the
+    /// [`Caller`] attached to the request, if any. Without it calls carry no token, which only
+    /// health checks accept.
+    pub fn signed_by(mut self, identity: &MeshIdentity, audience: &str) -> Self {
+        self.signer = Some(Arc::new(Signer {
+            identity: identity.clone(),
+            audience: audience.to_owned(),
+        }));
+        self
+    }
 }
 
 impl fmt::Debug for GrpcChannel {
@@ -238,6 +265,10 @@ impl fmt::Debug for GrpcChannel {
         f.debug_struct("GrpcChannel")
             .field("request_timeout", &self.policy.request_timeout)
             .field("transparent_retries", &self.policy.transparent_retries)
+            .field(
+                "signer",
+                &self.signer.as_ref().map(|s| (s.identity.name(), &s.audience)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -258,6 +289,23 @@ impl Service<http::Request<Body>> for GrpcChannel {
         // span; the server's span becomes a child of the client span.
         let span = rpc::client_span(request.uri().path());
         span.in_scope(|| propagation::inject_http(request.headers_mut()));
+        if let Some(signer) = &self.signer {
+            let user = request.extensions().get::<Caller>();
+            let token = signer.identity.mint(&signer.audience, request.uri().path(), user);
+            match token.map(HeaderValue::try_from) {
+                Ok(Ok(value)) => {
+                    request.headers_mut().insert(TOKEN_METADATA, value);
+                }
+                Ok(Err(error)) => {
+                    return Box::pin(async move { Err(Status::internal(format!("mesh token: {error}")).into()) });
+                }
+                Err(error) => {
+                    return Box::pin(
+                        async move { Err(Status::internal(format!("minting a mesh token: {error}")).into()) },
+                    );
+                }
+            }
+        }
         let timeout = caller_timeout(request.headers())
             .unwrap_or(self.policy.request_timeout)
             .min(MAX_DEADLINE);

@@ -1,21 +1,20 @@
-//! The caller's identity inside the mesh. The gateway verifies the access token and forwards
-//! the caller as metadata (`x-shop-user-id`, `x-shop-user-role`, `x-shop-session-id`); services
-//! read it here, and forward it unchanged when they call another service for the same user.
-//! The metadata is trusted only because the services' ports are never exposed outside the mesh.
+//! The caller's identity inside the mesh. The gateway verifies the access token and asserts the
+//! user in the mesh token of each call it makes (see [`super::mesh`]); the server verifies that
+//! token before any service runs and hands the user to the service, which reads it here. A
+//! service calling another for the same user attaches the [`Caller`] to its request, and its
+//! channel forwards the proof it received.
+//!
+//! The `x-shop-user-*` metadata entries are never read: anyone can send them.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::Arc};
 
-use tonic::{Request, metadata::MetadataMap};
+use tonic::Request;
 use uuid::Uuid;
 
-use super::error::ServiceError;
+use super::{error::ServiceError, mesh::MeshCaller};
 
-/// Metadata entry: the caller's user id.
-pub const USER_ID_METADATA: &str = "x-shop-user-id";
-/// Metadata entry: the caller's role.
-pub const ROLE_METADATA: &str = "x-shop-user-role";
-/// Metadata entry: the caller's session id.
-pub const SESSION_ID_METADATA: &str = "x-shop-session-id";
+/// Metadata entries that once carried the caller's identity unproven; the server removes them.
+pub const UNPROVEN_IDENTITY_METADATA: [&str; 3] = ["x-shop-user-id", "x-shop-user-role", "x-shop-session-id"];
 
 /// What a user may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,7 +58,7 @@ impl FromStr for Role {
 }
 
 /// A signed-in caller, as the gateway verified it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Caller {
     /// The user's id.
     pub user_id: Uuid,
@@ -67,25 +66,52 @@ pub struct Caller {
     pub role: Role,
     /// The session the token belongs to, when the gateway sent it.
     pub session_id: Option<Uuid>,
+    /// The mesh token this identity arrived with (forwarded on calls made for this user).
+    proof: Option<Arc<str>>,
 }
 
+/// Equal when the same user, role and session (however proven).
+impl PartialEq for Caller {
+    fn eq(&self, other: &Self) -> bool {
+        (self.user_id, self.role, self.session_id) == (other.user_id, other.role, other.session_id)
+    }
+}
+
+impl Eq for Caller {}
+
 impl Caller {
-    /// The caller of `request`, if the request carries a well-formed identity.
-    pub fn from_metadata(metadata: &MetadataMap) -> Option<Self> {
-        let get = |key| metadata.get(key).and_then(|value| value.to_str().ok());
-        let user_id = get(USER_ID_METADATA)?.parse().ok()?;
-        let role = get(ROLE_METADATA)?.parse().ok()?;
-        let session_id = get(SESSION_ID_METADATA).and_then(|raw| raw.parse().ok());
-        Some(Self {
+    /// A caller as the gateway (or a test acting as one) asserts it.
+    pub fn new(user_id: Uuid, role: Role, session_id: Option<Uuid>) -> Self {
+        Self {
             user_id,
             role,
             session_id,
-        })
+            proof: None,
+        }
+    }
+
+    /// The same caller, proven by `token`.
+    pub(super) fn with_proof(mut self, token: &str) -> Self {
+        self.proof = Some(Arc::from(token));
+        self
+    }
+
+    /// The mesh token this identity was received with, if it was.
+    pub(super) fn proof(&self) -> Option<&str> {
+        self.proof.as_deref()
+    }
+
+    /// The end user of `request`, as its verified mesh token states it.
+    pub fn optional<T>(request: &Request<T>) -> Option<Self> {
+        request
+            .extensions()
+            .get::<MeshCaller>()
+            .and_then(|caller| caller.user.clone())
     }
 
     /// The signed-in caller of `request`, or UNAUTHENTICATED.
     pub fn required<T>(request: &Request<T>) -> Result<Self, ServiceError> {
-        Self::from_metadata(request.metadata()).ok_or_else(ServiceError::unauthenticated)
+        Self::optional(request).ok_or_else(ServiceError::unauthenticated)
     }
 
     /// PERMISSION_DENIED unless the caller has one of `roles`.
@@ -102,21 +128,10 @@ impl Caller {
         self.role == Role::Admin
     }
 
-    /// Writes this identity into an outgoing request's metadata (service-to-service calls made
-    /// on the caller's behalf).
+    /// Makes an outgoing request on this caller's behalf: the channel puts the user in its
+    /// mesh token (asserted by the gateway, forwarded with its proof by a service).
     pub fn attach<T>(&self, request: &mut Request<T>) {
-        let metadata = request.metadata_mut();
-        if let Ok(value) = self.user_id.to_string().parse() {
-            metadata.insert(USER_ID_METADATA, value);
-        }
-        if let Ok(value) = self.role.as_str().parse() {
-            metadata.insert(ROLE_METADATA, value);
-        }
-        if let Some(session) = self.session_id
-            && let Ok(value) = session.to_string().parse()
-        {
-            metadata.insert(SESSION_ID_METADATA, value);
-        }
+        request.extensions_mut().insert(self.clone());
     }
 }
 
@@ -125,38 +140,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identity_round_trips_through_metadata() {
-        let caller = Caller {
-            user_id: Uuid::new_v4(),
-            role: Role::Seller,
-            session_id: Some(Uuid::new_v4()),
-        };
-        let mut request = Request::new(());
-        caller.attach(&mut request);
-        assert_eq!(Caller::required(&request).ok(), Some(caller));
-    }
-
-    #[test]
-    fn missing_or_malformed_identity_is_anonymous() {
+    fn unproven_metadata_is_anonymous() {
         let mut request = Request::new(());
         assert!(Caller::required(&request).is_err());
-        request.metadata_mut().insert(
-            USER_ID_METADATA,
-            "not-a-uuid".parse().unwrap_or_else(|_| unreachable!()),
-        );
-        request
-            .metadata_mut()
-            .insert(ROLE_METADATA, "admin".parse().unwrap_or_else(|_| unreachable!()));
-        assert!(Caller::from_metadata(request.metadata()).is_none());
+        let metadata = request.metadata_mut();
+        for (key, value) in UNPROVEN_IDENTITY_METADATA.into_iter().zip([
+            "0195c1a0-0000-7000-8000-000000000000",
+            "admin",
+            "0195c1a0-0000-7000-8000-000000000001",
+        ]) {
+            metadata.insert(key, value.parse().unwrap_or_else(|_| unreachable!()));
+        }
+        assert!(Caller::optional(&request).is_none());
     }
 
     #[test]
     fn roles_are_enforced() {
-        let caller = Caller {
-            user_id: Uuid::new_v4(),
-            role: Role::Customer,
-            session_id: None,
-        };
+        let caller = Caller::new(Uuid::new_v4(), Role::Customer, None);
         assert!(caller.require_role(&[Role::Seller, Role::Admin]).is_err());
         assert!(caller.require_role(&[Role::Customer]).is_ok());
     }

@@ -6,5 +6,6 @@ pub mod client;
 pub mod discovery;
 pub mod error;
 pub mod identity;
+pub mod mesh;
 pub mod server;
 pub mod target;

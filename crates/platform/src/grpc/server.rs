@@ -1,5 +1,7 @@
 //! The gRPC server every service runs: its own services plus `grpc.health.v1` health and server
-//! reflection, a tracing span per call (`package.Service/Method`, joined to the caller's trace
+//! reflection, mesh authentication of every call but health (see [`crate::grpc::mesh`]: a call
+//! without a valid mesh token is UNAUTHENTICATED, one without a grant PERMISSION_DENIED;
+//! reflection needs the `operator` grant), a tracing span per call (`package.Service/Method`, joined to the caller's trace
 //! through W3C headers; see [`crate::telemetry::rpc`]), a
 //! request timeout, and graceful shutdown: on the shutdown signal every service reports
 //! NOT_SERVING, new connections stop, and in-flight calls finish before `serve` returns.
@@ -28,7 +30,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 
 use crate::{
-    grpc::error::ERROR_CODE_METADATA,
+    grpc::{
+        error::ERROR_CODE_METADATA,
+        identity::UNPROVEN_IDENTITY_METADATA,
+        mesh::{MeshIdentity, TOKEN_METADATA},
+    },
     health::{CallGate, Dependency, DependencyWatcher, HealthSettings, LIVENESS},
     telemetry::rpc,
 };
@@ -43,12 +49,22 @@ pub struct GrpcServerBuilder {
     descriptor_sets: Vec<&'static [u8]>,
     dependencies: Vec<Dependency>,
     health_settings: HealthSettings,
+    mesh: MeshIdentity,
 }
 
+/// Metadata a caller may send only when it may assert end users (the gateway): removed from the
+/// calls of any other caller.
+pub const GATEWAY_METADATA: [&str; 1] = ["x-shop-client-ip"];
+
+/// The path prefix of the health service, which answers without a mesh token.
+const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
+
 impl GrpcServerBuilder {
-    /// A server that will listen on `addr` (port 0 picks a free port).
-    pub fn new(addr: SocketAddr) -> Self {
+    /// A server that will listen on `addr` (port 0 picks a free port) as mesh member `mesh`:
+    /// it accepts the calls of the callers `mesh` trusts, for the methods its grants allow.
+    pub fn new(addr: SocketAddr, mesh: MeshIdentity) -> Self {
         Self {
+            mesh,
             addr,
             request_timeout: Duration::from_secs(30),
             routes: RoutesBuilder::default(),
@@ -127,6 +143,16 @@ impl GrpcServerBuilder {
             reflection = reflection.register_encoded_file_descriptor_set(set);
         }
         routes.add_service(reflection.build_v1().context("building server reflection")?);
+        // Outside everything else, so that no service (reflection included) is reached unproven.
+        let mesh = self.mesh;
+        let authenticated =
+            routes
+                .routes()
+                .into_axum_router()
+                .layer(axum::middleware::from_fn(move |request, next| {
+                    authenticate(mesh.clone(), request, next)
+                }));
+        let routes = RoutesBuilder::from(authenticated);
 
         Ok(BoundGrpcServer {
             listener,
@@ -139,6 +165,42 @@ impl GrpcServerBuilder {
             health_settings: self.health_settings,
             gate,
         })
+    }
+}
+
+/// Verifies the mesh token of a call (health excepted) and hands the verified caller to the
+/// service in the request's extensions; refuses the call otherwise. Identity metadata from
+/// earlier versions is removed whatever the outcome.
+async fn authenticate(
+    mesh: MeshIdentity,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let headers = request.headers_mut();
+    for name in UNPROVEN_IDENTITY_METADATA {
+        headers.remove(name);
+    }
+    if request.uri().path().starts_with(HEALTH_PATH) {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(TOKEN_METADATA)
+        .and_then(|value| value.to_str().ok());
+    match mesh.verify(token, request.uri().path()) {
+        Ok(caller) => {
+            if !mesh.grants().may_assert_user(&caller.service) {
+                for name in GATEWAY_METADATA {
+                    request.headers_mut().remove(name);
+                }
+            }
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => {
+            tracing::warn!(method = request.uri().path(), %refusal, "mesh call refused");
+            refusal.into_status().into_http()
+        }
     }
 }
 

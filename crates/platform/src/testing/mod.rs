@@ -28,6 +28,15 @@ pub fn amqp_url() -> String {
     env_or("SHOP_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 }
 
+/// A mesh of made-up keys: the gateway, the three services and an operator, each trusting all
+/// of them, with the standard grants. A test serves a service as its member and calls it as
+/// the gateway's.
+pub fn mesh() -> std::collections::BTreeMap<String, crate::grpc::mesh::MeshIdentity> {
+    use crate::grpc::mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings, OPERATOR, ORDER, USER};
+    MeshIdentity::ephemeral_mesh(&[GATEWAY, USER, CATALOG, ORDER, OPERATOR], &MeshSettings::default())
+        .expect("the standard names are valid")
+}
+
 /// A name nobody else uses, for a queue, a key prefix or a database: `prefix_<random>`.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())

@@ -16,7 +16,11 @@ use shop_catalog::{
 };
 use shop_platform::{
     db::DatabaseConfig,
-    grpc::identity::{Caller, Role},
+    grpc::{
+        client::{GrpcChannel, Target, connect},
+        identity::{Caller, Role},
+        mesh::{CATALOG, GATEWAY, MeshIdentity},
+    },
     queue::{self, MemoryQueue, Message, WorkQueue},
     service::{Backends, MeshService, ServiceSettings},
     testing,
@@ -27,7 +31,6 @@ use shop_proto::pb::{
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Where the queue lives.
@@ -42,6 +45,8 @@ pub enum Broker {
 /// A running catalog service with its own database and queues.
 pub struct TestApp {
     pub broker: Broker,
+    /// The gateway's mesh identity, which the test's clients sign their calls with.
+    pub gateway: MeshIdentity,
     pub addr: SocketAddr,
     pub db: DatabaseConnection,
     pub database: DatabaseConfig,
@@ -108,10 +113,12 @@ fn queue_names(config: &StockConfig) -> Vec<String> {
 
 /// A catalog service on an existing database and queue.
 pub async fn spawn_app_with(database: DatabaseConfig, queue: Arc<dyn WorkQueue>, config: StockConfig) -> TestApp {
+    let mesh = testing::mesh();
     let settings = ServiceSettings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         database: database.clone(),
         health: Default::default(),
+        mesh: mesh[CATALOG].clone(),
     };
     let backends = Backends {
         cache: shop_platform::cache::from_url("memory://", "test:").await.unwrap(),
@@ -127,6 +134,7 @@ pub async fn spawn_app_with(database: DatabaseConfig, queue: Arc<dyn WorkQueue>,
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(service.run(shutdown.clone()));
     TestApp {
+        gateway: mesh[GATEWAY].clone(),
         broker: Broker::Memory,
         addr,
         db,
@@ -141,10 +149,10 @@ pub async fn spawn_app_with(database: DatabaseConfig, queue: Arc<dyn WorkQueue>,
 
 impl TestApp {
     /// A client of the service.
-    pub async fn client(&self) -> CatalogServiceClient<Channel> {
-        CatalogServiceClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
+    pub async fn client(&self) -> CatalogServiceClient<GrpcChannel> {
+        let target = Target::parse(&format!("http://{}", self.addr)).unwrap();
+        let channel = connect(&target, &Default::default()).await.unwrap();
+        CatalogServiceClient::new(channel.signed_by(&self.gateway, CATALOG))
     }
 
     /// Stops the service and waits for it (bounded).
@@ -365,11 +373,7 @@ impl WorkerHandle {
 
 /// A signed-in caller with `role`.
 pub fn caller(role: Role) -> Caller {
-    Caller {
-        user_id: Uuid::now_v7(),
-        role,
-        session_id: None,
-    }
+    Caller::new(Uuid::now_v7(), role, None)
 }
 
 /// A request carrying `caller`'s identity.

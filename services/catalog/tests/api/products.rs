@@ -2,6 +2,7 @@
 //! and input checks.
 
 use shop_platform::grpc::{
+    client::GrpcChannel,
     error::machine_code,
     identity::{Caller, Role},
 };
@@ -13,7 +14,7 @@ use shop_proto::pb::{
     },
     common::{Money, PageRequest},
 };
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, Request};
 
 use crate::helpers::{caller, signed, spawn_app};
 
@@ -30,7 +31,11 @@ fn new_product(name: &str, price: i64, stock: i64) -> CreateProductRequest {
     }
 }
 
-async fn create(client: &mut CatalogServiceClient<Channel>, seller: &Caller, request: CreateProductRequest) -> Product {
+async fn create(
+    client: &mut CatalogServiceClient<GrpcChannel>,
+    seller: &Caller,
+    request: CreateProductRequest,
+) -> Product {
     client
         .create_product(signed(request, seller))
         .await
@@ -41,7 +46,7 @@ async fn create(client: &mut CatalogServiceClient<Channel>, seller: &Caller, req
 }
 
 async fn get(
-    client: &mut CatalogServiceClient<Channel>,
+    client: &mut CatalogServiceClient<GrpcChannel>,
     who: Option<&Caller>,
     id: &str,
 ) -> Result<Product, tonic::Status> {

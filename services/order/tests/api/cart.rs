@@ -1,5 +1,7 @@
 //! A stand-in for the user service's CartService: carts held in memory, read with GetCart and
-//! trimmed with RemoveCartLines, each call checked to carry the caller's identity. The rpcs the
+//! trimmed with RemoveCartLines, each call checked to carry the caller's identity (served as the
+//! user service's mesh member, so the identity is the one the order service forwarded with its
+//! proof). The rpcs the
 //! order service never calls answer UNIMPLEMENTED.
 
 use std::{
@@ -8,14 +10,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use shop_platform::grpc::identity::Caller;
+use shop_platform::grpc::{identity::Caller, mesh::MeshIdentity, server::GrpcServerBuilder};
 use shop_proto::pb::user::{
     AddCartItemRequest, AddCartItemResponse, Cart, CartItem, ClearCartRequest, ClearCartResponse, GetCartRequest,
     GetCartResponse, RemoveCartItemRequest, RemoveCartItemResponse, RemoveCartLinesRequest, RemoveCartLinesResponse,
     UpdateCartItemRequest, UpdateCartItemResponse,
     cart_service_server::{CartService, CartServiceServer},
 };
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -33,20 +34,19 @@ pub struct CartDouble {
 
 impl CartDouble {
     /// Serves on a free loopback port until the test ends.
-    pub async fn spawn() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let double = Self {
-            addr,
+    pub async fn spawn(identity: MeshIdentity) -> Self {
+        let mut double = Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
             carts: Carts::default(),
             removals: Arc::default(),
         };
-        let service = CartServiceServer::new(double.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
+        let server = GrpcServerBuilder::new(double.addr, identity)
+            .add_service(CartServiceServer::new(double.clone()))
+            .bind()
+            .await
+            .unwrap();
+        double.addr = server.local_addr();
+        tokio::spawn(server.serve(tokio_util::sync::CancellationToken::new()));
         double
     }
 
@@ -78,7 +78,7 @@ impl CartDouble {
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Uuid, Status> {
-    Caller::from_metadata(request.metadata())
+    Caller::optional(request)
         .map(|caller| caller.user_id)
         .ok_or_else(|| Status::unauthenticated("no identity forwarded"))
 }

@@ -15,8 +15,9 @@ use shop_platform::{
     config::MapEnv,
     db::DatabaseConfig,
     grpc::{
-        client::Target,
+        client::{GrpcChannel, Target, connect},
         identity::{Caller, Role},
+        mesh::{CATALOG, GATEWAY, MeshIdentity, ORDER, USER},
     },
     outbox::{OutboxRelay, RelayOptions},
     queue::{self, MemoryQueue, WorkQueue},
@@ -32,7 +33,7 @@ use shop_proto::pb::{
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Status, transport::Channel};
+use tonic::{Request, Status};
 use uuid::Uuid;
 
 use crate::{cart::CartDouble, payments::CountingPayments};
@@ -77,7 +78,7 @@ pub struct OrderInstance {
     pub running: Running,
     pub shipments: ShipmentScheduler,
     pub reconciler: Reconciler,
-    pub client: OrderServiceClient<Channel>,
+    pub client: OrderServiceClient<GrpcChannel>,
 }
 
 /// The catalog and the order service(s), sharing one database and the broker.
@@ -88,9 +89,11 @@ pub struct TestMesh {
     pub config: OrderConfig,
     pub payments: Arc<CountingPayments>,
     pub cart: CartDouble,
-    pub catalog_client: CatalogServiceClient<Channel>,
+    pub catalog_client: CatalogServiceClient<GrpcChannel>,
     database_url: String,
     broker: Broker,
+    /// The members' identities; the tests call as the gateway.
+    mesh: std::collections::BTreeMap<String, MeshIdentity>,
     pub(crate) seller: Caller,
     _data: Option<tempfile::TempDir>,
 }
@@ -162,7 +165,8 @@ pub async fn spawn_with(options: Options) -> TestMesh {
         queues: queues.clone(),
         ..StockConfig::default()
     };
-    let settings = settings(&database_url, "catalog");
+    let mesh = testing::mesh();
+    let settings = settings(&database_url, "catalog", &mesh[CATALOG]);
     let catalog = CatalogService::build(
         settings,
         CatalogConfig {
@@ -175,7 +179,7 @@ pub async fn spawn_with(options: Options) -> TestMesh {
     .unwrap();
     let catalog_db = catalog.db().clone();
     let catalog = Running::start(catalog, catalog_db).await;
-    let cart = CartDouble::spawn().await;
+    let cart = CartDouble::spawn(mesh[USER].clone()).await;
 
     let mut config = OrderConfig::from_env(&MapEnv::default()).unwrap();
     config.catalog = Target::parse(&format!("http://{}", catalog.addr)).unwrap();
@@ -189,9 +193,7 @@ pub async fn spawn_with(options: Options) -> TestMesh {
 
     let mut mesh = TestMesh {
         clock: ManualClock::starting_now(),
-        catalog_client: CatalogServiceClient::connect(format!("http://{}", catalog.addr))
-            .await
-            .unwrap(),
+        catalog_client: CatalogServiceClient::new(signed_channel(catalog.addr, &mesh[GATEWAY], CATALOG).await),
         catalog,
         orders: Vec::new(),
         config,
@@ -200,6 +202,7 @@ pub async fn spawn_with(options: Options) -> TestMesh {
         database_url,
         broker,
         seller: caller(Role::Seller),
+        mesh,
         _data: data,
     };
     for instance in 0..options.instances {
@@ -208,12 +211,22 @@ pub async fn spawn_with(options: Options) -> TestMesh {
     mesh
 }
 
-fn settings(database_url: &str, schema: &str) -> ServiceSettings {
+fn settings(database_url: &str, schema: &str, mesh: &MeshIdentity) -> ServiceSettings {
     ServiceSettings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         database: DatabaseConfig::new(database_url, schema),
         health: Default::default(),
+        mesh: mesh.clone(),
     }
+}
+
+/// A channel to `addr` signing its calls as `member` for service `audience`.
+async fn signed_channel(addr: SocketAddr, member: &MeshIdentity, audience: &str) -> GrpcChannel {
+    let target = Target::parse(&format!("http://{addr}")).unwrap();
+    connect(&target, &Default::default())
+        .await
+        .unwrap()
+        .signed_by(member, audience)
 }
 
 impl Drop for TestMesh {
@@ -235,7 +248,7 @@ impl TestMesh {
     /// Starts one more order service instance on the shared database.
     pub async fn start_order_service(&mut self, relay: bool) -> usize {
         let mut builder = OrderService::builder(
-            settings(&self.database_url, "order"),
+            settings(&self.database_url, "order", &self.mesh[ORDER]),
             self.config.clone(),
             self.broker.backends().await,
         )
@@ -249,9 +262,7 @@ impl TestMesh {
         let reconciler = service.reconciler();
         let db = service.db().clone();
         let running = Running::start(service, db).await;
-        let client = OrderServiceClient::connect(format!("http://{}", running.addr))
-            .await
-            .unwrap();
+        let client = OrderServiceClient::new(signed_channel(running.addr, &self.mesh[GATEWAY], ORDER).await);
         self.orders.push(OrderInstance {
             running,
             shipments,
@@ -273,7 +284,7 @@ impl TestMesh {
     }
 
     /// A client of the first order service instance.
-    pub fn client(&self) -> OrderServiceClient<Channel> {
+    pub fn client(&self) -> OrderServiceClient<GrpcChannel> {
         self.orders[0].client.clone()
     }
 
@@ -413,7 +424,7 @@ impl TestMesh {
 
 /// Places an order through `client`.
 pub async fn place_on(
-    client: &OrderServiceClient<Channel>,
+    client: &OrderServiceClient<GrpcChannel>,
     caller: &Caller,
     key: &str,
     lines: &[(Uuid, u32)],
@@ -441,11 +452,7 @@ pub async fn place_on(
 
 /// A signed-in caller with `role`.
 pub fn caller(role: Role) -> Caller {
-    Caller {
-        user_id: Uuid::now_v7(),
-        role,
-        session_id: None,
-    }
+    Caller::new(Uuid::now_v7(), role, None)
 }
 
 /// A request carrying `caller`'s identity.

@@ -184,12 +184,12 @@ async fn the_bootstrapped_admin_lists_users_and_changes_roles() {
         }
     };
     // The only admin cannot step down.
-    let error = set_role(admin.caller, admin.caller.user_id.to_string(), RolePb::Customer)
+    let error = set_role(admin.caller.clone(), admin.caller.user_id.to_string(), RolePb::Customer)
         .await
         .unwrap_err();
     assert_eq!((error.code(), code(&error)), (Code::FailedPrecondition, "last_admin"));
 
-    let promoted = set_role(admin.caller, ada.caller.user_id.to_string(), RolePb::Seller)
+    let promoted = set_role(admin.caller.clone(), ada.caller.user_id.to_string(), RolePb::Seller)
         .await
         .unwrap();
     assert_eq!(promoted.role, RolePb::Seller as i32);
@@ -206,12 +206,12 @@ async fn the_bootstrapped_admin_lists_users_and_changes_roles() {
         ("not-a-uuid".to_owned(), RolePb::Admin, Code::InvalidArgument),
         (uuid::Uuid::now_v7().to_string(), RolePb::Admin, Code::NotFound),
     ] {
-        let error = set_role(admin.caller, user_id, role).await.unwrap_err();
+        let error = set_role(admin.caller.clone(), user_id, role).await.unwrap_err();
         assert_eq!(error.code(), expected);
     }
 
     // With a second admin, the first may go.
-    set_role(admin.caller, bob.caller.user_id.to_string(), RolePb::Admin)
+    set_role(admin.caller.clone(), bob.caller.user_id.to_string(), RolePb::Admin)
         .await
         .unwrap();
     app.users

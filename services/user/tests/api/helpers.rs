@@ -10,13 +10,15 @@ use shop_platform::{
     config::MapEnv,
     db::DatabaseConfig,
     grpc::{
+        client::{GrpcChannel, Target, connect},
         error::machine_code,
         identity::{Caller, Role},
+        mesh::{CATALOG, GATEWAY, USER},
         server::GrpcServerBuilder,
     },
     queue::MemoryQueue,
     service::{Backends, MeshService, ServiceSettings},
-    testing::{create_postgres_database, init_test_logging, redis_url, unique_name},
+    testing::{create_postgres_database, init_test_logging, mesh, redis_url, unique_name},
 };
 use shop_proto::pb::{
     catalog::catalog_service_server::CatalogServiceServer,
@@ -27,7 +29,7 @@ use shop_proto::pb::{
 };
 use shop_user::{UserConfig, UserService};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Status, transport::Channel};
+use tonic::{Request, Status};
 
 pub use crate::{fake_catalog::FakeCatalog, smtp::SmtpSink};
 
@@ -71,11 +73,11 @@ pub struct TestUser {
 /// The running service and its peers.
 pub struct TestApp {
     /// UserService client.
-    pub users: UserServiceClient<Channel>,
+    pub users: UserServiceClient<GrpcChannel>,
     /// WishlistService client.
-    pub wishlist: WishlistServiceClient<Channel>,
+    pub wishlist: WishlistServiceClient<GrpcChannel>,
     /// CartService client.
-    pub cart: CartServiceClient<Channel>,
+    pub cart: CartServiceClient<GrpcChannel>,
     /// The SMTP server the service mails through.
     pub smtp: SmtpSink,
     /// The catalog double.
@@ -110,8 +112,9 @@ async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
     init_test_logging();
     let shutdown = CancellationToken::new();
 
+    let mesh = mesh();
     let catalog = FakeCatalog::default();
-    let catalog_server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap())
+    let catalog_server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
         .add_service(CatalogServiceServer::new(catalog.clone()))
         .bind()
         .await
@@ -145,6 +148,7 @@ async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         database: DatabaseConfig::new(database_url, UserService::NAME),
         health: Default::default(),
+        mesh: mesh[USER].clone(),
     };
     let service = UserService::build(service_settings, config, backends)
         .await
@@ -152,11 +156,12 @@ async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
     let addr = service.grpc_addr();
     tokio::spawn(service.run(shutdown.clone()));
 
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
+    // The tests call as the gateway does.
+    let target = Target::parse(&format!("http://{addr}")).unwrap();
+    let channel = connect(&target, &Default::default())
         .await
-        .expect("the user service answers");
+        .expect("the user service answers")
+        .signed_by(&mesh[GATEWAY], USER);
     TestApp {
         users: UserServiceClient::new(channel.clone()),
         wishlist: WishlistServiceClient::new(channel.clone()),
@@ -245,11 +250,11 @@ impl TestApp {
     /// GetSigningKeys, the algorithm pinned to EdDSA and the key named by `kid`.
     pub async fn user_with(&self, email: String, password: String, tokens: TokenPair) -> TestUser {
         let claims = self.verify(&tokens.access_token).await;
-        let caller = Caller {
-            user_id: claims["sub"].as_str().unwrap().parse().unwrap(),
-            role: claims["role"].as_str().unwrap().parse::<Role>().unwrap(),
-            session_id: Some(claims["sid"].as_str().unwrap().parse().unwrap()),
-        };
+        let caller = Caller::new(
+            claims["sub"].as_str().unwrap().parse().unwrap(),
+            claims["role"].as_str().unwrap().parse::<Role>().unwrap(),
+            Some(claims["sid"].as_str().unwrap().parse().unwrap()),
+        );
         TestUser {
             email,
             password,
