@@ -10,6 +10,7 @@
 
 mod abuse;
 mod api;
+mod cluster;
 mod journey;
 mod mail;
 mod outage;

@@ -107,6 +107,33 @@ impl Process {
         Arc::clone(&self.output)
     }
 
+    /// Its process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.try_wait();
+    }
+
+    /// Waits up to `timeout` for it to exit; fails if it does not.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} still runs after {timeout:?}", self.name))
+            .unwrap();
+        // Let the readers drain what it wrote last.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status
+    }
+
+    /// Forgets what it wrote, so a later failure does not print it.
+    pub fn forget_output(&mut self) {
+        self.output.lines.lock().unwrap().clear();
+    }
+
     /// Fails the test if the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
