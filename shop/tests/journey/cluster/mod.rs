@@ -28,8 +28,8 @@ use std::{
     collections::BTreeMap,
     path::Path,
     sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -64,10 +64,9 @@ const BACKENDS_SECRET: &str = "shop-backends";
 const GRPC_TLS_SECRET: &str = "shop-grpc-tls";
 /// How long every replica may take to pass its probes.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// The flash sale: units in stock, orders of one unit, orders placed per second.
-const FLASH_STOCK: i64 = 60;
-const FLASH_ORDERS: usize = 240;
-const FLASH_RATE: f64 = 16.0;
+/// The flash sale: units in stock, buyers ordering one unit at a time, all at once.
+const FLASH_STOCK: i64 = 40;
+const FLASH_BUYERS: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
@@ -291,59 +290,67 @@ fn assert_exact_environments(node: &Node) {
     }
 }
 
-/// The flash sale: buyers order one unit each of a product with [`FLASH_STOCK`] units,
-/// [`FLASH_ORDERS`] times at [`FLASH_RATE`] a second, through the ingress. A third of the way
-/// through, a catalog replica is killed and a new one added. Every order must be admitted
-/// (a 503 while the replica dies is retried with the same Idempotency-Key, as clients do) and
-/// end `paid` or `rejected` for stock; the stock is sold exactly; the catalog's calls spread
-/// over the live replicas, the new one included.
+/// The flash sale: buyers order one unit each of a product with [`FLASH_STOCK`] units through
+/// the ingress, [`FLASH_BUYERS`] of them at once, each placing orders one after the other.
+/// Once [`FLASH_STOCK`] orders are in, a catalog replica is killed and a new one added; the sale
+/// goes on until the newcomer has been in DNS for longer than the clients' re-resolution period
+/// and twice the stock was ordered. Every order must be admitted (a 502/503/504 while the
+/// replica dies, or a 409 while the first attempt is still placed, is sent again with the same
+/// Idempotency-Key, as the API asks of clients) and end `paid` or `rejected` for stock; the
+/// stock is sold exactly; the catalog's calls spread over the live replicas, the new one
+/// included.
 async fn flash_sale(api: &Api, mail: &Mailbox, seller: &Session, node: &mut Node, deployments: &[&Value]) {
     let kettle = create_product(api, seller, "Flash sale kettle", "Limited stock", 30_000, FLASH_STOCK).await;
     let mut buyers = Vec::new();
-    for n in 0..4 {
+    for n in 0..FLASH_BUYERS {
         buyers.push(sign_up(api, mail, &format!("flash{n}")).await);
     }
     let catalog = *deployments.iter().find(|d| name(d) == "shop-catalog").unwrap();
-    let retries = Arc::new(AtomicUsize::new(0));
+    let retried = Arc::new(Mutex::new(BTreeMap::<u16, usize>::new()));
     let placed = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
     let sale_started = Instant::now();
-    for n in 0..FLASH_ORDERS {
-        let (api, buyer) = (api.clone(), buyers[n % buyers.len()].clone());
-        let (retries, placed, kettle) = (Arc::clone(&retries), Arc::clone(&placed), kettle.clone());
-        let at = sale_started + Duration::from_secs_f64(n as f64 / FLASH_RATE);
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(at.into()).await;
-            let key = format!("flash-{n}");
-            let body = json!({"items": [{"product_id": kettle, "quantity": 1}]});
-            for _ in 0..20 {
-                let reply = api
-                    .post("/orders", &body)
-                    .token(&buyer.access)
-                    .header("idempotency-key", &key)
-                    .send()
-                    .await;
-                match reply.status.as_u16() {
-                    202 => {
-                        placed.fetch_add(1, Ordering::SeqCst);
-                        return (buyer.access, reply.body["id"].as_str().unwrap().to_owned());
+    let mut workers = Vec::new();
+    for (worker, buyer) in buyers.into_iter().enumerate() {
+        let (api, kettle) = (api.clone(), kettle.clone());
+        let (retried, placed, stop) = (Arc::clone(&retried), Arc::clone(&placed), Arc::clone(&stop));
+        workers.push(tokio::spawn(async move {
+            let mut orders = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let key = format!("flash-{worker}-{}", orders.len());
+                let body = json!({"items": [{"product_id": kettle, "quantity": 1}]});
+                let mut attempts = 0;
+                let id = loop {
+                    let reply = api
+                        .post("/orders", &body)
+                        .token(&buyer.access)
+                        .header("idempotency-key", &key)
+                        .send()
+                        .await;
+                    match reply.status.as_u16() {
+                        200 | 202 => break reply.body["id"].as_str().unwrap().to_owned(),
+                        status @ (409 | 502 | 503 | 504) if attempts < 20 => {
+                            attempts += 1;
+                            *retried.lock().unwrap().entry(status).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        _ => panic!("order {key} not admitted: {reply:?}"),
                     }
-                    // Not admitted (a dying replica's call, a key still in use): the same key again.
-                    409 | 502 | 503 | 504 => {
-                        retries.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    _ => panic!("order {n} refused: {reply:?}"),
-                }
+                };
+                placed.fetch_add(1, Ordering::SeqCst);
+                orders.push((buyer.access.clone(), id));
             }
-            panic!("order {n} never admitted");
+            orders
         }));
     }
+    let wait_for = async |count: usize| {
+        while placed.load(Ordering::SeqCst) < count {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
 
-    // A third of the way through, a catalog replica dies; a new one is added at once.
-    while placed.load(Ordering::SeqCst) < FLASH_ORDERS / 3 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stock = usize::try_from(FLASH_STOCK).unwrap();
+    wait_for(stock).await;
     let victim_name = node
         .pods()
         .iter()
@@ -356,10 +363,13 @@ async fn flash_sale(api: &Api, mail: &Mailbox, seller: &Session, node: &mut Node
     let newcomer = node.add_replica(catalog);
     node.wait_ready(READY_TIMEOUT).await;
     let joined_at = sale_started.elapsed();
-
+    // The clients re-resolve every 5 s: the sale goes on past that, and to twice the stock.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    wait_for(2 * stock).await;
+    stop.store(true, Ordering::SeqCst);
     let mut orders = Vec::new();
-    for task in tasks {
-        orders.push(task.await.expect("an order task"));
+    for worker in workers {
+        orders.extend(worker.await.expect("a buyer's orders"));
     }
     let sale_took = sale_started.elapsed();
     // Reads of the product after the sale: the gateways' calls go to every live replica.
@@ -392,9 +402,10 @@ async fn flash_sale(api: &Api, mail: &Mailbox, seller: &Session, node: &mut Node
     }
     let paid = outcomes.get("paid").copied().unwrap_or_default();
     eprintln!(
-        "flash sale: {FLASH_ORDERS} orders in {sale_took:?} ({} retried), replica {victim_name} killed at \
-         {killed_at:?}, {newcomer} ready at {joined_at:?}: {outcomes:?}",
-        retries.load(Ordering::SeqCst)
+        "flash sale: {} orders in {sale_took:?} (attempts sent again, by status: {:?}), replica \
+         {victim_name} killed at {killed_at:?}, {newcomer} ready at {joined_at:?}: {outcomes:?}",
+        orders.len(),
+        retried.lock().unwrap()
     );
     assert_eq!(
         i64::try_from(paid).unwrap(),
