@@ -325,11 +325,14 @@ impl Node {
         for pod in &mut self.pods {
             pod.process.assert_running();
         }
-        for state in self.states.lock().unwrap().iter() {
-            if let Some(why) = &state.failed {
-                panic!("pod {}: {why}", state.name);
-            }
-        }
+        let failed: Vec<String> = self
+            .states
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|state| Some(format!("pod {}: {}", state.name, state.failed.as_ref()?)))
+            .collect();
+        assert!(failed.is_empty(), "{}", failed.join("; "));
     }
 
     /// The ready endpoints of Service `service`'s port `port` (name or number): what
@@ -350,14 +353,17 @@ impl Node {
             })
             .unwrap_or_else(|| panic!("Service {service} has no port {port}"));
         let target = declared.get("targetPort").unwrap_or(&declared["port"]).clone();
-        let states = self.states.lock().unwrap();
+        let ready: Vec<String> = self
+            .states
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|state| state.ready && selects(&svc["spec"]["selector"], &state.labels))
+            .map(|state| state.name.clone())
+            .collect();
         self.pods
             .iter()
-            .filter(|pod| {
-                states.iter().any(|state| {
-                    state.name == pod.name && state.ready && selects(&svc["spec"]["selector"], &state.labels)
-                })
-            })
+            .filter(|pod| ready.contains(&pod.name))
             .map(|pod| SocketAddrV4::new(pod.ip, container_port(&pod.container, &target)))
             .collect()
     }
