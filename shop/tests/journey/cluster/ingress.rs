@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     fs,
     net::{Ipv4Addr, SocketAddr},
@@ -92,6 +93,23 @@ impl IngressController {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self { ip, dir, process }
+    }
+
+    /// How many requests for `host` each upstream address answered (from the access log; a
+    /// request retried on another upstream counts for each).
+    pub fn upstream_counts(&self, host: &str) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        let log = fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+        for line in log.lines() {
+            let mut fields = line.split_whitespace();
+            if fields.next() != Some(host) {
+                continue;
+            }
+            for upstream in fields.nth(1).unwrap_or_default().split(", ").filter(|u| *u != "-") {
+                *counts.entry(upstream.to_owned()).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// Fails if nginx exited.
@@ -251,7 +269,7 @@ fn configuration(release: &Release, node: &Node, secrets: &Secrets, ip: Ipv4Addr
     let temp = temp.display();
     format!(
         "worker_processes 1;\npid {pid};\nuser nobody nogroup;\nevents {{ worker_connections 1024; }}\n\
-         http {{\n  access_log {access} combined;\n  client_body_temp_path {temp}/body;\n  \
+         http {{\n  log_format upstreams '$host $status $upstream_addr';\n  access_log {access} upstreams;\n  client_body_temp_path {temp}/body;\n  \
          proxy_temp_path {temp}/proxy;\n  fastcgi_temp_path {temp}/fastcgi;\n  uwsgi_temp_path {temp}/uwsgi;\n  \
          scgi_temp_path {temp}/scgi;\n  server_tokens off;\n{upstreams}\
          \n  server {{\n    listen {ip}:80 default_server;\n    listen {ip}:443 ssl http2 default_server;\n    \

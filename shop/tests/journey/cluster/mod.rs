@@ -67,6 +67,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The flash sale: units in stock, buyers ordering one unit at a time, all at once.
 const FLASH_STOCK: i64 = 40;
 const FLASH_BUYERS: usize = 8;
+/// The longest each phase of the sale may take.
+const SALE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
@@ -245,6 +247,24 @@ async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
 
     // --- A flash sale while a catalog replica dies and a new one joins. ---------------------
     flash_sale(&api, &mail, &seller, &mut node, &deployments).await;
+    // The ingress balanced over both gateway replicas.
+    let by_gateway: BTreeMap<String, usize> = ingress
+        .upstream_counts(PUBLIC_HOST)
+        .into_iter()
+        .map(|(upstream, count)| {
+            let pod = node
+                .pods()
+                .iter()
+                .find(|pod| upstream.starts_with(&format!("{}:", pod.ip)));
+            (pod.map_or(upstream, |pod| pod.name.clone()), count)
+        })
+        .collect();
+    eprintln!("requests per gateway replica through the ingress: {by_gateway:?}");
+    assert_eq!(by_gateway.len(), 2, "{by_gateway:?}");
+    assert!(
+        by_gateway.keys().all(|name| name.starts_with("shop-gateway-")),
+        "{by_gateway:?}"
+    );
 
     // The binaries found each other through the Services' fully qualified names, final dot
     // included: no lookup walked the resolv.conf search list.
@@ -344,9 +364,14 @@ async fn flash_sale(api: &Api, mail: &Mailbox, seller: &Session, node: &mut Node
         }));
     }
     let wait_for = async |count: usize| {
-        while placed.load(Ordering::SeqCst) < count {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let waiting = async {
+            while placed.load(Ordering::SeqCst) < count {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(SALE_TIMEOUT, waiting)
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {count} orders admitted within {SALE_TIMEOUT:?}"));
     };
 
     let stock = usize::try_from(FLASH_STOCK).unwrap();
