@@ -118,6 +118,24 @@ impl Process {
         let _ = self.child.try_wait();
     }
 
+    /// Asks it to stop (SIGTERM) and waits up to `grace` for it to exit, without an async
+    /// runtime (for a `Drop`); it is killed on drop if it is still running then. A master
+    /// process that SIGKILL would orphan its workers (nginx) stops them on SIGTERM.
+    pub fn terminate(&mut self, grace: Duration) {
+        let Some(pid) = self.child.id() else { return };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits up to `timeout` for it to exit; fails if it does not.
     pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let status = tokio::time::timeout(timeout, self.child.wait())

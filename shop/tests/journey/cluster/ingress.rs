@@ -126,6 +126,8 @@ impl Drop for IngressController {
                 eprintln!("----- nginx: {file} -----\n{text}");
             }
         }
+        // SIGKILL would leave the workers running: the master stops them on SIGTERM.
+        self.process.terminate(Duration::from_secs(5));
     }
 }
 
