@@ -10,9 +10,17 @@ Deployments leave `replicas` to the autoscaler, and the gateway's grace period c
 preStop pause and its drain. Fails on any error.
 
 Usage: python render.py CHART OUT_DIR
+
+With `--release`, one release instead, for the cluster-in-a-box test (shop/tests/cluster):
+the chart linted strictly and rendered (hooks and test pods included) with the value files
+given, later files winning as with `helm install -f a.yaml -f b.json`; the objects are printed
+as one JSON array.
+
+Usage: python render.py --release CHART VALUES_FILE...
 """
 
 import base64
+import json
 import os
 import re
 import sys
@@ -112,19 +120,52 @@ def check_wiring(set_name: str, docs: list[dict]) -> list[str]:
     return errors
 
 
+def merge(base: dict, overlay: dict) -> dict:
+    """Helm's merge of value files: maps merged key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def lint_and_render(chart_path: str, chart, values: dict) -> tuple[dict[str, str] | None, str]:
+    """Helm's strict lint, the values schema, then the render; (None, why) when lint fails."""
+    lint = helm_python.lint(chart_path, values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+    if lint.get("errors") or any(m.get("severity", 0) >= 2 for m in lint.get("messages") or []):
+        return None, f"helm lint failed: {lint.get('errors')} {lint.get('messages')}"
+    chart.validate_schema(values)
+    return chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True), ""
+
+
+def release(chart_path: str, value_files: list[str]) -> int:
+    values: dict = {}
+    for path in value_files:
+        with open(path, encoding="utf-8") as file:
+            values = merge(values, yaml.safe_load(file) or {})
+    rendered, why = lint_and_render(chart_path, helm_python.Chart.load(chart_path), values)
+    if rendered is None:
+        print(why, file=sys.stderr)
+        return 1
+    json.dump(objects(rendered), sys.stdout)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1] == "--release":
+        return release(sys.argv[2], sys.argv[3:])
     chart_path, out_dir = sys.argv[1], sys.argv[2]
     os.makedirs(out_dir, exist_ok=True)
     chart = helm_python.Chart.load(chart_path)
     failed = False
     for set_name, values in value_sets(chart_path).items():
-        lint = helm_python.lint(chart_path, values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
-        if lint.get("errors") or any(m.get("severity", 0) >= 2 for m in lint.get("messages") or []):
-            print(f"{set_name}: helm lint failed:", lint.get("errors"), lint.get("messages"), file=sys.stderr)
+        rendered, why = lint_and_render(chart_path, chart, values)
+        if rendered is None:
+            print(f"{set_name}: {why}", file=sys.stderr)
             failed = True
             continue
-        chart.validate_schema(values)
-        rendered = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
         docs = objects(rendered)
         errors = check_wiring(set_name, docs)
         for error in errors:

@@ -60,7 +60,7 @@ fn reissued(claims: &Value, iat: i64, exp: i64) -> Value {
 async fn missing_forged_expired_and_unsigned_tokens_are_401() {
     let stack = Stack::services(&[]).await;
     let api = &stack.api;
-    let user = sign_up(&stack, "target").await;
+    let user = sign_up(&stack.api, &stack.mail, "target").await;
     let claims = claims_of(&user.access);
     assert_eq!(claims["sub"], user.user_id.as_str());
     let key = &stack.signing_key;
@@ -215,8 +215,8 @@ async fn other_users_resources_are_404() {
     let api = &stack.api;
     let admin = log_in(api, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let product = create_product(api, &admin, "Brass key ring", "Small and shiny", 1_000, 5).await;
-    let alice = sign_up(&stack, "alice").await;
-    let bob = sign_up(&stack, "bob").await;
+    let alice = sign_up(&stack.api, &stack.mail, "alice").await;
+    let bob = sign_up(&stack.api, &stack.mail, "bob").await;
     let hers = belongings(api, &alice, &product).await;
 
     let unknown = uuid::Uuid::new_v4().to_string();
@@ -391,7 +391,7 @@ async fn bad_input_is_a_4xx_problem_never_a_5xx() {
     let api = &stack.api;
     let admin = log_in(api, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let product = create_product(api, &admin, "Paper notebook", "A5, dotted", 3_000, 7).await;
-    let user = sign_up(&stack, "fuzzer").await;
+    let user = sign_up(&stack.api, &stack.mail, "fuzzer").await;
     let line = api
         .post("/cart/items", &json!({ "product_id": product, "quantity": 1 }))
         .token(&user.access)

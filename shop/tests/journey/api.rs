@@ -23,6 +23,8 @@ pub struct Api {
     http: reqwest::Client,
     /// `http://host:port`, without the `/api/v1` prefix.
     pub origin: String,
+    /// The `Host` header of every request, when it is not the origin's (behind an ingress).
+    host: Option<String>,
 }
 
 /// A reply: status, headers, and the body as JSON (`Null` when empty or not JSON).
@@ -129,6 +131,9 @@ impl Call<'_> {
     pub async fn send(self) -> Reply {
         let url = format!("{}{}", self.api.origin, self.path);
         let mut request = self.api.http.request(self.method.clone(), &url);
+        if let Some(host) = &self.api.host {
+            request = request.header(header::HOST, host);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -162,7 +167,19 @@ impl Api {
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
-        Self { http, origin }
+        Self {
+            http,
+            origin,
+            host: None,
+        }
+    }
+
+    /// The API behind the ingress at `origin`, for the virtual host `host`.
+    pub fn behind_ingress(origin: String, host: &str) -> Self {
+        Self {
+            host: Some(host.to_owned()),
+            ..Self::new(origin)
+        }
     }
 
     /// A request to `path` under `/api/v1`.

@@ -73,9 +73,9 @@ struct Owned {
 async fn people(stack: &Stack) -> People {
     let api = &stack.api;
     let admin = log_in(api, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let alice = sign_up(stack, "alice").await;
-    let bob = sign_up(stack, "bob").await;
-    let seller = sign_up(stack, "seller").await;
+    let alice = sign_up(&stack.api, &stack.mail, "alice").await;
+    let bob = sign_up(&stack.api, &stack.mail, "bob").await;
+    let seller = sign_up(&stack.api, &stack.mail, "seller").await;
     api.put(&format!("/users/{}/role", seller.user_id), &json!({ "role": "seller" }))
         .token(&admin.access)
         .send()

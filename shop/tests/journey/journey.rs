@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::{
     api::Api,
+    mail::Mailbox,
     stack::{ADMIN_EMAIL, ADMIN_PASSWORD, DELIVER_AFTER, SHIP_AFTER, Stack},
 };
 
@@ -55,16 +56,15 @@ fn sign_up_form(verification_token: &str, email: &str, password: &str, name: &st
     })
 }
 
-/// Asks for a code, reads it from the mail, and confirms it: the verification token.
-pub async fn verified(stack: &Stack, email: &str) -> String {
-    let api = &stack.api;
+/// Asks for a code, reads it from `mail`, and confirms it: the verification token.
+pub async fn verified(api: &Api, mail: &Mailbox, email: &str) -> String {
     let sent = api
         .post("/auth/email-verifications", &json!({ "email": email }))
         .send()
         .await
         .expect(202);
     assert_eq!(sent, json!({}));
-    let code = stack.mail.next_code(email).await;
+    let code = mail.next_code(email).await;
     let confirmed = api
         .post(
             "/auth/email-verifications/confirm",
@@ -77,19 +77,18 @@ pub async fn verified(stack: &Stack, email: &str) -> String {
     confirmed["verification_token"].as_str().unwrap().to_owned()
 }
 
-/// Signs up `email` (code by mail) and signs in.
-pub async fn sign_up(stack: &Stack, who: &str) -> Session {
+/// Signs up a fresh address for `who` (code by mail) and signs in.
+pub async fn sign_up(api: &Api, mail: &Mailbox, who: &str) -> Session {
     let email = unique_email(who);
     let password = format!("{who}-Passw0rd!");
-    let token = verified(stack, &email).await;
-    let user = stack
-        .api
+    let token = verified(api, mail, &email).await;
+    let user = api
         .post("/users", &sign_up_form(&token, &email, &password, who))
         .send()
         .await
         .expect(201);
     assert_eq!(user["role"], "customer");
-    let mut session = log_in(&stack.api, &email, &password).await;
+    let mut session = log_in(api, &email, &password).await;
     assert_eq!(session.user_id, user["id"].as_str().unwrap());
     session.email = email;
     session
@@ -312,7 +311,7 @@ pub async fn run(stack: &Stack) {
     assert_eq!(me["name"], "Buyer", "untouched fields keep their value");
 
     // --- The admin makes a second user a seller. --------------------------------------------
-    let mut seller = sign_up(stack, "seller").await;
+    let mut seller = sign_up(api, &stack.mail, "seller").await;
     let lamp_body = json!({
         "name": "Walnut desk lamp", "description": "Warm light for late reading",
         "price": 45_000, "stock": 10,

@@ -12,6 +12,7 @@
 mod abuse;
 mod api;
 mod authz;
+mod cluster;
 mod journey;
 mod mail;
 mod outage;

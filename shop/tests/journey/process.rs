@@ -107,6 +107,51 @@ impl Process {
         Arc::clone(&self.output)
     }
 
+    /// Its process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.try_wait();
+    }
+
+    /// Asks it to stop (SIGTERM) and waits up to `grace` for it to exit, without an async
+    /// runtime (for a `Drop`); it is killed on drop if it is still running then. A master
+    /// process that SIGKILL would orphan its workers (nginx) stops them on SIGTERM.
+    pub fn terminate(&mut self, grace: Duration) {
+        let Some(pid) = self.child.id() else { return };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `timeout` for it to exit; fails if it does not.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} still runs after {timeout:?}", self.name))
+            .unwrap();
+        // Let the readers drain what it wrote last.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status
+    }
+
+    /// Forgets what it wrote, so a later failure does not print it.
+    pub fn forget_output(&mut self) {
+        self.output.lines.lock().unwrap().clear();
+    }
+
     /// Fails the test if the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -65,7 +65,7 @@ impl SigningKey {
     }
 
     /// The `SHOP_JWT_SIGNING_KEYS` entry.
-    fn setting(&self) -> String {
+    pub fn setting(&self) -> String {
         format!("{}={}", self.kid, URL_SAFE_NO_PAD.encode(self.seed))
     }
 }
