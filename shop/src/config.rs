@@ -83,7 +83,7 @@ mod tests {
         let config = config.map(|c| {
             (
                 c.gateway.http_addr.to_string(),
-                c.backends.cache,
+                c.backends.cache.url,
                 c.backends.queue,
                 c.order.ship_after,
                 c.order.cancel_window,

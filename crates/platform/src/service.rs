@@ -21,13 +21,10 @@ use crate::{
 pub struct BackendUrls {
     /// `postgres://…` (each service in its own schema) or `sqlite://…` (a file per service).
     pub database: String,
-    /// `redis://…` or `memory://`.
-    pub cache: String,
+    /// The cache: `redis://…` or `memory://`, and the prefix of its keys.
+    pub cache: CacheUrl,
     /// `amqp://…`, `memory://`, or `sqlite://<path>` (in-process, kept in that file).
     pub queue: String,
-    /// The prefix of every cache key (`SHOP_CACHE_PREFIX` [shop:]): several deployments, or
-    /// test runs, can share one Redis without seeing each other's keys.
-    pub cache_prefix: String,
 }
 
 impl BackendUrls {
@@ -51,10 +48,37 @@ impl BackendUrls {
         let default_db = format!("sqlite://{}/shop.db?mode=rwc", data_dir.display());
         Ok(Self {
             database: env.url_or("DATABASE_URL", &default_db, &["postgres", "postgresql", "sqlite"])?,
-            cache: env.url_or("REDIS_URL", "memory://", &["redis", "rediss", "memory"])?,
+            cache: CacheUrl::from_env(env)?,
             queue: env.url_or("AMQP_URL", default_queue, &["amqp", "amqps", "memory", "sqlite"])?,
-            cache_prefix: env.var("SHOP_CACHE_PREFIX").unwrap_or_else(|| "shop:".to_owned()),
         })
+    }
+}
+
+/// Where the cache is: read once here for the services (through [`BackendUrls`]) and for the
+/// gateway, which needs no other backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheUrl {
+    /// `REDIS_URL`: `redis://…`, `rediss://…`, or `memory://` (in-process) by default.
+    pub url: String,
+    /// `SHOP_CACHE_PREFIX` [shop:]: the prefix of every key, so that several deployments, or
+    /// test runs, can share one Redis without seeing each other's keys.
+    pub prefix: String,
+}
+
+impl CacheUrl {
+    /// Reads `REDIS_URL` and `SHOP_CACHE_PREFIX`.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: env.url_or("REDIS_URL", "memory://", &["redis", "rediss", "memory"])?,
+            prefix: env.var("SHOP_CACHE_PREFIX").unwrap_or_else(|| "shop:".to_owned()),
+        })
+    }
+
+    /// Opens the cache, with `namespace` after the prefix (`gateway:`, or empty).
+    pub async fn open(&self, namespace: &str) -> anyhow::Result<Arc<dyn Cache>> {
+        cache::from_url(&self.url, &format!("{}{namespace}", self.prefix))
+            .await
+            .with_context(|| format!("opening the cache at {}", crate::config::redact_url(&self.url)))
     }
 }
 
@@ -87,9 +111,7 @@ pub struct Backends {
 impl Backends {
     /// Opens the cache and queue the URLs name.
     pub async fn open(urls: &BackendUrls) -> anyhow::Result<Self> {
-        let cache = cache::from_url(&urls.cache, &urls.cache_prefix)
-            .await
-            .with_context(|| format!("opening the cache at {}", crate::config::redact_url(&urls.cache)))?;
+        let cache = urls.cache.open("").await?;
         let queue = queue::from_url(&urls.queue)
             .await
             .with_context(|| format!("opening the work queue at {}", crate::config::redact_url(&urls.queue)))?;
@@ -236,9 +258,11 @@ mod tests {
             urls,
             Some(BackendUrls {
                 database: "sqlite:///srv/shop/shop.db?mode=rwc".into(),
-                cache: "memory://".into(),
+                cache: CacheUrl {
+                    url: "memory://".into(),
+                    prefix: "shop:".into(),
+                },
                 queue: "memory://".into(),
-                cache_prefix: "shop:".into(),
             })
         );
     }

@@ -59,10 +59,7 @@ pub fn optional_time(
     what: &'static str,
 ) -> Result<Option<DateTime<Utc>>, BadReply> {
     value
-        .map(|at| {
-            let nanos = u32::try_from(at.nanos).map_err(|_| BadReply(what))?;
-            DateTime::from_timestamp(at.seconds, nanos).ok_or(BadReply(what))
-        })
+        .map(|at| shop_platform::grpc::convert::from_timestamp(&at).ok_or(BadReply(what)))
         .transpose()
 }
 

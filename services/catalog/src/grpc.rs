@@ -1,6 +1,7 @@
 //! The `shop.catalog.v1.CatalogService` rpcs: protobuf in, checked input, [`Products`], protobuf
 //! out. Errors cross into `tonic::Status` here and nowhere else.
 
+use shop_platform::grpc::convert::{parse_uuid, timestamp};
 use shop_platform::grpc::identity::{Caller, Role};
 use shop_proto::pb::{
     catalog::{self as pb, catalog_service_server::CatalogService as CatalogRpc},
@@ -32,10 +33,6 @@ impl CatalogApi {
 
 /// The protobuf form of a product row.
 pub fn to_pb(row: product::Model) -> pb::Product {
-    let timestamp = |at: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    };
     pb::Product {
         id: row.id.to_string(),
         name: row.name,
@@ -74,7 +71,7 @@ impl CatalogRpc for CatalogApi {
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
         let caller = Caller::optional(&request);
-        let id = input::id(&request.get_ref().id, "id")?;
+        let id = parse_uuid(&request.get_ref().id, "id")?;
         let row = self.products.get(caller.as_ref(), id).await?;
         Ok(Response::new(pb::GetProductResponse {
             product: Some(to_pb(row)),
@@ -123,14 +120,14 @@ impl CatalogRpc for CatalogApi {
         request: Request<pb::DeleteProductRequest>,
     ) -> Result<Response<pb::DeleteProductResponse>, Status> {
         let caller = Caller::required(&request)?;
-        let id = input::id(&request.get_ref().id, "id")?;
+        let id = parse_uuid(&request.get_ref().id, "id")?;
         self.products.delete(&caller, id).await?;
         Ok(Response::new(pb::DeleteProductResponse {}))
     }
 
     async fn set_stock(&self, request: Request<pb::SetStockRequest>) -> Result<Response<pb::SetStockResponse>, Status> {
         let caller = Caller::required(&request)?;
-        let id = input::id(&request.get_ref().product_id, "product_id")?;
+        let id = parse_uuid(&request.get_ref().product_id, "product_id")?;
         let stock = input::stock(request.get_ref().stock)?;
         let row = self.products.set_stock(&caller, id, stock).await?;
         Ok(Response::new(pb::SetStockResponse {
@@ -141,7 +138,7 @@ impl CatalogRpc for CatalogApi {
 
     async fn get_stock(&self, request: Request<pb::GetStockRequest>) -> Result<Response<pb::GetStockResponse>, Status> {
         let caller = Caller::optional(&request);
-        let id = input::id(&request.get_ref().product_id, "product_id")?;
+        let id = parse_uuid(&request.get_ref().product_id, "product_id")?;
         let row = self.products.get(caller.as_ref(), id).await?;
         Ok(Response::new(pb::GetStockResponse {
             product_id: row.id.to_string(),

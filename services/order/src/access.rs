@@ -2,7 +2,6 @@
 //! PERMISSION_DENIED, so that order ids reveal nothing.
 
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
-use uuid::Uuid;
 
 use crate::store::OrderRecord;
 
@@ -14,9 +13,4 @@ pub fn may_see(caller: &Caller, record: &OrderRecord) -> bool {
 /// NOT_FOUND for an order.
 pub fn not_found() -> ServiceError {
     ServiceError::not_found("no such order")
-}
-
-/// A UUID from a request field, or INVALID_ARGUMENT naming the field.
-pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ServiceError> {
-    Uuid::parse_str(raw).map_err(|_| ServiceError::invalid(format!("{raw:?} is not a valid {what}")))
 }

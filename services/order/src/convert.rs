@@ -1,7 +1,7 @@
 //! Orders as the API shows them: stored records converted to `shop.order.v1` messages, at the
 //! edge only.
 
-use chrono::{DateTime, Utc};
+use shop_platform::grpc::convert::timestamp;
 use shop_proto::pb::{common::Money, order as pb};
 
 use crate::{
@@ -85,14 +85,5 @@ fn payment_status(status: PaymentStatus) -> pb::PaymentStatus {
         PaymentStatus::PartiallyRefunded => pb::PaymentStatus::PartiallyRefunded,
         PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
         PaymentStatus::Voided => pb::PaymentStatus::Voided,
-    }
-}
-
-/// A time as a protobuf timestamp.
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        // Always below 10^9 (2 * 10^9 only inside a leap second, which UTC times here never are).
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(999_999_999),
     }
 }

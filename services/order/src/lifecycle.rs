@@ -7,11 +7,12 @@
 
 use anyhow::Context as _;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, IntoActiveModel};
+use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
 use uuid::Uuid;
 
 use crate::{
-    access::{may_see, not_found, parse_id},
+    access::{may_see, not_found},
     clock,
     context::Context,
     entity::{ItemStatus, OrderStatus, PaymentStatus},
@@ -22,7 +23,7 @@ use crate::{
 
 /// Cancels the order `id` for `caller`.
 pub async fn cancel(ctx: &Context, caller: &Caller, id: &str) -> Result<OrderRecord, ServiceError> {
-    let order_id = parse_id(id, "order id")?;
+    let order_id = parse_uuid(id, "order_id")?;
     let txn = store::begin_write(&ctx.db).await?;
     let record = visible_locked(&txn, caller, order_id).await?;
     let now = ctx.clock.now();
@@ -96,8 +97,8 @@ pub async fn return_item(
     order_id: &str,
     item_id: &str,
 ) -> Result<OrderRecord, ServiceError> {
-    let order_id = parse_id(order_id, "order id")?;
-    let item_id = parse_id(item_id, "item id")?;
+    let order_id = parse_uuid(order_id, "order_id")?;
+    let item_id = parse_uuid(item_id, "item_id")?;
     let txn = store::begin_write(&ctx.db).await?;
     let record = visible_locked(&txn, caller, order_id).await?;
     let Some(item) = record.items.iter().find(|item| item.id == item_id).cloned() else {

@@ -3,6 +3,7 @@
 //! pages neither repeat nor go missing.
 
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::ExprTrait as _};
+use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::{
     grpc::{error::ServiceError, identity::Caller},
     paging,
@@ -11,7 +12,7 @@ use shop_proto::pb::order::ListOrdersRequest;
 use uuid::Uuid;
 
 use crate::{
-    access::{may_see, not_found, parse_id},
+    access::{may_see, not_found},
     context::Context,
     entity::order,
     store::{self, OrderRecord},
@@ -28,7 +29,7 @@ pub struct Page {
 
 /// The order `id`, if `caller` may see it.
 pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<OrderRecord, ServiceError> {
-    let id = parse_id(id, "order id")?;
+    let id = parse_uuid(id, "order_id")?;
     store::load(&ctx.db, id)
         .await?
         .filter(|record| may_see(caller, record))
@@ -42,7 +43,7 @@ pub async fn list(ctx: &Context, caller: &Caller, request: &ListOrdersRequest) -
     let owner = if request.user_id.is_empty() {
         (!caller.is_admin()).then_some(caller.user_id)
     } else {
-        let named = parse_id(&request.user_id, "user id")?;
+        let named = parse_uuid(&request.user_id, "user_id")?;
         if !caller.is_admin() && named != caller.user_id {
             return Err(ServiceError::forbidden("only admins list other users' orders"));
         }

@@ -103,7 +103,10 @@ impl Handler for ResultHandler {
         let order_id = Uuid::parse_str(result.order_id()).map_err(|_| {
             Poison::new(
                 "malformed_id",
-                format!("stock result for a malformed order id {:.40?}", result.order_id()),
+                format!(
+                    "stock result for a malformed order id {}",
+                    shop_platform::grpc::convert::echo(result.order_id(), 40)
+                ),
             )
         })?;
         // On the delivery's span (the runner's `process <queue>`), for traces and logs.

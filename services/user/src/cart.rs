@@ -9,6 +9,7 @@ use sea_orm::{
     ColumnTrait as _, Condition, EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
     sea_query::{Expr, ExprTrait as _},
 };
+use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
 use shop_proto::pb::catalog::Product;
 use uuid::Uuid;
@@ -82,7 +83,7 @@ impl Context {
         product_id: &str,
         quantity: u32,
     ) -> Result<(Line, bool), ServiceError> {
-        let product_id = domain::uuid("product_id", product_id)?;
+        let product_id = parse_uuid(product_id, "product_id")?;
         let quantity = domain::quantity(quantity)?;
         let product = self.catalog.listed_product(caller, product_id).await?;
         // Refused before anything is written, so that no line is saved that the cart cannot price.
@@ -158,7 +159,7 @@ impl Context {
 
     /// Sets the quantity of one of the caller's lines.
     pub async fn update_cart_item(&self, caller: &Caller, item_id: &str, quantity: u32) -> Result<Line, ServiceError> {
-        let item_id = domain::uuid("item_id", item_id)?;
+        let item_id = parse_uuid(item_id, "item_id")?;
         let quantity = domain::quantity(quantity)?;
         let item = self.own_cart_item(caller.user_id, item_id).await?;
         let products = self.catalog.products(caller, [item.product_id]).await?;
@@ -181,7 +182,7 @@ impl Context {
 
     /// Removes one of the caller's lines.
     pub async fn remove_cart_item(&self, caller: &Caller, item_id: &str) -> Result<(), ServiceError> {
-        let item_id = domain::uuid("item_id", item_id)?;
+        let item_id = parse_uuid(item_id, "item_id")?;
         let removed = cart_item::Entity::delete_many()
             .filter(cart_item::Column::Id.eq(item_id))
             .filter(cart_item::Column::UserId.eq(caller.user_id))
@@ -212,7 +213,7 @@ impl Context {
     ) -> Result<u32, ServiceError> {
         let parse = |field, ids: &[String]| {
             ids.iter()
-                .map(|id| domain::uuid(field, id))
+                .map(|id| parse_uuid(id, field))
                 .collect::<Result<Vec<_>, _>>()
         };
         let products = parse("product_ids", product_ids)?;

@@ -148,13 +148,6 @@ pub fn quantity(raw: u32) -> Result<i32, ServiceError> {
     i32::try_from(raw).map_err(|_| ServiceError::invalid("quantity: too large"))
 }
 
-/// A UUID from a request field.
-pub fn uuid(field: &str, raw: &str) -> Result<uuid::Uuid, ServiceError> {
-    raw.trim()
-        .parse()
-        .map_err(|_| ServiceError::invalid(format!("{field}: not a UUID")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

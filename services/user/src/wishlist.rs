@@ -6,6 +6,7 @@ use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
     QueryOrder as _,
 };
+use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
 use shop_proto::pb::catalog::Product;
 use uuid::Uuid;
@@ -69,7 +70,7 @@ impl Context {
         product_id: &str,
         quantity: Option<u32>,
     ) -> Result<(WishlistEntry, bool), ServiceError> {
-        let product_id = domain::uuid("product_id", product_id)?;
+        let product_id = parse_uuid(product_id, "product_id")?;
         let quantity = domain::quantity(quantity.unwrap_or(1))?;
         let product = self.catalog.listed_product(caller, product_id).await?;
         if let Some(item) = self.find_wishlist_product(caller.user_id, product_id).await? {
@@ -116,7 +117,7 @@ impl Context {
         item_id: &str,
         quantity: u32,
     ) -> Result<WishlistEntry, ServiceError> {
-        let item_id = domain::uuid("item_id", item_id)?;
+        let item_id = parse_uuid(item_id, "item_id")?;
         let quantity = domain::quantity(quantity)?;
         let item = self.own_wishlist_item(caller.user_id, item_id).await?;
         let products = self.catalog.products(caller, [item.product_id]).await?;
@@ -140,7 +141,7 @@ impl Context {
 
     /// Removes one of the caller's items.
     pub async fn remove_wishlist_item(&self, caller: &Caller, item_id: &str) -> Result<(), ServiceError> {
-        let item_id = domain::uuid("item_id", item_id)?;
+        let item_id = parse_uuid(item_id, "item_id")?;
         let removed = wishlist_item::Entity::delete_many()
             .filter(wishlist_item::Column::Id.eq(item_id))
             .filter(wishlist_item::Column::UserId.eq(caller.user_id))

@@ -3,6 +3,7 @@
 //! trace context).
 
 pub mod client;
+pub mod convert;
 pub mod discovery;
 pub mod error;
 pub mod identity;

@@ -9,7 +9,7 @@ use sea_orm::{
     sea_query::{OnConflict, Query},
 };
 
-use super::INSERT_CHUNK;
+use crate::db::INSERT_CHUNK;
 
 /// Records `message_id` as applied, inside the caller's transaction. `true` the first time;
 /// `false` if it was applied before (then the caller skips its effects and just acks).

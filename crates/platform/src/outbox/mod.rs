@@ -52,10 +52,6 @@ pub mod entity {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// Rows per multi-row INSERT: PostgreSQL's time for one statement grows faster than its number
-/// of bound parameters (one 200-row INSERT took over ten times as long as four of 50).
-pub(crate) const INSERT_CHUNK: usize = 50;
-
 /// A message to write to the outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxMessage {
@@ -114,7 +110,7 @@ pub async fn enqueue_many<C: ConnectionTrait>(conn: &C, messages: Vec<OutboxMess
         })
         .collect();
     let ids = rows.iter().filter_map(|row| row.id.clone().take()).collect();
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    for chunk in rows.chunks(crate::db::INSERT_CHUNK) {
         entity::Entity::insert_many(chunk.to_vec()).exec(conn).await?;
     }
     Ok(ids)

@@ -1,6 +1,7 @@
 //! Checked request input: every rpc's request is turned into one of these before anything is
 //! read or written, so bad input is refused with INVALID_ARGUMENT and changes nothing.
 
+use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::grpc::error::ServiceError;
 use shop_proto::pb::{catalog as pb, common::Money};
 use uuid::Uuid;
@@ -23,11 +24,6 @@ pub const MAX_STOCK: i64 = 1_000_000_000;
 
 fn invalid(message: impl Into<String>) -> ServiceError {
     ServiceError::invalid(message)
-}
-
-/// A UUID field.
-pub fn id(raw: &str, field: &str) -> Result<Uuid, ServiceError> {
-    Uuid::parse_str(raw.trim()).map_err(|_| invalid(format!("{field} must be a UUID, not {raw:.40?}")))
 }
 
 /// Refuses control characters (PostgreSQL cannot store NUL in text, and the others have no place
@@ -76,7 +72,8 @@ pub fn currency(raw: &str) -> Result<String, ServiceError> {
         Ok(raw.to_owned())
     } else {
         Err(invalid(format!(
-            "currency must be three upper-case letters like KRW, not {raw:.10?}"
+            "currency must be three upper-case letters like KRW, not {}",
+            shop_platform::grpc::convert::echo(raw, 10)
         )))
     }
 }
@@ -166,7 +163,7 @@ pub struct ProductPatch {
 impl ProductPatch {
     /// Checks an UpdateProductRequest; returns the product id and the patch.
     pub fn parse(request: pb::UpdateProductRequest) -> Result<(Uuid, Self), ServiceError> {
-        let product_id = id(&request.id, "id")?;
+        let product_id = parse_uuid(&request.id, "id")?;
         let (price_amount, currency) = match request.price {
             None => (None, None),
             Some(Money {
@@ -200,7 +197,7 @@ pub fn batch_ids(raw: &[String]) -> Result<Vec<Uuid>, ServiceError> {
     }
     let mut ids = Vec::with_capacity(raw.len());
     for value in raw {
-        let parsed = id(value, "ids")?;
+        let parsed = parse_uuid(value, "ids")?;
         if !ids.contains(&parsed) {
             ids.push(parsed);
         }

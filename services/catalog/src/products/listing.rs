@@ -6,6 +6,7 @@ use sea_orm::{
     ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, LikeExpr, extension::postgres::PgExpr},
 };
+use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::{grpc::error::ServiceError, paging};
 use shop_proto::pb::catalog as pb;
 use uuid::Uuid;
@@ -63,7 +64,7 @@ impl ListFilter {
         }
         let seller_id = match request.seller_id.trim() {
             "" => None,
-            raw => Some(input::id(raw, "seller_id")?),
+            raw => Some(parse_uuid(raw, "seller_id")?),
         };
         let page = request.page.clone().unwrap_or_default();
         let mut filter = Self {

@@ -138,7 +138,12 @@ pub fn decode(work: Work, message: &Message) -> Result<Command, DecodeError> {
 }
 
 fn uuid(raw: &str, field: &str) -> Result<Uuid, DecodeError> {
-    Uuid::parse_str(raw).map_err(|_| DecodeError::Invalid(format!("{field} {raw:.40?} is not a UUID")))
+    Uuid::parse_str(raw).map_err(|_| {
+        DecodeError::Invalid(format!(
+            "{field} {} is not a UUID",
+            shop_platform::grpc::convert::echo(raw, 40)
+        ))
+    })
 }
 
 /// Checks the lines and merges repeated products into one line each, keeping first-seen order.

@@ -21,7 +21,10 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
-use shop_platform::outbox::{self, OutboxMessage, inbox};
+use shop_platform::{
+    db::INSERT_CHUNK,
+    outbox::{self, OutboxMessage, inbox},
+};
 use uuid::Uuid;
 
 use super::{
@@ -33,11 +36,6 @@ use crate::{
     entity::{product, reservation, reservation_line},
     products::now,
 };
-
-/// Rows per multi-row INSERT. Small on purpose: PostgreSQL's time for one statement grows
-/// faster than its number of bound parameters (200 outbox rows in one INSERT took over ten
-/// times as long as four INSERTs of 50), and it stays far below both databases' limits.
-const INSERT_CHUNK: usize = 50;
 
 /// One delivery of a batch, decoded.
 #[derive(Debug)]

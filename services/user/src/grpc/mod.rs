@@ -9,7 +9,7 @@ pub use cart::CartApi;
 pub use users::UserApi;
 pub use wishlist::WishlistApi;
 
-use chrono::{DateTime, Utc};
+pub use shop_platform::grpc::convert::{from_timestamp, timestamp};
 use shop_platform::grpc::{error::ServiceError, identity::Role};
 use shop_proto::pb::{common, user as pb};
 use tonic::Request;
@@ -33,19 +33,6 @@ pub fn client_of<T>(request: &Request<T>) -> Option<String> {
         Some(client) => Some(client.to_owned()),
         None => request.remote_addr().map(|addr| addr.ip().to_string()),
     }
-}
-
-/// A protobuf timestamp.
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// A time from a protobuf timestamp, if it is valid.
-pub fn from_timestamp(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
 }
 
 /// The protobuf enum value of a role.
@@ -101,13 +88,6 @@ mod tests {
         }
         assert!(role_from_pb(0).is_err());
         assert!(role_from_pb(42).is_err());
-    }
-
-    #[test]
-    fn timestamps_round_trip() {
-        let at = DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap_or_default();
-        assert_eq!(from_timestamp(&timestamp(at)), Some(at));
-        assert_eq!(from_timestamp(&prost_types::Timestamp { seconds: 0, nanos: -1 }), None);
     }
 
     #[test]

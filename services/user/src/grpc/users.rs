@@ -1,5 +1,6 @@
 //! `shop.user.v1.UserService` over the domain operations.
 
+use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
 use shop_proto::pb::{
     common::PageResponse,
@@ -8,7 +9,7 @@ use shop_proto::pb::{
 use tonic::{Request, Response, Status};
 
 use super::{client_of, from_timestamp, timestamp, tokens_to_pb, user_to_pb};
-use crate::{accounts::ProfileUpdate, context::Context, domain, login::Logout, signup::SignUp, tokens::ALGORITHM};
+use crate::{accounts::ProfileUpdate, context::Context, login::Logout, signup::SignUp, tokens::ALGORITHM};
 
 /// The UserService implementation.
 #[derive(Clone, Debug)]
@@ -163,7 +164,7 @@ impl UserServiceApi for UserApi {
         // Authorization before validation: a non-admin learns nothing about the input.
         caller.require_role(&[shop_platform::grpc::identity::Role::Admin])?;
         let request = request.into_inner();
-        let id = domain::uuid("user_id", &request.user_id)?;
+        let id = parse_uuid(&request.user_id, "user_id")?;
         let role = super::role_from_pb(request.role)?;
         let user = self.context.set_user_role(&caller, id, role).await?;
         Ok(Response::new(pb::SetUserRoleResponse {
