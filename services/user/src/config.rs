@@ -63,6 +63,10 @@ pub struct UserConfig {
     /// How long a client without failures waits before its check on a slowed account.
     /// `SHOP_LOGIN_ACCOUNT_DELAY` [1s].
     pub login_account_delay: Duration,
+    /// Memory password hashing may hold at once, in MiB: each argon2id hash holds 19, so this
+    /// bounds how many run together (at least one); checks beyond wait up to 2 s, then are
+    /// refused with UNAVAILABLE. `SHOP_PASSWORD_HASH_MEMORY_MIB` [128: six at once].
+    pub password_hash_memory_mib: u32,
 }
 
 impl UserConfig {
@@ -119,6 +123,7 @@ impl UserConfig {
             login_max_backoff: env.duration_or("SHOP_LOGIN_MAX_BACKOFF", Duration::from_secs(86_400))?,
             login_account_failure_limit: env.parse_or("SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT", 100)?,
             login_account_delay: env.duration_or("SHOP_LOGIN_ACCOUNT_DELAY", Duration::from_secs(1))?,
+            password_hash_memory_mib: env.parse_or("SHOP_PASSWORD_HASH_MEMORY_MIB", 128)?,
         };
         crate::mail::Mailer::check_settings(config.smtp_url.expose_secret(), &config.mail_from)
             .map_err(|reason| ConfigError::new("SMTP_URL", reason))?;

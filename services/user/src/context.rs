@@ -66,7 +66,7 @@ impl Context {
             },
         );
         Ok(Self {
-            passwords: Passwords::new().await?,
+            passwords: Passwords::new(config.password_hash_memory_mib).await?,
             mailer: Mailer::new(config.smtp_url.expose_secret(), &config.mail_from)?,
             sessions: Sessions::new(db.clone(), store.clone(), tokens, config.refresh_token_ttl),
             throttle: LoginThrottle::new(
