@@ -109,7 +109,7 @@ impl AppState {
             cache,
             config.rate_limit_per_ip,
             config.rate_limit_per_user,
-            config.client_ip_header.clone(),
+            config.client_address.clone(),
         );
         Self {
             upstreams: Arc::new(upstreams),
