@@ -78,3 +78,19 @@ async fn the_client_ip_header_is_believed_only_from_trusted_proxies() {
     );
     assert_ne!(products_status(&gateway, "X-Real-IP: 2001:db8:1:3::1\r\n").await, 429);
 }
+
+#[tokio::test]
+async fn a_declared_oversize_body_is_refused_before_it_is_sent() {
+    let gateway = Served::start(|config| config.body_limit = 4096).await;
+    // 100 MB announced, nothing sent: the answer comes at once, not after waiting for the body.
+    let started = std::time::Instant::now();
+    let reply = gateway
+        .exchange(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(status_of(&reply), 413, "{reply}");
+    assert!(reply.contains("body_too_large"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
