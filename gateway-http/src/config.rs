@@ -3,6 +3,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use axum::http::HeaderName;
+
+use crate::limits::{Cidr, ClientAddress};
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::{
@@ -35,10 +37,11 @@ pub struct GatewayConfig {
     pub rate_limit_per_ip: u32,
     /// Requests a minute per signed-in user (`SHOP_RATE_LIMIT_PER_USER` [600]).
     pub rate_limit_per_user: u32,
-    /// The header carrying the client's IP, set by the ingress (`SHOP_CLIENT_IP_HEADER`, e.g.
-    /// `x-real-ip`); unset: the TCP peer address. Never set it without a proxy that overwrites
-    /// the header, or clients could pick their own rate-limit key.
-    pub client_ip_header: Option<HeaderName>,
+    /// Where the client's IP comes from: the header the ingress sets (`SHOP_CLIENT_IP_HEADER`
+    /// [x-real-ip], or `x-forwarded-for`), believed only from peers in the trusted proxy blocks
+    /// (`SHOP_TRUSTED_PROXIES`, CIDRs separated by commas or spaces [none, not even loopback]);
+    /// from anyone else the client is the TCP peer.
+    pub client_address: ClientAddress,
     /// Origins allowed by CORS (`SHOP_CORS_ORIGINS`, comma-separated; unset: none).
     pub cors_origins: Vec<String>,
     /// The gateway's mesh identity (`SHOP_MESH_KEY`, …): every call to a service carries a
@@ -53,12 +56,22 @@ impl GatewayConfig {
             let raw = env.var(key).unwrap_or_else(|| default.to_owned());
             Target::parse(&raw).map_err(|error| ConfigError::new(key, error.to_string()))
         };
-        let client_ip_header = match env.var("SHOP_CLIENT_IP_HEADER") {
-            None => None,
-            Some(raw) => Some(
-                HeaderName::try_from(raw.trim().to_ascii_lowercase())
-                    .map_err(|_| ConfigError::new("SHOP_CLIENT_IP_HEADER", "not a header name"))?,
-            ),
+        let header = env
+            .var("SHOP_CLIENT_IP_HEADER")
+            .unwrap_or_else(|| "x-real-ip".to_owned());
+        let header = HeaderName::try_from(header.trim().to_ascii_lowercase())
+            .map_err(|_| ConfigError::new("SHOP_CLIENT_IP_HEADER", "not a header name"))?;
+        let trusted_proxies = env
+            .var("SHOP_TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split([',', ' ', '\n'])
+            .filter(|cidr| !cidr.trim().is_empty())
+            .map(|cidr| cidr.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| ConfigError::new("SHOP_TRUSTED_PROXIES", reason))?;
+        let client_address = ClientAddress {
+            header,
+            trusted_proxies,
         };
         let cors_origins = env
             .var("SHOP_CORS_ORIGINS")
@@ -80,7 +93,7 @@ impl GatewayConfig {
             body_limit: env.parse_or("SHOP_BODY_LIMIT", 64 * 1024)?,
             rate_limit_per_ip: env.parse_or("SHOP_RATE_LIMIT_PER_IP", 600)?,
             rate_limit_per_user: env.parse_or("SHOP_RATE_LIMIT_PER_USER", 600)?,
-            client_ip_header,
+            client_address,
             cors_origins,
             mesh: MeshIdentity::from_env(env, GATEWAY)?,
         })
@@ -100,7 +113,7 @@ impl GatewayConfig {
             body_limit: 64 * 1024,
             rate_limit_per_ip: 600,
             rate_limit_per_user: 600,
-            client_ip_header: None,
+            client_address: ClientAddress::default(),
             cors_origins: Vec::new(),
             mesh: MeshIdentity::new(GATEWAY, MeshKey::generate(), TrustSet::default(), &Grants::default())
                 .unwrap_or_else(|_| unreachable!("the gateway's name is valid")),

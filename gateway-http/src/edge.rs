@@ -42,6 +42,28 @@ pub fn is_acceptable_request_id(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(|byte| byte.is_ascii_graphic())
 }
 
+/// 413 `body_too_large` at once for a request whose declared `Content-Length` exceeds
+/// `limit`, before any of the body is read (the extractors' own limit would first wait for the
+/// body, which a client may send slowly, or never).
+pub async fn refuse_declared_oversize(limit: usize, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > u64::try_from(limit).unwrap_or(u64::MAX) => {
+            let mut response = StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            // The body is not read: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        _ => next.run(request).await,
+    }
+}
+
 /// 400 `invalid_host` for a request without exactly one `Host`: RFC 9112 requires one in every
 /// HTTP/1.1 request and forbids two (proxies and caches may pick different ones). HTTP/1.0
 /// may omit it; HTTP/2 carries the authority in the request line instead.

@@ -109,7 +109,7 @@ impl AppState {
             cache,
             config.rate_limit_per_ip,
             config.rate_limit_per_user,
-            config.client_ip_header.clone(),
+            config.client_address.clone(),
         );
         Self {
             upstreams: Arc::new(upstreams),
@@ -124,6 +124,7 @@ use edge::REQUEST_ID;
 
 /// The gateway's router with its whole middleware stack.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
+    let body_limit = config.body_limit;
     let api = routes::api_routes().layer(middleware::from_fn_with_state(state.clone(), limits::limit_by_ip));
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<_>| {
@@ -176,6 +177,9 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
                 .layer(CompressionLayer::new())
                 .layer(middleware::from_fn(edge::errors_as_problems))
                 .layer(middleware::from_fn(edge::require_one_host))
+                .layer(middleware::from_fn(move |request, next| {
+                    edge::refuse_declared_oversize(body_limit, request, next)
+                }))
                 .layer(middleware::from_fn(edge::strip_identity_headers))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::GATEWAY_TIMEOUT,

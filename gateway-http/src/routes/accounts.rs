@@ -53,15 +53,11 @@ pub fn routes() -> Router<AppState> {
 pub async fn start_email_verification(
     State(state): State<AppState>,
     call: Call,
-    ClientIp(ip): ClientIp,
+    client: ClientIp,
     ApiJson(body): ApiJson<StartVerificationRequest>,
 ) -> Result<(StatusCode, Json<Empty>), ApiError> {
     let mut request = call.anonymous(pb::StartEmailVerificationRequest { email: body.email });
-    if let Some(ip) = ip
-        && let Ok(value) = ip.to_string().parse()
-    {
-        request.metadata_mut().insert(CLIENT_IP_METADATA, value);
-    }
+    client.attach(&mut request);
     state.users().start_email_verification(request).await?;
     Ok((StatusCode::ACCEPTED, Json(Empty {})))
 }
@@ -141,13 +137,16 @@ pub async fn sign_up(
 pub async fn login(
     State(state): State<AppState>,
     call: Call,
+    client: ClientIp,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
     let message = pb::LoginRequest {
         email: body.email,
         password: body.password,
     };
-    let reply = state.users().login(call.anonymous(message)).await?;
+    let mut request = call.anonymous(message);
+    client.attach(&mut request);
+    let reply = state.users().login(request).await?;
     Ok(Json(TokenPair::try_from(reply.into_inner().tokens)?))
 }
 

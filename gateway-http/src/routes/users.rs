@@ -21,6 +21,7 @@ use crate::{
         next_cursor,
     },
     extract::{ApiJson, ApiPath, ApiQuery},
+    limits::ClientIp,
     problem::{Always, BadInput, BodyErrors, Forbidden, NotFound, Unauthenticated},
     problem::{ApiError, Problem},
 };
@@ -111,6 +112,7 @@ pub async fn update_me(
 pub async fn change_password(
     State(state): State<AppState>,
     call: Call,
+    client: ClientIp,
     AuthUser(caller): AuthUser,
     ApiJson(body): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -118,7 +120,9 @@ pub async fn change_password(
         current_password: body.current_password,
         new_password: body.new_password,
     };
-    state.users().change_password(call.for_caller(&caller, message)).await?;
+    let mut request = call.for_caller(&caller, message);
+    client.attach(&mut request);
+    state.users().change_password(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -144,16 +148,16 @@ pub async fn change_password(
 pub async fn delete_me(
     State(state): State<AppState>,
     call: Call,
+    client: ClientIp,
     AuthToken(token): AuthToken,
     ApiJson(body): ApiJson<DeleteAccountRequest>,
 ) -> Result<StatusCode, ApiError> {
     let message = pb::DeleteAccountRequest {
         password: body.password,
     };
-    state
-        .users()
-        .delete_account(call.for_caller(&token.caller, message))
-        .await?;
+    let mut request = call.for_caller(&token.caller, message);
+    client.attach(&mut request);
+    state.users().delete_account(request).await?;
     state.auth.mark_revoked(&token.token_id);
     Ok(StatusCode::NO_CONTENT)
 }

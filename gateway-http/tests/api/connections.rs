@@ -32,3 +32,65 @@ async fn a_request_without_exactly_one_host_is_400() {
     let old = gateway.exchange(b"GET /healthz HTTP/1.0\r\n\r\n", within).await;
     assert!(old.starts_with("HTTP/1.") && old.contains(" 200 "), "{old}");
 }
+
+/// The status of a `GET /api/v1/products` on a fresh connection, with `headers` added.
+async fn products_status(gateway: &Served, headers: &str) -> u16 {
+    let raw = format!("GET /api/v1/products HTTP/1.1\r\nHost: shop.test\r\n{headers}Connection: close\r\n\r\n");
+    status_of(&gateway.exchange(raw.as_bytes(), Duration::from_secs(5)).await)
+}
+
+#[tokio::test]
+async fn the_client_ip_header_is_believed_only_from_trusted_proxies() {
+    // Nothing trusted (the default, loopback included): the header is the client's own word and
+    // is ignored, so changing it does not buy a fresh rate-limit bucket.
+    let gateway = Served::start(|config| config.rate_limit_per_ip = 2).await;
+    for n in 1..=2 {
+        let status = products_status(&gateway, &format!("X-Real-IP: 203.0.113.{n}\r\n")).await;
+        assert_ne!(status, 429, "request {n}");
+    }
+    assert_eq!(products_status(&gateway, "X-Real-IP: 203.0.113.3\r\n").await, 429);
+
+    // Behind a trusted proxy (here the loopback peer), the header names the client: each has
+    // its own bucket, and IPv6 clients are counted per /64.
+    let gateway = Served::start(|config| {
+        config.rate_limit_per_ip = 2;
+        config.client_address.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    for client in [
+        "203.0.113.1",
+        "203.0.113.1",
+        "203.0.113.2",
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::2",
+    ] {
+        assert_ne!(
+            products_status(&gateway, &format!("X-Real-IP: {client}\r\n")).await,
+            429,
+            "{client}"
+        );
+    }
+    assert_eq!(products_status(&gateway, "X-Real-IP: 203.0.113.1\r\n").await, 429);
+    assert_eq!(
+        products_status(&gateway, "X-Real-IP: 2001:db8:1:2:ffff::9\r\n").await,
+        429,
+        "same /64"
+    );
+    assert_ne!(products_status(&gateway, "X-Real-IP: 2001:db8:1:3::1\r\n").await, 429);
+}
+
+#[tokio::test]
+async fn a_declared_oversize_body_is_refused_before_it_is_sent() {
+    let gateway = Served::start(|config| config.body_limit = 4096).await;
+    // 100 MB announced, nothing sent: the answer comes at once, not after waiting for the body.
+    let started = std::time::Instant::now();
+    let reply = gateway
+        .exchange(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(status_of(&reply), 413, "{reply}");
+    assert!(reply.contains("body_too_large"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}

@@ -17,6 +17,7 @@ use crate::{
     domain::{self, Email, Password},
     entity::user,
     sessions::now,
+    throttle::PasswordCheck,
     users,
 };
 
@@ -71,10 +72,17 @@ impl Context {
 
     /// Replaces the caller's password after checking the current one; every other session ends.
     #[tracing::instrument(skip_all, fields(user = %caller.user_id))]
-    pub async fn change_password(&self, caller: &Caller, current: &str, new: &str) -> Result<(), ServiceError> {
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        client: &str,
+        current: &str,
+        new: &str,
+    ) -> Result<(), ServiceError> {
         let new = Password::new(new)?;
         let account = users::get(&self.db, caller.user_id).await?;
-        self.confirm_password(&account, current).await?;
+        self.confirm_password(PasswordCheck::ChangePassword, &account, current, client)
+            .await?;
         let hash = self.passwords.hash(new.as_str()).await?;
         let mut row = account.into_active_model();
         row.password_hash = Set(hash);
@@ -86,9 +94,10 @@ impl Context {
     /// Deletes the caller's account after checking the password: sessions end, then the row and
     /// everything that references it (wishlist, cart, sessions) go.
     #[tracing::instrument(skip_all, fields(user = %caller.user_id))]
-    pub async fn delete_account(&self, caller: &Caller, password: &str) -> Result<(), ServiceError> {
+    pub async fn delete_account(&self, caller: &Caller, client: &str, password: &str) -> Result<(), ServiceError> {
         let account = users::get(&self.db, caller.user_id).await?;
-        self.confirm_password(&account, password).await?;
+        self.confirm_password(PasswordCheck::DeleteAccount, &account, password, client)
+            .await?;
         let txn = self.db.begin().await?;
         users::lock_admins(&txn).await?;
         let account = users::get(&txn, caller.user_id).await?;

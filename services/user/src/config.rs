@@ -48,11 +48,25 @@ pub struct UserConfig {
     /// Most verification requests from one client in an hour.
     /// `SHOP_VERIFICATION_CLIENT_HOURLY_LIMIT` [30].
     pub client_hourly_limit: u32,
-    /// Failed sign-ins on one account before it is throttled. `SHOP_LOGIN_FAILURE_LIMIT` [5].
+    /// Failed password checks on one account from one client before that client is locked out
+    /// (sign-in, password change and deletion each counted apart). `SHOP_LOGIN_FAILURE_LIMIT` [5].
     pub login_failure_limit: u32,
-    /// How long failures are counted, and how long a throttled account waits.
+    /// How long failures are counted, and a client's first lockout.
     /// `SHOP_LOGIN_FAILURE_WINDOW` [15m].
     pub login_failure_window: Duration,
+    /// The longest lockout: each lockout of a client doubles the next one, up to this.
+    /// `SHOP_LOGIN_MAX_BACKOFF` [24h].
+    pub login_max_backoff: Duration,
+    /// Failed checks on one account from all clients in a window before the account is slowed
+    /// (clients that failed on it are refused, others wait). `SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT` [100].
+    pub login_account_failure_limit: u32,
+    /// How long a client without failures waits before its check on a slowed account.
+    /// `SHOP_LOGIN_ACCOUNT_DELAY` [1s].
+    pub login_account_delay: Duration,
+    /// Memory password hashing may hold at once, in MiB: each argon2id hash holds 19, so this
+    /// bounds how many run together (at least one); checks beyond wait up to 2 s, then are
+    /// refused with UNAVAILABLE. `SHOP_PASSWORD_HASH_MEMORY_MIB` [128: six at once].
+    pub password_hash_memory_mib: u32,
 }
 
 impl UserConfig {
@@ -106,6 +120,10 @@ impl UserConfig {
             client_hourly_limit: env.parse_or("SHOP_VERIFICATION_CLIENT_HOURLY_LIMIT", 30)?,
             login_failure_limit: env.parse_or("SHOP_LOGIN_FAILURE_LIMIT", 5)?,
             login_failure_window: env.duration_or("SHOP_LOGIN_FAILURE_WINDOW", Duration::from_secs(15 * 60))?,
+            login_max_backoff: env.duration_or("SHOP_LOGIN_MAX_BACKOFF", Duration::from_secs(86_400))?,
+            login_account_failure_limit: env.parse_or("SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT", 100)?,
+            login_account_delay: env.duration_or("SHOP_LOGIN_ACCOUNT_DELAY", Duration::from_secs(1))?,
+            password_hash_memory_mib: env.parse_or("SHOP_PASSWORD_HASH_MEMORY_MIB", 128)?,
         };
         crate::mail::Mailer::check_settings(config.smtp_url.expose_secret(), &config.mail_from)
             .map_err(|reason| ConfigError::new("SMTP_URL", reason))?;
@@ -122,6 +140,7 @@ impl UserConfig {
             ("SHOP_VERIFICATION_TOKEN_TTL", self.verification_token_ttl),
             ("SHOP_VERIFICATION_RESEND_INTERVAL", self.resend_interval),
             ("SHOP_LOGIN_FAILURE_WINDOW", self.login_failure_window),
+            ("SHOP_LOGIN_MAX_BACKOFF", self.login_max_backoff),
         ];
         for (key, value) in positive {
             if value.is_zero() {
@@ -140,11 +159,25 @@ impl UserConfig {
             ("SHOP_VERIFICATION_HOURLY_LIMIT", self.address_hourly_limit),
             ("SHOP_VERIFICATION_CLIENT_HOURLY_LIMIT", self.client_hourly_limit),
             ("SHOP_LOGIN_FAILURE_LIMIT", self.login_failure_limit),
+            ("SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT", self.login_account_failure_limit),
         ];
         for (key, value) in counts {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));
             }
+        }
+        if self.login_max_backoff < self.login_failure_window {
+            return Err(ConfigError::new(
+                "SHOP_LOGIN_MAX_BACKOFF",
+                "must not be shorter than SHOP_LOGIN_FAILURE_WINDOW",
+            ));
+        }
+        // The ceiling slows whole accounts: it only makes sense well above one client's limit.
+        if self.login_account_failure_limit < self.login_failure_limit {
+            return Err(ConfigError::new(
+                "SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT",
+                "must not be lower than SHOP_LOGIN_FAILURE_LIMIT",
+            ));
         }
         Ok(())
     }
@@ -192,6 +225,8 @@ mod tests {
             ("SHOP_JWT_SIGNING_KEYS", "k1=short"),
             ("SHOP_ACCESS_TOKEN_TTL", "0s"),
             ("SHOP_VERIFICATION_MAX_ATTEMPTS", "0"),
+            ("SHOP_LOGIN_MAX_BACKOFF", "1m"),
+            ("SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT", "2"),
             ("SMTP_URL", "smtp://"),
         ];
         for (key, value) in cases {

@@ -17,7 +17,7 @@ use crate::{
     passwords::Passwords,
     sessions::Sessions,
     store::Store,
-    throttle::LoginThrottle,
+    throttle::{LoginThrottle, ThrottleSettings},
     tokens::Tokens,
     verification::{Verification, VerificationSettings},
 };
@@ -66,10 +66,19 @@ impl Context {
             },
         );
         Ok(Self {
-            passwords: Passwords::new().await?,
+            passwords: Passwords::new(config.password_hash_memory_mib).await?,
             mailer: Mailer::new(config.smtp_url.expose_secret(), &config.mail_from)?,
             sessions: Sessions::new(db.clone(), store.clone(), tokens, config.refresh_token_ttl),
-            throttle: LoginThrottle::new(store, config.login_failure_limit, config.login_failure_window),
+            throttle: LoginThrottle::new(
+                store,
+                ThrottleSettings {
+                    client_limit: config.login_failure_limit,
+                    window: config.login_failure_window,
+                    max_backoff: config.login_max_backoff,
+                    account_limit: config.login_account_failure_limit,
+                    account_delay: config.login_account_delay,
+                },
+            ),
             verification,
             catalog,
             db,

@@ -1,7 +1,8 @@
 //! Sign-in, refresh, sign-out and the revocation check.
 //!
 //! An unknown address and a wrong password get the same error after the same work (a dummy
-//! hash is verified for unknown addresses), and both count towards the address's failure limit.
+//! hash is verified for unknown addresses), and both count towards the failure limits of the
+//! address (`throttle`).
 
 use chrono::{DateTime, Utc};
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
@@ -10,6 +11,7 @@ use crate::{
     context::Context,
     domain::{self, Email},
     sessions::TokenPair,
+    throttle::{Attempt, PasswordCheck},
     users,
 };
 
@@ -32,38 +34,53 @@ pub struct Logout {
 }
 
 impl Context {
-    /// Checks the credentials and opens a session.
+    /// Checks the credentials of a sign-in from `client` and opens a session.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, ServiceError> {
+    pub async fn login(&self, email: &str, password: &str, client: &str) -> Result<TokenPair, ServiceError> {
         let email = Email::parse(email)?;
         let password = domain::presented_password(password)?;
-        self.throttle.attempt(&email).await?;
+        let attempt = Attempt {
+            check: PasswordCheck::Login,
+            email: &email,
+            client,
+        };
+        self.throttle.attempt(attempt).await?;
         let user = users::find_by_email(&self.db, &email).await?;
         let hash = user.as_ref().map(|user| user.password_hash.as_str());
         let (Some(user), true) = (&user, self.passwords.verify(password, hash).await?) else {
+            self.throttle.failed(attempt).await?;
             return Err(invalid_credentials());
         };
-        self.throttle.succeeded(&email).await?;
+        self.throttle.succeeded(attempt).await?;
         self.sessions.open(user).await
     }
 
-    /// Checks `password` against the account of `user` for a sensitive change, under the same
-    /// failure limit as sign-in; PERMISSION_DENIED `invalid_credentials` when wrong.
+    /// Checks `password` against the account of `user` for a sensitive change (`check`), from
+    /// `client`, under that check's own failure limits; PERMISSION_DENIED `invalid_credentials`
+    /// when wrong.
     pub async fn confirm_password(
         &self,
+        check: PasswordCheck,
         user: &crate::entity::user::Model,
         password: &str,
+        client: &str,
     ) -> Result<(), ServiceError> {
         let password = domain::presented_password(password)?;
         let email = Email::parse(&user.email)?;
-        self.throttle.attempt(&email).await?;
+        let attempt = Attempt {
+            check,
+            email: &email,
+            client,
+        };
+        self.throttle.attempt(attempt).await?;
         if !self.passwords.verify(password, Some(&user.password_hash)).await? {
+            self.throttle.failed(attempt).await?;
             return Err(ServiceError::PermissionDenied {
                 code: "invalid_credentials",
                 message: "the password is wrong".to_owned(),
             });
         }
-        self.throttle.succeeded(&email).await
+        self.throttle.succeeded(attempt).await
     }
 
     /// Exchanges a refresh token for the next pair.

@@ -59,10 +59,7 @@ pub fn address_hour_key(email: &Email) -> String {
 
 /// Verification requests from one client in the current hour.
 pub fn client_hour_key(client: &str) -> String {
-    format!(
-        "user:verify:client:{}",
-        &crate::secrets::digest_hex(client.as_bytes())[..32]
-    )
+    format!("user:verify:client:{}", client_digest(client))
 }
 
 /// A verification token (by digest), holding the address it confirms.
@@ -70,9 +67,60 @@ pub fn verification_token_key(token: &str) -> String {
     format!("user:verify:token:{}", crate::secrets::digest_hex(token.as_bytes()))
 }
 
-/// Failed sign-ins on an address in the current window.
-pub fn login_failures_key(email: &Email) -> String {
-    format!("user:login:failures:{}", email.key())
+/// Which password check a throttle counter is for: each has its own counters, so a lockout of
+/// one (sign-in) never blocks another (a password change), and the reverse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// Sign-in.
+    Login,
+    /// Confirming a password change.
+    ChangePassword,
+    /// Confirming an account deletion.
+    DeleteAccount,
+}
+
+impl PasswordCheck {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::ChangePassword => "change",
+            Self::DeleteAccount => "delete",
+        }
+    }
+}
+
+fn client_digest(client: &str) -> String {
+    crate::secrets::digest_hex(client.as_bytes())[..32].to_owned()
+}
+
+/// Failed checks of `check` on an address from one client in the current window.
+pub fn password_failures_key(check: PasswordCheck, email: &Email, client: &str) -> String {
+    format!(
+        "user:{}:failures:{}:{}",
+        check.label(),
+        email.key(),
+        client_digest(client)
+    )
+}
+
+/// Present while one client may not try `check` on an address (its backoff).
+pub fn password_lock_key(check: PasswordCheck, email: &Email, client: &str) -> String {
+    format!("user:{}:lock:{}:{}", check.label(), email.key(), client_digest(client))
+}
+
+/// How many times one client was locked out of `check` on an address (the backoff's exponent).
+pub fn password_strikes_key(check: PasswordCheck, email: &Email, client: &str) -> String {
+    format!(
+        "user:{}:strikes:{}:{}",
+        check.label(),
+        email.key(),
+        client_digest(client)
+    )
+}
+
+/// Failed checks of `check` on an address from all clients in the current window.
+pub fn account_failures_key(check: PasswordCheck, email: &Email) -> String {
+    format!("user:{}:account:{}", check.label(), email.key())
 }
 
 /// Present while an access token (by `jti`) is revoked.

@@ -35,6 +35,12 @@ pub fn client_of<T>(request: &Request<T>) -> Option<String> {
     }
 }
 
+/// [`client_of`] for the password throttle, which needs some client: a call with neither a
+/// forwarded nor a peer address (an in-process transport) counts as one client of its own.
+pub fn client_or_unknown<T>(request: &Request<T>) -> String {
+    client_of(request).unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// The protobuf enum value of a role.
 pub fn role_to_pb(role: Role) -> common::Role {
     match role {

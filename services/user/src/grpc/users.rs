@@ -8,7 +8,7 @@ use shop_proto::pb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{client_of, from_timestamp, timestamp, tokens_to_pb, user_to_pb};
+use super::{client_of, client_or_unknown, from_timestamp, timestamp, tokens_to_pb, user_to_pb};
 use crate::{accounts::ProfileUpdate, context::Context, login::Logout, signup::SignUp, tokens::ALGORITHM};
 
 /// The UserService implementation.
@@ -73,8 +73,9 @@ impl UserServiceApi for UserApi {
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
+        let client = client_or_unknown(&request);
         let request = request.into_inner();
-        let pair = self.context.login(&request.email, &request.password).await?;
+        let pair = self.context.login(&request.email, &request.password, &client).await?;
         Ok(Response::new(pb::LoginResponse {
             tokens: Some(tokens_to_pb(pair)),
         }))
@@ -132,17 +133,19 @@ impl UserServiceApi for UserApi {
 
     async fn change_password(&self, request: Request<pb::ChangePasswordRequest>) -> Reply<pb::ChangePasswordResponse> {
         let caller = Caller::required(&request)?;
+        let client = client_or_unknown(&request);
         let request = request.get_ref();
         self.context
-            .change_password(&caller, &request.current_password, &request.new_password)
+            .change_password(&caller, &client, &request.current_password, &request.new_password)
             .await?;
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 
     async fn delete_account(&self, request: Request<pb::DeleteAccountRequest>) -> Reply<pb::DeleteAccountResponse> {
         let caller = Caller::required(&request)?;
+        let client = client_or_unknown(&request);
         self.context
-            .delete_account(&caller, &request.get_ref().password)
+            .delete_account(&caller, &client, &request.get_ref().password)
             .await?;
         Ok(Response::new(pb::DeleteAccountResponse {}))
     }

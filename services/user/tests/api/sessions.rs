@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use shop_platform::grpc::error::RETRY_AFTER_METADATA;
 use shop_proto::pb::user as pb;
 use tonic::Code;
 
@@ -100,6 +101,130 @@ async fn parallel_guesses_cannot_outrun_the_throttle() {
         checked <= 3,
         "{checked} of 20 concurrent guesses were checked, the limit is 3"
     );
+}
+
+/// Signs in as if through the gateway for `client`.
+async fn login_from(app: &TestApp, client: &str, email: &str, password: &str) -> Result<pb::TokenPair, tonic::Status> {
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        email: email.to_owned(),
+        password: password.to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-shop-client-ip", client.parse().unwrap());
+    app.users
+        .clone()
+        .login(request)
+        .await
+        .map(|reply| reply.into_inner().tokens.unwrap())
+}
+
+fn retry_after(error: &tonic::Status) -> u64 {
+    error
+        .metadata()
+        .get(RETRY_AFTER_METADATA)
+        .expect("a retry-after")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_stranger_guessing_cannot_lock_the_owner_out() {
+    let app = spawn_app_with(&[("SHOP_LOGIN_FAILURE_WINDOW", "60s")]).await;
+    let user = app.new_user().await;
+    let (stranger, owner) = ("203.0.113.66", "198.51.100.7");
+    let mut outcomes = Vec::new();
+    for _ in 0..8 {
+        let error = login_from(&app, stranger, &user.email, "wr0ng-password")
+            .await
+            .unwrap_err();
+        outcomes.push(code(&error).to_owned());
+    }
+    assert_eq!(outcomes[..5], ["invalid_credentials"; 5]);
+    assert_eq!(outcomes[5..], ["too_many_requests"; 3]);
+
+    // The owner, elsewhere, signs in.
+    login_from(&app, owner, &user.email, PASSWORD)
+        .await
+        .expect("the owner is not locked out");
+    // The stranger stays refused, even with the right password, and is told for how long.
+    let error = login_from(&app, stranger, &user.email, PASSWORD).await.unwrap_err();
+    assert_eq!(
+        (error.code(), code(&error)),
+        (Code::ResourceExhausted, "too_many_requests")
+    );
+    assert!((1..=60).contains(&retry_after(&error)), "{}", retry_after(&error));
+}
+
+#[tokio::test]
+async fn many_guessing_clients_slow_the_account_but_never_lock_it() {
+    let app = spawn_app_with(&[
+        ("SHOP_LOGIN_FAILURE_LIMIT", "2"),
+        ("SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT", "4"),
+        ("SHOP_LOGIN_ACCOUNT_DELAY", "500ms"),
+    ])
+    .await;
+    let user = app.new_user().await;
+    for client in ["192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        let error = login_from(&app, client, &user.email, "wr0ng-password")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "invalid_credentials");
+    }
+    // Past the account's ceiling, a client that failed on it is refused (below its own limit)…
+    let error = login_from(&app, "192.0.2.2", &user.email, PASSWORD).await.unwrap_err();
+    assert_eq!(code(&error), "too_many_requests");
+    // …and one that has not is slowed, then checked: the owner signs in.
+    let started = Instant::now();
+    login_from(&app, "192.0.2.9", &user.email, PASSWORD)
+        .await
+        .expect("the owner is slowed, not locked out");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn lockouts_grow_with_every_return() {
+    let app = spawn_app_with(&[("SHOP_LOGIN_FAILURE_LIMIT", "1"), ("SHOP_LOGIN_FAILURE_WINDOW", "1s")]).await;
+    let user = app.new_user().await;
+    let client = "203.0.113.5";
+    // One failure, then the refusal that starts a lockout; its Retry-After.
+    let lockout = || async {
+        let wrong = || login_from(&app, client, &user.email, "wr0ng-password");
+        wrong().await.unwrap_err();
+        wrong().await.unwrap_err()
+    };
+    let first = lockout().await;
+    assert_eq!(retry_after(&first), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = lockout().await;
+    assert_eq!(code(&second), "too_many_requests");
+    assert_eq!(retry_after(&second), 2, "the second lockout is twice the first");
+}
+
+#[tokio::test]
+async fn a_sign_in_lockout_does_not_block_a_password_change() {
+    let app = spawn_app_with(&[("SHOP_LOGIN_FAILURE_LIMIT", "2")]).await;
+    let user = app.new_user().await;
+    for _ in 0..3 {
+        app.login(&user.email, "wr0ng-password").await.unwrap_err();
+    }
+    let error = app.login(&user.email, PASSWORD).await.unwrap_err();
+    assert_eq!(code(&error), "too_many_requests", "sign-in is locked");
+    // The same client, signed in, confirms its password for a change: its own counter.
+    let request = as_caller(
+        &user.caller,
+        pb::ChangePasswordRequest {
+            current_password: PASSWORD.to_owned(),
+            new_password: "An0ther-password".to_owned(),
+        },
+    );
+    app.users.clone().change_password(request).await.expect("not locked");
 }
 
 #[tokio::test]
