@@ -97,11 +97,28 @@ pub async fn strip_identity_headers(mut request: Request, next: Next) -> Respons
 
 /// Names the request's span `METHOD /route/{template}` once the router has matched a route (a
 /// route layer: the span itself is opened before routing, by the trace layer).
+/// The template also goes on the response, for [`measure`].
 pub async fn name_span_after_route(request: Request, next: Next) -> Response {
-    if let Some(route) = request.extensions().get::<MatchedPath>() {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    if let Some(route) = &route {
         shop_platform::telemetry::http::record_route(request.method(), route.as_str());
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
+    response
+}
+
+/// Records every request in `http.server.request.duration` (method, route template when one
+/// matched, status code), whatever layer answered it.
+pub async fn measure(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = response.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    shop_platform::telemetry::metrics::record_http_request(&method, route, response.status(), started);
+    response
 }
 
 /// Turns bare error responses into problem+json.

@@ -172,6 +172,7 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
                 .layer(middleware::from_fn(edge::sanitize_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(trace)
+                .layer(middleware::from_fn(edge::measure))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(cors)
                 .layer(CompressionLayer::new())

@@ -11,7 +11,7 @@ use shop_platform::{
     grpc::mesh::MeshSettings,
     health::HealthSettings,
     service::{BackendUrls, MeshService, data_dir},
-    telemetry::TelemetryConfig,
+    telemetry::{TelemetryConfig, metrics},
 };
 use shop_user::{UserConfig, UserService};
 
@@ -62,7 +62,11 @@ impl ShopConfig {
             user: UserService::config_from_env(env)?,
             catalog: CatalogService::config_from_env(env)?,
             order: OrderService::config_from_env(env)?,
-            telemetry: TelemetryConfig::from_env(env, "shop")?,
+            // The whole mesh's metrics on one endpoint, on loopback by default as the rest.
+            telemetry: TelemetryConfig {
+                metrics_addr: metrics::addr_from_env(env, "127.0.0.1:9464")?,
+                ..TelemetryConfig::from_env(env, "shop")?
+            },
             health: HealthSettings::from_env(env)?,
             mesh: MeshSettings::from_env(env)?,
             data_dir,

@@ -7,7 +7,7 @@ use shop_platform::config::{ProcessEnv, exit_on_bad_config};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = exit_on_bad_config(ShopConfig::from_env(&ProcessEnv));
-    let _telemetry = shop_platform::telemetry::init(&config.telemetry)?;
+    let telemetry = shop_platform::telemetry::init(&config.telemetry)?;
     let mesh = Mesh::build(&config).await?;
     let at = mesh.addresses();
     println!("shop is running (ctrl-c stops it)");
@@ -18,6 +18,9 @@ async fn main() -> anyhow::Result<()> {
     println!("  user service    grpc://{}", at.user);
     println!("  catalog service grpc://{}", at.catalog);
     println!("  order service   grpc://{}", at.order);
+    if let Some(addr) = telemetry.metrics_addr() {
+        println!("  metrics         http://{addr}/metrics");
+    }
     println!("  data            {}", config.data_dir.display());
     mesh.run(shop_platform::shutdown::on_signal()).await
 }

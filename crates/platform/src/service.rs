@@ -202,7 +202,7 @@ pub fn main<S: MeshService>() -> std::process::ExitCode {
         return code;
     }
     let env = ProcessEnv;
-    let (telemetry, urls, settings) = exit_on_bad_config((|| {
+    let (mut telemetry, urls, settings) = exit_on_bad_config((|| {
         // `shop-user`, `shop-catalog`, `shop-order`: the binaries' names.
         let telemetry = crate::telemetry::TelemetryConfig::from_env(&env, &format!("shop-{}", S::NAME))?;
         let urls = BackendUrls::from_env(&env, &data_dir(&env))?;
@@ -210,6 +210,10 @@ pub fn main<S: MeshService>() -> std::process::ExitCode {
         Ok((telemetry, urls, settings))
     })());
     let migrate_only = settings.database.migrate == crate::db::MigrateMode::Only;
+    if migrate_only {
+        // The migration job runs and exits: nothing to scrape, and no port to take.
+        telemetry.metrics_addr = None;
+    }
     // The migration job carries only the database settings: the service's own are not read.
     let config = if migrate_only {
         None

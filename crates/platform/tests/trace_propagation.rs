@@ -4,7 +4,8 @@
 //! spans. A message written to the outbox inside a span is published in a PRODUCER span
 //! `send <queue>` (a child of that span) and processed in a CONSUMER span `process <queue>`
 //! (a child of the producer span, linked to it), with the messaging attributes. Spans are
-//! collected in memory by a real OpenTelemetry pipeline.
+//! collected in memory by a real OpenTelemetry pipeline. The same calls are counted in the
+//! `rpc.server.duration` and `rpc.client.duration` histograms that `GET /metrics` serves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +37,7 @@ use shop_platform::{
         MemoryQueue, Message, QueueSpec, WorkQueue,
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
+    telemetry::metrics,
 };
 use shop_proto::pb::catalog::{
     self as catalog,
@@ -49,8 +51,11 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-/// One pipeline per test binary: the subscriber is process-global.
+/// One pipeline per test binary: the subscriber is process-global. The meter provider too,
+/// installed before any instrument is made, and served at `GET /metrics` on a free port.
 static SPANS: LazyLock<(InMemorySpanExporter, SdkTracerProvider)> = LazyLock::new(|| {
+    let (_meters, registry) = metrics::install(opentelemetry_sdk::Resource::builder().build(), None).unwrap();
+    REGISTRY.set(registry).unwrap();
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -66,6 +71,8 @@ static SPANS: LazyLock<(InMemorySpanExporter, SdkTracerProvider)> = LazyLock::ne
     tracing::subscriber::set_global_default(subscriber).unwrap();
     (exporter, provider)
 });
+
+static REGISTRY: std::sync::OnceLock<prometheus::Registry> = std::sync::OnceLock::new();
 
 fn trace_of(span: &tracing::Span) -> TraceId {
     span.context().span().span_context().trace_id()
@@ -264,6 +271,65 @@ async fn not_found_is_an_answer_and_internal_a_failure() {
             "{kind:?}: INTERNAL is an error: {:?}",
             span.status
         );
+    }
+}
+
+/// The lines of `/metrics` (served by the real listener) that name `metric` and contain every
+/// one of `labels`.
+async fn scraped(metric: &str, labels: &[&str]) -> Vec<String> {
+    let _ = &*SPANS;
+    let registry = REGISTRY.get().unwrap().clone();
+    let shutdown = CancellationToken::new();
+    let addr = metrics::serve("127.0.0.1:0".parse().unwrap(), registry, shutdown.clone()).unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    shutdown.cancel();
+    text.lines()
+        .filter(|line| line.starts_with(metric) && labels.iter().all(|label| line.contains(label)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of the one line `scraped` finds.
+async fn scraped_value(metric: &str, labels: &[&str]) -> f64 {
+    let lines = scraped(metric, labels).await;
+    assert_eq!(lines.len(), 1, "one {metric} {labels:?}: {lines:#?}");
+    lines[0].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn grpc_calls_are_counted_in_duration_histograms_by_method_and_status() {
+    for product in ["ok", "ok", "missing", "broken"] {
+        get_stock(product).await;
+    }
+    for side in ["rpc_server_duration_seconds", "rpc_client_duration_seconds"] {
+        let call = [
+            "rpc_system=\"grpc\"",
+            "rpc_service=\"shop.catalog.v1.CatalogService\"",
+            "rpc_method=\"GetStock\"",
+        ];
+        for (code, count) in [("0", 2.0), ("5", 1.0), ("13", 1.0)] {
+            let status = format!("rpc_grpc_status_code=\"{code}\"");
+            let labels: Vec<&str> = call.iter().copied().chain([status.as_str()]).collect();
+            assert_eq!(
+                scraped_value(&format!("{side}_count"), &labels).await,
+                count,
+                "{side} {code}"
+            );
+            // Buckets from 5 ms to 10 s, cumulative: every call is under 10 s.
+            let under_10s: Vec<&str> = labels.iter().copied().chain(["le=\"10\""]).collect();
+            assert_eq!(scraped_value(&format!("{side}_bucket"), &under_10s).await, count);
+            let lowest: Vec<&str> = labels.iter().copied().chain(["le=\"0.005\""]).collect();
+            assert_eq!(scraped(&format!("{side}_bucket"), &lowest).await.len(), 1);
+        }
+        // Health checks are not counted, as they make no span.
+        assert!(scraped(side, &["grpc.health"]).await.is_empty());
     }
 }
 

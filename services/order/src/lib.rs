@@ -16,6 +16,7 @@ pub mod entity;
 mod grpc;
 mod idempotency;
 mod lifecycle;
+mod metrics;
 pub mod migration;
 pub mod payment;
 mod place;

@@ -86,6 +86,7 @@ pub async fn cancel(ctx: &Context, caller: &Caller, id: &str) -> Result<OrderRec
         ctx.relay.wake();
     }
     tracing::info!(%order_id, reason, "order cancelled");
+    crate::metrics::count(crate::metrics::OrderEvent::Cancelled);
     settle_now(ctx, refund).await;
     reload(ctx, order_id).await
 }
@@ -147,6 +148,7 @@ pub async fn return_item(
     txn.commit().await?;
     ctx.relay.wake();
     tracing::info!(%order_id, %item_id, amount, "item returned");
+    crate::metrics::count(crate::metrics::OrderEvent::Returned);
     settle_now(ctx, Some(refund)).await;
     reload(ctx, order_id).await
 }

@@ -181,6 +181,7 @@ async fn place_claimed(
     txn.commit().await?;
     ctx.relay.wake();
     tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), "order placed");
+    crate::metrics::count(crate::metrics::OrderEvent::Placed);
 
     let bought: Vec<Uuid> = lines.iter().flat_map(|line| line.cart_lines.iter().copied()).collect();
     leave_cart(upstream, caller, &bought).await;

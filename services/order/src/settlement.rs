@@ -344,6 +344,9 @@ async fn record(ctx: &Context, task: &payment_task::Model, outcome: Outcome) -> 
         }
     };
     txn.commit().await?;
+    if follow_up.paid {
+        crate::metrics::count(crate::metrics::OrderEvent::Paid);
+    }
     if follow_up.released {
         ctx.relay.wake();
     }
@@ -360,6 +363,8 @@ struct FollowUp {
     released: bool,
     /// A refund was requested.
     refund: Option<Uuid>,
+    /// The order became PAID.
+    paid: bool,
 }
 
 async fn captured(
@@ -383,7 +388,10 @@ async fn captured(
             order.updated_at = Set(now);
             order.update(txn).await?;
             tracing::info!(%order_id, amount = payment.amount, "order paid");
-            Ok(FollowUp::default())
+            Ok(FollowUp {
+                paid: true,
+                ..FollowUp::default()
+            })
         }
         status => {
             // Cancelled while the capture was under way (its stock went back then): the money
@@ -392,8 +400,8 @@ async fn captured(
             tracing::info!(%order_id, ?status, amount, "captured for an order that no longer wants it; refunding");
             let refund = request_refund(txn, &payment, None, amount).await?;
             Ok(FollowUp {
-                released: false,
                 refund: Some(refund),
+                ..FollowUp::default()
             })
         }
     }
@@ -424,7 +432,10 @@ async fn declined(
     store::cancel_unshipped_items(txn, order_id).await?;
     let released = stock::release_order(txn, &ctx.config.queues, &record, ReleaseReason::PaymentFailed, now).await?;
     tracing::info!(%order_id, %reason, "payment declined; stock released");
-    Ok(FollowUp { released, refund: None })
+    Ok(FollowUp {
+        released,
+        ..FollowUp::default()
+    })
 }
 
 async fn refunded(

@@ -100,6 +100,8 @@ fn common_env(signing_key: &SigningKey) -> Vec<(String, String)> {
     [
         ("RUST_LOG", "info".to_owned()),
         ("SHOP_LOG_FORMAT", "json".to_owned()),
+        // Every process serves its metrics on a free port.
+        ("SHOP_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ("SHOP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
         ("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
         ("SHOP_JWT_SIGNING_KEYS", signing_key.setting()),

@@ -13,6 +13,7 @@ pub fn shop_command(data_dir: &std::path::Path) -> tokio::process::Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("SHOP_DATA_DIR", data_dir)
         .env("SHOP_HTTP_ADDR", "127.0.0.1:0")
+        .env("SHOP_METRICS_ADDR", "127.0.0.1:0")
         .env("SHOP_USER_GRPC_ADDR", "127.0.0.1:0")
         .env("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0")
         .env("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0")

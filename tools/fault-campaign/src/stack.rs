@@ -227,6 +227,7 @@ fn common_env(run: &str, queues: &[String]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("RUST_LOG", "info".to_owned()),
         ("SHOP_LOG_FORMAT", "json".to_owned()),
+        ("SHOP_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ("SHOP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
         ("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
         // One key for every incarnation of the user service: tokens outlive its restarts.

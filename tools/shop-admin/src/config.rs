@@ -31,6 +31,8 @@ impl AdminConfig {
         };
         let mut telemetry = TelemetryConfig::from_env(env, "shop-admin")?;
         telemetry.log_to_stderr = true;
+        // A command that runs and exits serves no metrics.
+        telemetry.metrics_addr = None;
         if env.var("RUST_LOG").is_none() {
             // lapin logs every channel the broker closes as an error, and counting a queue
             // that was never declared closes one (404): expected here, and reported as

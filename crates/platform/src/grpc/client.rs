@@ -34,7 +34,10 @@ use super::{
 };
 use crate::{
     backoff::Backoff,
-    telemetry::{propagation, rpc},
+    telemetry::{
+        metrics::{RpcSide, RpcTimer},
+        propagation, rpc,
+    },
 };
 
 /// Error type of [`GrpcChannel`] calls (what tonic clients turn into a [`Status`]).
@@ -288,6 +291,7 @@ impl Service<http::Request<Body>> for GrpcChannel {
         // Here, not in the future: `call` runs in the caller's span, the parent of the CLIENT
         // span; the server's span becomes a child of the client span.
         let span = rpc::client_span(request.uri().path());
+        let timer = RpcTimer::start(RpcSide::Client, request.uri().path());
         span.in_scope(|| propagation::inject_http(request.headers_mut()));
         if let Some(signer) = &self.signer {
             let user = request.extensions().get::<Caller>();
@@ -324,7 +328,7 @@ impl Service<http::Request<Body>> for GrpcChannel {
         };
         Box::pin(async move {
             let result = call.instrument(span.clone()).await;
-            traced_response(result, span)
+            timed_response(traced_response(result, span), timer)
         })
     }
 }
@@ -345,6 +349,27 @@ fn traced_response(
                 Some(status) => rpc::record_code(&span, status.code(), Some(status.message())),
                 None => rpc::record_code(&span, tonic::Code::Unavailable, Some(&Chain(&*error).to_string())),
             }
+            Err(error)
+        }
+    }
+}
+
+/// Records the call in `rpc.client.duration`: now for an error or a trailers-only response,
+/// else when its trailers arrive.
+fn timed_response(
+    result: Result<http::Response<Body>, BoxError>,
+    timer: Option<RpcTimer>,
+) -> Result<http::Response<Body>, BoxError> {
+    let Some(mut timer) = timer else {
+        return result;
+    };
+    match result {
+        Ok(response) => Ok(timer.finish_with(response)),
+        Err(error) => {
+            timer.finish(match error.downcast_ref::<Status>() {
+                Some(status) => status.code(),
+                None => tonic::Code::Unavailable,
+            });
             Err(error)
         }
     }

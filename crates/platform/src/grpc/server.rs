@@ -308,7 +308,12 @@ impl BoundGrpcServer {
             });
         let served = Server::builder()
             .timeout(self.request_timeout)
-            .layer(trace)
+            // Timed inside the trace layer, on tonic's own response body.
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(trace)
+                    .layer(crate::telemetry::metrics::RpcServerMetricsLayer),
+            )
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal)
             .await;

@@ -5,12 +5,15 @@
 //! endpoint is configured, sampled as `OTEL_TRACES_SAMPLER` says ([`sampler`]), under the
 //! process's [`resource`]. The spans themselves are made in one place per kind: [`http`]
 //! (the gateway's requests), [`rpc`] (gRPC server and client), [`messaging`] (queue producer
-//! and consumer); [`propagation`] carries context across boundaries.
+//! and consumer); [`propagation`] carries context across boundaries. Every metric is an
+//! OpenTelemetry instrument served to Prometheus at `GET /metrics` ([`metrics`]) and, with an
+//! OTLP endpoint, also exported there.
 
 pub mod export;
 pub mod http;
 mod log_ids;
 pub mod messaging;
+pub mod metrics;
 pub mod propagation;
 pub mod resource;
 pub mod rpc;
@@ -70,6 +73,8 @@ pub struct TelemetryConfig {
     /// Log lines go to standard error instead of standard output: for command-line tools,
     /// whose standard output is their result.
     pub log_to_stderr: bool,
+    /// `SHOP_METRICS_ADDR` [0.0.0.0:9464]: where `GET /metrics` is served; none with `off`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl TelemetryConfig {
@@ -87,19 +92,33 @@ impl TelemetryConfig {
                 Some(_) => Some(env.url_or("OTEL_EXPORTER_OTLP_ENDPOINT", "", &["http", "https"])?),
             },
             log_to_stderr: false,
+            metrics_addr: metrics::addr_from_env(env, DEFAULT_METRICS_ADDR)?,
         })
     }
 }
+
+/// Where a service binary serves `GET /metrics` by default (the port Prometheus exporters use).
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9464";
 
 /// Keeps the exporters alive; flushes pending spans and metrics when dropped at the end of `main`.
 #[derive(Debug)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     meters: Option<SdkMeterProvider>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    stop_metrics: tokio_util::sync::CancellationToken,
+}
+
+impl TelemetryGuard {
+    /// Where `GET /metrics` is served (the bound port, when the configured one was 0).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        self.stop_metrics.cancel();
         if let Some(provider) = self.provider.take()
             && let Err(error) = provider.shutdown()
         {
@@ -113,7 +132,9 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber and propagator. Call once, first thing in `main`.
+/// Installs the global subscriber, propagator and meter provider, and starts serving
+/// `GET /metrics` when an address is configured (inside a Tokio runtime). Call once, first
+/// thing in `main`.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(&config.filter)
@@ -135,22 +156,11 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     }
     let provider = traces.build();
 
-    let meters = match &config.otlp_endpoint {
+    let (meters, registry) = metrics::install(resource, config.otlp_endpoint.as_deref())?;
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    let metrics_addr = match config.metrics_addr {
+        Some(addr) => Some(metrics::serve(addr, registry, stop_metrics.clone())?),
         None => None,
-        Some(endpoint) => {
-            use opentelemetry_otlp::WithExportConfig as _;
-            // Counters such as `messaging.process.dead_lettered` go out to the same collector.
-            let metrics = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()?;
-            let meters = SdkMeterProvider::builder()
-                .with_periodic_exporter(metrics)
-                .with_resource(resource)
-                .build();
-            opentelemetry::global::set_meter_provider(meters.clone());
-            Some(meters)
-        }
     };
     // Status comes from the spans' own rules (5xx, gRPC failures, failed messages) and from
     // error-level events, not from any event that carries an `error` field (a warning about a
@@ -194,9 +204,14 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         }
         (None, _) => {}
     }
+    if let Some(addr) = metrics_addr {
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     Ok(TelemetryGuard {
         provider: Some(provider),
-        meters,
+        meters: Some(meters),
+        metrics_addr,
+        stop_metrics,
     })
 }
 

@@ -20,7 +20,7 @@ use http_body::Frame;
 use tonic::{Code, body::Body};
 use tracing::{Span, field::Empty};
 
-use super::propagation;
+use super::{metrics::RpcTimer, propagation};
 
 /// `(service, method)` of a gRPC path such as `/shop.order.v1.OrderService/PlaceOrder`.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
@@ -121,16 +121,29 @@ pub fn record_headers(span: &Span, headers: &HeaderMap) -> bool {
 }
 
 /// Keeps a client span open until the response body ends, and records the status code its
-/// trailers carry (a unary call's status arrives after the message).
+/// trailers carry (a unary call's status arrives after the message); finishes the call's
+/// [`RpcTimer`] with it too, if any.
 pub(crate) struct TracedBody {
     inner: Body,
     span: Span,
+    timer: Option<RpcTimer>,
 }
 
 impl TracedBody {
     /// `inner`, reporting to `span`.
     pub(crate) fn wrap(inner: Body, span: Span) -> Body {
-        Body::new(Self { inner, span })
+        Self::wrap_timed(inner, span, None)
+    }
+
+    /// `inner`, reporting to `span` and `timer`.
+    pub(crate) fn wrap_timed(inner: Body, span: Span, timer: Option<RpcTimer>) -> Body {
+        Body::new(Self { inner, span, timer })
+    }
+
+    fn finish(&mut self, code: Code) {
+        if let Some(timer) = &mut self.timer {
+            timer.finish(code);
+        }
     }
 }
 
@@ -144,10 +157,18 @@ impl http_body::Body for TracedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     record_headers(&self.span, trailers);
+                    if let Some(code) = status_in(trailers) {
+                        self.finish(code);
+                    }
                 }
             }
-            Poll::Ready(Some(Err(status))) => record_code(&self.span, status.code(), Some(status.message())),
-            _ => {}
+            Poll::Ready(Some(Err(status))) => {
+                record_code(&self.span, status.code(), Some(status.message()));
+                self.finish(status.code());
+            }
+            // The body ended without trailers: no status, which gRPC calls UNKNOWN.
+            Poll::Ready(None) => self.finish(Code::Unknown),
+            Poll::Pending => {}
         }
         polled
     }

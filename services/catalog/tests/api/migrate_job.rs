@@ -19,6 +19,7 @@ fn run(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut child = Command::new(BINARY)
         .args(args)
         .env_clear()
+        .env("SHOP_METRICS_ADDR", "127.0.0.1:0")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -113,6 +114,7 @@ async fn a_migration_job_then_least_privilege_replicas() {
             ("DATABASE_URL", runtime_url.as_str()),
             ("SHOP_MIGRATE", "skip"),
             ("SHOP_GRPC_ADDR", addr.as_str()),
+            ("SHOP_METRICS_ADDR", "127.0.0.1:0"),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

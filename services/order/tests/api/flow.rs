@@ -321,3 +321,34 @@ async fn an_order_cancelled_before_its_reservation_arrives_gets_its_stock_back_w
     assert_eq!(after.status(), OrderStatus::Cancelled);
     assert_eq!(mesh.payments.captures(placed.id.parse().unwrap()), 0);
 }
+
+/// The `shop_orders_total` line of `text` for `event`, 0 when absent.
+fn orders_counted(text: &str, event: &str) -> f64 {
+    let label = format!("shop_order_event=\"{event}\"");
+    text.lines()
+        .find(|line| line.starts_with("shop_orders_total") && line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next())
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn placing_and_paying_an_order_moves_the_funnel_counters() {
+    // Installed before any instrument is made: each test runs in a process of its own.
+    let (_meters, registry) =
+        shop_platform::telemetry::metrics::install(opentelemetry_sdk::Resource::builder().build(), None).unwrap();
+    let mesh = spawn().await;
+    let lamp = mesh.product(12_900, 10).await;
+    let customer = caller(Role::Customer);
+    let before = shop_platform::telemetry::metrics::render(&registry);
+    assert_eq!(orders_counted(&before, "placed"), 0.0);
+
+    let placed = mesh.place(&customer, "counted", &[(lamp, 1)]).await.unwrap();
+    // A replay of the same idempotent request is not a second order.
+    mesh.place(&customer, "counted", &[(lamp, 1)]).await.unwrap();
+    mesh.wait_for(&customer, &placed.id, OrderStatus::Paid).await;
+
+    let after = shop_platform::telemetry::metrics::render(&registry);
+    assert_eq!(orders_counted(&after, "placed"), 1.0, "{after}");
+    assert_eq!(orders_counted(&after, "paid"), 1.0, "{after}");
+    assert_eq!(orders_counted(&after, "cancelled"), 0.0, "{after}");
+}
