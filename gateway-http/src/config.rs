@@ -4,7 +4,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::http::HeaderName;
 
-use crate::limits::{Cidr, ClientAddress};
+use crate::{
+    limits::{Cidr, ClientAddress},
+    serve::ConnectionLimits,
+};
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::{
@@ -33,6 +36,9 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Largest request body in bytes (`SHOP_BODY_LIMIT` [65536]).
     pub body_limit: usize,
+    /// Connections open at once, time allowed for headers and bodies, requests per connection
+    /// (`SHOP_HTTP_*`, see [`ConnectionLimits`]).
+    pub connections: ConnectionLimits,
     /// Requests a minute per client IP (`SHOP_RATE_LIMIT_PER_IP` [600]).
     pub rate_limit_per_ip: u32,
     /// Requests a minute per signed-in user (`SHOP_RATE_LIMIT_PER_USER` [600]).
@@ -82,6 +88,34 @@ impl GatewayConfig {
                     .collect()
             })
             .unwrap_or_default();
+        let request_timeout = env.duration_or("SHOP_REQUEST_TIMEOUT", Duration::from_secs(15))?;
+        let defaults = ConnectionLimits::default();
+        let connections = ConnectionLimits {
+            max_connections: env.parse_or("SHOP_HTTP_MAX_CONNECTIONS", defaults.max_connections)?,
+            header_timeout: env.duration_or("SHOP_HTTP_HEADER_TIMEOUT", defaults.header_timeout)?,
+            body_timeout: env.duration_or("SHOP_HTTP_BODY_TIMEOUT", defaults.body_timeout)?,
+            max_requests_per_connection: env.parse_or(
+                "SHOP_HTTP_MAX_REQUESTS_PER_CONNECTION",
+                defaults.max_requests_per_connection,
+            )?,
+        };
+        if !(1..=1_000_000).contains(&connections.max_connections) {
+            return Err(ConfigError::new("SHOP_HTTP_MAX_CONNECTIONS", "must be 1 to 1000000"));
+        }
+        if connections.max_requests_per_connection == 0 {
+            return Err(ConfigError::new(
+                "SHOP_HTTP_MAX_REQUESTS_PER_CONNECTION",
+                "must be at least 1",
+            ));
+        }
+        // A slow body must be answered 408 (the client's fault) before the request timeout
+        // answers 504 (which blames the services).
+        if connections.body_timeout >= request_timeout {
+            return Err(ConfigError::new(
+                "SHOP_HTTP_BODY_TIMEOUT",
+                "must be shorter than SHOP_REQUEST_TIMEOUT",
+            ));
+        }
         Ok(Self {
             http_addr: env.addr_or("SHOP_HTTP_ADDR", default_addr)?,
             user: target("SHOP_USER_TARGET", "http://127.0.0.1:50051")?,
@@ -89,8 +123,9 @@ impl GatewayConfig {
             order: target("SHOP_ORDER_TARGET", "http://127.0.0.1:50053")?,
             client: ClientOptions::default(),
             readiness_timeout: env.duration_or("SHOP_READINESS_TIMEOUT", Duration::from_secs(1))?,
-            request_timeout: env.duration_or("SHOP_REQUEST_TIMEOUT", Duration::from_secs(15))?,
+            request_timeout,
             body_limit: env.parse_or("SHOP_BODY_LIMIT", 64 * 1024)?,
+            connections,
             rate_limit_per_ip: env.parse_or("SHOP_RATE_LIMIT_PER_IP", 600)?,
             rate_limit_per_user: env.parse_or("SHOP_RATE_LIMIT_PER_USER", 600)?,
             client_address,
@@ -111,6 +146,7 @@ impl GatewayConfig {
             readiness_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(15),
             body_limit: 64 * 1024,
+            connections: ConnectionLimits::default(),
             rate_limit_per_ip: 600,
             rate_limit_per_user: 600,
             client_address: ClientAddress::default(),

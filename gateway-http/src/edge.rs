@@ -6,7 +6,10 @@
 //! timeout) becomes one, so clients see one error format. The request's span is named after
 //! the route that matched.
 
+use std::time::Duration;
+
 use axum::{
+    body::Body,
     extract::{MatchedPath, Request},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
@@ -62,6 +65,46 @@ pub async fn refuse_declared_oversize(limit: usize, request: Request, next: Next
         }
         _ => next.run(request).await,
     }
+}
+
+/// Reads the whole body (at most `limit` bytes) within `timeout` before the request goes on:
+/// 408 `request_timeout` for a client that sends it too slowly (a slow body must not hold a
+/// connection, a task and a buffer until the request timeout answers 504, which would blame
+/// the services), 413 `body_too_large` beyond the limit. The connection is closed after either
+/// answer, as the rest of the body is never read.
+pub async fn read_body_within(timeout: Duration, limit: usize, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let refused = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => return next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(_elapsed) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body was not received within {} s", timeout.as_secs_f64()),
+        ),
+        Ok(Err(error)) if is_length_limit(&error) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        ),
+        Ok(Err(_)) => ApiError::bad_request("invalid_body", "the request body could not be read"),
+    };
+    let mut response = refused.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Whether reading a body failed on its length limit.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// 400 `invalid_host` for a request without exactly one `Host`: RFC 9112 requires one in every

@@ -18,6 +18,7 @@ pub mod limits;
 mod openapi;
 pub mod problem;
 mod routes;
+pub mod serve;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -125,6 +126,7 @@ use edge::REQUEST_ID;
 /// The gateway's router with its whole middleware stack.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
     let body_limit = config.body_limit;
+    let body_timeout = config.connections.body_timeout;
     let api = routes::api_routes().layer(middleware::from_fn_with_state(state.clone(), limits::limit_by_ip));
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<_>| {
@@ -181,6 +183,9 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
                 .layer(middleware::from_fn(move |request, next| {
                     edge::refuse_declared_oversize(body_limit, request, next)
                 }))
+                .layer(middleware::from_fn(move |request, next| {
+                    edge::read_body_within(body_timeout, body_limit, request, next)
+                }))
                 .layer(middleware::from_fn(edge::strip_identity_headers))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -196,6 +201,7 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
 pub struct Gateway {
     listener: TcpListener,
     router: Router,
+    connections: serve::ConnectionLimits,
 }
 
 impl Gateway {
@@ -208,7 +214,11 @@ impl Gateway {
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_addr))?;
         let router = app(AppState::new(config, upstreams, cache), config);
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            connections: config.connections,
+        })
     }
 
     /// Where the gateway listens.
@@ -218,9 +228,7 @@ impl Gateway {
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests and returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        serve::serve(self.listener, self.router, self.connections, shutdown)
             .await
             .context("serving HTTP")
     }

@@ -94,3 +94,109 @@ async fn a_declared_oversize_body_is_refused_before_it_is_sent() {
     assert!(reply.contains("body_too_large"), "{reply}");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_body_sent_too_slowly_is_408_not_504() {
+    let gateway = Served::start(|config| {
+        config.connections.body_timeout = Duration::from_millis(500);
+        config.request_timeout = Duration::from_secs(5);
+    })
+    .await;
+    // 100 bytes announced, 10 sent, then nothing: the client's fault, answered as such well
+    // before the request timeout, and the connection is closed (the rest is never read).
+    let started = std::time::Instant::now();
+    let reply = gateway
+        .exchange(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(status_of(&reply), 408, "{reply}");
+    assert!(reply.contains("request_timeout"), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn slow_or_silent_clients_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let header_timeout = Duration::from_millis(800);
+    let gateway = Served::start(|config| config.connections.header_timeout = header_timeout).await;
+    let started = std::time::Instant::now();
+    // Silent: connects and sends nothing. Slow loris: one header byte every 100 ms, forever.
+    let mut silent = gateway.connect().await;
+    let mut loris = gateway.connect().await;
+    let drip = async {
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: shop.test\r\nX-Padding: "
+            .iter()
+            .cycle()
+        {
+            if loris.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut buffer = [0u8; 256];
+    let (silent_closed, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(silent.read(&mut buffer), drip)
+    })
+    .await
+    .expect("both connections are closed by the gateway, not left open");
+    assert!(matches!(silent_closed, Ok(0) | Err(_)), "{silent_closed:?}");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= header_timeout, "closed before the timeout: {elapsed:?}");
+    assert!(elapsed < header_timeout * 4, "{elapsed:?}");
+    // Meanwhile and after, a real client is served.
+    let reply = gateway
+        .exchange(
+            b"GET /healthz HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(status_of(&reply), 200, "{reply}");
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_new_clients_wait_for_a_slot_instead_of_failing() {
+    let gateway = Served::start(|config| {
+        config.connections.max_connections = 4;
+        config.connections.header_timeout = Duration::from_millis(700);
+    })
+    .await;
+    // Four idle connections take every slot: a fifth client is not accepted (no descriptor is
+    // spent on it) until the header timeout frees a slot, and is then served.
+    let idle: Vec<_> = futures::future::join_all((0..4).map(|_| gateway.connect())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let reply = gateway
+        .exchange(
+            b"GET /healthz HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(status_of(&reply), 200, "{reply}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "served without waiting for a slot: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    drop(idle);
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_after_its_request_quota() {
+    let gateway = Served::start(|config| config.connections.max_requests_per_connection = 3).await;
+    // Five pipelined requests on one connection: three are answered, the third with
+    // `Connection: close`, then the gateway closes the connection.
+    let request = "GET /healthz HTTP/1.1\r\nHost: shop.test\r\n\r\n".repeat(5);
+    let mut stream = gateway.connect().await;
+    let reply = crate::helpers::exchange_on(&mut stream, request.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(reply.matches("HTTP/1.1 200").count(), 3, "{reply}");
+    assert_eq!(
+        reply.to_ascii_lowercase().matches("connection: close").count(),
+        1,
+        "{reply}"
+    );
+}
