@@ -199,6 +199,9 @@ pub enum BodyErrors {
     /// Malformed JSON, a missing or ill-typed field, or a value out of range.
     #[response(status = 400, content_type = "application/problem+json")]
     Invalid(Problem),
+    /// The body was not received within the body timeout; the connection is closed.
+    #[response(status = 408, content_type = "application/problem+json")]
+    TooSlow(Problem),
     /// The body is larger than the gateway accepts.
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
