@@ -44,6 +44,8 @@ pub struct ShopConfig {
     /// How the services probe their backends for their health status (`SHOP_HEALTH_INTERVAL`,
     /// `SHOP_HEALTH_TIMEOUT`).
     pub health: HealthSettings,
+    /// The services' gRPC limits (`SHOP_GRPC_*`).
+    pub grpc_limits: shop_platform::grpc::server::GrpcLimits,
     /// The mesh: every member gets a key made up at start; `SHOP_MESH_TRUST` adds the keys of
     /// internal teams' clients, `SHOP_MESH_GRANTS` their grants.
     pub mesh: MeshSettings,
@@ -68,6 +70,7 @@ impl ShopConfig {
                 ..TelemetryConfig::from_env(env, "shop")?
             },
             health: HealthSettings::from_env(env)?,
+            grpc_limits: shop_platform::grpc::server::GrpcLimits::from_env(env)?,
             mesh: MeshSettings::from_env(env)?,
             data_dir,
         })

@@ -69,6 +69,7 @@ impl Mesh {
                 database: shop_platform::db::DatabaseConfig::new(config.backends.database.clone(), name),
                 health: config.health.clone(),
                 mesh: identity(name)?,
+                grpc_limits: config.grpc_limits,
             })
         };
         let catalog = CatalogService::build(

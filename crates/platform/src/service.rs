@@ -11,7 +11,7 @@ use crate::{
     cache::{self, Cache},
     config::{ConfigError, Env},
     db::DatabaseConfig,
-    grpc::mesh::MeshIdentity,
+    grpc::{mesh::MeshIdentity, server::GrpcLimits},
     health::HealthSettings,
     queue::{self, WorkQueue},
 };
@@ -131,18 +131,22 @@ pub struct ServiceSettings {
     pub health: HealthSettings,
     /// Its mesh identity: the key it signs its calls with, the callers it accepts.
     pub mesh: MeshIdentity,
+    /// How many calls its gRPC server takes on at once.
+    pub grpc_limits: GrpcLimits,
 }
 
 impl ServiceSettings {
     /// The settings of service `name` from `SHOP_GRPC_ADDR` (default `0.0.0.0:<default_port>`),
-    /// the database URL, `SHOP_HEALTH_INTERVAL`/`SHOP_HEALTH_TIMEOUT`, and the `SHOP_MESH_*`
-    /// variables (see [`MeshIdentity::from_env`]).
+    /// the database URL, `SHOP_HEALTH_INTERVAL`/`SHOP_HEALTH_TIMEOUT`, the `SHOP_MESH_*`
+    /// variables (see [`MeshIdentity::from_env`]) and the `SHOP_GRPC_*` limits (see
+    /// [`GrpcLimits::from_env`]).
     pub fn from_env(env: &impl Env, name: &str, default_port: u16, urls: &BackendUrls) -> Result<Self, ConfigError> {
         Ok(Self {
             grpc_addr: env.addr_or("SHOP_GRPC_ADDR", &format!("0.0.0.0:{default_port}"))?,
             database: DatabaseConfig::new(urls.database.clone(), name).with_migration_settings(env)?,
             health: HealthSettings::from_env(env)?,
             mesh: MeshIdentity::from_env(env, name)?,
+            grpc_limits: GrpcLimits::from_env(env)?,
         })
     }
 }

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use shop_platform::grpc::{
     client::{ClientOptions, GrpcChannel, Target, connect},
     mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings, OPERATOR},
-    server::GrpcServerBuilder,
+    server::{GrpcLimits, GrpcServerBuilder},
 };
 use shop_proto::pb::catalog::{
     self as catalog,
@@ -94,10 +94,15 @@ struct Running {
 }
 
 async fn start(request_timeout: Duration) -> Running {
+    start_with(request_timeout, GrpcLimits::default()).await
+}
+
+async fn start_with(request_timeout: Duration, limits: GrpcLimits) -> Running {
     shop_platform::testing::init_test_logging();
     let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG, OPERATOR], &MeshSettings::default()).unwrap();
     let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
         .request_timeout(request_timeout)
+        .limits(limits)
         .add_service(CatalogServiceServer::new(SlowCatalog))
         .reflection(shop_proto::FILE_DESCRIPTOR_SET)
         .bind()
@@ -233,4 +238,54 @@ async fn shutdown_lets_in_flight_calls_finish() {
         .unwrap();
     // Once drained, the port no longer accepts connections.
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn calls_beyond_the_concurrency_limit_are_refused_at_once_and_health_still_answers() {
+    let limits = GrpcLimits {
+        max_concurrent_calls: 2,
+        ..GrpcLimits::default()
+    };
+    let server = start_with(Duration::from_secs(5), limits).await;
+    let channel = server.channel(GATEWAY).await;
+    // Two slow calls take both slots.
+    let slow =
+        |channel: GrpcChannel| async move { CatalogServiceClient::new(channel).get_stock(stock_request(800)).await };
+    let first = tokio::spawn(slow(channel.clone()));
+    let second = tokio::spawn(slow(channel.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A third is refused at once, retryably, with its machine code; health is not a call.
+    let started = std::time::Instant::now();
+    let refused = CatalogServiceClient::new(channel.clone())
+        .get_stock(stock_request(0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(refused.metadata().get("x-shop-error-code").unwrap(), "overloaded");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    let health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .check(HealthCheckRequest { service: String::new() })
+    .await
+    .unwrap();
+    assert_eq!(health.into_inner().status(), ServingStatus::Serving);
+
+    // Once they are done, calls are served again.
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    let answer = CatalogServiceClient::new(channel)
+        .get_stock(stock_request(0))
+        .await
+        .unwrap();
+    assert_eq!(answer.into_inner().stock, 7);
 }

@@ -65,10 +65,9 @@ impl MeshService for CatalogService {
         // The dead letters of the queues this service consumes.
         let dead_letters = DeadLetterGauge::new(Arc::clone(&backends.queue), worker.consumed_queues());
         let sweeper = retention::sweeper(db.clone(), &config.retention);
-        let server = GrpcServerBuilder::new(settings.grpc_addr, settings.mesh.clone())
+        let server = GrpcServerBuilder::for_service(&settings)
             .depends_on(Dependency::database(db.clone()))
             .depends_on(Dependency::queue(backends.queue))
-            .health_settings(settings.health.clone())
             .add_service(CatalogServiceServer::new(CatalogApi::new(Products::new(db.clone()))))
             .reflection(shop_proto::FILE_DESCRIPTOR_SET)
             .bind()

@@ -103,10 +103,9 @@ impl OrderServiceBuilder {
             relay: outbox_relay.clone(),
             payments_due: settlement::new_wake(),
         };
-        let server = GrpcServerBuilder::new(settings.grpc_addr, settings.mesh.clone())
+        let server = GrpcServerBuilder::for_service(&settings)
             .depends_on(Dependency::database(ctx.db.clone()))
             .depends_on(Dependency::queue(Arc::clone(&queue)))
-            .health_settings(settings.health.clone())
             .add_service(OrderServiceServer::new(OrderApi::new(ctx.clone(), upstream)))
             .reflection(shop_proto::FILE_DESCRIPTOR_SET)
             .bind()

@@ -55,10 +55,9 @@ impl MeshService for UserService {
         let catalog = catalog::Catalog::connect(&config.catalog_target, &settings.mesh).await?;
         let context = Context::new(db.clone(), backends.cache.clone(), catalog, &config).await?;
         context.bootstrap(config.admin.as_ref()).await?;
-        let server = GrpcServerBuilder::new(settings.grpc_addr, settings.mesh.clone())
+        let server = GrpcServerBuilder::for_service(&settings)
             .depends_on(Dependency::database(db))
             .depends_on(Dependency::cache(backends.cache))
-            .health_settings(settings.health.clone())
             .add_service(UserServiceServer::new(grpc::UserApi::new(context.clone())))
             .add_service(WishlistServiceServer::new(grpc::WishlistApi::new(context.clone())))
             .add_service(CartServiceServer::new(grpc::CartApi::new(context.clone())))

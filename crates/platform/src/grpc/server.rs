@@ -13,11 +13,11 @@
 //! The listener is bound in [`GrpcServerBuilder::bind`], so tests ask for port 0 and read the
 //! real port back.
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use http::Request;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -39,11 +39,62 @@ use crate::{
     telemetry::rpc,
 };
 
+/// How much work a server takes on at once, so a burst is refused quickly rather than queued
+/// until every call misses its deadline and the process runs out of memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcLimits {
+    /// Calls in flight at once, over all connections (`SHOP_GRPC_MAX_CONCURRENT_CALLS`
+    /// [1024]). A call beyond it is refused at once with UNAVAILABLE (machine code
+    /// `overloaded`), which callers retry on another replica or after a pause. Health checks
+    /// and reflection are not counted: a busy server is not a dead one.
+    pub max_concurrent_calls: usize,
+    /// HTTP/2 streams one connection may have open (`SHOP_GRPC_MAX_STREAMS_PER_CONNECTION`
+    /// [256]): one caller cannot take every slot through a single connection.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 1024,
+            max_streams_per_connection: 256,
+        }
+    }
+}
+
+impl GrpcLimits {
+    /// The limits from `SHOP_GRPC_MAX_CONCURRENT_CALLS` and `SHOP_GRPC_MAX_STREAMS_PER_CONNECTION`.
+    pub fn from_env(env: &impl crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let defaults = Self::default();
+        let limits = Self {
+            max_concurrent_calls: env.parse_or("SHOP_GRPC_MAX_CONCURRENT_CALLS", defaults.max_concurrent_calls)?,
+            max_streams_per_connection: env.parse_or(
+                "SHOP_GRPC_MAX_STREAMS_PER_CONNECTION",
+                defaults.max_streams_per_connection,
+            )?,
+        };
+        if !(1..=1_000_000).contains(&limits.max_concurrent_calls) {
+            return Err(crate::config::ConfigError::new(
+                "SHOP_GRPC_MAX_CONCURRENT_CALLS",
+                "must be 1 to 1000000",
+            ));
+        }
+        if limits.max_streams_per_connection == 0 {
+            return Err(crate::config::ConfigError::new(
+                "SHOP_GRPC_MAX_STREAMS_PER_CONNECTION",
+                "must be at least 1",
+            ));
+        }
+        Ok(limits)
+    }
+}
+
 /// Assembles a gRPC server.
 #[derive(Debug)]
 pub struct GrpcServerBuilder {
     addr: SocketAddr,
     request_timeout: Duration,
+    limits: GrpcLimits,
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     descriptor_sets: Vec<&'static [u8]>,
@@ -67,12 +118,20 @@ impl GrpcServerBuilder {
             mesh,
             addr,
             request_timeout: Duration::from_secs(30),
+            limits: GrpcLimits::default(),
             routes: RoutesBuilder::default(),
             service_names: Vec::new(),
             descriptor_sets: Vec::new(),
             dependencies: Vec::new(),
             health_settings: HealthSettings::default(),
         }
+    }
+
+    /// The server of a service: its address, mesh identity, health settings and limits.
+    pub fn for_service(settings: &crate::service::ServiceSettings) -> Self {
+        Self::new(settings.grpc_addr, settings.mesh.clone())
+            .health_settings(settings.health.clone())
+            .limits(settings.grpc_limits)
     }
 
     /// A backend the server needs: while it does not answer, the server reports NOT_SERVING
@@ -92,6 +151,12 @@ impl GrpcServerBuilder {
     /// shorter `grpc-timeout` wins).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// How many calls and streams the server takes on at once.
+    pub fn limits(mut self, limits: GrpcLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -125,6 +190,7 @@ impl GrpcServerBuilder {
         // answer whatever the backends do.
         let gate = CallGate::default();
         let guarded = gate.clone();
+        let slots = Arc::new(Semaphore::new(self.limits.max_concurrent_calls));
         let mut routes = self.routes;
         if !self.service_names.is_empty() {
             // (axum refuses a route layer over no routes.)
@@ -132,7 +198,7 @@ impl GrpcServerBuilder {
                 .routes()
                 .into_axum_router()
                 .route_layer(axum::middleware::from_fn(move |request, next| {
-                    refuse_while_closed(guarded.clone(), request, next)
+                    admit(guarded.clone(), Arc::clone(&slots), request, next)
                 }));
             routes = RoutesBuilder::from(services);
         }
@@ -158,6 +224,7 @@ impl GrpcServerBuilder {
             listener,
             local_addr,
             request_timeout: self.request_timeout,
+            limits: self.limits,
             routes: routes.routes(),
             health,
             service_names: self.service_names,
@@ -204,21 +271,35 @@ async fn authenticate(
     }
 }
 
-/// Answers UNAVAILABLE (machine code `unavailable`) at once while the gate is closed: waiting
-/// for a database that is known to be down would only tie the call up until its deadline.
-async fn refuse_while_closed(
+/// Admits a call to the services, or answers UNAVAILABLE at once: while the gate is closed
+/// (machine code `unavailable`: waiting for a database that is known to be down would only tie
+/// the call up until its deadline), or when every call slot is taken (`overloaded`). The slot
+/// is held until the service has answered.
+async fn admit(
     gate: CallGate,
+    slots: Arc<Semaphore>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if gate.is_open() {
-        return next.run(request).await;
+    if !gate.is_open() {
+        return unavailable("unavailable", "a dependency is unavailable; try again shortly");
     }
-    let mut status = tonic::Status::unavailable("a dependency is unavailable; try again shortly");
-    status.metadata_mut().insert(
-        ERROR_CODE_METADATA,
-        tonic::metadata::MetadataValue::from_static("unavailable"),
-    );
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        tracing::warn!(method = request.uri().path(), "call refused: every call slot is taken");
+        return unavailable(
+            "overloaded",
+            "the service is at its concurrency limit; try again shortly",
+        );
+    };
+    next.run(request).await
+}
+
+/// An UNAVAILABLE answer with machine code `code`.
+fn unavailable(code: &'static str, message: &'static str) -> axum::response::Response {
+    let mut status = tonic::Status::unavailable(message);
+    status
+        .metadata_mut()
+        .insert(ERROR_CODE_METADATA, tonic::metadata::MetadataValue::from_static(code));
     status.into_http()
 }
 
@@ -228,6 +309,7 @@ pub struct BoundGrpcServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     request_timeout: Duration,
+    limits: GrpcLimits,
     routes: Routes,
     health: HealthReporter,
     service_names: Vec<&'static str>,
@@ -308,6 +390,7 @@ impl BoundGrpcServer {
             });
         let served = Server::builder()
             .timeout(self.request_timeout)
+            .max_concurrent_streams(self.limits.max_streams_per_connection)
             // Timed inside the trace layer, on tonic's own response body.
             .layer(
                 tower::ServiceBuilder::new()

@@ -119,6 +119,7 @@ pub async fn spawn_app_with(database: DatabaseConfig, queue: Arc<dyn WorkQueue>,
         database: database.clone(),
         health: Default::default(),
         mesh: mesh[CATALOG].clone(),
+        grpc_limits: Default::default(),
     };
     let backends = Backends {
         cache: shop_platform::cache::from_url("memory://", "test:").await.unwrap(),

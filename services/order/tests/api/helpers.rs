@@ -217,6 +217,7 @@ fn settings(database_url: &str, schema: &str, mesh: &MeshIdentity) -> ServiceSet
         database: DatabaseConfig::new(database_url, schema),
         health: Default::default(),
         mesh: mesh.clone(),
+        grpc_limits: Default::default(),
     }
 }
 

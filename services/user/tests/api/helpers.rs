@@ -149,6 +149,7 @@ async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
         database: DatabaseConfig::new(database_url, UserService::NAME),
         health: Default::default(),
         mesh: mesh[USER].clone(),
+        grpc_limits: Default::default(),
     };
     let service = UserService::build(service_settings, config, backends)
         .await
