@@ -60,7 +60,7 @@ def explore_traces(traceql: str) -> str:
         out.append(urllib.parse.quote(before, safe=""))
         out.append("${" + name + "}")
     out.append(urllib.parse.quote(rest, safe=""))
-    return "/explore?schemaVersion=1&orgId=1&panes=" + "".join(out)
+    return "/explore?schemaVersion=1&panes=" + "".join(out)
 
 
 def trace_link(title: str, traceql: str) -> dashboard.DashboardLink:
