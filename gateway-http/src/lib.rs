@@ -219,9 +219,16 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests and returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        // The gateway serves whenever it answers (see `health`): 1 from now until it drains.
+        shop_platform::health::report_serving("gateway", true);
+        let served = axum::serve(self.listener, service)
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                shop_platform::health::report_serving("gateway", false);
+            })
             .await
-            .context("serving HTTP")
+            .context("serving HTTP");
+        shop_platform::health::report_serving("gateway", false);
+        served
     }
 }
