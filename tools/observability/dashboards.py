@@ -307,19 +307,20 @@ def service_overview() -> dashboard_models.Dashboard:
 
 def order_funnel() -> dashboard_models.Dashboard:
     board = Board("shop-orders", "shop / Order funnel",
-                  "Orders placed → paid → shipped → delivered, and those rejected, cancelled or "
-                  "returned; pending orders; how long the stock reservation takes.", ["orders"])
-    events = ["placed", "paid", "shipped", "delivered", "rejected", "cancelled", "returned"]
+                  "Orders placed → paid → shipped → delivered, and those rejected (stock), whose "
+                  "payment failed, cancelled or returned; pending orders; how long the stock "
+                  "reservation takes.", ["orders"])
+    events = ["placed", "paid", "shipped", "delivered", "rejected", "payment_failed", "cancelled", "returned"]
     colors = {"placed": "blue", "paid": "green", "shipped": "purple", "delivered": "dark-green",
-              "rejected": "red", "cancelled": "orange", "returned": "yellow"}
+              "rejected": "red", "payment_failed": "dark-red", "cancelled": "orange", "returned": "yellow"}
     board.row("Funnel over the selected time range")
     for event in events:
         what = "items returned" if event == "returned" else f"orders {event}"
-        board.add(big(event.capitalize(), f"increase of shop_orders_total{{shop_order_event=\"{event}\"}} "
+        board.add(big(event.replace("_", " ").capitalize(), f"increase of shop_orders_total{{shop_order_event=\"{event}\"}} "
                       f"over the dashboard's time range: {what}.", "short",
                       q(f'sum(increase(shop_orders_total{{{NS}, shop_order_event="{event}"}}[$__range]))',
                         event, instant=True),
-                      [(None, colors[event])]), width=3 if event != "placed" else 6, height=5)
+                      [(None, colors[event])]), width=3, height=5)
     board.row("Flow")
     board.add(series(
         "Order events per minute", "shop_orders_total per event (returned counts items).", "short",
