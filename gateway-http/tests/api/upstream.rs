@@ -10,7 +10,7 @@ use shop_proto::pb::order::place_order_request::Source;
 use uuid::Uuid;
 
 use crate::{
-    fake::Fake,
+    fake::{Fake, LIMITED_EMAIL},
     helpers::{CLIENT_ADDR, TestApp, request},
 };
 
@@ -351,4 +351,20 @@ async fn an_unavailable_service_is_503_without_details() {
     let reply = app.get("/cart", Some(&token)).await;
     assert!(reply.status.is_server_error(), "{reply:?}");
     assert!(!reply.body["detail"].as_str().unwrap().contains("CartService"));
+}
+
+#[tokio::test]
+async fn a_service_limit_passed_on_as_429_is_counted_as_such() {
+    let metrics = shop_platform::testing::metrics::Scraper::install();
+    let (app, _fake) = start().await;
+    app.post("/auth/email-verifications", None, json!({"email": LIMITED_EMAIL}))
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    let service = ["shop_rate_limit=\"service\""];
+    assert_eq!(
+        metrics.value("shop_rate_limit_rejections_total", &service).await,
+        Some(1.0)
+    );
+    let ip = ["shop_rate_limit=\"ip\""];
+    assert_eq!(metrics.value("shop_rate_limit_rejections_total", &ip).await, Some(0.0));
 }
