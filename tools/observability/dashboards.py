@@ -226,10 +226,14 @@ def service_overview() -> dashboard_models.Dashboard:
     board.add(series(
         "Serving, per service", "shop_service_serving: 1 while the service answers SERVING (its "
         "database, broker and cache answer), 0 while it reports NOT_SERVING; summed over pods.", "none",
-        q(f"sum by (shop_service) (shop_service_serving{{{NS}}})", "{{shop_service}}")), width=12, height=7)
+        q(f"sum by (shop_service) (shop_service_serving{{{NS}}})", "{{shop_service}}")), width=8, height=7)
     board.add(series(
         "Scrape targets up", "Prometheus's own `up`: pods whose /metrics answered the last scrape, per job.",
-        "none", q(f"sum by (job) (up{{{NS}}})", "{{job}}")), width=12, height=7)
+        "none", q(f"sum by (job) (up{{{NS}}})", "{{job}}")), width=8, height=7)
+    board.add(series(
+        "Password checks waiting", "shop_password_hash_waiting: sign-ins and password checks waiting for a "
+        "hashing slot in the user service, per pod; above 0 for long, sign-ins are about to be shed with 503.",
+        "none", q(f"max by (pod) (shop_password_hash_waiting{{{NS}}})", "{{pod}}")), width=8, height=7)
     board.row("gRPC served (per service and method)")
     link = trace_link("Traces of ${__field.labels.rpc_service}/${__field.labels.rpc_method}",
                       '{span.rpc.service="${__field.labels.rpc_service}" && '
