@@ -81,6 +81,23 @@ def check_monitoring(chart_path: str, values: dict, docs: list[dict]) -> list[st
                                       f"expected {rule.get(key)!r}")
         if [len(g["rules"]) for g in got] != [len(g["rules"]) for g in expected]:
             errors.append("rules: the rendered groups differ from rules/shop-alerts.yaml")
+    # Prometheus must be let in to each component's `metrics` port by the component's policy.
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        template = deployment["spec"]["template"]
+        ports = [p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])
+                 if p.get("name") == "metrics"]
+        labels = template["metadata"]["labels"]
+        selecting = [p for p in policies
+                     if p["spec"]["podSelector"].get("matchLabels")
+                     and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+                     and "Ingress" in p["spec"].get("policyTypes", [])]
+        allowed = {port.get("port") for p in selecting for rule in p["spec"].get("ingress", [])
+                   for port in rule.get("ports", [])}
+        for port in ports:
+            if selecting and port not in allowed:
+                errors.append(f"{deployment['metadata']['name']}: metrics port {port} is not let in by its NetworkPolicy "
+                              "(networkPolicy.metrics.ports)")
     dashboards = {name: d["data"][name] for d in docs if d["kind"] == "ConfigMap"
                   for name in d.get("data", {}) if name.endswith(".json")}
     if monitoring.get("dashboards", {}).get("enabled", False):
