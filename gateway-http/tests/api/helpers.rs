@@ -71,7 +71,9 @@ impl TestApp {
         Self::configured(SocketAddr::from((Ipv4Addr::LOCALHOST, unused_port())), tweak).await
     }
 
-    async fn configured(addr: SocketAddr, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+    /// A gateway whose three services are served at `addr`, with `tweak` applied to its
+    /// configuration.
+    pub async fn configured(addr: SocketAddr, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
         let target = Target::parse(&format!("http://{addr}")).unwrap();
         let mut config = GatewayConfig::with_targets(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

@@ -125,6 +125,7 @@ async fn an_order_is_paid_shipped_delivered_and_returned_with_stock_and_refunds_
 
 #[tokio::test]
 async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
+    let metrics = Scraper::install();
     let mesh = spawn().await;
     // The built-in provider's documented trigger: a total of exactly 402.
     let trigger = mesh.product(402, 3).await;
@@ -133,6 +134,8 @@ async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
 
     let failed = mesh.wait_for(&customer, &placed.id, OrderStatus::PaymentFailed).await;
     assert_eq!(failed.status_reason.as_deref(), Some("payment_declined"));
+    assert_eq!(orders_counted(&metrics, "payment_failed").await, Some(1.0));
+    assert_eq!(orders_counted(&metrics, "paid").await, Some(0.0));
     assert_eq!(failed.payment.as_ref().unwrap().status(), PaymentStatus::Declined);
     assert!(failed.payment.as_ref().unwrap().captured_at.is_none());
     assert!(
