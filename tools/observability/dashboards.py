@@ -293,18 +293,24 @@ def service_overview() -> dashboard_models.Dashboard:
         "Duration", "p50 and p99 per route.", "s",
         *quantiles("http_server_request_duration_seconds", "http_route", route, "{{http_route}}"),
         links=[route_link]), width=8)
-    board.row("Database pools")
+    board.row("Database pools and caches")
     board.add(series(
         "Connections in use", "db_client_connection_count{state=used} per pool, against the pool's maximum.",
         "none",
         q(f'sum by (db_client_connection_pool_name) (db_client_connection_count{{{NS}, db_client_connection_state="used"}})',
           "used {{db_client_connection_pool_name}}"),
         q(f"sum by (db_client_connection_pool_name) (db_client_connection_max{{{NS}}})",
-          "max {{db_client_connection_pool_name}}", ref="B")), width=12)
+          "max {{db_client_connection_pool_name}}", ref="B")), width=8)
     board.add(series(
         "Idle connections", "db_client_connection_count{state=idle} per pool.", "none",
         q(f'sum by (db_client_connection_pool_name) (db_client_connection_count{{{NS}, db_client_connection_state="idle"}})',
-          "{{db_client_connection_pool_name}}")), width=12)
+          "{{db_client_connection_pool_name}}")), width=8)
+    board.add(series(
+        "Cache hit ratio", "shop_cache_requests_total: hits per lookup, per cache (revocation: the gateway's "
+        "memory of token revocation answers; a miss is a CheckTokenRevoked call to the user service).",
+        "percentunit",
+        q(f'sum by (shop_cache) (rate(shop_cache_requests_total{{{NS}, result="hit"}}[{RATE}])) / '
+          f"sum by (shop_cache) (rate(shop_cache_requests_total{{{NS}}}[{RATE}]))", "{{shop_cache}}")), width=8)
     return board.with_traces("Failed calls and requests", "The latest traces with an error span, from Tempo.",
                              '{resource.service.namespace="shop" && status=error}')
 
