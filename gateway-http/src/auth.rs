@@ -3,16 +3,19 @@
 //! (`GetSigningKeys`), cached and refreshed when a token names an unknown `kid` (key rotation),
 //! at most once a second so forged kids cannot flood the user service. The algorithm is pinned:
 //! `alg: none`, HMAC or anything but EdDSA is refused. A verified token is then checked against
-//! revocation (logout, password change) through the user service, with answers cached briefly.
+//! revocation (logout, password change) through the user service, with answers cached briefly;
+//! how often that cache answers is `shop.cache.requests` (Prometheus `shop_cache_requests_total`,
+//! `shop.cache` = `revocation`, `result` = `hit` or `miss`, both at 0 from the start).
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use opentelemetry::{KeyValue, metrics::Counter};
 use serde::Deserialize;
 use shop_platform::grpc::{
     client::GrpcChannel,
@@ -30,6 +33,35 @@ const KEY_REFRESH_GAP: Duration = Duration::from_secs(1);
 const NOT_REVOKED_TTL: Duration = Duration::from_secs(1);
 /// Most cached revocation answers (then the cache is cleared; it refills on demand).
 const REVOCATION_CACHE_CAP: usize = 100_000;
+
+/// `shop.cache.requests` of the revocation cache, every result at 0 from the first use.
+fn revocation_lookups() -> &'static Counter<u64> {
+    static LOOKUPS: OnceLock<Counter<u64>> = OnceLock::new();
+    LOOKUPS.get_or_init(|| {
+        let counter = shop_platform::telemetry::metrics::meter()
+            .u64_counter("shop.cache.requests")
+            .with_unit("{request}")
+            .with_description("Lookups in a cache, by cache and result (hit, miss).")
+            .build();
+        for result in ["hit", "miss"] {
+            counter.add(0, &revocation_labels(result));
+        }
+        counter
+    })
+}
+
+fn revocation_labels(result: &'static str) -> [KeyValue; 2] {
+    [
+        KeyValue::new("shop.cache", "revocation"),
+        KeyValue::new("result", result),
+    ]
+}
+
+/// Counts a lookup in the revocation cache: answered from it (`hit`) or asked of the user
+/// service (`miss`).
+fn count_revocation_lookup(result: &'static str) {
+    revocation_lookups().add(1, &revocation_labels(result));
+}
 
 /// The claims of a shop access token.
 #[derive(Debug, Deserialize)]
@@ -78,6 +110,8 @@ pub struct AuthToken(pub VerifiedToken);
 impl Authenticator {
     /// An authenticator asking the user service behind `channel` for keys and revocations.
     pub fn new(channel: GrpcChannel) -> Self {
+        // Both results exist from the start, at 0.
+        let _ = revocation_lookups();
         Self {
             users: UserServiceClient::new(channel),
             keys: RwLock::default(),
@@ -160,11 +194,18 @@ impl Authenticator {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match cache.get(jti) {
                 // A revocation is final: no need to ask again.
-                Some((true, _)) => return Ok(true),
-                Some((false, at)) if at.elapsed() < NOT_REVOKED_TTL => return Ok(false),
+                Some((true, _)) => {
+                    count_revocation_lookup("hit");
+                    return Ok(true);
+                }
+                Some((false, at)) if at.elapsed() < NOT_REVOKED_TTL => {
+                    count_revocation_lookup("hit");
+                    return Ok(false);
+                }
                 _ => {}
             }
         }
+        count_revocation_lookup("miss");
         let request = CheckTokenRevokedRequest {
             jti: jti.to_owned(),
             session_id: session.map(|id| id.to_string()).unwrap_or_default(),

@@ -228,8 +228,20 @@ impl Gateway {
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests and returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        serve::serve(self.listener, self.router, self.connections, shutdown)
-            .await
-            .context("serving HTTP")
+        // The gateway serves whenever it answers (see `health`): 1 from now until it drains.
+        shop_platform::health::report_serving("gateway", true);
+        let serving = serve::serve(self.listener, self.router, self.connections, shutdown.clone());
+        let draining = async {
+            shutdown.cancelled().await;
+            shop_platform::health::report_serving("gateway", false);
+        };
+        tokio::pin!(serving, draining);
+        let served = tokio::select! {
+            served = &mut serving => served,
+            () = &mut draining => serving.await,
+        }
+        .context("serving HTTP");
+        shop_platform::health::report_serving("gateway", false);
+        served
     }
 }

@@ -9,8 +9,18 @@
 //! ingress controller): then the client IP header the proxy sets is believed, read from the
 //! right past every trusted hop. Anyone else's header is ignored, so no client picks its own
 //! bucket. IPv6 clients are counted per /64 (one host usually holds a whole /64).
+//!
+//! Every 429 the gateway answers is counted in `shop.rate_limit.rejections` (Prometheus
+//! `shop_rate_limit_rejections_total`) by `shop.rate_limit`: `ip` and `user` for these limits,
+//! `service` for a limit of a service behind the gateway (sign-in failures, verification mails)
+//! passed on as 429. Every series starts at 0.
 
-use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::IpAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Request, State},
@@ -18,6 +28,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use opentelemetry::{KeyValue, metrics::Counter};
 use shop_platform::cache::Cache;
 use uuid::Uuid;
 
@@ -25,6 +36,49 @@ use crate::{AppState, problem::ApiError};
 
 /// The counting window.
 const WINDOW: Duration = Duration::from_secs(60);
+
+/// A limit whose refusals are counted (`shop.rate_limit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Requests per client IP.
+    Ip,
+    /// Requests per signed-in user.
+    User,
+    /// A service's own limit, passed on by the gateway.
+    Service,
+}
+
+impl Limit {
+    const ALL: [Self; 3] = [Self::Ip, Self::User, Self::Service];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::User => "user",
+            Self::Service => "service",
+        }
+    }
+}
+
+fn rejections() -> &'static Counter<u64> {
+    static REJECTIONS: OnceLock<Counter<u64>> = OnceLock::new();
+    REJECTIONS.get_or_init(|| {
+        let counter = shop_platform::telemetry::metrics::meter()
+            .u64_counter("shop.rate_limit.rejections")
+            .with_unit("{request}")
+            .with_description("Requests the gateway answered 429, by the limit that refused them.")
+            .build();
+        for limit in Limit::ALL {
+            counter.add(0, &[KeyValue::new("shop.rate_limit", limit.label())]);
+        }
+        counter
+    })
+}
+
+/// Counts a request refused by `limit`.
+pub fn count_rejection(limit: Limit) {
+    rejections().add(1, &[KeyValue::new("shop.rate_limit", limit.label())]);
+}
 
 /// An address block, `10.0.0.0/8` or `fd00::/8` (a bare address is a block of one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +214,8 @@ impl RateLimits {
     /// Limits of `per_ip` and `per_user` requests a minute; the client IP is found as
     /// `client_address` says.
     pub fn new(cache: Arc<dyn Cache>, per_ip: u32, per_user: u32, client_address: ClientAddress) -> Self {
+        // Every series exists from the start (at 0), so the first refusal is an increase.
+        let _ = rejections();
         Self {
             cache,
             per_ip: per_ip.into(),
@@ -175,7 +231,7 @@ impl RateLimits {
 
     /// Counts a request of `user`.
     pub async fn check_user(&self, user: Uuid) -> Result<(), ApiError> {
-        self.hit(&format!("rate:user:{user}"), self.per_user).await
+        self.hit(&format!("rate:user:{user}"), self.per_user, Limit::User).await
     }
 
     /// Counts a request of the client at `ip`. A request without a peer address (only an
@@ -183,14 +239,18 @@ impl RateLimits {
     /// with every other such request.
     async fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         match ip {
-            Some(ip) => self.hit(&format!("rate:ip:{}", bucket_of(ip)), self.per_ip).await,
+            Some(ip) => {
+                self.hit(&format!("rate:ip:{}", bucket_of(ip)), self.per_ip, Limit::Ip)
+                    .await
+            }
             None => Ok(()),
         }
     }
 
-    async fn hit(&self, key: &str, limit: i64) -> Result<(), ApiError> {
+    async fn hit(&self, key: &str, limit: i64, which: Limit) -> Result<(), ApiError> {
         match self.cache.increment(key, WINDOW).await {
             Ok(count) if count > limit => {
+                count_rejection(which);
                 let left = self.cache.time_to_live(key).await.ok().flatten().unwrap_or(WINDOW);
                 Err(ApiError::rate_limited(left.as_secs_f64().ceil() as u64))
             }

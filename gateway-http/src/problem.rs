@@ -130,6 +130,9 @@ impl From<tonic::Status> for ApiError {
             status.code()
         };
         let http = http_status(code);
+        if http == StatusCode::TOO_MANY_REQUESTS {
+            crate::limits::count_rejection(crate::limits::Limit::Service);
+        }
         let metadata = |key| status.metadata().get(key).and_then(|value| value.to_str().ok());
         let code = metadata(ERROR_CODE_METADATA)
             .map(str::to_owned)

@@ -7,7 +7,10 @@ for the Kubernetes schema and policy checks. Then the wiring the binaries depend
 on the rendered objects: every Secret key a pod reads exists in the Secret the dev set creates,
 every gRPC target names a rendered headless Service, port and fully qualified name, autoscaled
 Deployments leave `replicas` to the autoscaler, and the gateway's grace period covers its
-preStop pause and its drain. Fails on any error.
+preStop pause and its drain. The Prometheus Operator objects (PrometheusRule, ServiceMonitor,
+PodMonitor), which the Kubernetes schemas do not know, are validated against
+tools/chart/monitoring-v1.schema.json, and the rules and dashboards the chart ships are checked to
+be the chart's files (the rules with their thresholds from values). Fails on any error.
 
 Usage: python render.py CHART OUT_DIR
 
@@ -30,6 +33,82 @@ import yaml
 
 NAMESPACE = "shop"
 RELEASE = "shop"
+MONITORING_SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitoring-v1.schema.json")
+
+
+def check_monitoring(chart_path: str, values: dict, docs: list[dict]) -> list[str]:
+    """The Operator's objects against their committed schema; the shipped rules and dashboards
+    against the chart's files."""
+    # Imported here: `--release` (the cluster-in-a-box test's environment) does without it.
+    import jsonschema
+
+    errors = []
+    with open(MONITORING_SCHEMA, encoding="utf-8") as file:
+        schemas = json.load(file)
+    for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            schema = schemas["definitions"].get(doc["kind"])
+            if schema is None:
+                errors.append(f"{doc['kind']} {doc['metadata']['name']}: no schema in {MONITORING_SCHEMA}")
+                continue
+            for error in jsonschema.Draft7Validator(schema).iter_errors(doc):
+                path = "/".join(str(p) for p in error.absolute_path)
+                errors.append(f"{doc['kind']} {doc['metadata']['name']}: {path}: {error.message}")
+    monitoring = values.get("monitoring", {})
+    rules_on = monitoring.get("rules", {}).get("enabled", False)
+    shipped = [d["spec"]["groups"] for d in docs if d["kind"] == "PrometheusRule"]
+    shipped += [yaml.safe_load(d["data"]["shop-alerts.yaml"])["groups"] for d in docs
+                if d["kind"] == "ConfigMap" and "shop-alerts.yaml" in d.get("data", {})]
+    if rules_on and len(shipped) != 1:
+        errors.append(f"monitoring.rules.enabled, yet {len(shipped)} rule objects rendered")
+    if shipped:
+        with open(os.path.join(chart_path, "rules", "shop-alerts.yaml"), encoding="utf-8") as file:
+            expected = yaml.safe_load(file)["groups"]
+        thresholds = merge(yaml.safe_load(open(os.path.join(chart_path, "values.yaml"), encoding="utf-8"))["monitoring"]["rules"],
+                           monitoring.get("rules", {}))["thresholds"]
+        for group in expected:
+            for rule in group["rules"]:
+                if group["name"] == "shop-thresholds":
+                    head, *rest = rule["record"].removeprefix("shop:threshold:").split("_")
+                    value = thresholds[head + "".join(w.capitalize() for w in rest)]
+                    rule["expr"] = f"vector({value:g})" if isinstance(value, float) else f"vector({value})"
+        got = shipped[0]
+        for group_got, group in zip(got, expected):
+            for rule_got, rule in zip(group_got["rules"], group["rules"]):
+                for key in ("alert", "record", "expr", "for"):
+                    if rule_got.get(key) != rule.get(key):
+                        errors.append(f"rules {rule.get('alert') or rule.get('record')}: {key} {rule_got.get(key)!r}, "
+                                      f"expected {rule.get(key)!r}")
+        if [len(g["rules"]) for g in got] != [len(g["rules"]) for g in expected]:
+            errors.append("rules: the rendered groups differ from rules/shop-alerts.yaml")
+    # Prometheus must be let in to each component's `metrics` port by the component's policy.
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        template = deployment["spec"]["template"]
+        ports = [p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])
+                 if p.get("name") == "metrics"]
+        labels = template["metadata"]["labels"]
+        selecting = [p for p in policies
+                     if p["spec"]["podSelector"].get("matchLabels")
+                     and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+                     and "Ingress" in p["spec"].get("policyTypes", [])]
+        allowed = {port.get("port") for p in selecting for rule in p["spec"].get("ingress", [])
+                   for port in rule.get("ports", [])}
+        for port in ports:
+            if selecting and port not in allowed:
+                errors.append(f"{deployment['metadata']['name']}: metrics port {port} is not let in by its NetworkPolicy "
+                              "(networkPolicy.metrics.ports)")
+    dashboards = {name: d["data"][name] for d in docs if d["kind"] == "ConfigMap"
+                  for name in d.get("data", {}) if name.endswith(".json")}
+    if monitoring.get("dashboards", {}).get("enabled", False):
+        files = sorted(os.listdir(os.path.join(chart_path, "dashboards")))
+        if sorted(dashboards) != files:
+            errors.append(f"dashboards: rendered {sorted(dashboards)}, the chart has {files}")
+        for name, text in dashboards.items():
+            with open(os.path.join(chart_path, "dashboards", name), encoding="utf-8") as file:
+                if file.read() != text:
+                    errors.append(f"dashboards: {name} differs from the chart's file")
+    return errors
 
 
 def value_sets(chart_path: str) -> dict[str, dict]:
@@ -167,7 +246,7 @@ def main() -> int:
             failed = True
             continue
         docs = objects(rendered)
-        errors = check_wiring(set_name, docs)
+        errors = check_wiring(set_name, docs) + check_monitoring(chart_path, values, docs)
         for error in errors:
             print(f"{set_name}: {error}", file=sys.stderr)
         failed = failed or bool(errors)

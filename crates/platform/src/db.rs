@@ -8,8 +8,17 @@
 //! role, which also grants the service's runtime role (`SHOP_MIGRATE_GRANT_TO`) exactly
 //! reading and writing rows, and the serving pods run with `skip` under that runtime role: they
 //! never create a schema or table, and refuse to start on a schema that is behind.
+//!
+//! Every pool [`connect`] opens is reported as the OpenTelemetry database client conventions
+//! say: `db.client.connection.count` (by `db.client.connection.state`: `used`, `idle`) and
+//! `db.client.connection.max`, labelled `db.client.connection.pool.name` with the service's
+//! schema. Both are read from the pool itself when scraped: no query, no cost per request.
 
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, OnceLock, PoisonError},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use sea_orm::{
@@ -183,7 +192,104 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnecti
     let db = Database::connect(options)
         .await
         .with_context(|| format!("connecting to {}", crate::config::redact_url(&url)))?;
+    pool_gauges::register(&config.schema, &db, config.max_connections);
     Ok(db)
+}
+
+/// The connection pool gauges (see the module). The pools are kept by name: a service that
+/// connects again replaces its old pool, and a closed pool is no longer reported.
+mod pool_gauges {
+    use opentelemetry::{KeyValue, metrics::ObservableGauge};
+    use sea_orm::sqlx;
+
+    use super::{BTreeMap, DatabaseBackend, DatabaseConnection, Mutex, OnceLock, PoisonError};
+
+    enum Pool {
+        Postgres(sqlx::PgPool),
+        Sqlite(sqlx::SqlitePool),
+    }
+
+    impl Pool {
+        /// `(open, idle)` connections, or `None` once the pool is closed.
+        fn usage(&self) -> Option<(u32, u32)> {
+            match self {
+                Self::Postgres(pool) if !pool.is_closed() => Some((pool.size(), pool.num_idle() as u32)),
+                Self::Sqlite(pool) if !pool.is_closed() => Some((pool.size(), pool.num_idle() as u32)),
+                _ => None,
+            }
+        }
+    }
+
+    type Pools = Mutex<BTreeMap<String, (Pool, u32)>>;
+
+    struct Gauges {
+        pools: &'static Pools,
+        _count: ObservableGauge<u64>,
+        _max: ObservableGauge<u64>,
+    }
+
+    fn gauges() -> &'static Gauges {
+        static POOLS: Pools = Mutex::new(BTreeMap::new());
+        static GAUGES: OnceLock<Gauges> = OnceLock::new();
+        GAUGES.get_or_init(|| {
+            let meter = crate::telemetry::metrics::meter();
+            let count = meter
+                .u64_observable_gauge("db.client.connection.count")
+                .with_unit("{connection}")
+                .with_description("Connections of a database pool, by state (used, idle).")
+                .with_callback(|observer| {
+                    let pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (name, (pool, _)) in pools.iter() {
+                        if let Some((open, idle)) = pool.usage() {
+                            for (state, value) in [("used", open.saturating_sub(idle)), ("idle", idle)] {
+                                observer.observe(
+                                    u64::from(value),
+                                    &[
+                                        KeyValue::new("db.client.connection.pool.name", name.clone()),
+                                        KeyValue::new("db.client.connection.state", state),
+                                    ],
+                                );
+                            }
+                        }
+                    }
+                })
+                .build();
+            let max = meter
+                .u64_observable_gauge("db.client.connection.max")
+                .with_unit("{connection}")
+                .with_description("The most connections a database pool opens.")
+                .with_callback(|observer| {
+                    let pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (name, (pool, max)) in pools.iter() {
+                        if pool.usage().is_some() {
+                            observer.observe(
+                                u64::from(*max),
+                                &[KeyValue::new("db.client.connection.pool.name", name.clone())],
+                            );
+                        }
+                    }
+                })
+                .build();
+            Gauges {
+                pools: &POOLS,
+                _count: count,
+                _max: max,
+            }
+        })
+    }
+
+    /// Reports `db`'s pool as `name`, of at most `max` connections.
+    pub(super) fn register(name: &str, db: &DatabaseConnection, max: u32) {
+        let pool = match db.get_database_backend() {
+            DatabaseBackend::Postgres => Pool::Postgres(db.get_postgres_connection_pool().clone()),
+            DatabaseBackend::Sqlite => Pool::Sqlite(db.get_sqlite_connection_pool().clone()),
+            _ => return,
+        };
+        let gauges = gauges();
+        let mut pools = gauges.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        pools.retain(|_, (pool, _)| pool.usage().is_some());
+        pools.insert(name.to_owned(), (pool, max));
+    }
 }
 
 /// Rows per multi-row INSERT, for every batch writer (outbox, inbox, the stock ledger). Small on

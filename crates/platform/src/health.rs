@@ -18,13 +18,17 @@
 //! Liveness is another question, answered by the separate [`LIVENESS`] service name: SERVING
 //! as long as the process runs, whatever its backends do, so Kubernetes restarts a pod that is
 //! stuck but never one that merely waits for its database to come back.
+//!
+//! What the health service says is also a metric, `shop.service.serving` (1 serving, 0 not),
+//! one series per mesh component (`shop.service`: `user`, `catalog`, `order`, and `gateway`,
+//! which reports itself): [`report_serving`].
 
 use std::{
     fmt,
     future::Future,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -227,9 +231,26 @@ impl CallGate {
     }
 }
 
+/// Sets `shop.service.serving` of mesh component `service` (`user`, `catalog`, `order`,
+/// `gateway`) to 1 while it serves, 0 while it does not (a dependency is down, or it drains).
+pub fn report_serving(service: &str, serving: bool) {
+    static GAUGE: OnceLock<crate::telemetry::metrics::PolledGauge> = OnceLock::new();
+    GAUGE
+        .get_or_init(|| {
+            crate::telemetry::metrics::PolledGauge::new(
+                "shop.service.serving",
+                "",
+                "1 while the component serves (its health is SERVING), 0 while it does not.",
+            )
+        })
+        .set(&[("shop.service", service)], if serving { 1.0 } else { 0.0 });
+}
+
 /// Probes a server's dependencies and keeps its health status and call gate in step with them.
 #[derive(Debug)]
 pub struct DependencyWatcher {
+    /// The mesh component whose `shop.service.serving` the status also sets, if any.
+    component: Option<String>,
     dependencies: Vec<Dependency>,
     settings: HealthSettings,
     reporter: HealthReporter,
@@ -253,6 +274,7 @@ impl DependencyWatcher {
         let last = vec![None; dependencies.len()];
         let slow = vec![0; dependencies.len()];
         Self {
+            component: None,
             dependencies,
             settings,
             reporter,
@@ -261,6 +283,12 @@ impl DependencyWatcher {
             last,
             slow,
         }
+    }
+
+    /// Also reports the status as `shop.service.serving` of `component` ([`report_serving`]).
+    pub fn reporting_as(mut self, component: impl Into<String>) -> Self {
+        self.component = Some(component.into());
+        self
     }
 
     /// Probes every dependency once (concurrently) and publishes the outcome.
@@ -307,6 +335,9 @@ impl DependencyWatcher {
         };
         for name in self.services.iter().copied().chain([""]) {
             self.reporter.set_service_status(name, status).await;
+        }
+        if let Some(component) = &self.component {
+            report_serving(component, all_up);
         }
     }
 

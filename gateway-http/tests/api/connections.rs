@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Served, status_of};
+use shop_platform::testing::{self, metrics::Scraper};
+
+use crate::helpers::{Served, status_of, unreachable};
 
 #[tokio::test]
 async fn a_request_without_exactly_one_host_is_400() {
@@ -199,4 +201,44 @@ async fn a_connection_is_closed_after_its_request_quota() {
         1,
         "{reply}"
     );
+}
+
+#[tokio::test]
+async fn refusals_are_counted_by_limit_and_the_gateway_reports_serving() {
+    let metrics = Scraper::install();
+    // The limits counted in Redis, as in production, under a prefix of the test's own.
+    let prefix = format!("{}:", testing::unique_name("gateway_metrics"));
+    let cache = shop_platform::cache::from_url(&testing::redis_url(), &prefix)
+        .await
+        .unwrap();
+    let gateway = Served::start_on(cache, unreachable(), |config| config.rate_limit_per_ip = 1).await;
+    let serving = ["shop_service=\"gateway\""];
+    metrics
+        .wait_for("shop_service_serving", &serving, |value| value == 1.0)
+        .await;
+    // Every limit is there from the start, at 0, so that the first refusal is an increase.
+    for limit in ["ip", "user", "service"] {
+        let label = format!("shop_rate_limit=\"{limit}\"");
+        assert_eq!(
+            metrics.value("shop_rate_limit_rejections_total", &[&label]).await,
+            Some(0.0),
+            "{limit}"
+        );
+    }
+
+    assert_ne!(products_status(&gateway, "").await, 429);
+    assert_eq!(products_status(&gateway, "").await, 429);
+    assert_eq!(products_status(&gateway, "").await, 429);
+    let ip = ["shop_rate_limit=\"ip\""];
+    assert_eq!(metrics.value("shop_rate_limit_rejections_total", &ip).await, Some(2.0));
+    let user = ["shop_rate_limit=\"user\""];
+    assert_eq!(
+        metrics.value("shop_rate_limit_rejections_total", &user).await,
+        Some(0.0)
+    );
+
+    drop(gateway);
+    metrics
+        .wait_for("shop_service_serving", &serving, |value| value == 0.0)
+        .await;
 }

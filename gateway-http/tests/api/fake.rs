@@ -56,6 +56,9 @@ fn service_identities() -> Vec<(&'static str, MeshIdentity)> {
     .collect()
 }
 
+/// The address whose verification mails the fake user service refuses as over its limit.
+pub const LIMITED_EMAIL: &str = "limited@example.com";
+
 /// What the gateway sent.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -224,6 +227,9 @@ service! {
             request: Request<user::StartEmailVerificationRequest>,
         ) -> Result<Response<user::StartEmailVerificationResponse>, Status> {
             self.record(&request);
+            if request.get_ref().email == LIMITED_EMAIL {
+                return Err(with_code(Status::resource_exhausted("too many codes"), "too_many_requests"));
+            }
             let ip = request.metadata().get("x-shop-client-ip").map(|ip| ip.to_str().unwrap().to_owned());
             self.seen.lock().unwrap().client_ip = ip;
             Ok(Response::new(user::StartEmailVerificationResponse {}))

@@ -71,7 +71,9 @@ impl TestApp {
         Self::configured(SocketAddr::from((Ipv4Addr::LOCALHOST, unused_port())), tweak).await
     }
 
-    async fn configured(addr: SocketAddr, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+    /// A gateway whose three services are served at `addr`, with `tweak` applied to its
+    /// configuration.
+    pub async fn configured(addr: SocketAddr, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
         let target = Target::parse(&format!("http://{addr}")).unwrap();
         let mut config = GatewayConfig::with_targets(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -161,6 +163,11 @@ pub fn raw_json(method: Method, path: &str, token: Option<&str>, body: impl Into
     builder.body(body.into()).unwrap()
 }
 
+/// An address where no service answers.
+pub fn unreachable() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, unused_port()))
+}
+
 /// A gateway served on a loopback port by [`Gateway::run`], as in production (connection
 /// handling, timeouts), with unreachable services unless `services` is given. Stops when the
 /// test's runtime ends.
@@ -172,11 +179,21 @@ pub struct Served {
 impl Served {
     /// Serves a gateway whose services are unreachable, with `tweak` applied to its configuration.
     pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
-        Self::start_with_services(SocketAddr::from((Ipv4Addr::LOCALHOST, unused_port())), tweak).await
+        Self::start_with_services(unreachable(), tweak).await
     }
 
     /// Serves a gateway whose three services are at `services`.
     pub async fn start_with_services(services: SocketAddr, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let cache = Arc::new(MemoryCache::new("gateway-test:"));
+        Self::start_on(cache, services, tweak).await
+    }
+
+    /// Serves a gateway counting its rate limits in `cache`, its three services at `services`.
+    pub async fn start_on(
+        cache: Arc<dyn shop_platform::cache::Cache>,
+        services: SocketAddr,
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
         let target = Target::parse(&format!("http://{services}")).unwrap();
         let mut config = GatewayConfig::with_targets(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -188,7 +205,6 @@ impl Served {
         config.client.connect_timeout = Duration::from_millis(500);
         config.mesh = crate::fake::gateway_identity();
         tweak(&mut config);
-        let cache = Arc::new(MemoryCache::new("gateway-test:"));
         let gateway = Gateway::build(&config, cache).await.unwrap();
         let addr = gateway.local_addr().unwrap();
         let stop = tokio_util::sync::CancellationToken::new();

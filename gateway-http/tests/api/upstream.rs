@@ -10,7 +10,7 @@ use shop_proto::pb::order::place_order_request::Source;
 use uuid::Uuid;
 
 use crate::{
-    fake::Fake,
+    fake::{Fake, LIMITED_EMAIL},
     helpers::{CLIENT_ADDR, TestApp, request},
 };
 
@@ -351,4 +351,58 @@ async fn an_unavailable_service_is_503_without_details() {
     let reply = app.get("/cart", Some(&token)).await;
     assert!(reply.status.is_server_error(), "{reply:?}");
     assert!(!reply.body["detail"].as_str().unwrap().contains("CartService"));
+}
+
+#[tokio::test]
+async fn a_service_limit_passed_on_as_429_is_counted_as_such() {
+    let metrics = shop_platform::testing::metrics::Scraper::install();
+    let (app, _fake) = start().await;
+    app.post("/auth/email-verifications", None, json!({"email": LIMITED_EMAIL}))
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    let service = ["shop_rate_limit=\"service\""];
+    assert_eq!(
+        metrics.value("shop_rate_limit_rejections_total", &service).await,
+        Some(1.0)
+    );
+    let ip = ["shop_rate_limit=\"ip\""];
+    assert_eq!(metrics.value("shop_rate_limit_rejections_total", &ip).await, Some(0.0));
+}
+
+#[tokio::test]
+async fn revocation_answers_are_counted_as_cache_hits_and_misses() {
+    let metrics = shop_platform::testing::metrics::Scraper::install();
+    let (app, fake) = start().await;
+    let hit = ["shop_cache=\"revocation\"", "result=\"hit\""];
+    let miss = ["shop_cache=\"revocation\"", "result=\"miss\""];
+    assert_eq!(metrics.value("shop_cache_requests_total", &hit).await, Some(0.0));
+    assert_eq!(metrics.value("shop_cache_requests_total", &miss).await, Some(0.0));
+
+    // The first use of a token asks the user service; the next, within a second, does not.
+    let token = fake.token(Uuid::new_v4(), Role::Customer);
+    for _ in 0..2 {
+        let reply = app.get("/users/me", Some(&token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+    assert_eq!(metrics.value("shop_cache_requests_total", &miss).await, Some(1.0));
+    assert_eq!(metrics.value("shop_cache_requests_total", &hit).await, Some(1.0));
+}
+
+#[tokio::test]
+async fn requests_beyond_the_per_user_limit_are_counted_as_such() {
+    let metrics = shop_platform::testing::metrics::Scraper::install();
+    let (addr, fake) = Fake::start().await;
+    let app = TestApp::configured(addr, |config| config.rate_limit_per_user = 1).await;
+    let token = fake.token(Uuid::new_v4(), Role::Customer);
+    assert_eq!(app.get("/users/me", Some(&token)).await.status, StatusCode::OK);
+    app.get("/users/me", Some(&token))
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    let user = ["shop_rate_limit=\"user\""];
+    assert_eq!(
+        metrics.value("shop_rate_limit_rejections_total", &user).await,
+        Some(1.0)
+    );
+    let ip = ["shop_rate_limit=\"ip\""];
+    assert_eq!(metrics.value("shop_rate_limit_rejections_total", &ip).await, Some(0.0));
 }

@@ -182,6 +182,12 @@ spec fields up to (not including) `containers:`.
 {{- $annotations := merge (dict) (default dict $c.podAnnotations) (default dict $g.podAnnotations) -}}
 {{- $checksum := include "shop.secretChecksum" $root -}}
 {{- if $checksum }}{{ $_ := set $annotations "checksum/secret" $checksum }}{{ end -}}
+{{- /* For a Prometheus that discovers pods by annotation; the Operator's monitors ignore them. */ -}}
+{{- if $root.Values.monitoring.scrapeAnnotations.enabled -}}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" -}}
+{{- $_ := set $annotations "prometheus.io/port" (toString $root.Values.monitoring.metricsPort) -}}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics" -}}
+{{- end -}}
 metadata:
   labels:
     {{- include "shop.labels" . | nindent 4 }}

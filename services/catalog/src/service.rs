@@ -1,7 +1,8 @@
 //! The catalog service as the binaries start it: built (database migrated, stock queues
 //! declared, gRPC listener bound), then run with its background tasks: the stock worker, the
-//! outbox relay (its answers to the order service), the retention sweeper and the dead-letter
-//! depth gauge. Every one of them is safe to run in several replicas at once.
+//! outbox relay (its answers to the order service), the retention sweeper, and the gauges
+//! polled in the background (dead-letter and queue depths, the outbox). Every one of them is
+//! safe to run in several replicas at once.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -11,10 +12,11 @@ use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
-    outbox::{OutboxRelay, RelayOptions},
-    queue::DeadLetterGauge,
+    outbox::{OutboxGauge, OutboxRelay, RelayOptions},
+    queue::{DeadLetterGauge, QueueDepthGauge},
     retention::Sweeper,
     service::{Backends, MeshService, ServiceSettings, open_database},
+    telemetry::metrics::POLL_INTERVAL,
 };
 use shop_proto::pb::catalog::catalog_service_server::CatalogServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,7 @@ pub struct CatalogService {
     sweeper: Sweeper,
     sweep_interval: std::time::Duration,
     dead_letters: DeadLetterGauge,
+    depth: QueueDepthGauge,
     db: DatabaseConnection,
 }
 
@@ -64,6 +67,7 @@ impl MeshService for CatalogService {
         worker.declare().await.context("declaring the stock queues")?;
         // The dead letters of the queues this service consumes.
         let dead_letters = DeadLetterGauge::new(Arc::clone(&backends.queue), worker.consumed_queues());
+        let depth = QueueDepthGauge::new(Arc::clone(&backends.queue), worker.consumed_queues());
         let sweeper = retention::sweeper(db.clone(), &config.retention);
         let server = GrpcServerBuilder::for_service(&settings)
             .depends_on(Dependency::database(db.clone()))
@@ -79,6 +83,7 @@ impl MeshService for CatalogService {
             sweeper,
             sweep_interval: config.retention.platform.interval,
             dead_letters,
+            depth,
             db,
         })
     }
@@ -96,11 +101,15 @@ impl MeshService for CatalogService {
         let worker = tokio::spawn(self.worker.run(stop.clone()));
         let sweeper = tokio::spawn(self.sweeper.run(self.sweep_interval, stop.clone()));
         let dead_letters = tokio::spawn(self.dead_letters.run(DeadLetterGauge::INTERVAL, stop.clone()));
+        let depth = tokio::spawn(self.depth.run(POLL_INTERVAL, stop.clone()));
+        let outbox = tokio::spawn(OutboxGauge::new(self.db.clone(), Self::NAME).run(POLL_INTERVAL, stop.clone()));
         let served = self.server.serve(stop.clone()).await;
         stop.cancel();
         let worked = worker.await.context("the stock worker panicked");
         sweeper.await.context("the retention sweeper panicked")?;
         dead_letters.await.context("the dead-letter gauge panicked")?;
+        depth.await.context("the queue depth gauge panicked")?;
+        outbox.await.context("the outbox gauge panicked")?;
         relay_stop.cancel();
         relay.await.context("the outbox relay panicked")?;
         served.and(worked?)

@@ -33,6 +33,7 @@ mod upstream;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{OrderConfig, OrderRetention, ReconcileConfig, StockQueues};
+pub use metrics::PendingOrders;
 pub use payment::{PaymentProvider, TestPaymentProvider};
 pub use reconcile::Reconciler;
 pub use service::{OrderService, OrderServiceBuilder};

@@ -152,8 +152,9 @@ impl Reconciler {
                 }
             };
             let count = due.len() as u64;
-            act(&txn, &self.ctx.config.queues, due, action, now).await?;
+            let rejected = act(&txn, &self.ctx.config.queues, due, action, now).await?;
             txn.commit().await?;
+            rejections_committed(&rejected, now);
             if count > 0 {
                 tracing::info!(count, ?action, "unanswered orders reconciled");
                 self.ctx.relay.wake();
@@ -196,27 +197,38 @@ pub async fn repair(
         .await?;
     let records = store::complete(&txn, orders).await?;
     let repaired: Vec<Uuid> = records.iter().map(|record| record.order.id).collect();
-    act(&txn, queues, records, repair, now).await?;
+    let rejected = act(&txn, queues, records, repair, now).await?;
     txn.commit().await?;
+    rejections_committed(&rejected, now);
     Ok(repaired)
 }
 
-/// Does `action` to `records`, in the caller's transaction.
+/// Does `action` to `records`, in the caller's transaction. Returns when the orders it rejected
+/// were placed.
 async fn act(
     txn: &DatabaseTransaction,
     queues: &StockQueues,
     records: Vec<OrderRecord>,
     action: Repair,
     now: DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<DateTime<Utc>>> {
     match action {
-        Repair::AskAgain => ask_again_for(txn, queues, &records, now).await,
+        Repair::AskAgain => ask_again_for(txn, queues, &records, now).await.map(|()| Vec::new()),
         Repair::Reject => {
+            let mut placed = Vec::with_capacity(records.len());
             for record in records {
+                placed.push(record.order.placed_at);
                 reject_unanswered(txn, queues, record, now).await?;
             }
-            Ok(())
+            Ok(placed)
         }
+    }
+}
+
+/// Counts the rejections of orders placed at `placed`, once their transaction committed.
+fn rejections_committed(placed: &[DateTime<Utc>], now: DateTime<Utc>) {
+    for placed_at in placed {
+        crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, *placed_at, now);
     }
 }
 

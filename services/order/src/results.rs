@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
@@ -125,6 +126,10 @@ impl Handler for ResultHandler {
         }
         Ok(())
     }
+
+    fn poison_reasons(&self) -> &'static [&'static str] {
+        &["undecodable", "unexpected_type", "malformed_id"]
+    }
 }
 
 /// Consumes the results queue with `consumers` consumers until `shutdown`.
@@ -163,6 +168,7 @@ async fn apply(ctx: &Context, message_id: &str, order_id: Uuid, result: &StockRe
             (StockResult::Rejected(_), Some(_)) => "rejected",
         },
     );
+    let mut rejected_order = None;
     let enqueued = match (result, record) {
         (StockResult::Released(released), _) => confirm_release(ctx, &txn, order_id, released).await?,
         (_, None) => {
@@ -170,9 +176,15 @@ async fn apply(ctx: &Context, message_id: &str, order_id: Uuid, result: &StockRe
             false
         }
         (StockResult::Reserved(_), Some(record)) => apply_reservation(ctx, &txn, record).await?,
-        (StockResult::Rejected(rejected), Some(record)) => apply_rejection(ctx, &txn, record, rejected).await?,
+        (StockResult::Rejected(rejected), Some(record)) => {
+            rejected_order = apply_rejection(ctx, &txn, record, rejected).await?;
+            false
+        }
     };
     txn.commit().await?;
+    if let Some(placed_at) = rejected_order {
+        crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, placed_at, ctx.clock.now());
+    }
     if enqueued {
         ctx.relay.wake();
     }
@@ -219,13 +231,14 @@ async fn apply_rejection(
     txn: &DatabaseTransaction,
     record: OrderRecord,
     rejected: &events::StockRejected,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<DateTime<Utc>>> {
     let order_id = record.order.id;
     if record.order.status != OrderStatus::Pending {
         // Already applied, or cancelled meanwhile (then there is nothing to give back either).
         tracing::debug!(%order_id, status = ?record.order.status, "rejection needs nothing more");
-        return Ok(false);
+        return Ok(None);
     }
+    let placed_at = record.order.placed_at;
     let now = ctx.clock.now();
     let shortages: Vec<serde_json::Value> = rejected
         .short
@@ -252,7 +265,7 @@ async fn apply_rejection(
     payment.update(txn).await?;
     store::cancel_unshipped_items(txn, order_id).await?;
     tracing::info!(%order_id, short = ?short_ids, "order rejected: out of stock");
-    Ok(false)
+    Ok(Some(placed_at))
 }
 
 async fn confirm_release(

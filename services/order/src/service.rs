@@ -1,7 +1,8 @@
 //! The order service as the binaries start it: built (database migrated, queues declared, gRPC
 //! listener bound), then run with its background tasks: the outbox relay (ReserveStock and
 //! ReleaseStock to the catalog), the stock results consumers, the shipment scheduler, the
-//! payment worker, the reconciler, the retention sweeper and the dead-letter depth gauge.
+//! payment worker, the reconciler, the retention sweeper, and the gauges polled in the
+//! background (dead-letter and queue depths, the outbox, the pending orders).
 //! Every one of them is safe to run in several replicas at once.
 
 use std::{net::SocketAddr, sync::Arc};
@@ -12,10 +13,11 @@ use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
-    outbox::{OutboxRelay, RelayOptions},
-    queue::{DeadLetterGauge, QueueSpec, WorkQueue},
+    outbox::{OutboxGauge, OutboxRelay, RelayOptions},
+    queue::{DeadLetterGauge, QueueDepthGauge, QueueSpec, WorkQueue},
     retention::Sweeper,
     service::{Backends, MeshService, ServiceSettings, open_database},
+    telemetry::metrics::POLL_INTERVAL,
 };
 use shop_proto::pb::order::order_service_server::OrderServiceServer;
 use tokio::task::JoinSet;
@@ -26,6 +28,7 @@ use crate::{
     config::OrderConfig,
     context::Context,
     grpc::OrderApi,
+    metrics::{self, PendingOrders},
     migration,
     payment::{PaymentProvider, TestPaymentProvider},
     reconcile::Reconciler,
@@ -156,6 +159,11 @@ impl OrderService {
     pub fn payment_worker(&self) -> PaymentWorker {
         PaymentWorker::new(self.ctx.clone())
     }
+
+    /// The pending-order gauges, to read them by hand.
+    pub fn pending_orders(&self) -> PendingOrders {
+        PendingOrders::new(self.ctx.clone())
+    }
 }
 
 impl MeshService for OrderService {
@@ -177,6 +185,7 @@ impl MeshService for OrderService {
     }
 
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        metrics::init();
         // Background work stops with the server, whether it stopped on shutdown or failed.
         let background = shutdown.child_token();
         let mut tasks = JoinSet::new();
@@ -207,6 +216,11 @@ impl MeshService for OrderService {
         // The dead letters of the queue this service consumes.
         let dead_letters = DeadLetterGauge::new(Arc::clone(&self.queue), [self.ctx.config.queues.results.clone()]);
         tasks.spawn(dead_letters.run(DeadLetterGauge::INTERVAL, background.clone()));
+        let depth = QueueDepthGauge::new(Arc::clone(&self.queue), [self.ctx.config.queues.results.clone()]);
+        tasks.spawn(depth.run(POLL_INTERVAL, background.clone()));
+        let outbox = OutboxGauge::new(self.ctx.db.clone(), Self::NAME);
+        tasks.spawn(outbox.run(POLL_INTERVAL, background.clone()));
+        tasks.spawn(PendingOrders::new(self.ctx.clone()).run(POLL_INTERVAL, background.clone()));
         let served = self.server.serve(shutdown).await;
         background.cancel();
         while let Some(joined) = tasks.join_next().await {

@@ -344,8 +344,11 @@ async fn record(ctx: &Context, task: &payment_task::Model, outcome: Outcome) -> 
         }
     };
     txn.commit().await?;
-    if follow_up.paid {
-        crate::metrics::count(crate::metrics::OrderEvent::Paid);
+    if let Some(placed_at) = follow_up.paid {
+        crate::metrics::reservation_ended(crate::metrics::Reservation::Paid, placed_at, now);
+    }
+    if follow_up.payment_failed {
+        crate::metrics::count(crate::metrics::OrderEvent::PaymentFailed);
     }
     if follow_up.released {
         ctx.relay.wake();
@@ -363,8 +366,10 @@ struct FollowUp {
     released: bool,
     /// A refund was requested.
     refund: Option<Uuid>,
-    /// The order became PAID.
-    paid: bool,
+    /// The order became PAID; it was placed then.
+    paid: Option<DateTime<Utc>>,
+    /// The order became PAYMENT_FAILED.
+    payment_failed: bool,
 }
 
 async fn captured(
@@ -382,6 +387,7 @@ async fn captured(
     let payment = payment.update(txn).await?;
     match record.order.status {
         OrderStatus::Pending => {
+            let placed_at = record.order.placed_at;
             let mut order = record.order.into_active_model();
             order.status = Set(OrderStatus::Paid);
             order.paid_at = Set(Some(now));
@@ -389,7 +395,7 @@ async fn captured(
             order.update(txn).await?;
             tracing::info!(%order_id, amount = payment.amount, "order paid");
             Ok(FollowUp {
-                paid: true,
+                paid: Some(placed_at),
                 ..FollowUp::default()
             })
         }
@@ -434,6 +440,7 @@ async fn declined(
     tracing::info!(%order_id, %reason, "payment declined; stock released");
     Ok(FollowUp {
         released,
+        payment_failed: true,
         ..FollowUp::default()
     })
 }

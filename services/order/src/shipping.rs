@@ -20,6 +20,7 @@ use crate::{
     clock,
     context::Context,
     entity::{ItemStatus, OrderStatus, item, order},
+    metrics::OrderEvent,
     store,
 };
 
@@ -46,6 +47,8 @@ struct Step {
     items_from: ItemStatus,
     items_to: ItemStatus,
     item_stamp: item::Column,
+    /// What the move counts as (`shop.orders`).
+    event: OrderEvent,
 }
 
 /// Moves paid and shipped orders along as their delays pass.
@@ -73,6 +76,7 @@ impl ShipmentScheduler {
                 items_from: ItemStatus::Ordered,
                 items_to: ItemStatus::Shipped,
                 item_stamp: item::Column::ShippedAt,
+                event: OrderEvent::Shipped,
             })
             .await
             .context("shipping paid orders")?;
@@ -86,6 +90,7 @@ impl ShipmentScheduler {
                 items_from: ItemStatus::Shipped,
                 items_to: ItemStatus::Delivered,
                 item_stamp: item::Column::DeliveredAt,
+                event: OrderEvent::Delivered,
             })
             .await
             .context("delivering shipped orders")?;
@@ -134,6 +139,7 @@ impl ShipmentScheduler {
                 move_orders(&txn, &step, &due, now).await?;
             }
             txn.commit().await?;
+            crate::metrics::count_many(step.event, count);
             moved += count;
             if count < BATCH {
                 return Ok(moved);

@@ -6,12 +6,18 @@
 //! Each hash holds 19 MiB while it runs, so the number running at once is bounded by a memory
 //! budget (`SHOP_PASSWORD_HASH_MEMORY_MIB`): a check waits up to [`QUEUE_WAIT`] for a slot, and
 //! is then shed with UNAVAILABLE (503 with `Retry-After` at the gateway) rather than growing
-//! the process past its memory limit.
+//! the process past its memory limit. The checks waiting for a slot are the gauge
+//! `shop.password_hash.waiting` (Prometheus `shop_password_hash_waiting`): above zero for long,
+//! the budget is too small for the sign-in load.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use opentelemetry::metrics::UpDownCounter;
 use shop_platform::grpc::error::ServiceError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -34,9 +40,40 @@ impl std::fmt::Debug for Passwords {
     }
 }
 
+/// Password checks waiting for a hashing slot now (exported as a gauge, present from the start).
+fn waiting() -> &'static UpDownCounter<i64> {
+    static WAITING: OnceLock<UpDownCounter<i64>> = OnceLock::new();
+    WAITING.get_or_init(|| {
+        let waiting = shop_platform::telemetry::metrics::meter()
+            .i64_up_down_counter("shop.password_hash.waiting")
+            .with_unit("{check}")
+            .with_description("Password checks waiting for a hashing slot (SHOP_PASSWORD_HASH_MEMORY_MIB).")
+            .build();
+        waiting.add(0, &[]);
+        waiting
+    })
+}
+
+/// Counts one check as waiting for as long as it lives.
+struct Waiting;
+
+impl Waiting {
+    fn start() -> Self {
+        waiting().add(1, &[]);
+        Self
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        waiting().add(-1, &[]);
+    }
+}
+
 impl Passwords {
     /// Prepares the dummy hash; at most `memory_mib / 19` hashes (at least one) run at once.
     pub async fn new(memory_mib: u32) -> anyhow::Result<Self> {
+        let _ = waiting();
         let slots = Arc::new(Semaphore::new(usize::try_from((memory_mib / MIB_PER_HASH).max(1))?));
         let permit = Arc::clone(&slots).acquire_owned().await?;
         let dummy = hash_blocking(crate::secrets::new_token(), permit).await?;
@@ -49,6 +86,7 @@ impl Passwords {
     /// A hashing slot, or UNAVAILABLE when none frees up within [`QUEUE_WAIT`].
     async fn slot(&self) -> Result<OwnedSemaphorePermit, ServiceError> {
         let shed = || ServiceError::Unavailable("too many password checks at once; retry shortly".to_owned());
+        let _waiting = Waiting::start();
         tokio::time::timeout(QUEUE_WAIT, Arc::clone(&self.slots).acquire_owned())
             .await
             .map_err(|_| shed())?
@@ -118,6 +156,30 @@ mod tests {
         assert!(started.elapsed() >= QUEUE_WAIT);
         drop(held);
         assert!(!passwords.verify("anything", None).await?);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_waiting_for_a_slot_are_gauged() -> anyhow::Result<()> {
+        let metrics = shop_platform::testing::metrics::Scraper::install();
+        // Two slots, both held: two checks wait, and both get a slot at once when freed.
+        let passwords = Passwords::new(2 * MIB_PER_HASH).await?;
+        assert_eq!(metrics.value("shop_password_hash_waiting", &[]).await, Some(0.0));
+        let held = Arc::clone(&passwords.slots).acquire_many_owned(2).await?;
+        let checks: Vec<_> = (0..2)
+            .map(|_| {
+                let passwords = passwords.clone();
+                tokio::spawn(async move { passwords.verify("anything", None).await })
+            })
+            .collect();
+        metrics
+            .wait_for("shop_password_hash_waiting", &[], |value| value == 2.0)
+            .await;
+        drop(held);
+        for check in checks {
+            assert!(!check.await??);
+        }
+        assert_eq!(metrics.value("shop_password_hash_waiting", &[]).await, Some(0.0));
         Ok(())
     }
 }

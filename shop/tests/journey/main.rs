@@ -15,6 +15,7 @@ mod authz;
 mod cluster;
 mod journey;
 mod mail;
+mod observability;
 mod outage;
 mod process;
 mod stack;

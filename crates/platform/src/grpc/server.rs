@@ -211,6 +211,7 @@ impl GrpcServerBuilder {
         routes.add_service(reflection.build_v1().context("building server reflection")?);
         // Outside everything else, so that no service (reflection included) is reached unproven.
         let mesh = self.mesh;
+        let mesh_name = mesh.name().to_owned();
         let authenticated =
             routes
                 .routes()
@@ -221,6 +222,7 @@ impl GrpcServerBuilder {
         let routes = RoutesBuilder::from(authenticated);
 
         Ok(BoundGrpcServer {
+            component: mesh_name,
             listener,
             local_addr,
             request_timeout: self.request_timeout,
@@ -306,6 +308,8 @@ fn unavailable(code: &'static str, message: &'static str) -> axum::response::Res
 /// A server whose port is bound, ready to serve.
 #[derive(Debug)]
 pub struct BoundGrpcServer {
+    /// Its mesh name (`order`, …): the `shop.service` of its `shop.service.serving`.
+    component: String,
     listener: TcpListener,
     local_addr: SocketAddr,
     request_timeout: Duration,
@@ -341,13 +345,15 @@ impl BoundGrpcServer {
             health.clone(),
             self.service_names.clone(),
             self.gate,
-        );
+        )
+        .reporting_as(self.component.clone());
         watcher.round().await;
         let watch_stop = CancellationToken::new();
         let watching = tokio::spawn(watcher.run(watch_stop.clone()));
 
         let names = self.service_names.clone();
         let stop_watching = watch_stop.clone();
+        let component = self.component.clone();
         let signal = async move {
             shutdown.cancelled().await;
             // The watcher stops first, so it cannot report SERVING again while draining.
@@ -356,6 +362,7 @@ impl BoundGrpcServer {
             for name in names.iter().copied().chain([""]) {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
+            crate::health::report_serving(&component, false);
         };
 
         let trace = TraceLayer::new_for_grpc()

@@ -15,7 +15,7 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 use uuid::Uuid;
 
 pub use migration::{CreateMessagingTables, IndexInboxByAge};
-pub use relay::{OutboxRelay, RelayOptions};
+pub use relay::{OutboxGauge, OutboxRelay, RelayOptions};
 
 /// The `outbox` table: one row per message to publish.
 pub mod entity {

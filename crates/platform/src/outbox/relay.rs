@@ -4,8 +4,16 @@
 //! relays at a time and order is kept; the others wait their turn. If publishing fails, or the
 //! process dies before the commit, nothing is marked and the rows go out again on the next pass
 //! (consumers dedupe on the message id).
+//!
+//! [`OutboxGauge`] reports how far the relay is behind: `shop.outbox.pending` (unsent rows) and
+//! `shop.outbox.oldest_age` (seconds the oldest unsent row has waited; 0 when none waits), one
+//! series per service (`shop.outbox`), read by a periodic poll on the relay's own index.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use sea_orm::{
@@ -19,7 +27,11 @@ use super::entity;
 use crate::{
     backoff::Backoff,
     queue::{Message, WorkQueue},
-    telemetry::{messaging, propagation},
+    telemetry::{
+        messaging,
+        metrics::{self, BacklogGauges},
+        propagation,
+    },
 };
 
 /// How the relay paces itself.
@@ -189,5 +201,58 @@ fn to_message(row: &entity::Model) -> Message {
         kind: row.kind.clone(),
         payload: row.payload.clone(),
         headers: serde_json::from_str::<BTreeMap<String, String>>(&row.headers).unwrap_or_default(),
+    }
+}
+
+/// The outbox gauges of one service: `shop.outbox.pending` and `shop.outbox.oldest_age`,
+/// labelled `shop.outbox` with the service's name. Poll it with [`OutboxGauge::run`].
+#[derive(Clone, Debug)]
+pub struct OutboxGauge {
+    db: DatabaseConnection,
+    outbox: String,
+}
+
+fn outbox_gauges() -> &'static BacklogGauges {
+    static GAUGES: OnceLock<BacklogGauges> = OnceLock::new();
+    GAUGES.get_or_init(|| {
+        BacklogGauges::new(
+            "shop.outbox.pending",
+            "{message}",
+            "Outbox rows not yet published to the work queue.",
+            "shop.outbox.oldest_age",
+            "Seconds the oldest unpublished outbox row has waited; 0 when none waits.",
+        )
+    })
+}
+
+impl OutboxGauge {
+    /// The gauges of the outbox in `db`, which belongs to service `outbox` (`order`, …).
+    pub fn new(db: DatabaseConnection, outbox: impl Into<String>) -> Self {
+        Self {
+            db,
+            outbox: outbox.into(),
+        }
+    }
+
+    /// Reads both values now: a count and a first row, both found through the relay's own
+    /// index of unsent rows (`outbox_unsent`), so their cost grows with the backlog only.
+    pub async fn poll(&self) -> anyhow::Result<()> {
+        let unsent = entity::Entity::find().filter(entity::Column::PublishedAt.is_null());
+        outbox_gauges()
+            .poll(
+                &[("shop.outbox", self.outbox.as_str())],
+                &self.db,
+                unsent,
+                entity::Column::CreatedAt,
+                entity::Column::Seq,
+                chrono::Utc::now(),
+            )
+            .await
+            .context("reading the outbox gauges")
+    }
+
+    /// Polls every `interval` until `shutdown`, the first time at once.
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        metrics::poll_every("shop.outbox", interval, shutdown, || self.poll()).await;
     }
 }

@@ -6,6 +6,7 @@
 
 mod amqp;
 mod dead_letter_gauge;
+mod depth_gauge;
 mod inspect;
 mod journal;
 mod memory;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 
 pub use amqp::AmqpQueue;
 pub use dead_letter_gauge::DeadLetterGauge;
+pub use depth_gauge::QueueDepthGauge;
 pub use inspect::{DeadLetter, DeadLetters, Death, RedriveError, Selection};
 pub use memory::MemoryQueue;
 pub use sqlite::SqliteQueue;
@@ -139,7 +141,7 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
 
     /// The number of ready messages in `queue` (those no consumer holds), or `None` when the
     /// queue does not exist or the adapter cannot count (the default). Feeds the dead-letter
-    /// depth gauge ([`DeadLetterGauge`]).
+    /// depth gauge ([`DeadLetterGauge`]) and the queue depth gauge ([`QueueDepthGauge`]).
     async fn message_count(&self, queue: &str) -> Result<Option<u64>, QueueError> {
         let _ = queue;
         Ok(None)

@@ -19,11 +19,22 @@
 //!   handlers return only after their transaction committed.
 //! - **Shutdown.** Cancelling the token stops the wait for deliveries at once; a batch being
 //!   applied is finished and settled; a batch waiting out an outage is returned to the queue.
+//! - **Measured.** Every settled delivery is recorded in `messaging.process.duration` (from its
+//!   receipt to its settlement, by `outcome`: `ok`, `retried`, `dead_lettered`); its count is
+//!   the consume rate. The dead-letter and retry counters start at 0 for every label set known
+//!   at start, so that an alert on their increase fires on the first event.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
-use opentelemetry::{KeyValue, metrics::Counter};
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram},
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +77,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies `items` (with the message ids of their deliveries) in one transaction, and
     /// returns only after it committed. An error means nothing at all was applied.
     async fn apply(&self, items: &[Received<'_, Self::Item>]) -> anyhow::Result<()>;
+
+    /// Every [`Poison::reason`] `decode` may give: their dead-letter counts start at 0.
+    fn poison_reasons(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// One decoded delivery, as [`Handler::apply`] sees it.
@@ -149,6 +165,7 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// Consumes with `options.consumers` consumers until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.metrics.start(&self.name, self.handler.poison_reasons());
         let runner = Arc::new(self);
         let mut consumers = JoinSet::new();
         for _ in 0..runner.options.consumers.max(1) {
@@ -210,6 +227,7 @@ impl<H: Handler> ConsumerRunner<H> {
     /// Decodes, applies and settles one batch.
     async fn handle(&self, deliveries: Vec<Delivery>, shutdown: &CancellationToken) {
         let queue = self.name.as_str();
+        let received = Instant::now();
         let mut decoded = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let span = messaging::process_span(self.queue.system(), queue, &delivery.message, delivery.delivery_count);
@@ -228,6 +246,7 @@ impl<H: Handler> ConsumerRunner<H> {
                     );
                     self.metrics.dead_lettered(queue, poison.reason);
                     settle(delivery.dead_letter().await, queue);
+                    self.metrics.processed(queue, Outcome::DeadLettered, received);
                 }
             }
         }
@@ -238,6 +257,7 @@ impl<H: Handler> ConsumerRunner<H> {
             Applied::Committed => {
                 for (delivery, _, _) in decoded {
                     settle(delivery.ack().await, queue);
+                    self.metrics.processed(queue, Outcome::Ok, received);
                 }
             }
             // Dropped unsettled: the broker returns them to the queue for after the restart.
@@ -250,18 +270,19 @@ impl<H: Handler> ConsumerRunner<H> {
                         Applied::Committed => {
                             let [(delivery, _, _)] = single;
                             settle(delivery.ack().await, queue);
+                            self.metrics.processed(queue, Outcome::Ok, received);
                         }
                         Applied::ShuttingDown => return,
                         Applied::Failed(error) => {
                             let [(delivery, _, span)] = single;
-                            self.give_back(delivery, &span, &error, shutdown).await;
+                            self.give_back(delivery, &span, &error, shutdown, received).await;
                         }
                     }
                 }
             }
             Applied::Failed(error) => {
                 for (delivery, _, span) in decoded {
-                    self.give_back(delivery, &span, &error, shutdown).await;
+                    self.give_back(delivery, &span, &error, shutdown, received).await;
                 }
             }
         }
@@ -314,6 +335,7 @@ impl<H: Handler> ConsumerRunner<H> {
         span: &tracing::Span,
         error: &anyhow::Error,
         shutdown: &CancellationToken,
+        received: Instant,
     ) {
         let queue = self.name.as_str();
         messaging::record_failure(span, &format_args!("{error:#}"));
@@ -323,6 +345,9 @@ impl<H: Handler> ConsumerRunner<H> {
         for _ in 0..delivery.delivery_count.min(8) {
             backoff.next_pause();
         }
+        // Measured before the pause: the pause is the runner's, not the handling's. (Cut short by
+        // shutdown, the delivery goes back unsettled: retried all the same.)
+        self.metrics.processed(queue, Outcome::Retried, received);
         if backoff.wait(shutdown).await {
             settle(delivery.retry().await, queue);
         }
@@ -344,12 +369,35 @@ fn settle(result: Result<(), QueueError>, queue: &str) {
     }
 }
 
-/// The runner's counters, on the global OpenTelemetry meter `shop.messaging` (a no-op until
-/// the process configures a meter provider).
+/// How the handling of one delivery ended (`outcome` of `messaging.process.duration`).
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    /// Applied and acknowledged.
+    Ok,
+    /// Returned to the queue for another delivery.
+    Retried,
+    /// Sent to the dead-letter queue as poison.
+    DeadLettered,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Retried => "retried",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// The runner's counters, on the global OpenTelemetry meter `shop.messaging`, and its duration
+/// histogram on [`crate::telemetry::metrics::meter`] (no-ops until the process configures a
+/// meter provider).
 #[derive(Clone, Debug)]
 struct RunnerMetrics {
     dead_lettered: Counter<u64>,
     retried: Counter<u64>,
+    duration: Histogram<f64>,
 }
 
 impl RunnerMetrics {
@@ -364,26 +412,52 @@ impl RunnerMetrics {
                 .u64_counter("messaging.process.retries")
                 .with_description("Applications retried: `transient` (a dependency was down; the message was held) or `failed` (returned to the queue)")
                 .build(),
+            duration: crate::telemetry::metrics::duration_histogram(
+                "messaging.process.duration",
+                "Time from receiving a delivery to settling it, by outcome (ok, retried, dead_lettered).",
+            ),
         }
     }
 
-    fn dead_lettered(&self, queue: &str, reason: &'static str) {
-        self.dead_lettered.add(
-            1,
+    /// Starts the counters of `queue` at 0 for every retry kind and every poison reason.
+    fn start(&self, queue: &str, poison_reasons: &[&'static str]) {
+        for reason in poison_reasons {
+            self.dead_lettered.add(0, &Self::dead_letter_labels(queue, reason));
+        }
+        for kind in ["transient", "failed"] {
+            self.retried.add(0, &Self::retry_labels(queue, kind));
+        }
+    }
+
+    fn processed(&self, queue: &str, outcome: Outcome, received: Instant) {
+        self.duration.record(
+            received.elapsed().as_secs_f64(),
             &[
                 KeyValue::new("messaging.destination.name", queue.to_owned()),
-                KeyValue::new("reason", reason),
+                KeyValue::new("outcome", outcome.label()),
             ],
         );
     }
 
+    fn dead_letter_labels(queue: &str, reason: &'static str) -> [KeyValue; 2] {
+        [
+            KeyValue::new("messaging.destination.name", queue.to_owned()),
+            KeyValue::new("reason", reason),
+        ]
+    }
+
+    fn retry_labels(queue: &str, kind: &'static str) -> [KeyValue; 2] {
+        [
+            KeyValue::new("messaging.destination.name", queue.to_owned()),
+            KeyValue::new("kind", kind),
+        ]
+    }
+
+    fn dead_lettered(&self, queue: &str, reason: &'static str) {
+        self.dead_lettered.add(1, &Self::dead_letter_labels(queue, reason));
+    }
+
     fn retried(&self, queue: &str, kind: &'static str) {
-        self.retried.add(
-            1,
-            &[
-                KeyValue::new("messaging.destination.name", queue.to_owned()),
-                KeyValue::new("kind", kind),
-            ],
-        );
+        self.retried.add(1, &Self::retry_labels(queue, kind));
     }
 }

@@ -8,19 +8,25 @@
 //! The RED instruments of the mesh are recorded in one place each: gRPC calls served and made
 //! ([`RpcTimer`], used by the server layer and every [`crate::grpc::client::GrpcChannel`]) and
 //! the gateway's requests ([`record_http_request`]).
+//!
+//! Gauges that need a query (a count in a database, a queue's depth) never run it per scrape
+//! or per request: a background task polls on its own schedule ([`poll_every`]) and stores the
+//! reading in a [`PolledGauge`], whose observable gauge reports the last reading.
 
 use std::{
+    collections::BTreeMap,
+    fmt,
     net::SocketAddr,
     pin::Pin,
-    sync::OnceLock,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use opentelemetry::{
     KeyValue,
-    metrics::{Histogram, Meter},
+    metrics::{Histogram, Meter, ObservableGauge},
 };
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +55,180 @@ pub fn duration_histogram(name: &'static str, description: &'static str) -> Hist
         .with_description(description)
         .with_boundaries(DURATION_BUCKETS.to_vec())
         .build()
+}
+
+/// A label set of a [`PolledGauge`] reading: `(key, value)` pairs.
+type LabelSet = Vec<(&'static str, String)>;
+
+/// An observable gauge reporting the last reading of each of its label sets, taken by whoever
+/// polls (see [`poll_every`]): reading the gauge costs nothing but a lock.
+pub struct PolledGauge {
+    readings: Arc<Mutex<BTreeMap<LabelSet, f64>>>,
+    /// Kept for as long as the readings are.
+    _gauge: ObservableGauge<f64>,
+}
+
+impl fmt::Debug for PolledGauge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolledGauge").finish_non_exhaustive()
+    }
+}
+
+impl PolledGauge {
+    /// A gauge `name` on [`meter`]. Make it after the meter provider is installed (lazily).
+    pub fn new(name: &'static str, unit: &'static str, description: &'static str) -> Self {
+        let readings: Arc<Mutex<BTreeMap<LabelSet, f64>>> = Arc::default();
+        let observed = Arc::clone(&readings);
+        let gauge = meter()
+            .f64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |observer| {
+                let readings = observed.lock().unwrap_or_else(PoisonError::into_inner);
+                for (labels, value) in readings.iter() {
+                    let labels: Vec<KeyValue> = labels
+                        .iter()
+                        .map(|(key, value)| KeyValue::new(*key, value.clone()))
+                        .collect();
+                    observer.observe(*value, &labels);
+                }
+            })
+            .build();
+        Self {
+            readings,
+            _gauge: gauge,
+        }
+    }
+
+    /// Stores the reading of `labels`.
+    pub fn set(&self, labels: &[(&'static str, &str)], value: f64) {
+        self.readings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(label_set(labels), value);
+    }
+
+    /// Drops the reading of `labels`: the series disappears until the next reading (a value
+    /// that could not be read is not reported as a stale one).
+    pub fn remove(&self, labels: &[(&'static str, &str)]) {
+        self.readings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&label_set(labels));
+    }
+}
+
+fn label_set(labels: &[(&'static str, &str)]) -> LabelSet {
+    labels.iter().map(|(key, value)| (*key, (*value).to_owned())).collect()
+}
+
+/// A backlog as two gauges: how many items wait (`<name>`) and how long the oldest has waited
+/// (`<name>.oldest_age`, seconds; 0 when none waits): the outbox, the pending orders.
+#[derive(Debug)]
+pub struct BacklogGauges {
+    count: PolledGauge,
+    oldest_age: PolledGauge,
+}
+
+impl BacklogGauges {
+    /// The gauges `count` (in `unit`) and `oldest_age` (in seconds), made on [`meter`].
+    pub fn new(
+        count: &'static str,
+        unit: &'static str,
+        description: &'static str,
+        oldest_age: &'static str,
+        age_description: &'static str,
+    ) -> Self {
+        Self {
+            count: PolledGauge::new(count, unit, description),
+            oldest_age: PolledGauge::new(oldest_age, "s", age_description),
+        }
+    }
+
+    /// Reads a backlog from `db` and stores it under `labels`: the rows `waiting` selects, and
+    /// the `since` time of the first of them by `order`, as of `now`. Two statements, cheap when
+    /// an index serves `waiting` and `order`. A failed reading drops both series until the next
+    /// one, and is returned.
+    pub async fn poll<E: sea_orm::EntityTrait>(
+        &self,
+        labels: &[(&'static str, &str)],
+        db: &sea_orm::DatabaseConnection,
+        waiting: sea_orm::Select<E>,
+        since: E::Column,
+        order: E::Column,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()>
+    where
+        E::Model: Sync,
+    {
+        use sea_orm::{PaginatorTrait as _, QueryOrder as _, QuerySelect as _};
+        let reading = async {
+            let count = waiting.clone().count(db).await?;
+            let oldest: Option<chrono::DateTime<chrono::Utc>> = waiting
+                .select_only()
+                .column(since)
+                .order_by_asc(order)
+                .limit(1)
+                .into_tuple()
+                .one(db)
+                .await?;
+            anyhow::Ok((count, oldest))
+        };
+        self.record(labels, reading.await, now)
+    }
+
+    fn record(
+        &self,
+        labels: &[(&'static str, &str)],
+        reading: anyhow::Result<(u64, Option<chrono::DateTime<chrono::Utc>>)>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()> {
+        match reading {
+            Ok((count, oldest)) => {
+                self.count.set(labels, count as f64);
+                self.oldest_age
+                    .set(labels, oldest.map_or(0.0, |since| seconds_since(since, now)));
+                Ok(())
+            }
+            Err(error) => {
+                self.count.remove(labels);
+                self.oldest_age.remove(labels);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// How often the gauges that need a query are read: often enough for a dashboard and an alert
+/// that waits a few minutes, rare enough to cost nothing.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Runs `poll` at once and then every `interval` until `shutdown` is cancelled; a failed poll
+/// is logged (at debug: the gauge's missing series tells) and tried again next time.
+pub async fn poll_every<F, Fut>(what: &'static str, interval: Duration, shutdown: CancellationToken, mut poll: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            polled = poll() => {
+                if let Err(error) = polled {
+                    tracing::debug!(gauge = what, error = format!("{error:#}"), "could not read a gauge");
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Seconds from `since` to `now`, never negative (clocks of two hosts may disagree a little).
+pub fn seconds_since(since: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> f64 {
+    (now - since).to_std().map_or(0.0, |age| age.as_secs_f64())
 }
 
 /// `SHOP_METRICS_ADDR`: where `GET /metrics` is served, `default` when unset; `off` serves no

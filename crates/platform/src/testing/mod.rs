@@ -8,6 +8,7 @@
 
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod metrics;
 pub mod proxy;
 pub mod queues;
 

@@ -103,6 +103,9 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every [`DecodeError::reason`].
+    pub const REASONS: &'static [&'static str] = &["unexpected_type", "undecodable", "invalid"];
+
     /// A short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -15,18 +15,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The instruments, from the global meter.
+    /// The instruments, from the global meter. The failure counter starts at 0 for each kind
+    /// of work, so that it is served (and `increase` sees its first failure) before any fails.
     pub fn new() -> Self {
         let meter = opentelemetry::global::meter("shop.catalog");
+        let batch_failures = meter
+            .u64_counter("catalog.stock.batch_failures")
+            .with_description("Stock batch transactions that failed and were retried")
+            .build();
+        for work in [Work::Reserve, Work::Release] {
+            batch_failures.add(0, &[KeyValue::new("work", label(work))]);
+        }
         Self {
             applied: meter
                 .u64_counter("catalog.stock.applied")
                 .with_description("Stock messages applied, by outcome")
                 .build(),
-            batch_failures: meter
-                .u64_counter("catalog.stock.batch_failures")
-                .with_description("Stock batch transactions that failed and were retried")
-                .build(),
+            batch_failures,
         }
     }
 

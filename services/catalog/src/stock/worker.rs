@@ -140,6 +140,10 @@ impl Handler for WorkHandler {
         }
     }
 
+    fn poison_reasons(&self) -> &'static [&'static str] {
+        command::DecodeError::REASONS
+    }
+
     /// One transaction for the batch; then the relay is woken for the answers.
     async fn apply(&self, batch: &[Received<'_, Decoded>]) -> anyhow::Result<()> {
         let worker = &self.worker;

@@ -1,6 +1,7 @@
 //! Health that tells the truth: with its PostgreSQL link cut, the catalog reports NOT_SERVING
 //! (the server and its named service) and answers calls UNAVAILABLE at once, while `liveness`
-//! stays SERVING; once the link is back it is SERVING and answers again.
+//! stays SERVING; once the link is back it is SERVING and answers again. `GET /metrics` says
+//! the same in `shop_service_serving`.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use shop_platform::{
     grpc::error::machine_code,
     health::LIVENESS,
     queue::MemoryQueue,
-    testing::{self, proxy::FaultProxy},
+    testing::{self, metrics::Scraper, proxy::FaultProxy},
 };
 use shop_proto::pb::catalog::ListProductsRequest;
 use tonic::{Code, transport::Channel};
@@ -42,8 +43,8 @@ async fn wait_for(health: &mut HealthClient<Channel>, wanted: ServingStatus, wit
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_is_not_serving_and_unavailable_until_it_ends() {
+/// The catalog behind a PostgreSQL link that the test can cut.
+async fn spawn_behind_proxy() -> (crate::helpers::TestApp, FaultProxy) {
     testing::init_test_logging();
     let direct = url::Url::parse(&testing::create_postgres_database().await).unwrap();
     let upstream = (direct.host_str().unwrap(), direct.port().unwrap_or(5432));
@@ -54,6 +55,12 @@ async fn a_database_outage_is_not_serving_and_unavailable_until_it_ends() {
     through_proxy.set_host(Some("127.0.0.1")).unwrap();
     let database = DatabaseConfig::new(through_proxy.to_string(), "catalog");
     let app = spawn_app_with(database, std::sync::Arc::new(MemoryQueue::new()), stock_config()).await;
+    (app, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_not_serving_and_unavailable_until_it_ends() {
+    let (app, proxy) = spawn_behind_proxy().await;
     app.product(3).await;
 
     let channel = Channel::from_shared(format!("http://{}", app.addr))
@@ -101,4 +108,29 @@ async fn a_database_outage_is_not_serving_and_unavailable_until_it_ends() {
     let listed = client.list_products(ListProductsRequest::default()).await.unwrap();
     assert_eq!(listed.into_inner().products.len(), 1);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_gauge_follows_the_health_status() {
+    let metrics = Scraper::install();
+    let (app, proxy) = spawn_behind_proxy().await;
+    let serving = ["shop_service=\"catalog\""];
+    metrics
+        .wait_for("shop_service_serving", &serving, |value| value == 1.0)
+        .await;
+
+    proxy.cut();
+    metrics
+        .wait_for("shop_service_serving", &serving, |value| value == 0.0)
+        .await;
+    proxy.restore();
+    metrics
+        .wait_for("shop_service_serving", &serving, |value| value == 1.0)
+        .await;
+    app.stop().await;
+    assert_eq!(
+        metrics.value("shop_service_serving", &serving).await,
+        Some(0.0),
+        "a stopped service does not serve"
+    );
 }

@@ -61,6 +61,7 @@ async fn a_lost_reservation_is_asked_for_again_and_the_order_is_paid() {
 
 #[tokio::test]
 async fn an_answer_that_never_comes_rejects_the_order_and_a_late_reservation_takes_nothing() {
+    let metrics = testing::metrics::Scraper::install();
     let mesh = without_relay().await;
     let lamp = mesh.product(1_000, 10).await;
     let customer = caller(Role::Customer);
@@ -76,6 +77,15 @@ async fn an_answer_that_never_comes_rejects_the_order_and_a_late_reservation_tak
     assert_eq!(rejected.status(), OrderStatus::Rejected);
     assert_eq!(rejected.status_reason.as_deref(), Some("reservation_timeout"));
     assert_eq!(rejected.payment.unwrap().status(), PaymentStatus::Voided);
+    let counted = ["shop_order_event=\"rejected\""];
+    assert_eq!(metrics.value("shop_orders_total", &counted).await, Some(1.0));
+    // Rejected after waiting out the whole reconcile window (on the service's clock).
+    let waited = ["shop_order_outcome=\"rejected\""];
+    let total = metrics
+        .value("shop_order_reservation_duration_seconds_sum", &waited)
+        .await
+        .unwrap();
+    assert!(total >= mesh.config.reconcile.give_up_after.as_secs_f64(), "{total} s");
 
     // The release leaves, reaches the catalog before any reservation, and closes the order there.
     let _relay = mesh.start_relay().await;

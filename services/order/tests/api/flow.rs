@@ -12,9 +12,9 @@ use shop_order::{
 };
 use shop_platform::{
     grpc::identity::Role,
-    outbox,
+    outbox::{self, OutboxGauge},
     queue::{self, Message},
-    testing,
+    testing::{self, metrics::Scraper},
 };
 use shop_proto::pb::{
     events::{StockRejected, StockReleased, StockReserved, StockShortage},
@@ -125,6 +125,7 @@ async fn an_order_is_paid_shipped_delivered_and_returned_with_stock_and_refunds_
 
 #[tokio::test]
 async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
+    let metrics = Scraper::install();
     let mesh = spawn().await;
     // The built-in provider's documented trigger: a total of exactly 402.
     let trigger = mesh.product(402, 3).await;
@@ -133,6 +134,8 @@ async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
 
     let failed = mesh.wait_for(&customer, &placed.id, OrderStatus::PaymentFailed).await;
     assert_eq!(failed.status_reason.as_deref(), Some("payment_declined"));
+    assert_eq!(orders_counted(&metrics, "payment_failed").await, Some(1.0));
+    assert_eq!(orders_counted(&metrics, "paid").await, Some(0.0));
     assert_eq!(failed.payment.as_ref().unwrap().status(), PaymentStatus::Declined);
     assert!(failed.payment.as_ref().unwrap().captured_at.is_none());
     assert!(
@@ -322,33 +325,118 @@ async fn an_order_cancelled_before_its_reservation_arrives_gets_its_stock_back_w
     assert_eq!(mesh.payments.captures(placed.id.parse().unwrap()), 0);
 }
 
-/// The `shop_orders_total` line of `text` for `event`, 0 when absent.
-fn orders_counted(text: &str, event: &str) -> f64 {
+/// `shop_orders_total` for `event`, from a real scrape.
+async fn orders_counted(metrics: &Scraper, event: &str) -> Option<f64> {
     let label = format!("shop_order_event=\"{event}\"");
-    text.lines()
-        .find(|line| line.starts_with("shop_orders_total") && line.contains(&label))
-        .and_then(|line| line.rsplit(' ').next())
-        .map_or(0.0, |value| value.parse().unwrap())
+    metrics.value("shop_orders_total", &[&label]).await
+}
+
+/// How many reservations ended as `outcome`, from a real scrape.
+async fn reservations_ended(metrics: &Scraper, outcome: &str) -> Option<f64> {
+    let label = format!("shop_order_outcome=\"{outcome}\"");
+    metrics
+        .value("shop_order_reservation_duration_seconds_count", &[&label])
+        .await
 }
 
 #[tokio::test]
-async fn placing_and_paying_an_order_moves_the_funnel_counters() {
-    // Installed before any instrument is made: each test runs in a process of its own.
-    let (_meters, registry) =
-        shop_platform::telemetry::metrics::install(opentelemetry_sdk::Resource::builder().build(), None).unwrap();
+async fn placing_paying_shipping_and_delivering_an_order_moves_the_funnel_counters() {
+    let metrics = Scraper::install();
     let mesh = spawn().await;
     let lamp = mesh.product(12_900, 10).await;
     let customer = caller(Role::Customer);
-    let before = shop_platform::telemetry::metrics::render(&registry);
-    assert_eq!(orders_counted(&before, "placed"), 0.0);
+    // Every event is there from the start, at 0, so that the first one is an increase.
+    for event in [
+        "placed",
+        "paid",
+        "rejected",
+        "payment_failed",
+        "cancelled",
+        "shipped",
+        "delivered",
+        "returned",
+    ] {
+        assert_eq!(orders_counted(&metrics, event).await, Some(0.0), "{event}");
+    }
 
     let placed = mesh.place(&customer, "counted", &[(lamp, 1)]).await.unwrap();
     // A replay of the same idempotent request is not a second order.
     mesh.place(&customer, "counted", &[(lamp, 1)]).await.unwrap();
     mesh.wait_for(&customer, &placed.id, OrderStatus::Paid).await;
+    assert_eq!(orders_counted(&metrics, "placed").await, Some(1.0));
+    assert_eq!(orders_counted(&metrics, "paid").await, Some(1.0));
+    assert_eq!(orders_counted(&metrics, "cancelled").await, Some(0.0));
+    assert_eq!(reservations_ended(&metrics, "paid").await, Some(1.0));
 
-    let after = shop_platform::telemetry::metrics::render(&registry);
-    assert_eq!(orders_counted(&after, "placed"), 1.0, "{after}");
-    assert_eq!(orders_counted(&after, "paid"), 1.0, "{after}");
-    assert_eq!(orders_counted(&after, "cancelled"), 0.0, "{after}");
+    mesh.clock.advance(mesh.config.ship_after);
+    assert_eq!(mesh.tick().await.shipped, 1);
+    assert_eq!(orders_counted(&metrics, "shipped").await, Some(1.0));
+    mesh.clock.advance(mesh.config.deliver_after);
+    assert_eq!(mesh.tick().await.delivered, 1);
+    assert_eq!(orders_counted(&metrics, "delivered").await, Some(1.0));
+    assert_eq!(orders_counted(&metrics, "shipped").await, Some(1.0), "shipped once");
+}
+
+#[tokio::test]
+async fn an_order_out_of_stock_counts_as_rejected_with_its_reservation_time() {
+    let metrics = Scraper::install();
+    let mesh = spawn().await;
+    let scarce = mesh.product(2_000, 1).await;
+    let customer = caller(Role::Customer);
+    let placed = mesh.place(&customer, "too-many", &[(scarce, 2)]).await.unwrap();
+    mesh.wait_for(&customer, &placed.id, OrderStatus::Rejected).await;
+
+    assert_eq!(orders_counted(&metrics, "rejected").await, Some(1.0));
+    assert_eq!(orders_counted(&metrics, "paid").await, Some(0.0));
+    assert_eq!(reservations_ended(&metrics, "rejected").await, Some(1.0));
+    assert_eq!(reservations_ended(&metrics, "paid").await, None, "nothing paid");
+    // The reservation took less than the histogram's top bucket.
+    let fast = ["shop_order_outcome=\"rejected\"", "le=\"10\""];
+    assert_eq!(
+        metrics
+            .value("shop_order_reservation_duration_seconds_bucket", &fast)
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn the_pending_orders_and_the_outbox_backlog_are_gauged() {
+    let metrics = Scraper::install();
+    // No relay: the ReserveStock stays in the outbox and the order stays pending.
+    let mesh = spawn_with(Options {
+        relay: false,
+        ..Options::default()
+    })
+    .await;
+    let lamp = mesh.product(12_900, 10).await;
+    let customer = caller(Role::Customer);
+    let pending = &mesh.orders[0].pending;
+    pending.poll().await.unwrap();
+    assert_eq!(metrics.value("shop_orders_pending", &[]).await, Some(0.0));
+    assert_eq!(
+        metrics.value("shop_orders_pending_oldest_age_seconds", &[]).await,
+        Some(0.0)
+    );
+
+    mesh.place(&customer, "waits-1", &[(lamp, 1)]).await.unwrap();
+    mesh.clock.advance(Duration::from_secs(90));
+    mesh.place(&customer, "waits-2", &[(lamp, 1)]).await.unwrap();
+    pending.poll().await.unwrap();
+    assert_eq!(metrics.value("shop_orders_pending", &[]).await, Some(2.0));
+    assert_eq!(
+        metrics.value("shop_orders_pending_oldest_age_seconds", &[]).await,
+        Some(90.0),
+        "the first order has waited 90 s on the service's clock"
+    );
+
+    let outbox = OutboxGauge::new(mesh.db().clone(), "order");
+    outbox.poll().await.unwrap();
+    let order_outbox = ["shop_outbox=\"order\""];
+    assert_eq!(metrics.value("shop_outbox_pending", &order_outbox).await, Some(2.0));
+    let waited = metrics
+        .value("shop_outbox_oldest_age_seconds", &order_outbox)
+        .await
+        .unwrap();
+    assert!(waited >= 0.0, "{waited}");
 }

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use shop_catalog::{CatalogConfig, CatalogService, StockConfig};
 use shop_order::{
-    ManualClock, OrderConfig, OrderService, Reconciler, ShipmentScheduler, StockQueues,
+    ManualClock, OrderConfig, OrderService, PendingOrders, Reconciler, ShipmentScheduler, StockQueues,
     entity::{OrderStatus, order, release},
 };
 use shop_platform::{
@@ -78,6 +78,7 @@ pub struct OrderInstance {
     pub running: Running,
     pub shipments: ShipmentScheduler,
     pub reconciler: Reconciler,
+    pub pending: PendingOrders,
     pub client: OrderServiceClient<GrpcChannel>,
 }
 
@@ -261,6 +262,7 @@ impl TestMesh {
         let service = builder.build().await.unwrap();
         let shipments = service.shipments();
         let reconciler = service.reconciler();
+        let pending = service.pending_orders();
         let db = service.db().clone();
         let running = Running::start(service, db).await;
         let client = OrderServiceClient::new(signed_channel(running.addr, &self.mesh[GATEWAY], ORDER).await);
@@ -268,6 +270,7 @@ impl TestMesh {
             running,
             shipments,
             reconciler,
+            pending,
             client,
         });
         self.orders.len() - 1
