@@ -183,7 +183,10 @@ impl OtlpTraces {
                 .with_endpoint(&self.endpoint)
                 .with_timeout(self.timeout)
                 .with_headers(self.headers.iter().cloned().collect::<HashMap<_, _>>())
-                .with_http_client(ReqwestClient(self.reqwest_client()?))
+                .with_http_client(ReqwestClient {
+                    client: self.reqwest_client()?,
+                    runtime: tokio::runtime::Handle::try_current().ok(),
+                })
                 .build()?,
         };
         Ok(exporter)
@@ -255,8 +258,17 @@ fn parse_headers(raw: &str) -> Result<Vec<(String, String)>, String> {
 
 /// The HTTP client of the HTTP/protobuf exporter: the workspace's reqwest (rustls, the webpki
 /// roots plus the configured CA), which the exporter crate has no adapter for.
+///
+/// The SDK's batch processor exports from a thread of its own, outside the Tokio runtime, and
+/// reqwest (hyper) needs the runtime's reactor: run there directly, every export would panic
+/// that thread and no span would ever leave. So each request runs as a task on the runtime the
+/// exporter was built in (the process's), and the export waits for it, as the gRPC exporter
+/// does through tonic's channel.
 #[derive(Debug)]
-struct ReqwestClient(reqwest::Client);
+struct ReqwestClient {
+    client: reqwest::Client,
+    runtime: Option<tokio::runtime::Handle>,
+}
 
 #[async_trait]
 impl opentelemetry_http::HttpClient for ReqwestClient {
@@ -264,17 +276,25 @@ impl opentelemetry_http::HttpClient for ReqwestClient {
         &self,
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
-        let response = self.0.execute(reqwest::Request::try_from(request)?).await?;
-        let mut answer = http::Response::builder().status(response.status());
-        if let Some(headers) = answer.headers_mut() {
-            headers.extend(
-                response
-                    .headers()
-                    .iter()
-                    .map(|(name, value)| (name.clone(), value.clone())),
-            );
+        let request = reqwest::Request::try_from(request)?;
+        let client = self.client.clone();
+        let call = async move {
+            let response = client.execute(request).await?;
+            let mut answer = http::Response::builder().status(response.status());
+            if let Some(headers) = answer.headers_mut() {
+                headers.extend(
+                    response
+                        .headers()
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.clone())),
+                );
+            }
+            Ok::<_, opentelemetry_http::HttpError>(answer.body(response.bytes().await?)?)
+        };
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(call).await?,
+            None => call.await,
         }
-        Ok(answer.body(response.bytes().await?)?)
     }
 }
 
