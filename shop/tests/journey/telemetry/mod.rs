@@ -1,8 +1,9 @@
 //! The telemetry of the real binaries, checked with real receivers rather than in-memory
 //! exporters: the four service binaries on PostgreSQL, Redis and RabbitMQ, configured only by
-//! the standard `OTEL_EXPORTER_OTLP_*` variables, export their spans to an OTLP receiver in
-//! this test ([`otlp`]: the gRPC `TraceService` and HTTP/protobuf `POST /v1/traces`), and a
-//! real Prometheus scrapes their `/metrics` ([`prometheus`]). One order placed over REST must
+//! the standard `OTEL_EXPORTER_OTLP_*` variables, export their spans and push their metrics to
+//! an OTLP receiver in this test ([`otlp`]: gRPC, or HTTP/protobuf `POST /v1/traces` and
+//! `/v1/metrics`), and a real Prometheus scrapes their `/metrics` ([`prometheus`]). One order
+//! placed over REST must
 //! come out as one trace: the gateway's request, the order service's `PlaceOrder`, the
 //! reservation sent to the catalog and processed there, and its result processed back in the
 //! order service, each span a child of the one before and the queue hops linked. Collectors that
@@ -33,11 +34,17 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 const BINARIES: [&str; 4] = ["shop-catalog", "shop-user", "shop-order", "shop-gateway"];
 
 /// What every process of a telemetry stack gets: spans exported every 100 ms instead of every
-/// 5 s (the SDK's standard `OTEL_BSP_SCHEDULE_DELAY`), and no shipment during the test.
+/// 5 s and metrics pushed every 500 ms instead of every minute (the SDK's standard
+/// `OTEL_BSP_SCHEDULE_DELAY` and `OTEL_METRIC_EXPORT_INTERVAL`), and no shipment during the
+/// test.
 fn quick_export() -> Vec<(String, String)> {
-    [("OTEL_BSP_SCHEDULE_DELAY", "100"), ("SHOP_SHIP_AFTER", "1h")]
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .to_vec()
+    [
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ("SHOP_SHIP_AFTER", "1h"),
+    ]
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .to_vec()
 }
 
 /// The order placed by [`place_one_order`].
@@ -270,6 +277,43 @@ async fn assert_order_trace(collector: &Collector, stack: &Stack, placed: &Place
     assert_eq!(process_result.attribute("shop.outcome"), Some("reserved"));
 }
 
+/// Waits until the receiver holds, over `transport`, the order funnel pushed by the order
+/// service and the RED histograms of the gateway and the services, and checks that every
+/// metric came over `transport`.
+async fn assert_order_metrics(collector: &Collector, transport: Transport) {
+    let expected = [
+        ("shop-gateway", "http.server.request.duration"),
+        ("shop-gateway", "rpc.client.duration"),
+        ("shop-order", "rpc.server.duration"),
+        ("shop-order", "shop.orders"),
+        ("shop-catalog", "catalog.stock.applied"),
+        ("shop-user", "rpc.server.duration"),
+    ];
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let received = collector.metrics();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(service, name)| {
+                !received
+                    .iter()
+                    .any(|metric| metric.service == *service && metric.name == *name)
+            })
+            .collect();
+        if missing.is_empty() {
+            for metric in &received {
+                assert_eq!(metric.transport, transport, "{metric:?}");
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics {missing:?} not pushed within {SETTLE_TIMEOUT:?}; received: {received:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `process` is the child of `send`, linked to it, both about the same message on `queue`.
 #[track_caller]
 fn assert_queue_hop(trace: &Trace, send: &ReceivedSpan, process: &ReceivedSpan, queue: &str) {
@@ -309,6 +353,7 @@ async fn an_order_is_one_trace_received_over_otlp_grpc() {
     let mut stack = exporting_stack(&collector, Transport::Grpc).await;
     let placed = place_one_order(&stack).await;
     assert_order_trace(&collector, &stack, &placed, Transport::Grpc).await;
+    assert_order_metrics(&collector, Transport::Grpc).await;
     stack.assert_running_without("panicked");
 }
 
@@ -318,6 +363,7 @@ async fn an_order_is_one_trace_received_over_otlp_http_protobuf() {
     let mut stack = exporting_stack(&collector, Transport::HttpProtobuf).await;
     let placed = place_one_order(&stack).await;
     assert_order_trace(&collector, &stack, &placed, Transport::HttpProtobuf).await;
+    assert_order_metrics(&collector, Transport::HttpProtobuf).await;
     stack.assert_running_without("panicked");
 }
 

@@ -1,6 +1,7 @@
-//! A real OTLP trace receiver, in the test: the collector's gRPC `TraceService` and the
-//! HTTP/protobuf protocol (`POST /v1/traces`), each on its own free loopback port. Every span
-//! received is kept with the resource and the transport it came with.
+//! A real OTLP receiver, in the test: the collector's gRPC `TraceService` and `MetricsService`
+//! and the HTTP/protobuf protocol (`POST /v1/traces`, `POST /v1/metrics`), each transport on its
+//! own free loopback port. Every span received is kept with the resource and the transport it
+//! came with; of metrics, which process pushed which instrument over which transport.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,18 +17,23 @@ use axum::{
     response::IntoResponse,
 };
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
+    collector::{
+        metrics::v1::{
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+        },
+        trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
     },
     common::v1::{AnyValue, KeyValue, any_value::Value},
     trace::v1::span::SpanKind,
 };
-use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 /// How a span reached the receiver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Transport {
     /// OTLP/gRPC.
     Grpc,
@@ -124,7 +130,42 @@ fn flatten(request: &ExportTraceServiceRequest, transport: Transport) -> Vec<Rec
     spans
 }
 
+/// One instrument pushed by one process.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReceivedMetric {
+    /// How it came.
+    pub transport: Transport,
+    /// The resource's `service.name`.
+    pub service: String,
+    /// The instrument's name (`shop.orders`).
+    pub name: String,
+}
+
+/// Every instrument `request` holds.
+fn metric_names(request: &ExportMetricsServiceRequest, transport: Transport) -> Vec<ReceivedMetric> {
+    let mut metrics = Vec::new();
+    for resource_metrics in &request.resource_metrics {
+        let resource = resource_metrics
+            .resource
+            .as_ref()
+            .map(|resource| attributes(&resource.attributes))
+            .unwrap_or_default();
+        let service = resource.get("service.name").cloned().unwrap_or_default();
+        for scope_metrics in &resource_metrics.scope_metrics {
+            for metric in &scope_metrics.metrics {
+                metrics.push(ReceivedMetric {
+                    transport,
+                    service: service.clone(),
+                    name: metric.name.clone(),
+                });
+            }
+        }
+    }
+    metrics
+}
+
 type Store = Arc<Mutex<Vec<ReceivedSpan>>>;
+type MetricStore = Arc<Mutex<std::collections::BTreeSet<ReceivedMetric>>>;
 
 /// The gRPC side.
 struct GrpcReceiver(Store);
@@ -141,8 +182,28 @@ impl TraceService for GrpcReceiver {
     }
 }
 
-/// The HTTP side: a protobuf `ExportTraceServiceRequest` in, a protobuf response out.
-async fn http_export(store: Store, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+/// The gRPC side of metrics.
+struct GrpcMetricsReceiver(MetricStore);
+
+#[tonic::async_trait]
+impl MetricsService for GrpcMetricsReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let metrics = metric_names(request.get_ref(), Transport::Grpc);
+        self.0.lock().unwrap().extend(metrics);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// The HTTP side: a protobuf request `R` in, handed to `keep`, and the protobuf response `A`
+/// out.
+fn http_export<R: prost::Message + Default, A: prost::Message + Default>(
+    headers: &HeaderMap,
+    body: Bytes,
+    keep: impl FnOnce(R),
+) -> axum::response::Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -154,14 +215,13 @@ async fn http_export(store: Store, headers: HeaderMap, body: Bytes) -> axum::res
         )
             .into_response();
     }
-    let request = match ExportTraceServiceRequest::decode(body) {
-        Ok(request) => request,
+    match R::decode(body) {
+        Ok(request) => keep(request),
         Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
-    };
-    store.lock().unwrap().extend(flatten(&request, Transport::HttpProtobuf));
+    }
     (
         [(header::CONTENT_TYPE, "application/x-protobuf")],
-        ExportTraceServiceResponse::default().encode_to_vec(),
+        A::default().encode_to_vec(),
     )
         .into_response()
 }
@@ -173,6 +233,7 @@ pub struct Collector {
     /// The OTLP/HTTP port (`…_ENDPOINT=http://<this>`, protocol `http/protobuf`).
     pub http: SocketAddr,
     spans: Store,
+    metrics: MetricStore,
     stop: CancellationToken,
 }
 
@@ -180,15 +241,18 @@ impl Collector {
     /// Starts both receivers on free loopback ports.
     pub async fn start() -> Self {
         let spans = Store::default();
+        let metrics = MetricStore::default();
         let stop = CancellationToken::new();
 
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = grpc_listener.local_addr().unwrap();
         let service = TraceServiceServer::new(GrpcReceiver(Arc::clone(&spans)));
+        let grpc_metrics = Arc::clone(&metrics);
         let stopped = stop.clone();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(MetricsServiceServer::new(GrpcMetricsReceiver(grpc_metrics)))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
                     stopped.cancelled_owned(),
@@ -199,11 +263,41 @@ impl Collector {
 
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = http_listener.local_addr().unwrap();
-        let store = Arc::clone(&spans);
-        let router = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| http_export(Arc::clone(&store), headers, body)),
-        );
+        let span_store = Arc::clone(&spans);
+        let metric_store = Arc::clone(&metrics);
+        let router = axum::Router::new()
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let store = Arc::clone(&span_store);
+                    async move {
+                        http_export::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
+                            &headers,
+                            body,
+                            |request| {
+                                let spans = flatten(&request, Transport::HttpProtobuf);
+                                store.lock().unwrap().extend(spans);
+                            },
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let store = Arc::clone(&metric_store);
+                    async move {
+                        http_export::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
+                            &headers,
+                            body,
+                            |request| {
+                                let received = metric_names(&request, Transport::HttpProtobuf);
+                                store.lock().unwrap().extend(received);
+                            },
+                        )
+                    }
+                }),
+            );
         let stopped = stop.clone();
         tokio::spawn(async move {
             axum::serve(http_listener, router)
@@ -215,6 +309,7 @@ impl Collector {
             grpc,
             http,
             spans,
+            metrics,
             stop,
         }
     }
@@ -222,6 +317,11 @@ impl Collector {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().unwrap().clone()
+    }
+
+    /// Every instrument pushed so far, by process and transport.
+    pub fn metrics(&self) -> Vec<ReceivedMetric> {
+        self.metrics.lock().unwrap().iter().cloned().collect()
     }
 }
 
