@@ -43,48 +43,63 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts Prometheus scraping `targets` (`(job, host:port)`) every second.
+    /// Starts Prometheus scraping `targets` (`(job, host:port)`) every second, on a free
+    /// loopback port (another one if that port was taken meanwhile).
     async fn start(targets: &[(String, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, scrape_config(targets)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let origin = format!("http://127.0.0.1:{port}");
-        let mut command = Command::new(executable());
-        command
-            .env_clear()
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", storage(dir.path()).display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn");
-        let mut process = Process::start("prometheus", command);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let ready = http.get(format!("{origin}/-/ready")).send().await;
-            if ready.is_ok_and(|reply| reply.status() == 200) {
-                break;
+        for attempt in 1..=3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let origin = format!("http://127.0.0.1:{port}");
+            let mut command = Command::new(executable());
+            command
+                .env_clear()
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", storage(dir.path()).display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=warn");
+            let mut process = Process::start("prometheus", command);
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                let ready = http.get(format!("{origin}/-/ready")).send().await;
+                if ready.is_ok_and(|reply| reply.status() == 200) {
+                    return Self {
+                        process,
+                        origin,
+                        http,
+                        _dir: dir,
+                    };
+                }
+                if attempt < 3 && process.has_exited() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let taken = process
+                        .output()
+                        .lines_from(0)
+                        .iter()
+                        .any(|line| line.contains("address already in use"));
+                    if taken {
+                        process.forget_output();
+                        break;
+                    }
+                }
+                process.assert_running();
+                assert!(
+                    Instant::now() < deadline,
+                    "prometheus not ready within {START_TIMEOUT:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            process.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready within {START_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self {
-            process,
-            origin,
-            http,
-            _dir: dir,
-        }
+        unreachable!("the last attempt returns or fails")
     }
 
     /// The value of the instant query `query` if it returns exactly one sample.
