@@ -118,6 +118,22 @@ impl Stack {
     /// The four service binaries as separate processes, on PostgreSQL, Redis, RabbitMQ and a
     /// real SMTP server; `gateway_env` is added to the gateway's environment only.
     pub async fn services(gateway_env: &[(&str, &str)]) -> Self {
+        Self::services_with(|name| {
+            if name == "shop-gateway" {
+                gateway_env
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        })
+        .await
+    }
+
+    /// As [`Stack::services`], with `extra(binary)` added to the environment of each binary
+    /// (`shop-catalog`, `shop-user`, `shop-order`, `shop-gateway`).
+    pub async fn services_with(extra: impl Fn(&str) -> Vec<(String, String)>) -> Self {
         let sink = SmtpSink::start().await;
         let signing_key = SigningKey::random("e2e-1");
         let run = unique_name("e2e");
@@ -178,7 +194,8 @@ impl Stack {
                 .env_clear()
                 .envs(env.clone())
                 .env("SHOP_MESH_KEY", key_of(name))
-                .env("SHOP_GRPC_ADDR", "127.0.0.1:0");
+                .env("SHOP_GRPC_ADDR", "127.0.0.1:0")
+                .envs(extra(name));
             let mut process = Process::start(name, command);
             let addr = process
                 .wait_for_line("its gRPC address", START_TIMEOUT, |line| {
@@ -201,8 +218,53 @@ impl Stack {
             queues,
             _data_dir: None,
         };
-        stack.api = stack.start_gateway(gateway_env).await;
+        let gateway_env = extra("shop-gateway");
+        let gateway_env: Vec<(&str, &str)> = gateway_env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        stack.api = stack.start_gateway(&gateway_env).await;
         stack
+    }
+
+    /// The RabbitMQ queue of `kind` (`reserve`, `release`, `results`) of the separate services.
+    pub fn queue(&self, kind: &str) -> &str {
+        let suffix = format!(".stock.{kind}");
+        self.queues
+            .iter()
+            .find(|queue| queue.ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no {kind} queue in {:?}", self.queues))
+    }
+
+    /// Where each process serves `GET /metrics` (as it logged at start): `(process, address)`.
+    pub async fn metrics_addrs(&mut self) -> Vec<(String, String)> {
+        let mut addrs = Vec::new();
+        for process in &mut self.processes {
+            let addr = process
+                .wait_for_line("its metrics address", START_TIMEOUT, |line| {
+                    Some(
+                        log_fields(line, "serving Prometheus metrics at /metrics")?
+                            .get("addr")?
+                            .as_str()?
+                            .to_owned(),
+                    )
+                })
+                .await;
+            addrs.push((process.name().to_owned(), addr));
+        }
+        addrs
+    }
+
+    /// Fails if a process of the stack has exited, or wrote a line containing `never` (a
+    /// thread of it panicked, say, while the process ran on).
+    pub fn assert_running_without(&mut self, never: &str) {
+        for process in &mut self.processes {
+            process.assert_running();
+            let lines = process.output().lines_from(0);
+            if let Some(line) = lines.iter().find(|line| line.contains(never)) {
+                panic!("{} wrote {never:?}: {line}", process.name());
+            }
+        }
     }
 
     /// One more `shop-gateway` in front of the services of this stack (a replica, sharing its

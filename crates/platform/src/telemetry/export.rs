@@ -1,17 +1,19 @@
-//! Where spans go: OTLP over gRPC or HTTP/protobuf, configured by the standard OpenTelemetry
-//! exporter variables, each trace-specific one (`OTEL_EXPORTER_OTLP_TRACES_*`) winning over its
-//! general form (`OTEL_EXPORTER_OTLP_*`):
+//! Where spans and metrics go: OTLP over gRPC or HTTP/protobuf, configured by the standard
+//! OpenTelemetry exporter variables, each signal-specific one (`OTEL_EXPORTER_OTLP_TRACES_*`,
+//! `OTEL_EXPORTER_OTLP_METRICS_*`) winning over its general form (`OTEL_EXPORTER_OTLP_*`):
 //!
-//! - `…_ENDPOINT`: the collector. With the general variable and HTTP, `/v1/traces` is appended;
-//!   the trace-specific one is used as given. `https://` uses TLS (rustls, the webpki roots).
+//! - `…_ENDPOINT`: the collector. With the general variable and HTTP, `/v1/traces` or
+//!   `/v1/metrics` is appended; a signal-specific one is used as given. `https://` uses TLS
+//!   (rustls, the webpki roots).
 //! - `…_PROTOCOL`: `grpc` (the default) or `http/protobuf`.
 //! - `…_HEADERS`: `key=value,…` (values URL-encoded), sent with every export (e.g. a token).
 //! - `…_CERTIFICATE`: a PEM file of CA certificates trusted besides the webpki roots (a private
 //!   CA, a self-signed collector); `…_CLIENT_CERTIFICATE` and `…_CLIENT_KEY`: PEM files of a
 //!   client certificate and its key, for collectors that require mutual TLS.
 //! - `…_TIMEOUT`: milliseconds one export may take (10 000 by default).
-//! - `OTEL_TRACES_EXPORTER`: `otlp` (the default) or `none`; `OTEL_SDK_DISABLED=true` also
-//!   turns export off.
+//! - `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`: `otlp` (the default) or `none`;
+//!   `OTEL_SDK_DISABLED=true` also turns export off. (Metrics are served at `/metrics`
+//!   whatever these say.)
 //!
 //! Values are checked at start (a bad one stops the process with exit code 64, like every
 //! setting); what only the collector can tell (unreachable, untrusted certificate) is logged by
@@ -21,11 +23,38 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 
 use crate::config::{ConfigError, Env};
 
-/// How spans are sent to the collector.
+/// What an exporter sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Metrics.
+    Metrics,
+}
+
+impl Signal {
+    /// Its part of the variable names (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    fn key(self) -> &'static str {
+        match self {
+            Self::Traces => "TRACES",
+            Self::Metrics => "METRICS",
+        }
+    }
+
+    /// Its path under an HTTP collector's base URL.
+    fn path(self) -> &'static str {
+        match self {
+            Self::Traces => "/v1/traces",
+            Self::Metrics => "/v1/metrics",
+        }
+    }
+}
+
+/// How telemetry is sent to the collector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// OTLP over gRPC (`grpc`).
@@ -34,12 +63,14 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
-/// Where and how spans are exported over OTLP.
+/// Where and how one signal is exported over OTLP.
 #[derive(Clone, PartialEq, Eq)]
-pub struct OtlpTraces {
+pub struct OtlpExport {
+    /// What is exported.
+    pub signal: Signal,
     /// The transport.
     pub protocol: Protocol,
-    /// The collector's URL: its origin for gRPC, the traces URL (`…/v1/traces`) for HTTP.
+    /// The collector's URL: its origin for gRPC, the signal's URL (`…/v1/traces`) for HTTP.
     pub endpoint: String,
     /// Headers (gRPC metadata) sent with every export.
     pub headers: Vec<(String, String)>,
@@ -52,9 +83,10 @@ pub struct OtlpTraces {
 }
 
 // Headers may carry credentials: only their names are shown.
-impl std::fmt::Debug for OtlpTraces {
+impl std::fmt::Debug for OtlpExport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpTraces")
+        f.debug_struct("OtlpExport")
+            .field("signal", &self.signal)
             .field("protocol", &self.protocol)
             .field("endpoint", &self.endpoint)
             .field(
@@ -68,34 +100,36 @@ impl std::fmt::Debug for OtlpTraces {
     }
 }
 
-/// The trace-specific variable `OTEL_EXPORTER_OTLP_TRACES_<name>` if set, else the general
+/// The signal-specific variable `OTEL_EXPORTER_OTLP_<signal>_<name>` if set, else the general
 /// `OTEL_EXPORTER_OTLP_<name>`: `(variable, value)`.
-fn setting(env: &impl Env, name: &str) -> Option<(String, String)> {
+fn setting(env: &impl Env, signal: Signal, name: &str) -> Option<(String, String)> {
     [
-        format!("OTEL_EXPORTER_OTLP_TRACES_{name}"),
+        format!("OTEL_EXPORTER_OTLP_{}_{name}", signal.key()),
         format!("OTEL_EXPORTER_OTLP_{name}"),
     ]
     .into_iter()
     .find_map(|key| env.var(&key).map(|value| (key, value.trim().to_owned())))
 }
 
-impl OtlpTraces {
-    /// The export settings from `env`; `None` when no endpoint is set or export is turned off.
-    pub fn from_env(env: &impl Env) -> Result<Option<Self>, ConfigError> {
+impl OtlpExport {
+    /// The export settings of `signal` from `env`; `None` when no endpoint is set or export is
+    /// turned off.
+    pub fn from_env(env: &impl Env, signal: Signal) -> Result<Option<Self>, ConfigError> {
         if env.parse_or("OTEL_SDK_DISABLED", false)? {
             return Ok(None);
         }
-        match env.var("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+        let exporter_key = format!("OTEL_{}_EXPORTER", signal.key());
+        match env.var(&exporter_key).as_deref().map(str::trim) {
             None | Some("otlp") => {}
             Some("none") => return Ok(None),
             Some(other) => {
                 return Err(ConfigError::new(
-                    "OTEL_TRACES_EXPORTER",
+                    &exporter_key,
                     format!("{other:?} is not supported: use otlp or none"),
                 ));
             }
         }
-        let protocol = match setting(env, "PROTOCOL") {
+        let protocol = match setting(env, signal, "PROTOCOL") {
             None => Protocol::Grpc,
             Some((_, value)) if value == "grpc" => Protocol::Grpc,
             Some((_, value)) if value == "http/protobuf" => Protocol::HttpProtobuf,
@@ -106,25 +140,29 @@ impl OtlpTraces {
                 ));
             }
         };
-        let endpoint = if env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some() {
-            env.url_or("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", &["http", "https"])?
+        let specific = format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.key());
+        let endpoint = if env.var(&specific).is_some() {
+            env.url_or(&specific, "", &["http", "https"])?
         } else if env.var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
             let base = env.url_or("OTEL_EXPORTER_OTLP_ENDPOINT", "", &["http", "https"])?;
             match protocol {
                 Protocol::Grpc => base,
-                Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                Protocol::HttpProtobuf => format!("{}{}", base.trim_end_matches('/'), signal.path()),
             }
         } else {
             return Ok(None);
         };
-        let headers = match setting(env, "HEADERS") {
+        let headers = match setting(env, signal, "HEADERS") {
             None => Vec::new(),
             Some((key, value)) => parse_headers(&value).map_err(|reason| ConfigError::new(&key, reason))?,
         };
-        let ca_certificate = setting(env, "CERTIFICATE")
+        let ca_certificate = setting(env, signal, "CERTIFICATE")
             .map(|(key, path)| read_pem(&key, &path))
             .transpose()?;
-        let client_identity = match (setting(env, "CLIENT_CERTIFICATE"), setting(env, "CLIENT_KEY")) {
+        let client_identity = match (
+            setting(env, signal, "CLIENT_CERTIFICATE"),
+            setting(env, signal, "CLIENT_KEY"),
+        ) {
             (None, None) => None,
             (Some((cert_key, cert)), Some((key_key, key))) => {
                 Some((read_pem(&cert_key, &cert)?, read_pem(&key_key, &key)?))
@@ -136,7 +174,7 @@ impl OtlpTraces {
                 ));
             }
         };
-        let timeout = match setting(env, "TIMEOUT") {
+        let timeout = match setting(env, signal, "TIMEOUT") {
             None => Duration::from_secs(10),
             Some((key, value)) => value
                 .parse::<u64>()
@@ -146,6 +184,7 @@ impl OtlpTraces {
                 .ok_or_else(|| ConfigError::new(&key, format!("{value:?} is not a positive number of milliseconds")))?,
         };
         Ok(Some(Self {
+            signal,
             protocol,
             endpoint,
             headers,
@@ -157,36 +196,53 @@ impl OtlpTraces {
 
     /// The OTLP span exporter these settings describe.
     pub fn exporter(&self) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
-        let exporter = match self.protocol {
-            Protocol::Grpc => {
-                let mut metadata = tonic::metadata::MetadataMap::new();
-                for (name, value) in &self.headers {
-                    metadata.insert(
-                        tonic::metadata::MetadataKey::from_bytes(name.as_bytes())?,
-                        tonic::metadata::MetadataValue::try_from(value.as_str())?,
-                    );
-                }
-                let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                    .with_endpoint(&self.endpoint)
-                    .with_timeout(self.timeout)
-                    .with_metadata(metadata);
-                if self.endpoint.starts_with("https://") {
-                    builder = builder.with_tls_config(self.tonic_tls());
-                }
-                builder.build()?
-            }
-            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(&self.endpoint)
-                .with_timeout(self.timeout)
-                .with_headers(self.headers.iter().cloned().collect::<HashMap<_, _>>())
-                .with_http_client(ReqwestClient(self.reqwest_client()?))
-                .build()?,
-        };
-        Ok(exporter)
+        let builder = opentelemetry_otlp::SpanExporter::builder();
+        Ok(match self.protocol {
+            Protocol::Grpc => self.tonic(builder.with_tonic())?.build()?,
+            Protocol::HttpProtobuf => self.http(builder.with_http())?.build()?,
+        })
+    }
+
+    /// The OTLP metric exporter these settings describe.
+    pub fn metric_exporter(&self) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
+        let builder = opentelemetry_otlp::MetricExporter::builder();
+        Ok(match self.protocol {
+            Protocol::Grpc => self.tonic(builder.with_tonic())?.build()?,
+            Protocol::HttpProtobuf => self.http(builder.with_http())?.build()?,
+        })
+    }
+
+    /// `builder` (of spans or metrics) set up for OTLP/gRPC.
+    fn tonic<B: WithExportConfig + WithTonicConfig>(&self, builder: B) -> anyhow::Result<B> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        for (name, value) in &self.headers {
+            metadata.insert(
+                tonic::metadata::MetadataKey::from_bytes(name.as_bytes())?,
+                tonic::metadata::MetadataValue::try_from(value.as_str())?,
+            );
+        }
+        let mut builder = builder
+            .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+            .with_endpoint(&self.endpoint)
+            .with_timeout(self.timeout)
+            .with_metadata(metadata);
+        if self.endpoint.starts_with("https://") {
+            builder = builder.with_tls_config(self.tonic_tls());
+        }
+        Ok(builder)
+    }
+
+    /// `builder` (of spans or metrics) set up for OTLP over HTTP/protobuf.
+    fn http<B: WithExportConfig + WithHttpConfig>(&self, builder: B) -> anyhow::Result<B> {
+        Ok(builder
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(&self.endpoint)
+            .with_timeout(self.timeout)
+            .with_headers(self.headers.iter().cloned().collect::<HashMap<_, _>>())
+            .with_http_client(ReqwestClient {
+                client: self.reqwest_client()?,
+                runtime: tokio::runtime::Handle::try_current().ok(),
+            }))
     }
 
     fn tonic_tls(&self) -> tonic::transport::ClientTlsConfig {
@@ -255,8 +311,17 @@ fn parse_headers(raw: &str) -> Result<Vec<(String, String)>, String> {
 
 /// The HTTP client of the HTTP/protobuf exporter: the workspace's reqwest (rustls, the webpki
 /// roots plus the configured CA), which the exporter crate has no adapter for.
+///
+/// The SDK's batch processor exports from a thread of its own, outside the Tokio runtime, and
+/// reqwest (hyper) needs the runtime's reactor: run there directly, every export would panic
+/// that thread and no span would ever leave. So each request runs as a task on the runtime the
+/// exporter was built in (the process's), and the export waits for it, as the gRPC exporter
+/// does through tonic's channel.
 #[derive(Debug)]
-struct ReqwestClient(reqwest::Client);
+struct ReqwestClient {
+    client: reqwest::Client,
+    runtime: Option<tokio::runtime::Handle>,
+}
 
 #[async_trait]
 impl opentelemetry_http::HttpClient for ReqwestClient {
@@ -264,17 +329,25 @@ impl opentelemetry_http::HttpClient for ReqwestClient {
         &self,
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
-        let response = self.0.execute(reqwest::Request::try_from(request)?).await?;
-        let mut answer = http::Response::builder().status(response.status());
-        if let Some(headers) = answer.headers_mut() {
-            headers.extend(
-                response
-                    .headers()
-                    .iter()
-                    .map(|(name, value)| (name.clone(), value.clone())),
-            );
+        let request = reqwest::Request::try_from(request)?;
+        let client = self.client.clone();
+        let call = async move {
+            let response = client.execute(request).await?;
+            let mut answer = http::Response::builder().status(response.status());
+            if let Some(headers) = answer.headers_mut() {
+                headers.extend(
+                    response
+                        .headers()
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.clone())),
+                );
+            }
+            Ok::<_, opentelemetry_http::HttpError>(answer.body(response.bytes().await?)?)
+        };
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(call).await?,
+            None => call.await,
         }
-        Ok(answer.body(response.bytes().await?)?)
     }
 }
 
@@ -283,8 +356,8 @@ mod tests {
     use super::*;
     use crate::config::MapEnv;
 
-    fn traces(pairs: &[(&str, &str)]) -> Result<Option<OtlpTraces>, ConfigError> {
-        OtlpTraces::from_env(&MapEnv::from_pairs(pairs.iter().copied()))
+    fn traces(pairs: &[(&str, &str)]) -> Result<Option<OtlpExport>, ConfigError> {
+        OtlpExport::from_env(&MapEnv::from_pairs(pairs.iter().copied()), Signal::Traces)
     }
 
     #[test]
@@ -355,6 +428,47 @@ mod tests {
                 Duration::from_millis(2500)
             ))
         );
+    }
+
+    #[test]
+    fn metrics_follow_the_same_settings_with_their_own_path_and_variables() {
+        let metrics = |pairs: &[(&str, &str)]| {
+            OtlpExport::from_env(&MapEnv::from_pairs(pairs.iter().copied()), Signal::Metrics)
+                .ok()
+                .flatten()
+                .map(|m| (m.protocol, m.endpoint, m.headers))
+        };
+        let general = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=shop"),
+        ];
+        assert_eq!(
+            metrics(&general),
+            Some((
+                Protocol::HttpProtobuf,
+                "https://collector:4318/v1/metrics".to_owned(),
+                vec![("x-tenant".to_owned(), "shop".to_owned())]
+            ))
+        );
+        let mut specific = general.to_vec();
+        specific.extend([
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://metrics:4317"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-traces-only=1"),
+        ]);
+        assert_eq!(
+            metrics(&specific),
+            Some((
+                Protocol::Grpc,
+                "http://metrics:4317".to_owned(),
+                vec![("x-tenant".to_owned(), "shop".to_owned())]
+            ))
+        );
+        let mut off = general.to_vec();
+        off.push(("OTEL_METRICS_EXPORTER", "none"));
+        assert_eq!(metrics(&off), None);
+        assert!(traces(&off).ok().flatten().is_some(), "traces still exported");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! mistake, answered correctly.
 
 use http::{Method, Request, StatusCode};
+use opentelemetry::trace::TraceContextExt as _;
 use tracing::{Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::propagation;
 
@@ -41,8 +43,13 @@ pub fn server_span<B>(request: &Request<B>, request_id: &str) -> Span {
 /// Names the current request span after the route template that matched (`/api/v1/orders/{id}`).
 pub fn record_route(method: &Method, route: &str) {
     let span = Span::current();
+    let name = format!("{method} {route}");
     span.record("http.route", route);
-    span.record("otel.name", format!("{method} {route}"));
+    span.record("otel.name", name.as_str());
+    // The OpenTelemetry span was started when its parent and trace id were set
+    // ([`server_span`]), and the layer applies `otel.name` only to spans not started yet: the
+    // started span is renamed itself, or it would be exported as the bare method.
+    span.context().span().update_name(name);
 }
 
 /// Records the response status on the request span; Error for a 5xx.

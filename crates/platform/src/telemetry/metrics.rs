@@ -241,10 +241,11 @@ pub fn addr_from_env(env: &impl Env, default: &str) -> Result<Option<SocketAddr>
 }
 
 /// Installs the global meter provider: its instruments are read into the returned registry
-/// (for [`serve`]) and, with an OTLP `endpoint`, also exported there over gRPC.
+/// (for [`serve`]) and, with an OTLP exporter ([`super::export::OtlpExport::metric_exporter`]),
+/// also pushed to the collector periodically (`OTEL_METRIC_EXPORT_INTERVAL`, 60 s by default).
 pub fn install(
     resource: opentelemetry_sdk::Resource,
-    otlp_endpoint: Option<&str>,
+    otlp: Option<opentelemetry_otlp::MetricExporter>,
 ) -> anyhow::Result<(SdkMeterProvider, prometheus::Registry)> {
     let registry = prometheus::Registry::new();
     let prometheus = opentelemetry_prometheus::exporter()
@@ -254,12 +255,7 @@ pub fn install(
     let mut meters = SdkMeterProvider::builder()
         .with_reader(prometheus)
         .with_resource(resource);
-    if let Some(endpoint) = otlp_endpoint {
-        use opentelemetry_otlp::WithExportConfig as _;
-        let otlp = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()?;
+    if let Some(otlp) = otlp {
         meters = meters.with_periodic_exporter(otlp);
     }
     let meters = meters.build();

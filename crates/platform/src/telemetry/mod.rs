@@ -61,15 +61,15 @@ pub struct TelemetryConfig {
     /// What exported telemetry says about the process.
     pub resource: resource::ResourceConfig,
     /// Where spans are exported; none when absent.
-    pub traces: Option<export::OtlpTraces>,
+    pub traces: Option<export::OtlpExport>,
+    /// Where metrics are pushed over OTLP (besides `GET /metrics`); none when absent.
+    pub metrics_export: Option<export::OtlpExport>,
     /// Which traces are kept.
     pub sampler: Sampler,
     /// Log line format.
     pub format: LogFormat,
     /// The log filter (`RUST_LOG` syntax); `info` by default.
     pub filter: String,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where metrics are exported over OTLP/gRPC; none when absent.
-    pub otlp_endpoint: Option<String>,
     /// Log lines go to standard error instead of standard output: for command-line tools,
     /// whose standard output is their result.
     pub log_to_stderr: bool,
@@ -83,14 +83,11 @@ impl TelemetryConfig {
         Ok(Self {
             service_name: service_name.to_owned(),
             resource: resource::ResourceConfig::from_env(env, service_name)?,
-            traces: export::OtlpTraces::from_env(env)?,
+            traces: export::OtlpExport::from_env(env, export::Signal::Traces)?,
+            metrics_export: export::OtlpExport::from_env(env, export::Signal::Metrics)?,
             sampler: sampler::from_env(env)?,
             format: env.parse_or("SHOP_LOG_FORMAT", LogFormat::Pretty)?,
             filter: env.var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
-            otlp_endpoint: match env.var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-                None => None,
-                Some(_) => Some(env.url_or("OTEL_EXPORTER_OTLP_ENDPOINT", "", &["http", "https"])?),
-            },
             log_to_stderr: false,
             metrics_addr: metrics::addr_from_env(env, DEFAULT_METRICS_ADDR)?,
         })
@@ -156,7 +153,16 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     }
     let provider = traces.build();
 
-    let (meters, registry) = metrics::install(resource, config.otlp_endpoint.as_deref())?;
+    let mut metrics_export_error = None;
+    let metric_exporter = match config.metrics_export.as_ref().map(export::OtlpExport::metric_exporter) {
+        None => None,
+        Some(Ok(exporter)) => Some(exporter),
+        Some(Err(error)) => {
+            metrics_export_error = Some(format!("{error:#}"));
+            None
+        }
+    };
+    let (meters, registry) = metrics::install(resource, metric_exporter)?;
     let stop_metrics = tokio_util::sync::CancellationToken::new();
     let metrics_addr = match config.metrics_addr {
         Some(addr) => Some(metrics::serve(addr, registry, stop_metrics.clone())?),
@@ -204,6 +210,15 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         }
         (None, _) => {}
     }
+    match (&config.metrics_export, metrics_export_error) {
+        (Some(export), Some(error)) => {
+            tracing::error!(endpoint = %export.endpoint, %error, "metrics cannot be pushed over OTLP; /metrics still serves them");
+        }
+        (Some(export), None) => {
+            tracing::info!(endpoint = %export.endpoint, protocol = ?export.protocol, "pushing metrics over OTLP");
+        }
+        (None, _) => {}
+    }
     if let Some(addr) = metrics_addr {
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
@@ -223,7 +238,7 @@ mod tests {
     #[test]
     fn defaults_are_pretty_info_and_no_export() {
         let config = TelemetryConfig::from_env(&MapEnv::default(), "user").ok();
-        let config = config.map(|c| (c.format, c.filter, c.otlp_endpoint, c.traces));
+        let config = config.map(|c| (c.format, c.filter, c.metrics_export, c.traces));
         assert_eq!(config, Some((LogFormat::Pretty, "info".to_owned(), None, None)));
     }
 
