@@ -349,7 +349,7 @@ fn metric_names_of_promql() {
 #[tokio::test]
 async fn metrics_of_dashboards_and_alerts() {
     let used = used_metrics();
-    let stack = Stack::services(&[]).await;
+    let mut stack = Stack::services(&[]).await;
     let api = &stack.api;
     let admin = log_in(api, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let product = create_product(api, &admin, "Watched lamp", "For the dashboards", 12_900, 2).await;
@@ -388,11 +388,12 @@ async fn metrics_of_dashboards_and_alerts() {
     .await;
 
     let client = reqwest::Client::new();
+    let addrs = stack.metrics_addrs().await;
     let deadline = Instant::now() + METRICS_TIMEOUT;
     loop {
         let mut served = BTreeSet::new();
         let mut one_second_bucket = false;
-        for (_process, addr) in stack.metrics_addrs() {
+        for (_process, addr) in &addrs {
             let page = client
                 .get(format!("http://{addr}/metrics"))
                 .send()

@@ -300,30 +300,6 @@ impl Stack {
         api
     }
 
-    /// Where each process serves `GET /metrics` (`SHOP_METRICS_ADDR` is port 0: each logs the
-    /// address it took), by process name.
-    pub fn metrics_addrs(&self) -> Vec<(String, String)> {
-        self.processes
-            .iter()
-            .map(|process| {
-                let addr = process
-                    .output()
-                    .lines_from(0)
-                    .iter()
-                    .find_map(|line| {
-                        Some(
-                            log_fields(line, "serving Prometheus metrics at /metrics")?
-                                .get("addr")?
-                                .as_str()?
-                                .to_owned(),
-                        )
-                    })
-                    .unwrap_or_else(|| panic!("{} logged no metrics address", process.name()));
-                (process.name().to_owned(), addr)
-            })
-            .collect()
-    }
-
     /// Kills the process started as `name` (e.g. `shop-catalog`), as a crash or an outage would.
     pub fn kill(&mut self, name: &str) {
         let before = self.processes.len();
