@@ -1,7 +1,11 @@
 //! Access-token verification at the edge. Tokens are EdDSA (Ed25519) JWTs signed by the user
 //! service; the gateway verifies them offline with the public keys the user service publishes
-//! (`GetSigningKeys`), cached and refreshed when a token names an unknown `kid` (key rotation),
-//! at most once a second so forged kids cannot flood the user service. The algorithm is pinned:
+//! (`GetSigningKeys`), cached. The key set is fetched again when it is older than the refresh
+//! interval (`SHOP_KEY_REFRESH_INTERVAL`, 5 min: a retired or compromised key stops verifying
+//! within it, without restarting gateways), when a token names an unknown `kid` (a new key),
+//! and when a signature does not verify with the cached key of its `kid` (the key behind a `kid`
+//! changed) — at most once a second, so forged tokens cannot flood the user service. While the
+//! user service cannot answer, the last key set keeps verifying. The algorithm is pinned:
 //! `alg: none`, HMAC or anything but EdDSA is refused. A verified token is then checked against
 //! revocation (logout, password change) through the user service, with answers cached briefly;
 //! how often that cache answers is `shop.cache.requests` (Prometheus `shop_cache_requests_total`,
@@ -89,9 +93,28 @@ pub struct VerifiedToken {
 #[derive(Debug)]
 pub struct Authenticator {
     users: UserServiceClient<GrpcChannel>,
-    keys: RwLock<HashMap<String, DecodingKey>>,
+    keys: RwLock<KeySet>,
+    /// When the key set was last asked for (successfully, or failing with a key set in hand).
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// How old the key set may get before it is fetched again.
+    key_max_age: Duration,
     revocations: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+/// The user service's verification keys by `kid`, and when they were fetched.
+#[derive(Debug, Default)]
+struct KeySet {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+/// Why the key set is fetched again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refresh {
+    /// It is older than the refresh interval, or a token names a `kid` it lacks.
+    Stale,
+    /// A signature did not verify with the key of its `kid`.
+    BadSignature,
 }
 
 /// The verified caller of a request; extracting it answers 401 when the token is missing or bad.
@@ -108,14 +131,16 @@ pub struct MaybeAuthUser(pub Option<Caller>);
 pub struct AuthToken(pub VerifiedToken);
 
 impl Authenticator {
-    /// An authenticator asking the user service behind `channel` for keys and revocations.
-    pub fn new(channel: GrpcChannel) -> Self {
+    /// An authenticator asking the user service behind `channel` for keys (again once they are
+    /// `key_max_age` old) and revocations.
+    pub fn new(channel: GrpcChannel, key_max_age: Duration) -> Self {
         // Both results exist from the start, at 0.
         let _ = revocation_lookups();
         Self {
             users: UserServiceClient::new(channel),
             keys: RwLock::default(),
             last_refresh: tokio::sync::Mutex::default(),
+            key_max_age,
             revocations: Mutex::default(),
         }
     }
@@ -138,7 +163,16 @@ impl Authenticator {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| match error.kind() {
+        let mut decoded = jsonwebtoken::decode::<Claims>(token, &key, &validation);
+        if decoded
+            .as_ref()
+            .is_err_and(|error| *error.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature)
+            && self.refresh(Refresh::BadSignature).await?
+            && let Some(fresh) = self.keys.read().await.keys.get(&kid).cloned()
+        {
+            decoded = jsonwebtoken::decode::<Claims>(token, &fresh, &validation);
+        }
+        let data = decoded.map_err(|error| match error.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                 ApiError::unauthorized("token_expired", "the access token has expired")
             }
@@ -159,31 +193,56 @@ impl Authenticator {
         })
     }
 
-    /// The key `kid`, refreshing the key set once if it is unknown.
+    /// The key `kid`, fetching the key set first when it is stale or lacks `kid`.
     async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, ApiError> {
-        if let Some(key) = self.keys.read().await.get(kid) {
-            return Ok(Some(key.clone()));
+        {
+            let set = self.keys.read().await;
+            let fresh = set.fetched_at.is_some_and(|at| at.elapsed() < self.key_max_age);
+            if fresh && let Some(key) = set.keys.get(kid) {
+                return Ok(Some(key.clone()));
+            }
         }
+        self.refresh(Refresh::Stale).await?;
+        Ok(self.keys.read().await.keys.get(kid).cloned())
+    }
+
+    /// Fetches the key set again unless it was asked for less than [`KEY_REFRESH_GAP`] ago
+    /// (requests that waited for another's fetch use its result); true when it was fetched.
+    /// A failure is an error only while there is no key set at all: otherwise the last one keeps
+    /// verifying (and the next attempt waits the gap).
+    async fn refresh(&self, reason: Refresh) -> Result<bool, ApiError> {
         // One refresh at a time: requests arriving while the keys are fetched (right after a
         // start, say) wait for that fetch instead of finding no key and answering 401.
         let mut last = self.last_refresh.lock().await;
-        if let Some(key) = self.keys.read().await.get(kid) {
-            return Ok(Some(key.clone()));
+        if last.is_some_and(|at| at.elapsed() < KEY_REFRESH_GAP) {
+            return Ok(false);
         }
-        if last.is_none_or(|at| at.elapsed() >= KEY_REFRESH_GAP) {
-            let reply = self.users.clone().get_signing_keys(GetSigningKeysRequest {}).await?;
-            let fresh: HashMap<_, _> = reply
-                .into_inner()
-                .keys
-                .into_iter()
-                .filter(|key| key.algorithm == "EdDSA" && key.public_key.len() == 32)
-                .map(|key| (key.kid, DecodingKey::from_ed_der(&key.public_key)))
-                .collect();
-            *self.keys.write().await = fresh;
-            // Stamped only after a successful fetch: a failed one is tried again at once.
-            *last = Some(Instant::now());
+        tracing::debug!(?reason, "fetching the token keys");
+        match self.users.clone().get_signing_keys(GetSigningKeysRequest {}).await {
+            Ok(reply) => {
+                let keys = reply
+                    .into_inner()
+                    .keys
+                    .into_iter()
+                    .filter(|key| key.algorithm == "EdDSA" && key.public_key.len() == 32)
+                    .map(|key| (key.kid, DecodingKey::from_ed_der(&key.public_key)))
+                    .collect();
+                let now = Instant::now();
+                *self.keys.write().await = KeySet {
+                    keys,
+                    fetched_at: Some(now),
+                };
+                *last = Some(now);
+                Ok(true)
+            }
+            Err(status) if self.keys.read().await.fetched_at.is_some() => {
+                tracing::warn!(%status, "refreshing the token keys failed; the last ones stay in use");
+                *last = Some(Instant::now());
+                Ok(false)
+            }
+            // Nothing to verify with yet: the request fails (503), and the next one tries again.
+            Err(status) => Err(status.into()),
         }
-        Ok(self.keys.read().await.get(kid).cloned())
     }
 
     async fn is_revoked(&self, jti: &str, session: Option<Uuid>) -> Result<bool, ApiError> {

@@ -39,6 +39,10 @@ pub struct GatewayConfig {
     /// Connections open at once, time allowed for headers and bodies, requests per connection
     /// (`SHOP_HTTP_*`, see [`ConnectionLimits`]).
     pub connections: ConnectionLimits,
+    /// How old the cached token-verification keys may get before they are fetched again
+    /// (`SHOP_KEY_REFRESH_INTERVAL` [5m]): a key the user service retired stops verifying
+    /// within it.
+    pub key_refresh_interval: Duration,
     /// Requests a minute per client IP (`SHOP_RATE_LIMIT_PER_IP` [600]).
     pub rate_limit_per_ip: u32,
     /// Requests a minute per signed-in user (`SHOP_RATE_LIMIT_PER_USER` [600]).
@@ -126,6 +130,7 @@ impl GatewayConfig {
             request_timeout,
             body_limit: env.parse_or("SHOP_BODY_LIMIT", 64 * 1024)?,
             connections,
+            key_refresh_interval: env.duration_or("SHOP_KEY_REFRESH_INTERVAL", Duration::from_secs(300))?,
             rate_limit_per_ip: env.parse_or("SHOP_RATE_LIMIT_PER_IP", 600)?,
             rate_limit_per_user: env.parse_or("SHOP_RATE_LIMIT_PER_USER", 600)?,
             client_address,
@@ -147,6 +152,7 @@ impl GatewayConfig {
             request_timeout: Duration::from_secs(15),
             body_limit: 64 * 1024,
             connections: ConnectionLimits::default(),
+            key_refresh_interval: Duration::from_secs(300),
             rate_limit_per_ip: 600,
             rate_limit_per_user: 600,
             client_address: ClientAddress::default(),

@@ -105,7 +105,7 @@ pub struct AppState {
 impl AppState {
     /// The state for `config`, over `upstreams`, counting rate limits in `cache`.
     pub fn new(config: &GatewayConfig, upstreams: Upstreams, cache: Arc<dyn Cache>) -> Self {
-        let auth = Authenticator::new(upstreams.user.clone());
+        let auth = Authenticator::new(upstreams.user.clone(), config.key_refresh_interval);
         let limits = RateLimits::new(
             cache,
             config.rate_limit_per_ip,

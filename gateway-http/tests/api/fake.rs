@@ -79,7 +79,9 @@ pub struct Seen {
 /// The fake services, all in one.
 #[derive(Clone)]
 pub struct Fake {
-    key: SigningKey,
+    /// The key the user service signs with and publishes under [`KID`]; [`Fake::rotate_key`]
+    /// replaces it.
+    key: Arc<Mutex<SigningKey>>,
     pub seen: Arc<Mutex<Seen>>,
     revoked: Arc<Mutex<HashSet<String>>>,
     /// Wishlist item ids by product id.
@@ -100,7 +102,7 @@ impl Fake {
     /// Serves the fakes on a loopback port until the test's runtime ends.
     pub async fn start() -> (SocketAddr, Self) {
         let fake = Self {
-            key: SigningKey::from_bytes(&[7; 32]),
+            key: Arc::new(Mutex::new(SigningKey::from_bytes(&[7; 32]))),
             seen: Arc::default(),
             revoked: Arc::default(),
             wishlisted: Arc::default(),
@@ -146,7 +148,11 @@ impl Fake {
             iat: now,
             exp: now + expires_in,
         };
-        let der = key.unwrap_or(&self.key).to_pkcs8_der().unwrap();
+        let der = match key {
+            Some(key) => key.to_pkcs8_der(),
+            None => self.key.lock().unwrap().to_pkcs8_der(),
+        }
+        .unwrap();
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(KID.to_owned());
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
@@ -159,7 +165,16 @@ impl Fake {
 
     /// The raw public key tokens verify with.
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.key.lock().unwrap().verifying_key().to_bytes()
+    }
+
+    /// Replaces the signing key under the same [`KID`] (a rotation that reuses the id, or a
+    /// compromised key withdrawn): tokens of the old key must stop verifying.
+    pub fn rotate_key(&self) {
+        let mut key = self.key.lock().unwrap();
+        let mut bytes = key.to_bytes();
+        bytes[0] = bytes[0].wrapping_add(1);
+        *key = SigningKey::from_bytes(&bytes);
     }
 
     fn record<T>(&self, request: &Request<T>) {

@@ -51,6 +51,42 @@ async fn requests_arriving_while_the_keys_load_wait_for_them() {
 }
 
 #[tokio::test]
+async fn a_key_changed_behind_its_kid_is_fetched_again_on_a_bad_signature() {
+    let (app, fake) = start().await;
+    let user = Uuid::new_v4();
+    let old = fake.token(user, Role::Customer);
+    assert_eq!(app.get("/users/me", Some(&old)).await.status, StatusCode::OK);
+    fake.rotate_key();
+    // Past the refresh gap (one fetch a second at most), a token of the new key verifies: its
+    // bad signature against the cached key makes the gateway fetch the keys again.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let new = fake.token(user, Role::Customer);
+    let reply = app.get("/users/me", Some(&new)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    app.get("/users/me", Some(&old))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_verifying_within_the_refresh_interval() {
+    let (addr, fake) = Fake::start().await;
+    let app = TestApp::configured(addr, |config| {
+        config.key_refresh_interval = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let old = fake.token(Uuid::new_v4(), Role::Customer);
+    assert_eq!(app.get("/users/me", Some(&old)).await.status, StatusCode::OK);
+    // The user service withdraws the key; no token of a new key arrives to reveal it. Once the
+    // cached keys are older than the interval, the old key's tokens are refused.
+    fake.rotate_key();
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    app.get("/users/me", Some(&old))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
+#[tokio::test]
 async fn expired_foreign_and_hmac_tokens_are_401() {
     let (app, fake) = start().await;
     let user = Uuid::new_v4();

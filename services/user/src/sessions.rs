@@ -3,10 +3,13 @@
 //! win) and issues the next one of the same session. A refresh token presented a second time
 //! means it was copied: the whole session ends.
 //!
-//! Ending a session is recorded twice: in the database (its refresh tokens stop working) and in
-//! the cache for one access-token lifetime (its access tokens are refused by CheckTokenRevoked,
-//! which reads only the cache). Logout also denylists the presented access token's `jti` until
-//! its expiry.
+//! Ending a session is recorded in the database, which is the truth (its refresh tokens stop
+//! working, and its end is durable), and in the cache for one access-token lifetime, so that
+//! CheckTokenRevoked answers from the cache. When the cache does not know a session (flushed,
+//! restarted without persistence, or down), CheckTokenRevoked reads the session's row and
+//! remembers a live one briefly: a lost cache never brings an ended session back. Logout also
+//! denylists the presented access token's `jti` until its expiry (in the cache only: the
+//! session it belongs to ends in the database too).
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,6 +32,15 @@ use crate::{
 /// How long past a token's expiry its revocation is kept: verifiers accept a few seconds of
 /// clock skew past `exp`, and a revoked token must stay refused through that leeway too.
 const REVOCATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The cached state of a session that has ended (any other value is read as ended too, so
+/// entries written before states existed keep refusing).
+const SESSION_ENDED: &[u8] = b"ended";
+/// The cached state of a session the database showed live.
+const SESSION_LIVE: &[u8] = b"live";
+/// How long a "live" read from the database is reused. Ending a session overwrites it at once;
+/// this bounds only what an end whose cache write failed leaves behind.
+const LIVE_SESSION_TTL: Duration = Duration::from_secs(10);
 
 /// A fresh token pair.
 #[derive(Debug, Clone)]
@@ -214,7 +226,7 @@ impl Sessions {
         for session in sessions {
             self.store
                 .cache()
-                .set(&store::ended_session_key(&session.to_string()), b"1", ttl)
+                .set(&store::session_state_key(&session.to_string()), SESSION_ENDED, ttl)
                 .await
                 .map_err(store::unavailable)?;
         }
@@ -265,23 +277,48 @@ impl Sessions {
             .map_err(store::unavailable)
     }
 
-    /// Whether the access token `jti` of `session` (may be empty) was revoked.
+    /// Whether the access token `jti` of `session` (may be empty) was revoked: by its `jti` in
+    /// the cache, or through its session, from the cache or else from the database.
     pub async fn is_revoked(&self, jti: &str, session: &str) -> Result<bool, ServiceError> {
         let cache = self.store.cache();
-        if cache
-            .exists(&store::revoked_token_key(jti))
-            .await
-            .map_err(store::unavailable)?
-        {
-            return Ok(true);
+        match cache.exists(&store::revoked_token_key(jti)).await {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "the revocation cache does not answer; asking the database"),
         }
         if session.is_empty() {
             return Ok(false);
         }
-        cache
-            .exists(&store::ended_session_key(session))
-            .await
-            .map_err(store::unavailable)
+        let key = store::session_state_key(session);
+        match cache.get(&key).await {
+            Ok(Some(state)) => return Ok(state != SESSION_LIVE),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "the revocation cache does not answer; asking the database"),
+        }
+        // A session id the service never issued (or whose row is gone: deleted accounts, purged
+        // sessions) has no live tokens.
+        let ended = match Uuid::parse_str(session) {
+            Ok(id) => session::Entity::find_by_id(id)
+                .one(&self.db)
+                .await?
+                .is_none_or(|row| row.ended_at.is_some()),
+            Err(_) => true,
+        };
+        // Remembered for the next check; a failure to remember changes no answer.
+        let remembered = if ended {
+            let ttl = self.tokens.access_ttl() + REVOCATION_MARGIN;
+            cache.set(&key, SESSION_ENDED, ttl).await
+        } else {
+            // Only if absent: an end recorded meanwhile must not be overwritten by this read.
+            cache
+                .set_if_absent(&key, SESSION_LIVE, LIVE_SESSION_TTL)
+                .await
+                .map(|_| ())
+        };
+        if let Err(error) = remembered {
+            tracing::debug!(%error, "not remembering a session's state");
+        }
+        Ok(ended)
     }
 
     /// Deletes expired refresh tokens, sessions ended longer ago than an access-token lifetime,

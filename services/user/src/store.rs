@@ -128,8 +128,9 @@ pub fn revoked_token_key(jti: &str) -> String {
     format!("user:revoked:jti:{jti}")
 }
 
-/// Present while the access tokens of an ended session may still be unexpired.
-pub fn ended_session_key(session: &str) -> String {
+/// The state of a session (`ended`, or `live` briefly after a database read); an ended one is
+/// kept while its access tokens may still be unexpired.
+pub fn session_state_key(session: &str) -> String {
     format!("user:revoked:session:{session}")
 }
 

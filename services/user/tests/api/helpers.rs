@@ -83,6 +83,8 @@ pub struct TestApp {
     /// The catalog double.
     pub catalog: FakeCatalog,
     shutdown: CancellationToken,
+    /// The service's database, which [`TestApp::replica_with_empty_cache`] shares.
+    database_url: String,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -109,6 +111,30 @@ pub async fn spawn_embedded_app(settings: &[(&str, &str)]) -> TestApp {
 }
 
 async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
+    let (cache_url, database_url, data) = if embedded {
+        let data = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/shop.db", data.path().display());
+        ("memory://".to_owned(), url, Some(data))
+    } else {
+        (redis_url(), create_postgres_database().await, None)
+    };
+    spawn_on(settings, &cache_url, database_url, data).await
+}
+
+impl TestApp {
+    /// Another replica of the service on the same database, whose cache knows nothing (as
+    /// after a cache restart without persistence).
+    pub async fn replica_with_empty_cache(&self) -> TestApp {
+        spawn_on(&[], &redis_url(), self.database_url.clone(), None).await
+    }
+}
+
+async fn spawn_on(
+    settings: &[(&str, &str)],
+    cache_url: &str,
+    database_url: String,
+    data: Option<tempfile::TempDir>,
+) -> TestApp {
     init_test_logging();
     let shutdown = CancellationToken::new();
 
@@ -133,20 +159,13 @@ async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
     let config = UserConfig::from_env(&MapEnv::from_pairs(env)).expect("valid test settings");
 
     let prefix = format!("{}:", unique_name("shop_test"));
-    let (cache_url, database_url, data) = if embedded {
-        let data = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/shop.db", data.path().display());
-        ("memory://".to_owned(), url, Some(data))
-    } else {
-        (redis_url(), create_postgres_database().await, None)
-    };
     let backends = Backends {
-        cache: cache::from_url(&cache_url, &prefix).await.expect("the cache answers"),
+        cache: cache::from_url(cache_url, &prefix).await.expect("the cache answers"),
         queue: Arc::new(MemoryQueue::new()),
     };
     let service_settings = ServiceSettings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseConfig::new(database_url, UserService::NAME),
+        database: DatabaseConfig::new(database_url.clone(), UserService::NAME),
         health: Default::default(),
         mesh: mesh[USER].clone(),
         grpc_limits: Default::default(),
@@ -170,6 +189,7 @@ async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
         smtp,
         catalog,
         shutdown,
+        database_url,
         _data: data,
     }
 }

@@ -435,3 +435,35 @@ async fn a_deleted_account_cannot_sign_in() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     app.sign_up(&user.email).await;
 }
+
+#[tokio::test]
+async fn an_ended_session_stays_ended_when_the_cache_forgets_it() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let other = second_session(&app, &user).await;
+    app.users
+        .clone()
+        .logout(as_caller(
+            &user.caller,
+            pb::LogoutRequest {
+                refresh_token: None,
+                access_token_id: user.jti.clone(),
+                access_token_expires_at: Some(prost_types::Timestamp {
+                    seconds: user.exp,
+                    nanos: 0,
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(app.is_revoked(&user).await);
+
+    // A replica whose cache knows nothing (Redis restarted without persistence): the session's
+    // end is read from the database, and the other session is still live.
+    let replica = app.replica_with_empty_cache().await;
+    assert!(replica.is_revoked(&user).await, "a lost cache brought a session back");
+    assert!(!replica.is_revoked(&other).await);
+    // Asked again, the answers come from what the replica remembered, and stay the same.
+    assert!(replica.is_revoked(&user).await);
+    assert!(!replica.is_revoked(&other).await);
+}
