@@ -2,6 +2,11 @@
 //! connections and migrations, a cache, a work queue, a transactional outbox, and the gRPC
 //! server and client builders (with discovery and client-side balancing).
 
+/// Every shop binary (and test) allocates with [`shop_allocator::ShopAllocator`]: memory a
+/// burst took goes back to the system.
+#[global_allocator]
+static ALLOCATOR: shop_allocator::ShopAllocator = shop_allocator::ShopAllocator;
+
 pub mod backoff;
 pub mod cache;
 pub mod config;

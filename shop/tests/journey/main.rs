@@ -16,6 +16,7 @@ mod authz;
 mod cluster;
 mod journey;
 mod mail;
+mod memory;
 mod observability;
 mod outage;
 mod process;

@@ -300,6 +300,15 @@ impl Stack {
         api
     }
 
+    /// The process id of the process started as `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.processes
+            .iter()
+            .find(|process| process.name() == name)
+            .and_then(|process| process.id())
+            .unwrap_or_else(|| panic!("no running process named {name}"))
+    }
+
     /// Kills the process started as `name` (e.g. `shop-catalog`), as a crash or an outage would.
     pub fn kill(&mut self, name: &str) {
         let before = self.processes.len();
