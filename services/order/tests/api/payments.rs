@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -29,6 +29,8 @@ pub struct CountingPayments {
     refunds: Mutex<Vec<(Uuid, i64)>>,
     /// While set, the provider does not answer (a hung provider): calls wait until it clears.
     hung: AtomicBool,
+    /// Calls that have reached the provider and are waiting for it to answer.
+    waiting: AtomicUsize,
 }
 
 impl CountingPayments {
@@ -39,8 +41,19 @@ impl CountingPayments {
     }
 
     async fn answer_when_not_hung(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         while self.hung.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Returns once a call has reached the provider (and, while it is hung, waits there).
+    pub async fn wait_until_asked(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.waiting.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the provider was never asked");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
