@@ -2,11 +2,71 @@
 //! INVALID_ARGUMENT) and opaque cursors. A cursor is the last row's sort key, bound to the
 //! filters it was issued for, so a cursor reused with other filters (or made up) is refused with
 //! `invalid_cursor` instead of silently returning a wrong page.
+//!
+//! Every list is newest first, by a time column and then the id: [`newest_first`] runs that
+//! keyset query once for all of them.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Serialize, de::DeserializeOwned};
 
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, EntityTrait, QueryFilter as _, QueryOrder as _, QuerySelect as _, Select,
+    sea_query::{Expr, ExprTrait as _},
+};
+use uuid::Uuid;
+
 use crate::grpc::error::ServiceError;
+
+/// A row's place in a newest-first list: its time in microseconds since the epoch, and its id.
+/// It is what a cursor holds.
+pub type Position = (i64, Uuid);
+
+/// The position of a row with time `at` and id `id`.
+pub fn position(at: DateTime<Utc>, id: Uuid) -> Position {
+    (at.timestamp_micros(), id)
+}
+
+/// One page of `select`, newest first by `time` then `id` (both descending), after `after`
+/// (the position of the previous page's last row): at most `limit` rows, and the position of
+/// the last one when more follow.
+pub async fn newest_first<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    select: Select<E>,
+    (time, id): (E::Column, E::Column),
+    after: Option<Position>,
+    limit: u64,
+    position_of: impl Fn(&E::Model) -> Position,
+) -> Result<(Vec<E::Model>, Option<Position>), ServiceError> {
+    let mut select = select;
+    if let Some((micros, last_id)) = after {
+        let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(invalid_cursor)?;
+        // A row-value comparison: PostgreSQL turns it into one index range condition.
+        select = select.filter(
+            Expr::tuple([Expr::col(time), Expr::col(id)]).lt(Expr::tuple([Expr::value(at), Expr::value(last_id)])),
+        );
+    }
+    let mut rows = select
+        .order_by_desc(time)
+        .order_by_desc(id)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = match rows.last() {
+        Some(last) if more => Some(position_of(last)),
+        _ => None,
+    };
+    Ok((rows, next))
+}
+
+fn invalid_cursor() -> ServiceError {
+    ServiceError::InvalidArgument {
+        code: "invalid_cursor",
+        message: "the cursor is not valid for this list".into(),
+    }
+}
 
 /// The page size when the request says 0.
 pub const DEFAULT_LIMIT: u64 = 20;
@@ -50,10 +110,7 @@ pub fn decode_cursor<T: DeserializeOwned>(raw: &str, scope: &str) -> Result<Opti
     if raw.is_empty() {
         return Ok(None);
     }
-    let invalid = || ServiceError::InvalidArgument {
-        code: "invalid_cursor",
-        message: "the cursor is not valid for this list".into(),
-    };
+    let invalid = invalid_cursor;
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
     let envelope: Envelope<T> = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     if envelope.s != fingerprint(scope) {

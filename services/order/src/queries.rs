@@ -2,14 +2,13 @@
 //! lists newest first with keyset pagination on (placed_at, id), so orders placed while a client
 //! pages neither repeat nor go missing.
 
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::ExprTrait as _};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::{
     grpc::{error::ServiceError, identity::Caller},
     paging,
 };
 use shop_proto::pb::order::ListOrdersRequest;
-use uuid::Uuid;
 
 use crate::{
     access::{may_see, not_found},
@@ -50,35 +49,23 @@ pub async fn list(ctx: &Context, caller: &Caller, request: &ListOrdersRequest) -
         Some(named)
     };
     let scope = format!("orders/{}", owner.map(|id| id.to_string()).unwrap_or_default());
-    let after: Option<(i64, Uuid)> = paging::decode_cursor(&page.cursor, &scope)?;
-
+    let after = paging::decode_cursor(&page.cursor, &scope)?;
     let mut query = order::Entity::find();
     if let Some(owner) = owner {
         query = query.filter(order::Column::UserId.eq(owner));
     }
-    if let Some((micros, id)) = after {
-        let at = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| ServiceError::InvalidArgument {
-            code: "invalid_cursor",
-            message: "the cursor is not valid for this list".into(),
-        })?;
-        query = query.filter(
-            Condition::any()
-                .add(order::Column::PlacedAt.lt(at))
-                .add(order::Column::PlacedAt.eq(at).and(order::Column::Id.lt(id))),
-        );
-    }
-    let mut rows = query
-        .order_by_desc(order::Column::PlacedAt)
-        .order_by_desc(order::Column::Id)
-        .limit(limit + 1)
-        .all(&ctx.db)
-        .await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = match rows.last() {
-        Some(last) if more => paging::encode_cursor(&(last.placed_at.timestamp_micros(), last.id), &scope),
-        _ => String::new(),
-    };
+    let (rows, next) = paging::newest_first(
+        &ctx.db,
+        query,
+        (order::Column::PlacedAt, order::Column::Id),
+        after,
+        limit,
+        |row| paging::position(row.placed_at, row.id),
+    )
+    .await?;
+    let next_cursor = next
+        .map(|position| paging::encode_cursor(&position, &scope))
+        .unwrap_or_default();
     Ok(Page {
         orders: store::complete(&ctx.db, rows).await?,
         next_cursor,

@@ -2,11 +2,7 @@
 //! change ends every session of the user, so no token keeps the old role, and never leaves the
 //! shop without an admin.
 
-use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, Condition, EntityTrait as _, ExprTrait as _,
-    IntoActiveModel as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, TransactionTrait as _,
-};
+use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, EntityTrait as _, IntoActiveModel as _, TransactionTrait as _};
 use shop_platform::{
     grpc::{
         error::ServiceError,
@@ -35,33 +31,17 @@ impl Context {
     pub async fn list_users(&self, caller: &Caller, limit: u32, cursor: &str) -> Result<UserPage, ServiceError> {
         caller.require_role(&[Role::Admin])?;
         let limit = paging::limit(limit)?;
-        let after: Option<(i64, Uuid)> = paging::decode_cursor(cursor, LIST_SCOPE)?;
-        let mut query = user::Entity::find()
-            .order_by_desc(user::Column::CreatedAt)
-            .order_by_desc(user::Column::Id)
-            .limit(limit + 1);
-        if let Some((micros, id)) = after {
-            let at: DateTime<Utc> =
-                DateTime::from_timestamp_micros(micros).ok_or_else(|| ServiceError::InvalidArgument {
-                    code: "invalid_cursor",
-                    message: "the cursor is not valid for this list".to_owned(),
-                })?;
-            query = query.filter(
-                Condition::any()
-                    .add(user::Column::CreatedAt.lt(at))
-                    .add(user::Column::CreatedAt.eq(at).and(user::Column::Id.lt(id))),
-            );
-        }
-        let mut users = query.all(&self.db).await?;
-        let more = users.len() as u64 > limit;
-        users.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_cursor = match users.last() {
-            Some(last) if more => Some(paging::encode_cursor(
-                &(last.created_at.timestamp_micros(), last.id),
-                LIST_SCOPE,
-            )),
-            _ => None,
-        };
+        let after = paging::decode_cursor(cursor, LIST_SCOPE)?;
+        let (users, next) = paging::newest_first(
+            &self.db,
+            user::Entity::find(),
+            (user::Column::CreatedAt, user::Column::Id),
+            after,
+            limit,
+            |row| paging::position(row.created_at, row.id),
+        )
+        .await?;
+        let next_cursor = next.map(|position| paging::encode_cursor(&position, LIST_SCOPE));
         Ok(UserPage { users, next_cursor })
     }
 

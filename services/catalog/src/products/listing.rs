@@ -1,9 +1,8 @@
 //! ListProducts: the checked filter, its keyset query (newest first by `(created_at, id)`), and
 //! its cursors. A cursor is the last row's key, bound to the filters it was issued for.
 
-use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
     sea_query::{Expr, ExprTrait, LikeExpr, extension::postgres::PgExpr},
 };
 use shop_platform::grpc::convert::parse_uuid;
@@ -30,12 +29,8 @@ pub struct ListFilter {
     /// Page size.
     pub limit: u64,
     /// Continue after this row (`None`: first page).
-    pub after: Option<Position>,
+    pub after: Option<paging::Position>,
 }
-
-/// A row's place in the list order: its creation time in microseconds and its id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Position(pub i64, pub Uuid);
 
 impl ListFilter {
     /// Checks a request: price bounds, limit, seller id and cursor.
@@ -91,7 +86,12 @@ impl ListFilter {
 
     /// The cursor of the page after `last`.
     pub fn cursor_after(&self, last: &product::Model) -> String {
-        paging::encode_cursor(&Position(last.created_at.timestamp_micros(), last.id), &self.scope())
+        self.encode(&paging::position(last.created_at, last.id))
+    }
+
+    /// The cursor of the page after `position`.
+    fn encode(&self, position: &paging::Position) -> String {
+        paging::encode_cursor(position, &self.scope())
     }
 }
 
@@ -129,31 +129,16 @@ pub async fn list(
     if let Some(seller) = filter.seller_id {
         select = select.filter(Column::SellerId.eq(seller));
     }
-    if let Some(Position(micros, id)) = filter.after {
-        let created_at =
-            DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| ServiceError::InvalidArgument {
-                code: "invalid_cursor",
-                message: "the cursor is not valid for this list".into(),
-            })?;
-        // A row-value comparison: PostgreSQL turns it into one index range condition.
-        select = select.filter(
-            Expr::tuple([Expr::col(Column::CreatedAt), Expr::col(Column::Id)])
-                .lt(Expr::tuple([Expr::value(created_at), Expr::value(id)])),
-        );
-    }
-    let mut rows = select
-        .order_by_desc(Column::CreatedAt)
-        .order_by_desc(Column::Id)
-        .limit(filter.limit + 1)
-        .all(db)
-        .await?;
-    let more = rows.len() as u64 > filter.limit;
-    rows.truncate(usize::try_from(filter.limit).unwrap_or(usize::MAX));
-    let next = match rows.last() {
-        Some(last) if more => Some(filter.cursor_after(last)),
-        _ => None,
-    };
-    Ok((rows, next))
+    let (rows, next) = paging::newest_first(
+        db,
+        select,
+        (Column::CreatedAt, Column::Id),
+        filter.after,
+        filter.limit,
+        |row| paging::position(row.created_at, row.id),
+    )
+    .await?;
+    Ok((rows, next.map(|position| filter.encode(&position))))
 }
 
 /// `%text%` with LIKE's wildcards in `text` taken literally.
@@ -205,8 +190,8 @@ mod tests {
             currency: "KRW".into(),
             stock: 1,
             visible: true,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
             deleted_at: None,
         };
         let cursor = filter.map(|f| f.cursor_after(&row)).unwrap_or_default();
