@@ -100,6 +100,7 @@ pub struct UserList {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StartVerificationRequest {
     /// Where to send the code.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
 }
 
@@ -107,8 +108,10 @@ pub struct StartVerificationRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct ConfirmVerificationRequest {
     /// The address the code was sent to.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// The 6-digit code from the email.
+    #[schema(min_length = 1)]
     pub code: String,
 }
 
@@ -134,16 +137,35 @@ impl From<pb::ConfirmEmailVerificationResponse> for VerificationToken {
 #[derive(Deserialize, ToSchema)]
 pub struct SignUpRequest {
     /// From `POST /auth/email-verifications/confirm`.
+    #[schema(min_length = 1)]
     pub verification_token: String,
     /// The verified address.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// 8 to 128 characters with at least a letter, a digit and a symbol.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
-    /// The display name, 1 to 100 characters.
+    /// The display name, 1 to 100 characters (surrounding white space is trimmed), no control
+    /// characters but newline.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
-    /// The phone number, 1 to 32 characters.
+    /// The phone number, 1 to 32 characters, as the name.
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub phone: String,
-    /// The shipping address, 1 to 500 characters.
+    /// The shipping address, 1 to 500 characters, as the name.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub address: String,
 }
 
@@ -173,8 +195,10 @@ impl From<SignUpRequest> for pb::SignUpRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// The account's email address.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// The account's password.
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
 }
 
@@ -226,11 +250,26 @@ impl TryFrom<Option<pb::TokenPair>> for TokenPair {
 /// `PATCH /users/me`: absent fields keep their value.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateProfileRequest {
-    /// The new display name.
+    /// The new display name, under the sign-up rule.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
-    /// The new phone number.
+    /// The new phone number, under the sign-up rule.
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub phone: Option<String>,
-    /// The new shipping address.
+    /// The new shipping address, under the sign-up rule.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub address: Option<String>,
 }
 
@@ -248,8 +287,10 @@ impl From<UpdateProfileRequest> for pb::UpdateProfileRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct ChangePasswordRequest {
     /// The password in use now.
+    #[schema(min_length = 1, max_length = 128)]
     pub current_password: String,
     /// The new password, under the sign-up rule.
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
 }
 
@@ -257,6 +298,7 @@ pub struct ChangePasswordRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct DeleteAccountRequest {
     /// The account's password, as confirmation.
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
 }
 

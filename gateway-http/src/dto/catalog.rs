@@ -77,8 +77,10 @@ pub struct ProductQuery {
     #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub q: Option<String>,
     /// Only products priced at least this (minor units).
+    #[param(minimum = 0)]
     pub min_price: Option<i64>,
     /// Only products priced at most this (minor units).
+    #[param(minimum = 0)]
     pub max_price: Option<i64>,
     /// `true`: only products in stock.
     pub in_stock: Option<bool>,
@@ -106,11 +108,13 @@ pub struct CreateProductRequest {
     pub description: String,
     /// The unit price in the currency's minor unit, 0 to 10^12.
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[serde(deserialize_with = "super::whole_i64")]
     pub price: i64,
     /// The ISO 4217 code of the price; `KRW` when absent.
     pub currency: Option<String>,
     /// The initial stock, 0 to 10^9.
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "super::whole_i64")]
     pub stock: i64,
     /// Whether buyers see it at once; `true` when absent.
     pub visible: Option<bool>,
@@ -146,6 +150,7 @@ pub struct UpdateProductRequest {
     pub description: Option<String>,
     /// The new unit price, in the product's currency: 0 to 10^12.
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[serde(default, deserialize_with = "super::whole_i64_opt")]
     pub price: Option<i64>,
     /// Shows (`true`) or hides (`false`) the product.
     pub visible: Option<bool>,
@@ -173,6 +178,7 @@ impl UpdateProductRequest {
 pub struct SetStockRequest {
     /// The units available from now on, 0 to 10^9.
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "super::whole_i64")]
     pub stock: i64,
 }
 

@@ -60,7 +60,7 @@ pub struct AddWishlistItemRequest {
     /// The product to add.
     pub product_id: Uuid,
     /// How many are wished for, at least 1; 1 when absent.
-    #[schema(value_type = Option<u32>, minimum = 1)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub quantity: Option<Quantity>,
 }
 
@@ -77,7 +77,7 @@ impl From<AddWishlistItemRequest> for pb::AddWishlistItemRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct QuantityRequest {
     /// The new quantity, at least 1.
-    #[schema(value_type = u32, minimum = 1)]
+    #[schema(value_type = u32, minimum = 1, maximum = 1000)]
     pub quantity: Quantity,
 }
 
@@ -176,7 +176,7 @@ pub struct AddCartItemRequest {
     /// The product to buy.
     pub product_id: Uuid,
     /// How many to add, at least 1.
-    #[schema(value_type = u32, minimum = 1)]
+    #[schema(value_type = u32, minimum = 1, maximum = 1000)]
     pub quantity: Quantity,
 }
 

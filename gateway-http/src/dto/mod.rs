@@ -72,16 +72,73 @@ pub fn next_cursor(page: Option<PageResponse>) -> Option<String> {
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Empty {}
 
+/// A whole number read from JSON. JSON Schema, and so the OpenAPI document, counts `2.0` as
+/// the integer 2, and clients that keep numbers as floating point send it so: it is accepted
+/// like `2`. A fraction, or a number beyond `i64`, is refused when the body is read (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whole(pub i64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Whole;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Whole, E> {
+                Ok(Whole(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Whole, E> {
+                i64::try_from(v)
+                    .map(Whole)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Whole, E> {
+                // 2^63 is exactly representable; every whole f64 below it in magnitude fits.
+                const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+                if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+                    #[allow(clippy::cast_possible_truncation)]
+                    Ok(Whole(v as i64))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `#[serde(deserialize_with)]` for an `i64` field that takes [`Whole`] numbers.
+pub fn whole_i64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    Whole::deserialize(deserializer).map(|whole| whole.0)
+}
+
+/// `#[serde(default, deserialize_with)]` for an `Option<i64>` field that takes [`Whole`] numbers.
+pub fn whole_i64_opt<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Option::<Whole>::deserialize(deserializer).map(|whole| whole.map(|whole| whole.0))
+}
+
 /// A number of units: a whole number, at least 1. Zero, negative and fractional numbers are
-/// refused when the body is read (400).
+/// refused when the body is read (400); `2.0` is 2 ([`Whole`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "u32")]
+#[serde(try_from = "Whole")]
 pub struct Quantity(u32);
 
 impl Quantity {
     /// The number of units.
     pub fn get(self) -> u32 {
         self.0
+    }
+}
+
+impl TryFrom<Whole> for Quantity {
+    type Error = &'static str;
+
+    fn try_from(raw: Whole) -> Result<Self, Self::Error> {
+        u32::try_from(raw.0)
+            .map_err(|_| "quantity must be a whole number from 1 to 4294967295")
+            .and_then(Self::try_from)
     }
 }
 
@@ -156,6 +213,35 @@ mod tests {
         assert!(serde_json::from_str::<Quantity>("1.5").is_err());
         assert!(serde_json::from_str::<Quantity>("0").is_err());
         assert_eq!(serde_json::from_str::<Quantity>("2").ok(), Some(Quantity(2)));
+        assert_eq!(serde_json::from_str::<Quantity>("2.0").ok(), Some(Quantity(2)));
+        assert!(serde_json::from_str::<Quantity>("2.5").is_err());
+        assert!(serde_json::from_str::<Quantity>("4294967296").is_err());
+    }
+
+    #[test]
+    fn whole_floats_are_integers_and_fractions_are_refused() {
+        use super::catalog::{CreateProductRequest, SetStockRequest, UpdateProductRequest};
+        let create = |price: &str, stock: &str| {
+            serde_json::from_str::<CreateProductRequest>(&format!(
+                r#"{{"name": "Lamp", "description": "", "price": {price}, "stock": {stock}}}"#
+            ))
+            .map(|body| (body.price, body.stock))
+            .ok()
+        };
+        assert_eq!(create("12900", "5"), Some((12_900, 5)));
+        assert_eq!(create("12900.0", "5.0"), Some((12_900, 5)));
+        assert_eq!(create("1e3", "0"), Some((1_000, 0)));
+        assert_eq!(create("12.5", "5"), None);
+        assert_eq!(create("12900", "\"5\""), None);
+        assert_eq!(create("1e300", "5"), None);
+        let stock = |body: &str| serde_json::from_str::<SetStockRequest>(body).map(|b| b.stock).ok();
+        assert_eq!(stock(r#"{"stock": 7.0}"#), Some(7));
+        assert_eq!(stock(r#"{"stock": 7.25}"#), None);
+        let price = |body: &str| serde_json::from_str::<UpdateProductRequest>(body).map(|b| b.price).ok();
+        assert_eq!(price("{}"), Some(None));
+        assert_eq!(price(r#"{"price": null}"#), Some(None));
+        assert_eq!(price(r#"{"price": 3.0}"#), Some(Some(3)));
+        assert_eq!(price(r#"{"price": 0.5}"#), None);
     }
 
     #[test]

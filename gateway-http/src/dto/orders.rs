@@ -271,6 +271,7 @@ pub struct OrderLine {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PlaceOrderRequest {
     /// The lines to order (1 to 100).
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Option<Vec<OrderLine>>,
     /// `true`: order every line of the caller's cart.
     pub from_cart: Option<bool>,

@@ -64,7 +64,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     post,
     path = "/orders",
     tag = "orders",
-    params(("Idempotency-Key" = String, Header, description = "The client's key for this placement, unique per caller.")),
+    params((
+        "Idempotency-Key" = String,
+        Header,
+        description = "The client's key for this placement, unique per caller: 1 to 255 printable ASCII characters, not only spaces.",
+        max_length = 255,
+        pattern = r"^[\x20-\x7E]*[\x21-\x7E][\x20-\x7E]*$"
+    )),
     request_body = PlaceOrderRequest,
     security(("bearer" = [])),
     responses(

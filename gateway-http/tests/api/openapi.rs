@@ -291,3 +291,77 @@ async fn product_schemas_state_the_bounds_the_catalog_enforces() {
     assert_eq!(q["schema"]["maxLength"], 200, "{q}");
     assert!(q["schema"]["pattern"].is_string(), "{q}");
 }
+
+/// The rules the user, catalog and order services enforce on input, stated in the document so
+/// that a client (and the API fuzzer, `scripts/fuzz-api`) can tell valid input from invalid.
+#[tokio::test]
+async fn account_list_and_order_schemas_state_the_rules_the_services_enforce() {
+    let app = TestApp::without_services().await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let property = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+    for schema in [
+        "StartVerificationRequest",
+        "ConfirmVerificationRequest",
+        "SignUpRequest",
+        "LoginRequest",
+    ] {
+        let email = property(schema, "email");
+        assert_eq!(email["format"], "email", "{schema}.email");
+        assert_eq!(email["maxLength"], 254, "{schema}.email");
+    }
+    for (schema, field) in [("SignUpRequest", "password"), ("ChangePasswordRequest", "new_password")] {
+        let password = property(schema, field);
+        assert_eq!(
+            (password["minLength"].clone(), password["maxLength"].clone()),
+            (8.into(), 128.into()),
+            "{schema}.{field}"
+        );
+    }
+    for (schema, field) in [
+        ("LoginRequest", "password"),
+        ("ChangePasswordRequest", "current_password"),
+        ("DeleteAccountRequest", "password"),
+    ] {
+        let password = property(schema, field);
+        assert_eq!(
+            (password["minLength"].clone(), password["maxLength"].clone()),
+            (1.into(), 128.into()),
+            "{schema}.{field}"
+        );
+    }
+    for schema in ["SignUpRequest", "UpdateProfileRequest"] {
+        for (field, max) in [("name", 100), ("phone", 32), ("address", 500)] {
+            let value = property(schema, field);
+            assert_eq!(value["minLength"], 1, "{schema}.{field}");
+            assert_eq!(value["maxLength"], max, "{schema}.{field}");
+            let pattern = value["pattern"].as_str().unwrap_or_default();
+            assert!(
+                pattern.contains("\\s"),
+                "{schema}.{field} states that blank is refused: {pattern}"
+            );
+        }
+    }
+    for schema in ["AddWishlistItemRequest", "QuantityRequest", "AddCartItemRequest"] {
+        assert_eq!(property(schema, "quantity")["maximum"], 1000, "{schema}.quantity");
+    }
+    assert_eq!(property("PlaceOrderRequest", "items")["minItems"], 1);
+    assert_eq!(property("PlaceOrderRequest", "items")["maxItems"], 100);
+
+    let parameter = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|parameters| parameters.iter().find(|parameter| parameter["name"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    for name in ["min_price", "max_price"] {
+        assert_eq!(parameter("/products", "get", name)["schema"]["minimum"], 0, "{name}");
+    }
+    let key = parameter("/orders", "post", "Idempotency-Key");
+    assert_eq!(key["schema"]["maxLength"], 255, "{key}");
+    assert_eq!(
+        key["schema"]["pattern"], r"^[\x20-\x7E]*[\x21-\x7E][\x20-\x7E]*$",
+        "{key}"
+    );
+}
