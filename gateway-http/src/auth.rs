@@ -286,6 +286,17 @@ impl Authenticator {
         self.remember(jti, true);
     }
 
+    /// Forgets every cached "not revoked" answer (revocations stay): after a change made
+    /// through this gateway that ends sessions (a role change, a password change), the tokens it
+    /// ended are refused here at once instead of up to [`NOT_REVOKED_TTL`] later. Other
+    /// gateway replicas refuse them within that delay.
+    pub fn forget_live_answers(&self) {
+        self.revocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (revoked, _)| *revoked);
+    }
+
     fn remember(&self, jti: &str, revoked: bool) {
         let mut cache = self
             .revocations

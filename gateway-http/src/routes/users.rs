@@ -123,6 +123,8 @@ pub async fn change_password(
     let mut request = call.for_caller(&caller, message);
     client.attach(&mut request);
     state.users().change_password(request).await?;
+    // The caller's other sessions ended.
+    state.auth.forget_live_answers();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -230,5 +232,7 @@ pub async fn set_role(
         role: common::Role::from(body.role).into(),
     };
     let reply = state.users().set_user_role(call.for_caller(&caller, message)).await?;
+    // Every session of the user ended, so that no token keeps the old role.
+    state.auth.forget_live_answers();
     Ok(Json(user(reply.into_inner().user)?))
 }

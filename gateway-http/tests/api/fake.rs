@@ -84,6 +84,9 @@ pub struct Fake {
     key: Arc<Mutex<SigningKey>>,
     pub seen: Arc<Mutex<Seen>>,
     revoked: Arc<Mutex<HashSet<String>>>,
+    /// The session of every token issued, by user; and the sessions that ended.
+    sessions: Arc<Mutex<HashMap<Uuid, Vec<Uuid>>>>,
+    ended_sessions: Arc<Mutex<HashSet<String>>>,
     /// Wishlist item ids by product id.
     wishlisted: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -105,6 +108,8 @@ impl Fake {
             key: Arc::new(Mutex::new(SigningKey::from_bytes(&[7; 32]))),
             seen: Arc::default(),
             revoked: Arc::default(),
+            sessions: Arc::default(),
+            ended_sessions: Arc::default(),
             wishlisted: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -140,10 +145,12 @@ impl Fake {
     /// (negative: already expired), signed by `key` (the service's key when `None`).
     pub fn token_signed_by(&self, user: Uuid, role: Role, expires_in: i64, key: Option<&SigningKey>) -> String {
         let now = chrono::Utc::now().timestamp();
+        let sid = Uuid::new_v4();
+        self.sessions.lock().unwrap().entry(user).or_default().push(sid);
         let claims = Claims {
             sub: user,
             role: role.as_str(),
-            sid: Uuid::new_v4(),
+            sid,
             jti: Uuid::new_v4().to_string(),
             iat: now,
             exp: now + expires_in,
@@ -309,11 +316,39 @@ service! {
             }))
         }
 
+        async fn set_user_role(
+            &self,
+            request: Request<user::SetUserRoleRequest>,
+        ) -> Result<Response<user::SetUserRoleResponse>, Status> {
+            self.record(&request);
+            let request = request.into_inner();
+            let id: Uuid = request.user_id.parse().map_err(|_| Status::invalid_argument("user_id"))?;
+            // Like the service: every session of the user ends.
+            let sessions = self.sessions.lock().unwrap().get(&id).cloned().unwrap_or_default();
+            self.ended_sessions
+                .lock()
+                .unwrap()
+                .extend(sessions.iter().map(Uuid::to_string));
+            Ok(Response::new(user::SetUserRoleResponse {
+                user: Some(user::User {
+                    id: id.to_string(),
+                    email: "ada@example.com".to_owned(),
+                    name: "Ada".to_owned(),
+                    phone: "010-0000-0000".to_owned(),
+                    address: "1 Loop Road".to_owned(),
+                    role: request.role,
+                    created_at: Some(now()),
+                }),
+            }))
+        }
+
         async fn check_token_revoked(
             &self,
             request: Request<user::CheckTokenRevokedRequest>,
         ) -> Result<Response<user::CheckTokenRevokedResponse>, Status> {
-            let revoked = self.revoked.lock().unwrap().contains(&request.get_ref().jti);
+            let request = request.get_ref();
+            let revoked = self.revoked.lock().unwrap().contains(&request.jti)
+                || self.ended_sessions.lock().unwrap().contains(&request.session_id);
             Ok(Response::new(user::CheckTokenRevokedResponse { revoked }))
         }
     }
@@ -325,7 +360,6 @@ service! {
         change_password(user::ChangePasswordRequest) -> user::ChangePasswordResponse;
         delete_account(user::DeleteAccountRequest) -> user::DeleteAccountResponse;
         list_users(user::ListUsersRequest) -> user::ListUsersResponse;
-        set_user_role(user::SetUserRoleRequest) -> user::SetUserRoleResponse;
     }
 }
 

@@ -87,6 +87,29 @@ async fn a_withdrawn_key_stops_verifying_within_the_refresh_interval() {
 }
 
 #[tokio::test]
+async fn a_demoted_users_token_is_refused_at_once_by_the_gateway_that_demoted_them() {
+    let (app, fake) = start().await;
+    let (seller, admin) = (Uuid::new_v4(), Uuid::new_v4());
+    let seller_token = fake.token(seller, Role::Seller);
+    // Verified, and "not revoked" now cached.
+    assert_eq!(app.get("/users/me", Some(&seller_token)).await.status, StatusCode::OK);
+    let demoted = app
+        .call(
+            Method::PUT,
+            &format!("/users/{seller}/role"),
+            Some(&fake.token(admin, Role::Admin)),
+            Some(json!({"role": "customer"})),
+        )
+        .await;
+    assert_eq!(demoted.status, StatusCode::OK, "{demoted:?}");
+    // The role change ended the seller's sessions: the old token is refused on the next
+    // request, not a second later.
+    app.get("/users/me", Some(&seller_token))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "token_revoked");
+}
+
+#[tokio::test]
 async fn expired_foreign_and_hmac_tokens_are_401() {
     let (app, fake) = start().await;
     let user = Uuid::new_v4();
