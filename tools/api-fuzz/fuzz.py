@@ -104,6 +104,7 @@ def run_schemathesis(args, name, token, report_dir):
         "run", f"{args.base}/openapi.json",
         "--checks", "all",
         "--max-examples", str(args.max_examples),
+        "--seed", str(args.seed),
         "--workers", "1",
         "--request-timeout", "20",
         "--report", "junit", "--report-junit-path", str(junit),
@@ -143,6 +144,7 @@ def main():
     for opt in ("--base", "--metrics", "--log", "--admin-email", "--admin-password", "--st", "--reports"):
         parser.add_argument(opt, required=True)
     parser.add_argument("--max-examples", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args()
     report_dir = Path(args.reports)
     report_dir.mkdir(parents=True, exist_ok=True)

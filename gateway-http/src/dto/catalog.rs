@@ -110,7 +110,8 @@ pub struct CreateProductRequest {
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     #[serde(deserialize_with = "super::whole_i64")]
     pub price: i64,
-    /// The ISO 4217 code of the price; `KRW` when absent.
+    /// The ISO 4217 code of the price, three upper-case letters; `KRW` when absent or empty.
+    #[schema(pattern = r"^([A-Z]{3})?$")]
     pub currency: Option<String>,
     /// The initial stock, 0 to 10^9.
     #[schema(minimum = 0, maximum = 1_000_000_000)]

@@ -280,6 +280,10 @@ async fn product_schemas_state_the_bounds_the_catalog_enforces() {
         1_000_000_000
     );
     assert_eq!(
+        schemas["CreateProductRequest"]["properties"]["currency"]["pattern"],
+        "^([A-Z]{3})?$"
+    );
+    assert_eq!(
         schemas["SetStockRequest"]["properties"]["stock"]["maximum"],
         1_000_000_000
     );
