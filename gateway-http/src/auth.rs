@@ -108,15 +108,6 @@ struct KeySet {
     fetched_at: Option<Instant>,
 }
 
-/// Why the key set is fetched again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refresh {
-    /// It is older than the refresh interval, or a token names a `kid` it lacks.
-    Stale,
-    /// A signature did not verify with the key of its `kid`.
-    BadSignature,
-}
-
 /// The verified caller of a request; extracting it answers 401 when the token is missing or bad.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Caller);
@@ -167,7 +158,7 @@ impl Authenticator {
         if decoded
             .as_ref()
             .is_err_and(|error| *error.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature)
-            && self.refresh(Refresh::BadSignature).await?
+            && self.refresh().await?
             && let Some(fresh) = self.keys.read().await.keys.get(&kid).cloned()
         {
             decoded = jsonwebtoken::decode::<Claims>(token, &fresh, &validation);
@@ -202,7 +193,7 @@ impl Authenticator {
                 return Ok(Some(key.clone()));
             }
         }
-        self.refresh(Refresh::Stale).await?;
+        self.refresh().await?;
         Ok(self.keys.read().await.keys.get(kid).cloned())
     }
 
@@ -210,14 +201,13 @@ impl Authenticator {
     /// (requests that waited for another's fetch use its result); true when it was fetched.
     /// A failure is an error only while there is no key set at all: otherwise the last one keeps
     /// verifying (and the next attempt waits the gap).
-    async fn refresh(&self, reason: Refresh) -> Result<bool, ApiError> {
+    async fn refresh(&self) -> Result<bool, ApiError> {
         // One refresh at a time: requests arriving while the keys are fetched (right after a
         // start, say) wait for that fetch instead of finding no key and answering 401.
         let mut last = self.last_refresh.lock().await;
         if last.is_some_and(|at| at.elapsed() < KEY_REFRESH_GAP) {
             return Ok(false);
         }
-        tracing::debug!(?reason, "fetching the token keys");
         match self.users.clone().get_signing_keys(GetSigningKeysRequest {}).await {
             Ok(reply) => {
                 let keys = reply

@@ -289,3 +289,19 @@ async fn calls_beyond_the_concurrency_limit_are_refused_at_once_and_health_still
         .unwrap();
     assert_eq!(answer.into_inner().stock, 7);
 }
+
+#[tokio::test]
+async fn a_message_beyond_the_decoding_limit_is_refused() {
+    let server = start(Duration::from_secs(5)).await;
+    // 5 MiB in one field: past the 4 MiB every generated server decodes (docs/security.md), so
+    // the call is refused before the service sees it.
+    let huge = catalog::GetStockRequest {
+        product_id: "7".repeat(5 * 1024 * 1024),
+    };
+    let refused = CatalogServiceClient::new(server.channel(GATEWAY).await)
+        .get_stock(huge)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("too large"), "{refused:?}");
+}
