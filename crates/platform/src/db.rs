@@ -298,6 +298,22 @@ mod pool_gauges {
 /// stays far below both databases' limits on bound parameters.
 pub const INSERT_CHUNK: usize = 50;
 
+/// Inserts `rows` with multi-row statements of at most [`INSERT_CHUNK`] rows each, inside the
+/// caller's transaction (pass it as `conn`).
+pub async fn insert_chunked<A, C>(conn: &C, rows: impl IntoIterator<Item = A>) -> Result<(), DbErr>
+where
+    A: sea_orm::ActiveModelTrait,
+    C: sea_orm::ConnectionTrait,
+{
+    let rows: Vec<A> = rows.into_iter().collect();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        <A::Entity as sea_orm::EntityTrait>::insert_many(chunk.to_vec())
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The names of `M`'s migrations, oldest first: what databases record in `seaql_migrations`.
 /// sea-orm derives a name from its file's name, so moving a migration's file renames it, and a
 /// renamed migration runs again on every existing database; each service pins its list in a test.

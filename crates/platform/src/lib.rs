@@ -12,6 +12,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod fault;
+pub mod group_commit;
 pub mod grpc;
 pub mod health;
 pub mod outbox;

@@ -1,6 +1,6 @@
 //! What every part of the order service shares: its database, its clock, the payment provider,
-//! its settings, and the outbox relay and payment worker to wake after a commit that gave them
-//! work.
+//! its settings, the writer of new orders, and the outbox relay and payment worker to wake after
+//! a commit that gave them work.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 use shop_platform::outbox::OutboxRelay;
 use tokio::sync::Notify;
 
-use crate::{clock::SharedClock, config::OrderConfig, payment::PaymentProvider};
+use crate::{clock::SharedClock, config::OrderConfig, payment::PaymentProvider, placements::Placements};
 
 /// The order service's shared state; cheap to clone.
 #[derive(Clone, Debug)]
@@ -25,4 +25,6 @@ pub struct Context {
     pub relay: OutboxRelay,
     /// Wakes the payment worker after a commit that requested a capture or refund.
     pub payments_due: Arc<Notify>,
+    /// Writes new orders, many to a transaction.
+    pub(crate) placements: Placements,
 }

@@ -1,39 +1,33 @@
-//! PlaceOrder's idempotency keys. A call claims its (caller, key) before asking other services,
-//! with a short lease, and binds the key to its order in the order's own transaction, so a
-//! retried request finds its order, a concurrent duplicate is told to retry
-//! (`idempotency_key_in_use`), and a different request under the key is refused
-//! (`idempotency_key_reused`). A claim left by a caller that died expires with its lease; a
-//! failed placement gives its claim up at once so the client can retry with the same key.
+//! PlaceOrder's idempotency keys. A key is written in the transaction that writes its order,
+//! already bound to it (`claim_keys`, many keys in one statement), so the key and the order
+//! commit together or not at all: a retried request finds its order, a concurrent duplicate
+//! waits for the first one's transaction and then finds its order too, and a different request
+//! under the key is refused (`idempotency_key_reused`). Nothing is held before the order is
+//! written, so a caller that dies mid-placement leaves nothing to expire.
+//!
+//! Rows written by earlier versions while a placement was in progress (`order_id` empty, with
+//! a lease in `claimed_until`) are still understood: while the lease holds, the key is
+//! `idempotency_key_in_use`; after it, the next placement under the key takes the row over.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, sea_query::OnConflict};
+use sea_orm::{
+    ConnectionTrait, DbErr, EntityTrait,
+    sea_query::{Expr, ExprTrait as _, OnConflict, Query},
+};
 use sha2::{Digest as _, Sha256};
-use shop_platform::grpc::error::ServiceError;
+use shop_platform::{db::INSERT_CHUNK, grpc::error::ServiceError};
 use uuid::Uuid;
 
-use crate::{clock, entity::idempotency};
+use crate::entity::idempotency::{self, Column};
 
-/// The longest a placement may take once its key is claimed (it is cut short after this, and
-/// gives its claim up).
+/// The longest a placement may take (it is answered UNAVAILABLE after this; a retry with the
+/// same key finds the order if it was written after all).
 pub const PLACEMENT_LIMIT: Duration = Duration::from_secs(10);
-
-/// How long a claim holds: the placement's limit and a margin. A claim outlives its call only
-/// when the process died mid-placement; the client's retry then waits at most this long.
-const LEASE: Duration = Duration::from_secs(15);
 
 /// The longest key.
 const MAX_KEY_LEN: usize = 255;
-
-/// What claiming a key found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// The key is ours until the lease ends: place the order.
-    Claimed,
-    /// The key already placed this order.
-    Placed(Uuid),
-}
 
 /// Checks a client's key: 1 to 255 printable ASCII characters.
 pub fn validate_key(key: &str) -> Result<(), ServiceError> {
@@ -53,98 +47,116 @@ pub fn fingerprint(canonical: &str) -> String {
         .collect()
 }
 
-/// Claims `key` for `user` and a request with fingerprint `hash`.
-pub async fn claim<C: ConnectionTrait>(
+/// What a key already stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Nothing yet (or an earlier version's claim whose lease ran out): place the order.
+    Free,
+    /// The key placed this order.
+    Placed(Uuid),
+}
+
+/// What `key` of `user` stands for, for a request with fingerprint `hash` at `now`: an error
+/// when the key was used for another request, or is held by an earlier version's placement.
+pub async fn find<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
     user: Uuid,
     key: &str,
     hash: &str,
-) -> Result<Claim, ServiceError> {
-    let lease_end = clock::after(now, LEASE);
-    let inserted = idempotency::Entity::insert(idempotency::ActiveModel {
-        user_id: Set(user),
-        key: Set(key.to_owned()),
-        request_hash: Set(hash.to_owned()),
-        order_id: Set(None),
-        claimed_until: Set(lease_end),
-        created_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([idempotency::Column::UserId, idempotency::Column::Key])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(conn)
-    .await?;
-    if inserted == 1 {
-        return Ok(Claim::Claimed);
-    }
-
-    let existing = idempotency::Entity::find_by_id((user, key.to_owned()))
+) -> Result<Existing, ServiceError> {
+    let Some(row) = idempotency::Entity::find_by_id((user, key.to_owned()))
         .one(conn)
         .await?
-        .ok_or_else(in_use)?; // given up between our insert and this read
-    if existing.request_hash != hash {
+    else {
+        return Ok(Existing::Free);
+    };
+    if row.request_hash != hash {
         return Err(ServiceError::AlreadyExists {
             code: "idempotency_key_reused",
             message: "this idempotency key was used for a different order".into(),
         });
     }
-    if let Some(order_id) = existing.order_id {
-        return Ok(Claim::Placed(order_id));
+    match row.order_id {
+        Some(order_id) => Ok(Existing::Placed(order_id)),
+        None if row.claimed_until <= now => Ok(Existing::Free),
+        None => Err(ServiceError::Aborted {
+            code: "idempotency_key_in_use",
+            message: "another request with this idempotency key is in progress; retry later".into(),
+        }),
     }
-    // In progress elsewhere; take it over only if its lease ran out (one taker wins).
-    let taken = idempotency::Entity::update_many()
-        .col_expr(idempotency::Column::ClaimedUntil, lease_end.into())
-        .filter(idempotency::Column::UserId.eq(user))
-        .filter(idempotency::Column::Key.eq(key))
-        .filter(idempotency::Column::OrderId.is_null())
-        .filter(idempotency::Column::ClaimedUntil.lte(now))
-        .exec(conn)
-        .await?
-        .rows_affected;
-    if taken == 1 { Ok(Claim::Claimed) } else { Err(in_use()) }
 }
 
-/// Binds the claimed key to `order_id`, inside the order's transaction. `false` when the key
-/// no longer waits for an order (another call took the claim over and placed one).
-pub async fn bind<C: ConnectionTrait>(conn: &C, user: Uuid, key: &str, order_id: Uuid) -> Result<bool, DbErr> {
-    let bound = idempotency::Entity::update_many()
-        .col_expr(idempotency::Column::OrderId, Some(order_id).into())
-        .filter(idempotency::Column::UserId.eq(user))
-        .filter(idempotency::Column::Key.eq(key))
-        .filter(idempotency::Column::OrderId.is_null())
-        .exec(conn)
-        .await?
-        .rows_affected;
-    Ok(bound == 1)
+/// A key to write with its order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKey<'a> {
+    /// The caller.
+    pub user: Uuid,
+    /// The client's key.
+    pub key: &'a str,
+    /// The request's fingerprint.
+    pub hash: &'a str,
+    /// The order it places.
+    pub order_id: Uuid,
 }
 
-/// The order `key` placed for `user`, if any.
-pub async fn placed<C: ConnectionTrait>(conn: &C, user: Uuid, key: &str) -> Result<Option<Uuid>, DbErr> {
-    Ok(idempotency::Entity::find_by_id((user, key.to_owned()))
-        .one(conn)
-        .await?
-        .and_then(|row| row.order_id))
-}
-
-/// Gives up an unbound claim after a failed placement, so a retry need not wait for the lease.
-pub async fn give_up<C: ConnectionTrait>(conn: &C, user: Uuid, key: &str) -> Result<(), DbErr> {
-    idempotency::Entity::delete_many()
-        .filter(idempotency::Column::UserId.eq(user))
-        .filter(idempotency::Column::Key.eq(key))
-        .filter(idempotency::Column::OrderId.is_null())
-        .exec(conn)
-        .await?;
-    Ok(())
-}
-
-fn in_use() -> ServiceError {
-    ServiceError::Aborted {
-        code: "idempotency_key_in_use",
-        message: "another request with this idempotency key is in progress; retry later".into(),
+/// Writes `keys`, each bound to its order, inside the orders' transaction, and returns the
+/// orders whose key was written: a key that exists already (placed by another request, or
+/// repeated within `keys`: the first one wins) leaves its order out, and the caller writes
+/// only the others. A concurrent transaction writing the same key makes this one wait for it.
+pub async fn claim_keys<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+    keys: &[NewKey<'_>],
+) -> Result<HashSet<Uuid>, DbErr> {
+    let mut seen = HashSet::new();
+    let mut keys: Vec<&NewKey<'_>> = keys.iter().filter(|k| seen.insert((k.user, k.key))).collect();
+    // Written in one order by every writer, so two transactions writing some of the same keys
+    // wait for each other instead of deadlocking.
+    keys.sort_unstable_by_key(|k| (k.user, k.key));
+    let mut claimed = HashSet::with_capacity(keys.len());
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let mut insert = Query::insert();
+        insert.into_table(idempotency::Entity).columns([
+            Column::UserId,
+            Column::Key,
+            Column::RequestHash,
+            Column::OrderId,
+            Column::ClaimedUntil,
+            Column::CreatedAt,
+        ]);
+        for key in chunk {
+            insert.values_panic([
+                key.user.into(),
+                key.key.into(),
+                key.hash.into(),
+                Some(key.order_id).into(),
+                now.into(),
+                now.into(),
+            ]);
+        }
+        // Only an earlier version's claim whose lease ran out is taken over.
+        let stale = Expr::col((idempotency::Entity, Column::OrderId))
+            .is_null()
+            .and(Expr::col((idempotency::Entity, Column::ClaimedUntil)).lte(now));
+        insert
+            .on_conflict(
+                OnConflict::columns([Column::UserId, Column::Key])
+                    .update_columns([
+                        Column::RequestHash,
+                        Column::OrderId,
+                        Column::ClaimedUntil,
+                        Column::CreatedAt,
+                    ])
+                    .action_and_where(stale)
+                    .to_owned(),
+            )
+            .returning_col(Column::OrderId);
+        for row in conn.query_all(&insert).await? {
+            claimed.insert(row.try_get::<Uuid>("", "order_id")?);
+        }
     }
+    Ok(claimed)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod metrics;
 pub mod migration;
 pub mod payment;
 mod place;
+mod placements;
 mod queries;
 pub mod reconcile;
 mod results;

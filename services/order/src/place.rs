@@ -1,13 +1,13 @@
-//! PlaceOrder: checks the request, claims its idempotency key, snapshots names and prices from
-//! the catalog in one call, and writes the order (PENDING), its items, its payment record and
-//! the ReserveStock message in ONE transaction. Stock is the catalog's to decide afterwards;
-//! nothing here waits for it.
+//! PlaceOrder: checks the request, answers a retry from its idempotency key, snapshots names and
+//! prices from the catalog in one call, and has the order (PENDING), its items, its payment
+//! record, its key and the ReserveStock message written in ONE transaction, shared with the
+//! placements that arrive meanwhile (`placements`). Stock is the catalog's to decide
+//! afterwards; nothing here waits for it.
 
 use std::collections::HashMap;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use sea_orm::ActiveModelTrait;
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
 use shop_proto::pb::order::{PlaceOrderRequest, place_order_request::Source};
 use uuid::Uuid;
@@ -15,7 +15,8 @@ use uuid::Uuid;
 use crate::{
     context::Context,
     entity::{ItemStatus, OrderStatus, PaymentStatus, item, order, payment},
-    idempotency::{self, Claim},
+    idempotency::{self, Existing},
+    placements::{NewOrder, Written},
     stock,
     store::{self, OrderRecord},
     upstream::{Product, Upstream},
@@ -120,13 +121,14 @@ pub async fn place(
     let key = request.idempotency_key;
     let wanted = Wanted::parse(request.source)?;
     let hash = idempotency::fingerprint(&wanted.canonical());
-    match idempotency::claim(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await? {
-        Claim::Placed(order_id) => return existing(ctx, upstream, caller, order_id).await,
-        Claim::Claimed => {}
+    // A retry is answered before anything else is asked (its cart lines are gone by now).
+    if let Existing::Placed(order_id) = idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await?
+    {
+        return existing(ctx, upstream, caller, order_id).await;
     }
-    let placed = match tokio::time::timeout(
+    match tokio::time::timeout(
         idempotency::PLACEMENT_LIMIT,
-        place_claimed(ctx, upstream, caller, &key, wanted),
+        place_new(ctx, upstream, caller, key, hash, wanted),
     )
     .await
     {
@@ -134,21 +136,15 @@ pub async fn place(
         Err(_elapsed) => Err(ServiceError::Unavailable(
             "placing the order took too long; retry with the same Idempotency-Key".into(),
         )),
-    };
-    if placed.is_err()
-        && let Err(error) = idempotency::give_up(&ctx.db, caller.user_id, &key).await
-    {
-        // The claim then lapses with its lease.
-        tracing::warn!(error = %error, "could not give up an idempotency claim");
     }
-    placed
 }
 
-async fn place_claimed(
+async fn place_new(
     ctx: &Context,
     upstream: &Upstream,
     caller: &Caller,
-    key: &str,
+    key: String,
+    hash: String,
     wanted: Wanted,
 ) -> Result<OrderRecord, ServiceError> {
     let lines = match wanted {
@@ -159,26 +155,31 @@ async fn place_claimed(
     let products = upstream.products(&ids).await?;
     let record = snapshot(caller, &lines, &products, ctx.clock.now())?;
     let order_id = record.order.id;
-
-    let txn = store::begin_write(&ctx.db).await?;
-    order::ActiveModel::from(record.order.clone()).insert(&txn).await?;
-    for item in &record.items {
-        item::ActiveModel::from(item.clone()).insert(&txn).await?;
-    }
-    payment::ActiveModel::from(record.payment.clone()).insert(&txn).await?;
-    stock::reserve(&txn, &ctx.config.queues, order_id, &record.items).await?;
-    if !idempotency::bind(&txn, caller.user_id, key, order_id).await? {
-        // Our lease ran out and another call with the key placed the order meanwhile.
-        txn.rollback().await?;
-        return match idempotency::placed(&ctx.db, caller.user_id, key).await? {
-            Some(order_id) => existing(ctx, upstream, caller, order_id).await,
-            None => Err(ServiceError::Aborted {
+    let reserve = stock::reserve(&ctx.config.queues, order_id, &record.items);
+    let new = NewOrder {
+        record,
+        key,
+        hash,
+        reserve,
+    };
+    let (key, hash) = (new.key.clone(), new.hash.clone());
+    let record = new.record.clone();
+    let written = ctx
+        .placements
+        .submit(new)
+        .await
+        .map_err(|stopped| ServiceError::Unavailable(stopped.to_string()))??;
+    if written == Written::KeyTaken {
+        // Another request with the key committed first (or is committing: its transaction
+        // held ours until it ended).
+        return match idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await? {
+            Existing::Placed(order_id) => existing(ctx, upstream, caller, order_id).await,
+            Existing::Free => Err(ServiceError::Aborted {
                 code: "idempotency_key_in_use",
                 message: "another request with this idempotency key is in progress; retry later".into(),
             }),
         };
     }
-    txn.commit().await?;
     ctx.relay.wake();
     tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), "order placed");
     crate::metrics::count(crate::metrics::OrderEvent::Placed);

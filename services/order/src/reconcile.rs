@@ -242,9 +242,11 @@ async fn ask_again_for(
     if records.is_empty() {
         return Ok(());
     }
-    for record in records {
-        stock::reserve(txn, queues, record.order.id, &record.items).await?;
-    }
+    let messages = records
+        .iter()
+        .map(|record| stock::reserve(queues, record.order.id, &record.items))
+        .collect();
+    shop_platform::outbox::enqueue_many(txn, messages).await?;
     let ids: Vec<Uuid> = records.iter().map(|record| record.order.id).collect();
     order::Entity::update_many()
         .col_expr(order::Column::ReserveAskedAt, Expr::value(now))

@@ -31,6 +31,7 @@ use crate::{
     metrics::{self, PendingOrders},
     migration,
     payment::{PaymentProvider, TestPaymentProvider},
+    placements,
     reconcile::Reconciler,
     results, retention,
     settlement::{self, PaymentWorker},
@@ -99,6 +100,7 @@ impl OrderServiceBuilder {
         let upstream = Upstream::connect(&config, &settings.mesh).await?;
         let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));
         let ctx = Context {
+            placements: placements::start(db.clone(), clock.clone()),
             db,
             clock,
             payments,

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, sea_query::OnConflict};
+use shop_platform::outbox::OutboxMessage;
 use shop_proto::pb::events;
 use uuid::Uuid;
 
@@ -49,19 +50,14 @@ impl ReleaseReason {
     }
 }
 
-/// Asks the catalog to reserve the stock of every item of order `order_id`.
-pub(crate) async fn reserve<C: ConnectionTrait>(
-    conn: &C,
-    queues: &StockQueues,
-    order_id: Uuid,
-    items: &[item::Model],
-) -> Result<(), DbErr> {
+/// The message asking the catalog to reserve the stock of every item of order `order_id`, for
+/// the outbox (made in the request's span: it carries its trace context).
+pub(crate) fn reserve(queues: &StockQueues, order_id: Uuid, items: &[item::Model]) -> OutboxMessage {
     let message = events::ReserveStock {
         order_id: order_id.to_string(),
         lines: lines(items),
     };
-    shop_platform::outbox::enqueue(conn, &queues.reserve, RESERVE_STOCK, message.encode_to_vec()).await?;
-    Ok(())
+    OutboxMessage::new(&queues.reserve, RESERVE_STOCK, message.encode_to_vec())
 }
 
 /// Asks the catalog to give back the stock of `items` of order `order_id`, once per

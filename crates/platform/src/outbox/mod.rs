@@ -11,7 +11,7 @@ pub mod relay;
 
 use std::collections::BTreeMap;
 
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr};
 use uuid::Uuid;
 
 pub use migration::{CreateMessagingTables, IndexInboxByAge};
@@ -110,8 +110,6 @@ pub async fn enqueue_many<C: ConnectionTrait>(conn: &C, messages: Vec<OutboxMess
         })
         .collect();
     let ids = rows.iter().filter_map(|row| row.id.clone().take()).collect();
-    for chunk in rows.chunks(crate::db::INSERT_CHUNK) {
-        entity::Entity::insert_many(chunk.to_vec()).exec(conn).await?;
-    }
+    crate::db::insert_chunked(conn, rows).await?;
     Ok(ids)
 }

@@ -22,7 +22,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 use shop_platform::{
-    db::INSERT_CHUNK,
+    db::{INSERT_CHUNK, insert_chunked},
     outbox::{self, OutboxMessage, inbox},
 };
 use uuid::Uuid;
@@ -317,12 +317,8 @@ async fn write_changes(txn: &DatabaseTransaction, ledger: &Ledger) -> Result<(),
             created_at: Set(now),
         });
     }
-    for chunk in reservations.chunks(INSERT_CHUNK) {
-        reservation::Entity::insert_many(chunk.to_vec()).exec(txn).await?;
-    }
-    for chunk in lines.chunks(INSERT_CHUNK) {
-        reservation_line::Entity::insert_many(chunk.to_vec()).exec(txn).await?;
-    }
+    insert_chunked(txn, reservations).await?;
+    insert_chunked(txn, lines).await?;
     for (order_id, product_id, released) in ledger.released_lines() {
         reservation_line::Entity::update_many()
             .col_expr(reservation_line::Column::Released, Expr::value(released))

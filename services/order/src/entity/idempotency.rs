@@ -1,6 +1,6 @@
-//! `idempotency_keys`: PlaceOrder's keys per user. A key is claimed before the catalog is asked
-//! (`order_id` empty, `claimed_until` a short lease) and bound to its order in the transaction
-//! that writes the order; a claim whose lease ran out (its caller died) may be taken over.
+//! `idempotency_keys`: PlaceOrder's keys per user, each written bound to its order in the
+//! transaction that writes the order. Rows of earlier versions may still hold a claim in
+//! progress (`order_id` empty, `claimed_until` a short lease), taken over once it ran out.
 
 use sea_orm::entity::prelude::*;
 
@@ -17,9 +17,10 @@ pub struct Model {
     /// SHA-256 (hex) of the request in canonical form: another request under the same key is
     /// refused.
     pub request_hash: String,
-    /// The order placed under the key; `None` while the placement is in progress.
+    /// The order placed under the key; `None` only in an earlier version's claim in progress.
     pub order_id: Option<Uuid>,
-    /// Until when an in-progress claim holds.
+    /// Until when an earlier version's claim in progress holds (for rows written bound to
+    /// their order: when they were written).
     pub claimed_until: DateTimeUtc,
     /// When the key was first seen.
     pub created_at: DateTimeUtc,

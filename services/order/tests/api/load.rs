@@ -1,6 +1,7 @@
 //! A flash sale: 1,000 orders at once for a product with 100 in stock, placed concurrently
 //! through gRPC, with one and with two order-service instances consuming the results. Exactly
-//! 100 are paid, 900 rejected, the stock ends at 0, and no order is left waiting.
+//! 100 are paid, 900 rejected, the stock ends at 0, and no order is left waiting. And many
+//! customers each sending their order several times at once: one order each.
 
 use std::time::Duration;
 
@@ -9,7 +10,10 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use shop_order::entity::{OrderStatus, PaymentStatus, payment};
 use shop_platform::grpc::identity::Role;
 
-use crate::helpers::{Options, TestMesh, caller, place_on, spawn_with};
+use shop_proto::pb::order as pb;
+use uuid::Uuid;
+
+use crate::helpers::{Options, TestMesh, caller, place_on, spawn, spawn_with};
 
 const ORDERS: usize = 1_000;
 const STOCK: i64 = 100;
@@ -94,4 +98,32 @@ async fn a_thousand_orders_for_a_hundred_units_pay_exactly_a_hundred() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_order_services_consuming_results_pay_exactly_a_hundred() {
     flash_sale(2).await;
+}
+
+#[tokio::test]
+async fn many_customers_ordering_at_once_each_get_their_own_order_once() {
+    let mesh = spawn().await;
+    let product = mesh.product(1_000, 1_000).await;
+    let customers: Vec<_> = (0..24).map(|_| caller(Role::Customer)).collect();
+    // Each customer sends the same request three times at once, all 72 calls in flight:
+    // placements share transactions, and duplicates within one must still make one order.
+    let calls = customers.iter().flat_map(|customer| std::iter::repeat_n(customer, 3));
+    let mesh = &mesh;
+    let results: Vec<_> = stream::iter(calls)
+        .map(|customer| async move { (customer.user_id, mesh.place(customer, "flash", &[(product, 1)]).await) })
+        .buffer_unordered(72)
+        .collect()
+        .await;
+    let mut orders: std::collections::HashMap<Uuid, Vec<String>> = std::collections::HashMap::new();
+    for (user, result) in results {
+        orders.entry(user).or_default().push(result.unwrap().id);
+    }
+    assert_eq!(orders.len(), 24);
+    for customer in &customers {
+        let ids = orders.get_mut(&customer.user_id).unwrap();
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "one customer's calls answered different orders: {ids:?}");
+        mesh.wait_for(customer, &ids[0], pb::OrderStatus::Paid).await;
+    }
+    mesh.expect_stock(product, 1_000, 976).await;
 }

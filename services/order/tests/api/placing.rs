@@ -27,20 +27,15 @@ async fn a_retried_placement_returns_the_same_order() {
         "the same request, with its lines split, is the same request"
     );
 
-    // Ten concurrent retries: one order; each call gets it or is told to retry.
+    // Ten concurrent calls with one key: one order, and every call gets it (the key is written
+    // in the order's transaction, and a second writer of the key waits for the first).
     let line = [(product, 1)];
     let results: Vec<_> = stream::iter(0..10)
         .map(|_| mesh.place(&customer, "burst", &line))
         .buffer_unordered(10)
         .collect()
         .await;
-    let mut ids = Vec::new();
-    for result in results {
-        match result {
-            Ok(order) => ids.push(order.id),
-            Err(status) => assert_eq!(code_of(&status), (Code::Aborted, "idempotency_key_in_use".into())),
-        }
-    }
+    let mut ids: Vec<String> = results.into_iter().map(|result| result.unwrap().id).collect();
     ids.push(mesh.place(&customer, "burst", &[(product, 1)]).await.unwrap().id);
     ids.sort();
     ids.dedup();
@@ -220,4 +215,44 @@ async fn an_order_from_the_cart_takes_its_lines_and_removes_them_from_the_cart()
     mesh.wait_for(&customer, &placed.id, OrderStatus::Paid).await;
     mesh.expect_stock(lamp, 5, 4).await;
     mesh.expect_stock(bulb, 50, 40).await;
+}
+
+#[tokio::test]
+async fn a_key_held_by_an_earlier_versions_claim_is_in_use_until_its_lease_ends() {
+    use sea_orm::{ActiveValue::Set, EntityTrait as _};
+    use shop_order::{clock::Clock as _, entity::idempotency};
+
+    let mesh = spawn().await;
+    let product = mesh.product(1_000, 10).await;
+    let customer = caller(Role::Customer);
+    // What an earlier version left while placing: the key claimed, no order yet. The
+    // fingerprint is the one of an order of one unit of `product`.
+    let lines = [(product, 1)];
+    let probe = mesh.place(&customer, "probe", &lines).await.unwrap();
+    let hash = idempotency::Entity::find_by_id((customer.user_id, "probe".to_owned()))
+        .one(mesh.db())
+        .await
+        .unwrap()
+        .unwrap()
+        .request_hash;
+    let now = chrono::Utc::now();
+    idempotency::Entity::insert(idempotency::ActiveModel {
+        user_id: Set(customer.user_id),
+        key: Set("legacy".to_owned()),
+        request_hash: Set(hash),
+        order_id: Set(None),
+        claimed_until: Set(mesh.clock.now() + chrono::Duration::seconds(3)),
+        created_at: Set(now),
+    })
+    .exec(mesh.db())
+    .await
+    .unwrap();
+
+    let held = mesh.place(&customer, "legacy", &lines).await.unwrap_err();
+    assert_eq!(code_of(&held), (Code::Aborted, "idempotency_key_in_use".into()));
+    mesh.clock.advance(std::time::Duration::from_secs(3));
+    let placed = mesh.place(&customer, "legacy", &lines).await.unwrap();
+    assert_ne!(placed.id, probe.id);
+    let again = mesh.place(&customer, "legacy", &lines).await.unwrap();
+    assert_eq!(again.id, placed.id, "the key was taken over and bound to the new order");
 }

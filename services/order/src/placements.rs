@@ -1,0 +1,135 @@
+//! Writes new orders by group commit: the placements that arrive while a transaction is running
+//! are written together in the next one: their idempotency keys (bound to their orders), the
+//! orders, items and payments, and their ReserveStock messages, with multi-row inserts and
+//! one commit. In a flash sale hundreds of customers order at once, and one commit for each
+//! was what limited the service (docs/benchmarks.md).
+//!
+//! An order whose key exists already is left out of the batch and answered [`Written::KeyTaken`]
+//! (its caller reads what the key stands for). If a batch fails, each of its orders is written
+//! again on its own, so one order's failure is never another's.
+
+use crate::{
+    clock::SharedClock,
+    entity::{item, order, payment},
+    idempotency::{self, NewKey},
+    store::{self, OrderRecord},
+};
+use async_trait::async_trait;
+use sea_orm::{DatabaseConnection, DbErr};
+use shop_platform::{
+    db::insert_chunked,
+    group_commit::{GroupCommit, GroupOptions, GroupWriter},
+    outbox::{self, OutboxMessage},
+};
+
+/// A new order to write, with the key that places it and its ReserveStock message.
+#[derive(Debug)]
+pub(crate) struct NewOrder {
+    /// The order, its items and its payment.
+    pub record: OrderRecord,
+    /// The caller's idempotency key.
+    pub key: String,
+    /// The request's fingerprint.
+    pub hash: String,
+    /// The ReserveStock message, made in the request's span (it carries the trace context).
+    pub reserve: OutboxMessage,
+}
+
+/// What became of a new order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// The order and its key are committed.
+    Placed,
+    /// Its key existed already; nothing was written.
+    KeyTaken,
+}
+
+/// The group committer of new orders.
+pub(crate) type Placements = GroupCommit<PlacementWriter>;
+
+/// Starts the writers of new orders into `db`.
+pub(crate) fn start(db: DatabaseConnection, clock: SharedClock) -> Placements {
+    GroupCommit::start(PlacementWriter { db, clock }, GroupOptions::default())
+}
+
+/// Writes batches of new orders.
+#[derive(Debug)]
+pub(crate) struct PlacementWriter {
+    db: DatabaseConnection,
+    clock: SharedClock,
+}
+
+#[async_trait]
+impl GroupWriter for PlacementWriter {
+    type Item = NewOrder;
+    type Outcome = Result<Written, DbErr>;
+
+    async fn write(&self, orders: Vec<NewOrder>) -> Vec<Self::Outcome> {
+        match self.write_all(&orders).await {
+            Ok(written) => written.into_iter().map(Ok).collect(),
+            Err(error) if orders.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                tracing::warn!(%error, orders = orders.len(), "a batch of orders failed; writing each alone");
+                let mut outcomes = Vec::with_capacity(orders.len());
+                for one in orders.chunks(1) {
+                    outcomes.push(self.write_all(one).await.map(|mut written| written.remove(0)));
+                }
+                outcomes
+            }
+        }
+    }
+}
+
+impl PlacementWriter {
+    /// Writes `orders` in one transaction; what became of each, in order.
+    async fn write_all(&self, orders: &[NewOrder]) -> Result<Vec<Written>, DbErr> {
+        let keys: Vec<NewKey<'_>> = orders
+            .iter()
+            .map(|new| NewKey {
+                user: new.record.order.user_id,
+                key: &new.key,
+                hash: &new.hash,
+                order_id: new.record.order.id,
+            })
+            .collect();
+        let txn = store::begin_write(&self.db).await?;
+        let claimed = idempotency::claim_keys(&txn, self.clock.now(), &keys).await?;
+        let placed: Vec<&NewOrder> = orders
+            .iter()
+            .filter(|new| claimed.contains(&new.record.order.id))
+            .collect();
+        insert_chunked(
+            &txn,
+            placed
+                .iter()
+                .map(|new| order::ActiveModel::from(new.record.order.clone())),
+        )
+        .await?;
+        insert_chunked(
+            &txn,
+            placed
+                .iter()
+                .flat_map(|new| new.record.items.iter().cloned().map(item::ActiveModel::from)),
+        )
+        .await?;
+        insert_chunked(
+            &txn,
+            placed
+                .iter()
+                .map(|new| payment::ActiveModel::from(new.record.payment.clone())),
+        )
+        .await?;
+        outbox::enqueue_many(&txn, placed.iter().map(|new| new.reserve.clone()).collect()).await?;
+        txn.commit().await?;
+        Ok(orders
+            .iter()
+            .map(|new| {
+                if claimed.contains(&new.record.order.id) {
+                    Written::Placed
+                } else {
+                    Written::KeyTaken
+                }
+            })
+            .collect())
+    }
+}
