@@ -1,7 +1,8 @@
 //! Applies the catalog's stock results to orders, exactly once in effect: each message's id goes
 //! into the inbox in the transaction of its effects (a redelivered message changes nothing), and
 //! each effect is guarded by the order's state (a result repeated under a new id changes
-//! nothing either).
+//! nothing either). The results that have arrived (up to a consumer's prefetch) are applied in
+//! one transaction; the consumer runner applies a failed batch again message by message.
 //!
 //! - StockReserved for a PENDING order: the capture is requested (the order stays PENDING until
 //!   the payment worker records the provider's answer: PAID, or PAYMENT_FAILED with the stock
@@ -116,15 +117,7 @@ impl Handler for ResultHandler {
     }
 
     async fn apply(&self, batch: &[Received<'_, Decoded>]) -> anyhow::Result<()> {
-        // The runner's batches hold one result: each is its own transaction, so a slow order
-        // never holds up another's.
-        for one in batch {
-            let decoded = one.item;
-            apply(&self.ctx, one.message_id, decoded.order_id, &decoded.result)
-                .instrument(one.span.clone())
-                .await?;
-        }
-        Ok(())
+        apply(&self.ctx, batch).await
     }
 
     fn poison_reasons(&self) -> &'static [&'static str] {
@@ -138,6 +131,7 @@ pub async fn run(ctx: Context, queue: Arc<dyn WorkQueue>, consumers: usize, shut
     let options = RunnerOptions {
         consumers,
         prefetch: PREFETCH,
+        batch_size: usize::from(PREFETCH),
         ..RunnerOptions::default()
     };
     ConsumerRunner::new(queue, name, Arc::new(ResultHandler { ctx }), options)
@@ -145,19 +139,62 @@ pub async fn run(ctx: Context, queue: Arc<dyn WorkQueue>, consumers: usize, shut
         .await;
 }
 
-/// Applies `result` for `order_id` once per `message_id`, in one transaction.
-async fn apply(ctx: &Context, message_id: &str, order_id: Uuid, result: &StockResult) -> anyhow::Result<()> {
+/// What a committed batch of results sets in motion.
+#[derive(Debug, Default)]
+struct AfterCommit {
+    /// When the orders rejected were placed (for the reservation-time histogram).
+    rejected: Vec<DateTime<Utc>>,
+    /// A message was written to the outbox.
+    enqueued: bool,
+    /// A capture was requested.
+    reserved: bool,
+}
+
+/// Applies a batch of results in one transaction: each message once per message id (the
+/// inbox), each order's row locked in id order (so consumers never wait on each other in a
+/// cycle), one after the other.
+async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result<()> {
     let txn = store::begin_write(&ctx.db).await?;
-    if !inbox::first_delivery(&txn, message_id).await? {
-        txn.rollback().await?;
-        tracing::debug!(message_id, "stock result seen before");
-        tracing::Span::current().record("shop.outcome", "duplicate");
-        return Ok(());
+    let ids: Vec<&str> = batch.iter().map(|one| one.message_id).collect();
+    let mut fresh = inbox::claim(&txn, &ids).await?;
+    let mut ordered: Vec<&Received<'_, Decoded>> = batch.iter().collect();
+    ordered.sort_by_key(|one| one.item.order_id);
+    let mut after = AfterCommit::default();
+    for one in ordered {
+        if !fresh.remove(one.message_id) {
+            tracing::debug!(message_id = one.message_id, "stock result seen before");
+            one.span.record("shop.outcome", "duplicate");
+            continue;
+        }
+        apply_one(ctx, &txn, one.item, &mut after)
+            .instrument(one.span.clone())
+            .await?;
     }
+    txn.commit().await?;
+    for placed_at in after.rejected {
+        crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, placed_at, ctx.clock.now());
+    }
+    if after.enqueued {
+        ctx.relay.wake();
+    }
+    if after.reserved {
+        settlement::wake(ctx);
+    }
+    Ok(())
+}
+
+/// Applies one result for its order inside the batch's transaction.
+async fn apply_one(
+    ctx: &Context,
+    txn: &DatabaseTransaction,
+    decoded: &Decoded,
+    after: &mut AfterCommit,
+) -> anyhow::Result<()> {
+    let (order_id, result) = (decoded.order_id, &decoded.result);
     // Reservation results change the order: lock it first.
     let record = match result {
         StockResult::Released(_) => None,
-        StockResult::Reserved(_) | StockResult::Rejected(_) => store::lock(&txn, order_id).await?,
+        StockResult::Reserved(_) | StockResult::Rejected(_) => store::lock(txn, order_id).await?,
     };
     tracing::Span::current().record(
         "shop.outcome",
@@ -168,28 +205,18 @@ async fn apply(ctx: &Context, message_id: &str, order_id: Uuid, result: &StockRe
             (StockResult::Rejected(_), Some(_)) => "rejected",
         },
     );
-    let mut rejected_order = None;
-    let enqueued = match (result, record) {
-        (StockResult::Released(released), _) => confirm_release(ctx, &txn, order_id, released).await?,
-        (_, None) => {
-            tracing::error!(%order_id, "stock result for an unknown order; ignored");
-            false
+    match (result, record) {
+        (StockResult::Released(released), _) => after.enqueued |= confirm_release(ctx, txn, order_id, released).await?,
+        (_, None) => tracing::error!(%order_id, "stock result for an unknown order; ignored"),
+        (StockResult::Reserved(_), Some(record)) => {
+            after.enqueued |= apply_reservation(ctx, txn, record).await?;
+            after.reserved = true;
         }
-        (StockResult::Reserved(_), Some(record)) => apply_reservation(ctx, &txn, record).await?,
         (StockResult::Rejected(rejected), Some(record)) => {
-            rejected_order = apply_rejection(ctx, &txn, record, rejected).await?;
-            false
+            after
+                .rejected
+                .extend(apply_rejection(ctx, txn, record, rejected).await?);
         }
-    };
-    txn.commit().await?;
-    if let Some(placed_at) = rejected_order {
-        crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, placed_at, ctx.clock.now());
-    }
-    if enqueued {
-        ctx.relay.wake();
-    }
-    if matches!(result, StockResult::Reserved(_)) {
-        settlement::wake(ctx);
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait as _},
 };
 use shop_platform::backoff::Backoff;
@@ -184,27 +184,22 @@ impl PaymentWorker {
         }
     }
 
-    /// One pass: carries out every task due now (up to a batch). Returns how many were taken.
+    /// One pass: takes every task due now (up to a batch) with one UPDATE, asks the provider
+    /// for each (several at once), and records the answers in one transaction. Returns how many
+    /// were taken.
     pub async fn run_due(&self) -> anyhow::Result<usize> {
-        let due: Vec<Uuid> = payment_task::Entity::find()
-            .select_only()
-            .column(payment_task::Column::Id)
-            .filter(payment_task::Column::State.eq(TaskState::Requested))
-            .filter(payment_task::Column::NextAttemptAt.lte(Utc::now()))
-            .order_by_asc(payment_task::Column::NextAttemptAt)
-            .limit(BATCH)
-            .into_tuple()
-            .all(&self.ctx.db)
-            .await
-            .context("looking for due payment tasks")?;
-        let count = due.len();
-        futures::stream::iter(due)
-            .for_each_concurrent(CONCURRENCY, |id| async move {
-                if let Err(error) = attempt(&self.ctx, id).await {
-                    tracing::warn!(task_id = %id, error = format!("{error:#}"), "payment task attempt failed; it will be retried");
-                }
+        let tasks = take_due(&self.ctx).await?;
+        let count = tasks.len();
+        let answers: Vec<(payment_task::Model, Outcome)> = futures::stream::iter(tasks)
+            .map(|task| async move {
+                let outcome = ask(&self.ctx, &task).await;
+                (task, outcome)
             })
+            .buffer_unordered(CONCURRENCY)
+            .filter_map(|(task, outcome)| async move { outcome.map(|outcome| (task, outcome)) })
+            .collect()
             .await;
+        record(&self.ctx, answers).await?;
         Ok(count)
     }
 }
@@ -215,48 +210,75 @@ pub(crate) async fn attempt(ctx: &Context, id: Uuid) -> anyhow::Result<()> {
     let Some(task) = take(ctx, id).await? else {
         return Ok(());
     };
-    let call = call_provider(ctx, &task);
-    match tokio::time::timeout(ctx.config.payment_timeout, call).await {
-        Ok(Ok(outcome)) => record(ctx, &task, outcome).await,
-        Ok(Err(error)) => postpone(ctx, &task, &format!("{error:#}")).await,
-        Err(_elapsed) => {
-            let timeout = ctx.config.payment_timeout;
-            postpone(
-                ctx,
-                &task,
-                &format!("the payment provider did not answer within {timeout:?}"),
-            )
-            .await
-        }
+    match ask(ctx, &task).await {
+        Some(outcome) => record(ctx, vec![(task, outcome)]).await,
+        None => Ok(()),
     }
+}
+
+/// Asks the provider to carry out `task`, within the payment timeout. `None` when it failed or
+/// did not answer: the task is postponed (tried again after a pause).
+async fn ask(ctx: &Context, task: &payment_task::Model) -> Option<Outcome> {
+    let error = match tokio::time::timeout(ctx.config.payment_timeout, call_provider(ctx, task)).await {
+        Ok(Ok(outcome)) => return Some(outcome),
+        Ok(Err(error)) => format!("{error:#}"),
+        Err(_elapsed) => format!(
+            "the payment provider did not answer within {:?}",
+            ctx.config.payment_timeout
+        ),
+    };
+    if let Err(error) = postpone(ctx, task, &error).await {
+        // The lease runs out and the task is taken again then.
+        tracing::warn!(task_id = %task.id, error = format!("{error:#}"), "could not postpone a payment task");
+    }
+    None
 }
 
 /// Takes task `id` for one attempt: one conditional UPDATE, so at most one worker wins.
 async fn take(ctx: &Context, id: Uuid) -> anyhow::Result<Option<payment_task::Model>> {
+    let mut taken = take_where(ctx, payment_task::Column::Id.eq(id))
+        .await
+        .context("taking a payment task")?;
+    Ok(taken.pop())
+}
+
+/// Takes the tasks due now, oldest first, up to a batch, with one UPDATE. A task another
+/// worker takes meanwhile fails the UPDATE's own conditions and is left to it.
+async fn take_due(ctx: &Context) -> anyhow::Result<Vec<payment_task::Model>> {
+    let due = payment_task::Entity::find()
+        .select_only()
+        .column(payment_task::Column::Id)
+        .filter(payment_task::Column::State.eq(TaskState::Requested))
+        .filter(payment_task::Column::NextAttemptAt.lte(Utc::now()))
+        .order_by_asc(payment_task::Column::NextAttemptAt)
+        .limit(BATCH)
+        .as_query()
+        .to_owned();
+    take_where(ctx, payment_task::Column::Id.in_subquery(due))
+        .await
+        .context("taking due payment tasks")
+}
+
+/// Takes the open, due tasks matching `which` for one attempt each: their next attempt moves
+/// past the provider timeout (the lease) and their attempts count up.
+async fn take_where(ctx: &Context, which: sea_orm::sea_query::SimpleExpr) -> Result<Vec<payment_task::Model>, DbErr> {
     let now = Utc::now();
     let lease = chrono::Duration::from_std(ctx.config.payment_timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
-    let taken = payment_task::Entity::update_many()
+    payment_task::Entity::update_many()
         .col_expr(payment_task::Column::NextAttemptAt, Expr::value(now + lease))
         .col_expr(
             payment_task::Column::Attempts,
             Expr::col(payment_task::Column::Attempts).add(1),
         )
-        .filter(payment_task::Column::Id.eq(id))
+        .filter(which)
         .filter(payment_task::Column::State.eq(TaskState::Requested))
         .filter(payment_task::Column::NextAttemptAt.lte(now))
-        .exec(&ctx.db)
+        .exec_with_returning(&ctx.db)
         .await
-        .context("taking a payment task")?;
-    if taken.rows_affected == 0 {
-        return Ok(None);
-    }
-    payment_task::Entity::find_by_id(id)
-        .one(&ctx.db)
-        .await
-        .context("reading a payment task")
 }
 
 /// What the provider said.
+#[derive(Clone, Debug)]
 enum Outcome {
     Captured(String),
     Declined(String),
@@ -310,53 +332,88 @@ async fn postpone(ctx: &Context, task: &payment_task::Model, error: &str) -> any
     Ok(())
 }
 
-/// Records what the provider did, with the order's row locked.
-async fn record(ctx: &Context, task: &payment_task::Model, outcome: Outcome) -> anyhow::Result<()> {
-    let txn = store::begin_write(&ctx.db).await?;
-    let Some(record) = store::lock(&txn, task.order_id).await? else {
-        txn.rollback().await?;
-        return Ok(());
-    };
-    let (state, reference) = match &outcome {
-        Outcome::Captured(reference) | Outcome::Refunded(reference) => (TaskState::Done, Some(reference.clone())),
-        Outcome::Declined(_) => (TaskState::Declined, None),
-    };
-    let finished = payment_task::Entity::update_many()
-        .col_expr(payment_task::Column::State, Expr::value(state))
-        .col_expr(payment_task::Column::ProviderReference, Expr::value(reference))
-        .col_expr(payment_task::Column::CompletedAt, Expr::value(Utc::now()))
-        .filter(payment_task::Column::Id.eq(task.id))
-        .filter(payment_task::Column::State.eq(TaskState::Requested))
-        .exec(&txn)
-        .await?;
-    if finished.rows_affected == 0 {
-        // Another attempt recorded it first.
-        txn.rollback().await?;
+/// Records what the provider did for each task, in one transaction (each order's row locked,
+/// in id order), then sets in motion what the answers call for. If the batch fails, each answer
+/// is recorded on its own, so one task's failure is never another's.
+async fn record(ctx: &Context, mut answers: Vec<(payment_task::Model, Outcome)>) -> anyhow::Result<()> {
+    if answers.is_empty() {
         return Ok(());
     }
-    let now = ctx.clock.now();
-    let follow_up = match outcome {
-        Outcome::Captured(reference) => captured(&txn, record, reference, now).await?,
-        Outcome::Declined(reason) => declined(ctx, &txn, record, &reason, now).await?,
-        Outcome::Refunded(reference) => {
-            refunded(&txn, task, &record.payment, reference, now).await?;
-            FollowUp::default()
+    answers.sort_by_key(|(task, _)| task.order_id);
+    let follow_ups = match record_together(ctx, &answers).await {
+        Ok(follow_ups) => follow_ups,
+        Err(error) if answers.len() == 1 => return Err(error),
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                tasks = answers.len(),
+                "recording payment answers together failed; recording each alone"
+            );
+            let mut follow_ups = Vec::new();
+            for one in answers.chunks(1) {
+                match record_together(ctx, one).await {
+                    Ok(mut one) => follow_ups.append(&mut one),
+                    Err(error) => {
+                        tracing::warn!(task_id = %one[0].0.id, error = format!("{error:#}"), "payment answer not recorded; the task will be retried");
+                    }
+                }
+            }
+            follow_ups
         }
     };
-    txn.commit().await?;
-    if let Some(placed_at) = follow_up.paid {
-        crate::metrics::reservation_ended(crate::metrics::Reservation::Paid, placed_at, now);
-    }
-    if follow_up.payment_failed {
-        crate::metrics::count(crate::metrics::OrderEvent::PaymentFailed);
-    }
-    if follow_up.released {
-        ctx.relay.wake();
-    }
-    if let Some(refund) = follow_up.refund {
-        Box::pin(attempt(ctx, refund)).await?;
+    for follow_up in follow_ups {
+        if let Some(placed_at) = follow_up.paid {
+            crate::metrics::reservation_ended(crate::metrics::Reservation::Paid, placed_at, ctx.clock.now());
+        }
+        if follow_up.payment_failed {
+            crate::metrics::count(crate::metrics::OrderEvent::PaymentFailed);
+        }
+        if follow_up.released {
+            ctx.relay.wake();
+        }
+        if let Some(refund) = follow_up.refund {
+            Box::pin(attempt(ctx, refund)).await?;
+        }
     }
     Ok(())
+}
+
+/// Records `answers` (sorted by order) in one transaction; what each set in motion.
+async fn record_together(ctx: &Context, answers: &[(payment_task::Model, Outcome)]) -> anyhow::Result<Vec<FollowUp>> {
+    let txn = store::begin_write(&ctx.db).await?;
+    let mut follow_ups = Vec::with_capacity(answers.len());
+    for (task, outcome) in answers {
+        let Some(record) = store::lock(&txn, task.order_id).await? else {
+            continue;
+        };
+        let (state, reference) = match outcome {
+            Outcome::Captured(reference) | Outcome::Refunded(reference) => (TaskState::Done, Some(reference.clone())),
+            Outcome::Declined(_) => (TaskState::Declined, None),
+        };
+        let finished = payment_task::Entity::update_many()
+            .col_expr(payment_task::Column::State, Expr::value(state))
+            .col_expr(payment_task::Column::ProviderReference, Expr::value(reference))
+            .col_expr(payment_task::Column::CompletedAt, Expr::value(Utc::now()))
+            .filter(payment_task::Column::Id.eq(task.id))
+            .filter(payment_task::Column::State.eq(TaskState::Requested))
+            .exec(&txn)
+            .await?;
+        if finished.rows_affected == 0 {
+            // Another attempt recorded it first.
+            continue;
+        }
+        let now = ctx.clock.now();
+        follow_ups.push(match outcome.clone() {
+            Outcome::Captured(reference) => captured(&txn, record, reference, now).await?,
+            Outcome::Declined(reason) => declined(ctx, &txn, record, &reason, now).await?,
+            Outcome::Refunded(reference) => {
+                refunded(&txn, task, &record.payment, reference, now).await?;
+                FollowUp::default()
+            }
+        });
+    }
+    txn.commit().await?;
+    Ok(follow_ups)
 }
 
 /// What a recorded outcome set in motion.
