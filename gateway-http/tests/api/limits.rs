@@ -68,7 +68,8 @@ async fn two_replicas_sharing_redis_admit_the_limit_and_at_most_half_more() {
     let (first, second) = tokio::join!(admitted(&replicas[0], 8, 100), admitted(&replicas[1], 8, 100));
     let total = first + second;
     // Never fewer than the limit (no client is refused early); beyond it, at most what the
-    // other replica admitted between its syncs (docs/architecture.md: half of what it saw left).
+    // other replica admitted between its syncs (docs/decisions.md: a quarter of what it saw
+    // left, each time; under half the limit in all).
     assert!(total >= LIMIT, "{total} admitted of a limit of {LIMIT}");
     assert!(total <= LIMIT + LIMIT / 2, "{total} admitted of a limit of {LIMIT}");
     // Light, sequential traffic alternating between the replicas is exact.

@@ -6,14 +6,15 @@
 //! ([`Cache::add_to_counters`]) as soon as the previous batch is back: one round trip per batch,
 //! not per event, and under light load every event reaches the cache within a round trip.
 //!
-//! An event is decided without the cache while the process's unsent events stay within HALF of
-//! what it last saw remaining of the limit (one event when that view is older than the
-//! freshness bound); otherwise it is counted in the cache first and decided on the count that
-//! comes back, so near the limit every event is counted before it is allowed. An event over the
-//! limit as the process sees it is refused at once, without waiting for a sync. What replicas
-//! admit between two syncs of theirs is what can pass beyond the limit: at most the events the
-//! other replicas admit during one round trip to the cache, and never more than half of what
-//! each last saw remaining.
+//! An event is decided without the cache while the process's unsent events stay within a
+//! QUARTER of what it last saw remaining of the limit (never the last eight events of a
+//! limit), and that view is younger than the
+//! freshness bound; otherwise (near the limit, a key not seen for a while) it is counted in the
+//! cache first and decided on the count that comes back, so the last events before the limit
+//! are counted exactly. An event over the limit as the process sees it is refused at once,
+//! without waiting for a sync. What replicas admit between two syncs of theirs is what can pass
+//! beyond the limit: at most the events the other replicas admit during one round trip to the
+//! cache, and never more than a quarter of what each last saw remaining.
 //!
 //! When the cache fails, events are let through (fail open) and the cache is left alone for a
 //! second, so an outage costs no time on every event.
@@ -28,6 +29,9 @@ use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Cache, Counted};
+
+/// The last events before a limit, always counted in the cache before they are decided.
+const EXACT_TAIL: i64 = 8;
 
 /// How long a failed cache is left alone before it is tried again.
 const BACKOFF: Duration = Duration::from_secs(1);
@@ -89,12 +93,22 @@ impl Key {
     }
 }
 
+/// Every key this process counts, and which have events to send.
+#[derive(Debug)]
+struct Table {
+    keys: HashMap<String, Key>,
+    /// Keys with pending events, so a batch is made without visiting every key.
+    dirty: Vec<String>,
+    /// When keys whose window ended were last forgotten.
+    swept_at: Instant,
+}
+
 #[derive(Debug)]
 struct Inner {
     cache: Arc<dyn Cache>,
     window: Duration,
     fresh_for: Duration,
-    keys: Mutex<HashMap<String, Key>>,
+    table: Mutex<Table>,
     /// Set when events wait to be sent.
     dirty: Arc<Notify>,
     /// Until when the cache is left alone after a failure.
@@ -112,8 +126,8 @@ pub struct WindowCounters {
 }
 
 impl WindowCounters {
-    /// Counters in windows of `window` counted in `cache`; a view of a key older than
-    /// `fresh_for` lets one event through before a sync.
+    /// Counters in windows of `window` counted in `cache`; an event of a key whose view is
+    /// older than `fresh_for` is counted in the cache before it is decided.
     pub fn new(cache: Arc<dyn Cache>, window: Duration, fresh_for: Duration) -> Self {
         let stop = CancellationToken::new();
         Self {
@@ -121,7 +135,11 @@ impl WindowCounters {
                 cache,
                 window,
                 fresh_for,
-                keys: Mutex::default(),
+                table: Mutex::new(Table {
+                    keys: HashMap::new(),
+                    dirty: Vec::new(),
+                    swept_at: Instant::now(),
+                }),
                 dirty: Arc::default(),
                 down_until: Mutex::default(),
                 started: Once::new(),
@@ -144,10 +162,14 @@ impl WindowCounters {
             return Verdict::Unchecked;
         }
         let sent = {
-            let mut keys = lock(&inner.keys);
-            let state = keys
-                .entry(key.to_owned())
-                .or_insert_with(|| Key::new(now, inner.window));
+            let mut table = lock(&inner.table);
+            let Table { keys, dirty, .. } = &mut *table;
+            if !keys.contains_key(key) {
+                keys.insert(key.to_owned(), Key::new(now, inner.window));
+            }
+            let Some(state) = keys.get_mut(key) else {
+                unreachable!("inserted above")
+            };
             if now >= state.window_ends {
                 // A new window: what was left unsent belonged to the old one.
                 *state = Key {
@@ -162,11 +184,17 @@ impl WindowCounters {
                     retry_after: state.window_ends - now,
                 };
             }
-            let half_left = (limit - state.shared).max(0) / 2;
-            let allowance = if fresh { half_left } else { half_left.min(1) };
+            // A quarter, not all, of what was left, and never the last few: the other
+            // replicas' latest events may not be in the view yet (sent, or waiting for their
+            // own batch).
+            let left = (limit - state.shared - EXACT_TAIL).max(0);
+            let allowance = if fresh { left / 4 } else { 0 };
             if unsent < allowance {
+                if state.pending == 0 {
+                    dirty.push(key.to_owned());
+                }
                 state.pending += 1;
-                drop(keys);
+                drop(table);
                 self.start_sending();
                 inner.dirty.notify_one();
                 return Verdict::Within;
@@ -182,7 +210,7 @@ impl WindowCounters {
         let now = Instant::now();
         match counted.as_deref() {
             Ok([counted]) => {
-                if let Some(state) = lock(&inner.keys).get_mut(key) {
+                if let Some(state) = lock(&inner.table).keys.get_mut(key) {
                     state.read_back(*counted, sent, now, inner.window);
                 }
                 if counted.count > limit {
@@ -194,7 +222,7 @@ impl WindowCounters {
                 }
             }
             _ => {
-                if let Some(state) = lock(&inner.keys).get_mut(key) {
+                if let Some(state) = lock(&inner.table).keys.get_mut(key) {
                     state.in_flight -= sent;
                 }
                 inner.failed(
@@ -224,17 +252,25 @@ impl Inner {
         *lock(&self.down_until) = Some(Instant::now() + BACKOFF);
     }
 
-    /// Takes every key's unsent events as one batch, and forgets keys whose window ended.
+    /// Takes every key's unsent events as one batch; now and then forgets keys whose window
+    /// ended.
     fn take_batch(&self) -> Vec<(String, i64)> {
         let now = Instant::now();
-        let mut keys = lock(&self.keys);
-        keys.retain(|_, state| state.window_ends > now || state.in_flight > 0);
-        keys.iter_mut()
-            .filter(|(_, state)| state.pending > 0)
-            .map(|(key, state)| {
+        let mut table = lock(&self.table);
+        if now >= table.swept_at + self.window {
+            table.swept_at = now;
+            table
+                .keys
+                .retain(|_, state| state.window_ends > now || state.pending + state.in_flight > 0);
+        }
+        let Table { keys, dirty, .. } = &mut *table;
+        dirty
+            .drain(..)
+            .filter_map(|key| {
+                let state = keys.get_mut(&key)?;
                 let sent = std::mem::take(&mut state.pending);
                 state.in_flight += sent;
-                (key.clone(), sent)
+                (sent > 0).then_some((key, sent))
             })
             .collect()
     }
@@ -252,7 +288,8 @@ async fn send_batches(counters: Weak<Inner>, dirty: Arc<Notify>) {
         }
         let counted = inner.cache.add_to_counters(&batch, inner.window).await;
         let now = Instant::now();
-        let mut keys = lock(&inner.keys);
+        let mut table = lock(&inner.table);
+        let keys = &mut table.keys;
         match counted {
             Ok(counted) if counted.len() == batch.len() => {
                 for ((key, sent), counted) in batch.iter().zip(counted) {
@@ -267,7 +304,7 @@ async fn send_batches(counters: Weak<Inner>, dirty: Arc<Notify>) {
                         state.in_flight -= sent;
                     }
                 }
-                drop(keys);
+                drop(table);
                 inner.failed(
                     other
                         .err()
