@@ -47,6 +47,14 @@ pub struct GatewayConfig {
     pub rate_limit_per_ip: u32,
     /// Requests a minute per signed-in user (`SHOP_RATE_LIMIT_PER_USER` [600]).
     pub rate_limit_per_user: u32,
+    /// How old a gateway's view of a client's shared request count may be for it to decide
+    /// alone (`SHOP_RATE_LIMIT_VIEW_MAX_AGE` [250ms]; see [`crate::limits`]).
+    pub rate_limit_view_max_age: Duration,
+    /// How long the public catalog reads are answered from the gateway's memory
+    /// (`SHOP_EDGE_CACHE_TTL` [1s]; `0s` or `off`: not at all).
+    pub edge_cache_ttl: Duration,
+    /// Most answers the edge read cache holds (`SHOP_EDGE_CACHE_ENTRIES` [10000]).
+    pub edge_cache_entries: u64,
     /// Where the client's IP comes from: the header the ingress sets (`SHOP_CLIENT_IP_HEADER`
     /// [x-real-ip], or `x-forwarded-for`), believed only from peers in the trusted proxy blocks
     /// (`SHOP_TRUSTED_PROXIES`, CIDRs separated by commas or spaces [none, not even loopback]);
@@ -120,6 +128,15 @@ impl GatewayConfig {
                 "must be shorter than SHOP_REQUEST_TIMEOUT",
             ));
         }
+        let edge_cache_ttl = match env.var("SHOP_EDGE_CACHE_TTL") {
+            Some(raw) if raw.trim().eq_ignore_ascii_case("off") => Duration::ZERO,
+            _ => env.duration_or("SHOP_EDGE_CACHE_TTL", Duration::from_secs(1))?,
+        };
+        // Longer would hide other replicas' writes for longer than the catalog's contract says
+        // stock is fresh; see docs/api.md.
+        if edge_cache_ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new("SHOP_EDGE_CACHE_TTL", "must be at most 60s"));
+        }
         Ok(Self {
             http_addr: env.addr_or("SHOP_HTTP_ADDR", default_addr)?,
             user: target("SHOP_USER_TARGET", "http://127.0.0.1:50051")?,
@@ -133,6 +150,9 @@ impl GatewayConfig {
             key_refresh_interval: env.duration_or("SHOP_KEY_REFRESH_INTERVAL", Duration::from_secs(300))?,
             rate_limit_per_ip: env.parse_or("SHOP_RATE_LIMIT_PER_IP", 600)?,
             rate_limit_per_user: env.parse_or("SHOP_RATE_LIMIT_PER_USER", 600)?,
+            rate_limit_view_max_age: env.duration_or("SHOP_RATE_LIMIT_VIEW_MAX_AGE", Duration::from_millis(250))?,
+            edge_cache_ttl,
+            edge_cache_entries: env.parse_or("SHOP_EDGE_CACHE_ENTRIES", 10_000)?,
             client_address,
             cors_origins,
             mesh: MeshIdentity::from_env(env, GATEWAY)?,
@@ -155,6 +175,9 @@ impl GatewayConfig {
             key_refresh_interval: Duration::from_secs(300),
             rate_limit_per_ip: 600,
             rate_limit_per_user: 600,
+            rate_limit_view_max_age: Duration::from_millis(250),
+            edge_cache_ttl: Duration::from_secs(1),
+            edge_cache_entries: 10_000,
             client_address: ClientAddress::default(),
             cors_origins: Vec::new(),
             mesh: MeshIdentity::new(GATEWAY, MeshKey::generate(), TrustSet::default(), &Grants::default())

@@ -1,6 +1,7 @@
-//! Responses whose bytes never change while the process runs (the OpenAPI document, the API
-//! reference page and its assets): built once, gzip-compressed once, and answered with a
-//! strong `ETag`, `Cache-Control` and `304 Not Modified` to a matching `If-None-Match`.
+//! Responses whose bytes never change while they are served (the OpenAPI document, the API
+//! reference page and its assets for the life of the process; an entry of the edge read cache
+//! for its own): built once, gzip-compressed once, and answered with a strong `ETag`,
+//! `Cache-Control` and `304 Not Modified` to a matching `If-None-Match`.
 //!
 //! The gzip variant is made here rather than by the compression layer so that each encoding
 //! has its own strong validator (RFC 9110 §8.8.1: a strong ETag names one representation);
@@ -25,14 +26,23 @@ pub enum Freshness {
     /// Reuse for an hour without asking: for the vendored assets, which change only when the
     /// pinned version does.
     Hour,
+    /// Reuse for this long without asking, by anyone (a shared cache too): for the public
+    /// catalog reads of the edge read cache. Under a second: revalidate on every use.
+    For(std::time::Duration),
+    /// Not to be stored anywhere: an answer only this caller may see.
+    Private,
 }
 
 impl Freshness {
     fn header(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            Self::Revalidate => "public, no-cache",
-            Self::Hour => "public, max-age=3600",
-        })
+        match self {
+            Self::Revalidate => HeaderValue::from_static("public, no-cache"),
+            Self::Hour => HeaderValue::from_static("public, max-age=3600"),
+            Self::For(ttl) if ttl.as_secs() == 0 => Self::Revalidate.header(),
+            Self::For(ttl) => HeaderValue::try_from(format!("public, max-age={}", ttl.as_secs()))
+                .unwrap_or_else(|_| Self::Revalidate.header()),
+            Self::Private => HeaderValue::from_static("private, no-store"),
+        }
     }
 }
 

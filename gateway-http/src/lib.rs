@@ -17,6 +17,7 @@ mod health;
 pub mod limits;
 mod openapi;
 pub mod problem;
+pub mod read_cache;
 mod routes;
 pub mod serve;
 
@@ -54,7 +55,7 @@ pub use config::GatewayConfig;
 /// The header `POST /orders` requires.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-use crate::{auth::Authenticator, limits::RateLimits, problem::ApiError};
+use crate::{auth::Authenticator, limits::RateLimits, problem::ApiError, read_cache::ReadCache};
 
 /// The gRPC channels to the services.
 #[derive(Clone, Debug)]
@@ -98,6 +99,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Rate limits.
     pub limits: Arc<RateLimits>,
+    /// The public catalog reads kept for a moment.
+    pub reads: Arc<ReadCache>,
     /// How long `/readyz` waits for each service.
     pub readiness_timeout: Duration,
 }
@@ -110,12 +113,14 @@ impl AppState {
             cache,
             config.rate_limit_per_ip,
             config.rate_limit_per_user,
+            config.rate_limit_view_max_age,
             config.client_address.clone(),
         );
         Self {
             upstreams: Arc::new(upstreams),
             auth: Arc::new(auth),
             limits: Arc::new(limits),
+            reads: Arc::new(ReadCache::new(config.edge_cache_ttl, config.edge_cache_entries)),
             readiness_timeout: config.readiness_timeout,
         }
     }

@@ -1,6 +1,9 @@
 //! Rate limits per client IP and per signed-in user, counted in the shared cache (Redis in
 //! production) so they hold across every gateway replica: a fixed one-minute window per key,
-//! 429 with `Retry-After` (the window's remaining seconds) beyond the limit. If the cache is
+//! 429 with `Retry-After` (the window's remaining seconds) beyond the limit. The counting is
+//! [`WindowCounters`]: decided in the process, sent to Redis in batches (no Redis transaction
+//! per request), counted in Redis first near the limit, and a client over it is refused without
+//! asking Redis. The overshoot across replicas is bounded as that module says. If the cache is
 //! down the gateway fails open (logs, serves): an outage of the limiter must not become an
 //! outage of the shop, and the services keep limits of their own on what is costly (sign-in
 //! failures, verification mails), which fail closed with 503.
@@ -29,7 +32,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use opentelemetry::{KeyValue, metrics::Counter};
-use shop_platform::cache::Cache;
+use shop_platform::cache::{
+    Cache,
+    counters::{Verdict, WindowCounters},
+};
 use uuid::Uuid;
 
 use crate::{AppState, problem::ApiError};
@@ -204,20 +210,27 @@ impl ClientAddress {
 /// Limits and where to count them.
 #[derive(Debug)]
 pub struct RateLimits {
-    cache: Arc<dyn Cache>,
+    counters: WindowCounters,
     per_ip: i64,
     per_user: i64,
     client_address: ClientAddress,
 }
 
 impl RateLimits {
-    /// Limits of `per_ip` and `per_user` requests a minute; the client IP is found as
-    /// `client_address` says.
-    pub fn new(cache: Arc<dyn Cache>, per_ip: u32, per_user: u32, client_address: ClientAddress) -> Self {
+    /// Limits of `per_ip` and `per_user` requests a minute counted in `cache`, a gateway
+    /// deciding alone on a view of the shared counts at most `view_max_age` old; the client IP
+    /// is found as `client_address` says.
+    pub fn new(
+        cache: Arc<dyn Cache>,
+        per_ip: u32,
+        per_user: u32,
+        view_max_age: Duration,
+        client_address: ClientAddress,
+    ) -> Self {
         // Every series exists from the start (at 0), so the first refusal is an increase.
         let _ = rejections();
         Self {
-            cache,
+            counters: WindowCounters::new(cache, WINDOW, view_max_age),
             per_ip: per_ip.into(),
             per_user: per_user.into(),
             client_address,
@@ -226,7 +239,7 @@ impl RateLimits {
 
     /// Whether the cache the limits are counted in answers (reported by `/readyz`).
     pub async fn cache_ready(&self) -> bool {
-        self.cache.ready().await
+        self.counters.cache().ready().await
     }
 
     /// Counts a request of `user`.
@@ -237,7 +250,7 @@ impl RateLimits {
     /// Counts a request of the client at `ip`. A request without a peer address (only an
     /// in-process caller, never a TCP connection) is not counted, rather than sharing a bucket
     /// with every other such request.
-    async fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub async fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         match ip {
             Some(ip) => {
                 self.hit(&format!("rate:ip:{}", bucket_of(ip)), self.per_ip, Limit::Ip)
@@ -248,16 +261,11 @@ impl RateLimits {
     }
 
     async fn hit(&self, key: &str, limit: i64, which: Limit) -> Result<(), ApiError> {
-        match self.cache.increment(key, WINDOW).await {
-            Ok(count) if count > limit => {
+        match self.counters.hit(key, limit).await {
+            Verdict::Within | Verdict::Unchecked => Ok(()),
+            Verdict::Over { retry_after } => {
                 count_rejection(which);
-                let left = self.cache.time_to_live(key).await.ok().flatten().unwrap_or(WINDOW);
-                Err(ApiError::rate_limited(left.as_secs_f64().ceil() as u64))
-            }
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, "rate limiter unavailable; serving without it");
-                Ok(())
+                Err(ApiError::rate_limited(retry_after.as_secs_f64().ceil() as u64))
             }
         }
     }

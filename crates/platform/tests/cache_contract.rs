@@ -82,6 +82,35 @@ async fn increment_counts_atomically_in_a_fixed_window(cache: Arc<dyn Cache>) {
     assert_eq!(cache.increment("hits", window).await.unwrap(), 1, "a new window starts");
 }
 
+async fn counters_are_added_to_in_batches(cache: Arc<dyn Cache>) {
+    let window = Duration::from_millis(600);
+    let batch = |a: i64, b: i64| vec![("a".to_owned(), a), ("b".to_owned(), b)];
+    let counted = cache.add_to_counters(&batch(5, 1), window).await.unwrap();
+    assert_eq!(counted.iter().map(|c| c.count).collect::<Vec<_>>(), [5, 1]);
+    assert!(
+        counted.iter().all(|c| c.ttl.is_some_and(|left| left <= window)),
+        "{counted:?}"
+    );
+    // Batches and single increments count into the same counters, concurrently.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.add_to_counters(&batch(2, 0), window).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(cache.increment("a", window).await.unwrap(), 46);
+    let counted = cache.add_to_counters(&batch(0, 0), window).await.unwrap();
+    assert_eq!(counted.iter().map(|c| c.count).collect::<Vec<_>>(), [46, 1]);
+    assert!(cache.add_to_counters(&[], window).await.unwrap().is_empty());
+    // The window is fixed from the first addition, then a new one starts.
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    let counted = cache.add_to_counters(&batch(3, 0), window).await.unwrap();
+    assert_eq!(counted[0].count, 3, "a new window starts");
+}
+
 async fn prefixes_keep_namespaces_apart(first: Arc<dyn Cache>, second: Arc<dyn Cache>) {
     first.set("shared", b"first", Duration::from_secs(30)).await.unwrap();
     assert_eq!(second.get("shared").await.unwrap(), None);
@@ -127,6 +156,11 @@ macro_rules! contract {
             #[tokio::test]
             async fn increment_counts_atomically_in_a_fixed_window() {
                 super::increment_counts_atomically_in_a_fixed_window(open().await).await;
+            }
+
+            #[tokio::test]
+            async fn counters_are_added_to_in_batches() {
+                super::counters_are_added_to_in_batches(open().await).await;
             }
 
             #[tokio::test]

@@ -4,10 +4,12 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+use serde::Serialize;
+use shop_platform::grpc::identity::Caller;
 use shop_proto::pb::catalog as pb;
 use uuid::Uuid;
 
@@ -25,6 +27,7 @@ use crate::{
     extract::{ApiJson, ApiPath, ApiQuery},
     problem::ApiError,
     problem::{Always, BadInput, BodyErrors, Forbidden, NotFound, Unauthenticated},
+    read_cache::{NotModified, ReadKey, Uncached, json_body, private},
 };
 
 /// The product routes.
@@ -39,13 +42,22 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Lists the visible products, newest first, with filters.
+///
+/// Answered from the gateway's cache for up to `SHOP_EDGE_CACHE_TTL` (1 s by default): a page
+/// may be that old, except after a write through the same gateway.
 #[utoipa::path(
     get,
     path = "/products",
     tag = "products",
-    params(ProductQuery),
+    params(ProductQuery, ("If-None-Match" = Option<String>, Header, description = "ETags of copies the client holds: 304 when one is current.")),
     responses(
-        (status = 200, description = "A page of products.", body = ProductList),
+        (status = 200, description = "A page of products.", body = ProductList,
+            headers(
+                ("ETag" = String, description = "Strong validator of this body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=<edge cache TTL in seconds>` for what anyone may see; `private, no-store` for a hidden product shown to its seller or an admin."),
+                ("Age" = u64, description = "Seconds since the gateway fetched this answer, when it came from its cache."),
+            )),
+        NotModified,
         BadInput,
         Always,
     )
@@ -54,11 +66,72 @@ pub fn routes() -> Router<AppState> {
 pub async fn list_products(
     State(state): State<AppState>,
     call: Call,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<ProductQuery>,
-) -> Result<Json<ProductList>, ApiError> {
+) -> Result<Response, ApiError> {
+    // The parsed parameters in one order: `?limit=20&q=a` and `?q=a&limit=20` are one entry.
+    let key = ReadKey::List(format!(
+        "{:?}",
+        (
+            &query.q,
+            query.min_price,
+            query.max_price,
+            query.in_stock.unwrap_or(false),
+            query.seller_id,
+            query.limit,
+            &query.cursor
+        )
+    ));
+    // The catalog lists only visible products to anyone (a seller's hidden ones appear only in
+    // their own views, which are not this call); checked, not assumed.
+    let fetch = |_: Option<&Caller>| fetch_list(&state, &call, &query);
+    let public = |list: &ProductList| list.items.iter().all(|product| product.visible);
+    cached_read(&state, key, &headers, None, fetch, public).await
+}
+
+/// A catalog read through the edge read cache: `fetch` asks the catalog for the caller given
+/// (`None`: anonymously). The anonymous answer, when `public` says anyone may see it, is
+/// cached; when the product is not found for anyone and the caller is signed in (perhaps its
+/// seller or an admin), or the answer is not public, it is asked again for the caller and
+/// answered to them alone.
+async fn cached_read<T, F, Fut>(
+    state: &AppState,
+    key: ReadKey,
+    headers: &HeaderMap,
+    caller: Option<Caller>,
+    fetch: F,
+    public: impl Fn(&T) -> bool,
+) -> Result<Response, ApiError>
+where
+    T: Serialize,
+    F: Fn(Option<&Caller>) -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let served = state
+        .reads
+        .get_or_fetch(key, || async {
+            let value = fetch(None).await?;
+            if !public(&value) {
+                return Err(Uncached::NotPublic);
+            }
+            Ok(json_body(&value)?)
+        })
+        .await;
+    match (served, caller) {
+        (Ok(served), _) => Ok(served.respond(headers)),
+        (Err(Uncached::Failed(error)), Some(caller)) if error.status == StatusCode::NOT_FOUND => {
+            private(&fetch(Some(&caller)).await?, headers)
+        }
+        (Err(Uncached::Failed(error)), _) => Err(error),
+        (Err(Uncached::NotPublic), caller) => private(&fetch(caller.as_ref()).await?, headers),
+    }
+}
+
+/// A page of products, fetched.
+async fn fetch_list(state: &AppState, call: &Call, query: &ProductQuery) -> Result<ProductList, ApiError> {
     let message = pb::ListProductsRequest {
         page: Some(page(query.limit, query.cursor.as_deref())?),
-        query: query.q.unwrap_or_default(),
+        query: query.q.clone().unwrap_or_default(),
         min_price: query.min_price,
         max_price: query.max_price,
         in_stock: query.in_stock.unwrap_or(false),
@@ -69,27 +142,35 @@ pub async fn list_products(
         .list_products(call.anonymous(message))
         .await?
         .into_inner();
-    Ok(Json(ProductList {
+    Ok(ProductList {
         items: reply
             .products
             .into_iter()
             .map(Product::try_from)
             .collect::<Result<_, _>>()?,
         next_cursor: next_cursor(reply.page),
-    }))
+    })
 }
 
 /// One product.
 ///
-/// Hidden products are found only by their seller and admins.
+/// Hidden products are found only by their seller and admins. A visible product's answer may be
+/// up to `SHOP_EDGE_CACHE_TTL` old (1 s by default), except after a write through the same
+/// gateway.
 #[utoipa::path(
     get,
     path = "/products/{id}",
     tag = "products",
-    params(("id" = Uuid, Path, description = "The product's id.")),
+    params(("id" = Uuid, Path, description = "The product's id."), ("If-None-Match" = Option<String>, Header, description = "ETags of copies the client holds: 304 when one is current.")),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The product.", body = Product),
+        (status = 200, description = "The product.", body = Product,
+            headers(
+                ("ETag" = String, description = "Strong validator of this body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=<edge cache TTL in seconds>` for what anyone may see; `private, no-store` for a hidden product shown to its seller or an admin."),
+                ("Age" = u64, description = "Seconds since the gateway fetched this answer, when it came from its cache."),
+            )),
+        NotModified,
         BadInput,
         Unauthenticated,
         NotFound,
@@ -100,15 +181,24 @@ pub async fn list_products(
 pub async fn get_product(
     State(state): State<AppState>,
     call: Call,
+    headers: HeaderMap,
     MaybeAuthUser(caller): MaybeAuthUser,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Product>, ApiError> {
-    let message = pb::GetProductRequest { id: id.to_string() };
-    let reply = state
-        .catalog()
-        .get_product(call.for_maybe(caller.as_ref(), message))
-        .await?;
-    Ok(Json(product(reply.into_inner().product)?))
+) -> Result<Response, ApiError> {
+    let fetch = |caller: Option<&Caller>| {
+        let request = call.for_maybe(caller, pb::GetProductRequest { id: id.to_string() });
+        let mut catalog = state.catalog();
+        async move { Ok::<_, ApiError>(product(catalog.get_product(request).await?.into_inner().product)?) }
+    };
+    cached_read(
+        &state,
+        ReadKey::Product(id),
+        &headers,
+        caller,
+        fetch,
+        |product: &Product| product.visible,
+    )
+    .await
 }
 
 /// Creates a product owned by the caller (sellers and admins).
@@ -137,8 +227,9 @@ pub async fn create_product(
     let reply = state
         .catalog()
         .create_product(call.for_caller(&caller, body.into()))
-        .await?;
-    let product = product(reply.into_inner().product)?;
+        .await;
+    state.reads.written(None);
+    let product = product(reply?.into_inner().product)?;
     let mut response = (StatusCode::CREATED, Json(&product)).into_response();
     if let Ok(location) = HeaderValue::try_from(format!("/api/v1/products/{}", product.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -174,8 +265,9 @@ pub async fn update_product(
     let reply = state
         .catalog()
         .update_product(call.for_caller(&caller, body.into_proto(id)))
-        .await?;
-    Ok(Json(product(reply.into_inner().product)?))
+        .await;
+    state.reads.written(Some(id));
+    Ok(Json(product(reply?.into_inner().product)?))
 }
 
 /// Deletes a product (its seller and admins).
@@ -204,10 +296,9 @@ pub async fn delete_product(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let message = pb::DeleteProductRequest { id: id.to_string() };
-    state
-        .catalog()
-        .delete_product(call.for_caller(&caller, message))
-        .await?;
+    let reply = state.catalog().delete_product(call.for_caller(&caller, message)).await;
+    state.reads.written(Some(id));
+    reply?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -240,23 +331,27 @@ pub async fn set_stock(
         product_id: id.to_string(),
         stock: body.stock,
     };
-    let reply = state
-        .catalog()
-        .set_stock(call.for_caller(&caller, message))
-        .await?
-        .into_inner();
+    let reply = state.catalog().set_stock(call.for_caller(&caller, message)).await;
+    state.reads.written(Some(id));
+    let reply = reply?.into_inner();
     Ok(Json(Stock::new(&reply.product_id, reply.stock)?))
 }
 
-/// A product's available stock (visibility as for the product).
+/// A product's available stock (visibility and freshness as for the product).
 #[utoipa::path(
     get,
     path = "/products/{id}/stock",
     tag = "products",
-    params(("id" = Uuid, Path, description = "The product's id.")),
+    params(("id" = Uuid, Path, description = "The product's id."), ("If-None-Match" = Option<String>, Header, description = "ETags of copies the client holds: 304 when one is current.")),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The stock.", body = Stock),
+        (status = 200, description = "The stock.", body = Stock,
+            headers(
+                ("ETag" = String, description = "Strong validator of this body; send it back in `If-None-Match`."),
+                ("Cache-Control" = String, description = "`public, max-age=<edge cache TTL in seconds>` for what anyone may see; `private, no-store` for a hidden product shown to its seller or an admin."),
+                ("Age" = u64, description = "Seconds since the gateway fetched this answer, when it came from its cache."),
+            )),
+        NotModified,
         BadInput,
         Unauthenticated,
         NotFound,
@@ -267,16 +362,23 @@ pub async fn set_stock(
 pub async fn get_stock(
     State(state): State<AppState>,
     call: Call,
+    headers: HeaderMap,
     MaybeAuthUser(caller): MaybeAuthUser,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Stock>, ApiError> {
-    let message = pb::GetStockRequest {
-        product_id: id.to_string(),
+) -> Result<Response, ApiError> {
+    let fetch = |caller: Option<&Caller>| {
+        let request = call.for_maybe(
+            caller,
+            pb::GetStockRequest {
+                product_id: id.to_string(),
+            },
+        );
+        let mut catalog = state.catalog();
+        async move {
+            let reply = catalog.get_stock(request).await?.into_inner();
+            Ok::<_, ApiError>(Stock::new(&reply.product_id, reply.stock)?)
+        }
     };
-    let reply = state
-        .catalog()
-        .get_stock(call.for_maybe(caller.as_ref(), message))
-        .await?
-        .into_inner();
-    Ok(Json(Stock::new(&reply.product_id, reply.stock)?))
+    // An anonymous answer is of a visible product: the same for everyone.
+    cached_read(&state, ReadKey::Stock(id), &headers, caller, fetch, |_: &Stock| true).await
 }

@@ -89,6 +89,12 @@ pub struct Fake {
     ended_sessions: Arc<Mutex<HashSet<String>>>,
     /// Wishlist item ids by product id.
     wishlisted: Arc<Mutex<HashMap<String, String>>>,
+    /// The catalog's products by id ([`Fake::add_product`]); any other id is not found.
+    products: Arc<Mutex<HashMap<String, catalog::Product>>>,
+    /// Catalog reads answered (GetProduct, GetStock, ListProducts).
+    catalog_reads: Arc<std::sync::atomic::AtomicUsize>,
+    /// How long each catalog read takes.
+    catalog_delay: Arc<Mutex<std::time::Duration>>,
 }
 
 #[derive(Serialize)]
@@ -111,6 +117,9 @@ impl Fake {
             sessions: Arc::default(),
             ended_sessions: Arc::default(),
             wishlisted: Arc::default(),
+            products: Arc::default(),
+            catalog_reads: Arc::default(),
+            catalog_delay: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -182,6 +191,63 @@ impl Fake {
         let mut bytes = key.to_bytes();
         bytes[0] = bytes[0].wrapping_add(1);
         *key = SigningKey::from_bytes(&bytes);
+    }
+
+    /// Adds a product of `seller`, shown to buyers or hidden; returns its id.
+    pub fn add_product(&self, seller: Uuid, visible: bool) -> Uuid {
+        let id = Uuid::new_v4();
+        let mut product = product(&id.to_string());
+        product.seller_id = seller.to_string();
+        product.visible = visible;
+        self.products.lock().unwrap().insert(id.to_string(), product);
+        id
+    }
+
+    /// Catalog reads answered so far.
+    pub fn catalog_reads(&self) -> usize {
+        self.catalog_reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes each catalog read take `delay`.
+    pub fn slow_catalog_reads(&self, delay: std::time::Duration) {
+        *self.catalog_delay.lock().unwrap() = delay;
+    }
+
+    /// Counts a catalog read and takes its time.
+    async fn catalog_read<T>(&self, request: &Request<T>) {
+        self.record(request);
+        self.catalog_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let delay = *self.catalog_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+    }
+
+    /// The product `id` as `caller` may see it: hidden ones only by their seller and admins.
+    fn visible_product(&self, id: &str, caller: Option<&Caller>) -> Result<catalog::Product, Status> {
+        let product = self.products.lock().unwrap().get(id).cloned();
+        let not_found = || with_code(Status::not_found("no such product"), "product_not_found");
+        let product = product.ok_or_else(not_found)?;
+        let privileged =
+            caller.is_some_and(|caller| caller.role == Role::Admin || caller.user_id.to_string() == product.seller_id);
+        if product.visible || privileged {
+            Ok(product)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    /// Changes product `id` as its seller (or an admin) `caller`.
+    fn change_product(
+        &self,
+        id: &str,
+        caller: Option<Caller>,
+        change: impl FnOnce(&mut catalog::Product),
+    ) -> Result<catalog::Product, Status> {
+        let caller = caller.ok_or_else(|| Status::unauthenticated("who?"))?;
+        self.visible_product(id, Some(&caller))?;
+        let mut products = self.products.lock().unwrap();
+        let product = products.get_mut(id).ok_or_else(|| Status::not_found("gone"))?;
+        change(product);
+        Ok(product.clone())
     }
 
     fn record<T>(&self, request: &Request<T>) {
@@ -419,15 +485,55 @@ service! {
             &self,
             request: Request<catalog::GetProductRequest>,
         ) -> Result<Response<catalog::GetProductResponse>, Status> {
+            self.catalog_read(&request).await;
+            let product = self.visible_product(&request.get_ref().id, Caller::optional(&request).as_ref())?;
+            Ok(Response::new(catalog::GetProductResponse { product: Some(product) }))
+        }
+
+        async fn get_stock(
+            &self,
+            request: Request<catalog::GetStockRequest>,
+        ) -> Result<Response<catalog::GetStockResponse>, Status> {
+            self.catalog_read(&request).await;
+            let id = &request.get_ref().product_id;
+            let product = self.visible_product(id, Caller::optional(&request).as_ref())?;
+            Ok(Response::new(catalog::GetStockResponse { product_id: product.id, stock: product.stock }))
+        }
+
+        async fn update_product(
+            &self,
+            request: Request<catalog::UpdateProductRequest>,
+        ) -> Result<Response<catalog::UpdateProductResponse>, Status> {
             self.record(&request);
-            Err(with_code(Status::not_found("no such product"), "product_not_found"))
+            let caller = Caller::optional(&request);
+            let update = request.into_inner();
+            let product = self.change_product(&update.id, caller, |product| {
+                if let Some(name) = update.name {
+                    product.name = name;
+                }
+                if let Some(visible) = update.visible {
+                    product.visible = visible;
+                }
+            })?;
+            Ok(Response::new(catalog::UpdateProductResponse { product: Some(product) }))
+        }
+
+        async fn set_stock(
+            &self,
+            request: Request<catalog::SetStockRequest>,
+        ) -> Result<Response<catalog::SetStockResponse>, Status> {
+            self.record(&request);
+            let caller = Caller::optional(&request);
+            let update = request.into_inner();
+            let product = self.change_product(&update.product_id, caller, |product| product.stock = update.stock)?;
+            Ok(Response::new(catalog::SetStockResponse { product_id: product.id, stock: product.stock }))
         }
 
         async fn list_products(
             &self,
             request: Request<catalog::ListProductsRequest>,
         ) -> Result<Response<catalog::ListProductsResponse>, Status> {
-            self.record(&request);
+            self.catalog_read(&request).await;
             self.seen.lock().unwrap().listed = Some(request.into_inner());
             Ok(Response::new(catalog::ListProductsResponse {
                 products: vec![product(&Uuid::new_v4().to_string())],
@@ -440,10 +546,7 @@ service! {
     unimplemented {
         create_product(catalog::CreateProductRequest) -> catalog::CreateProductResponse;
         batch_get_products(catalog::BatchGetProductsRequest) -> catalog::BatchGetProductsResponse;
-        update_product(catalog::UpdateProductRequest) -> catalog::UpdateProductResponse;
         delete_product(catalog::DeleteProductRequest) -> catalog::DeleteProductResponse;
-        set_stock(catalog::SetStockRequest) -> catalog::SetStockResponse;
-        get_stock(catalog::GetStockRequest) -> catalog::GetStockResponse;
     }
 }
 

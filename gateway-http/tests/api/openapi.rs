@@ -369,3 +369,25 @@ async fn account_list_and_order_schemas_state_the_rules_the_services_enforce() {
         "{key}"
     );
 }
+
+#[tokio::test]
+async fn the_cached_reads_document_their_validators_and_304() {
+    let app = TestApp::without_services().await;
+    let document = document(&app).await;
+    for path in ["/products", "/products/{id}", "/products/{id}/stock"] {
+        let get = &document["paths"][path]["get"];
+        assert!(get["responses"]["304"].is_object(), "{path}: no 304");
+        for header in ["ETag", "Cache-Control", "Age"] {
+            assert!(
+                get["responses"]["200"]["headers"][header].is_object(),
+                "{path}: 200 without {header}"
+            );
+        }
+        let conditional = get["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|parameter| parameter["name"] == "If-None-Match" && parameter["in"] == "header");
+        assert!(conditional, "{path}: If-None-Match not documented");
+    }
+}

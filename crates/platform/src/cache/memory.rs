@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Cache, CacheError};
+use super::{Cache, CacheError, Counted};
 
 #[derive(Debug)]
 struct Entry {
@@ -74,6 +74,14 @@ impl MemoryCache {
     }
 }
 
+/// The integer a counter holds.
+fn counter_value(key: &str, value: &[u8]) -> Result<i64, CacheError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse::<i64>().ok())
+        .ok_or_else(|| CacheError::Unavailable(format!("{key} does not hold an integer")))
+}
+
 #[async_trait]
 impl Cache for MemoryCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
@@ -116,16 +124,37 @@ impl Cache for MemoryCache {
         let (key, now) = (self.key(key), Instant::now());
         let mut map = self.lock();
         if let Some(entry) = Self::live(&mut map, &key, now) {
-            let current = std::str::from_utf8(&entry.value)
-                .ok()
-                .and_then(|text| text.parse::<i64>().ok())
-                .ok_or_else(|| CacheError::Unavailable(format!("{key} does not hold an integer")))?;
+            let current = counter_value(&key, &entry.value)?;
             let next = current.saturating_add(1);
             entry.value = next.to_string().into_bytes();
             return Ok(next);
         }
         Self::insert(&mut map, key, b"1".to_vec(), ttl, now);
         Ok(1)
+    }
+
+    async fn add_to_counters(&self, deltas: &[(String, i64)], ttl: Duration) -> Result<Vec<Counted>, CacheError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        deltas
+            .iter()
+            .map(|(key, delta)| {
+                let key = self.key(key);
+                let count = match Self::live(&mut map, &key, now) {
+                    Some(entry) => {
+                        let count = counter_value(&key, &entry.value)?.saturating_add(*delta);
+                        entry.value = count.to_string().into_bytes();
+                        count
+                    }
+                    None => {
+                        Self::insert(&mut map, key.clone(), delta.to_string().into_bytes(), ttl, now);
+                        *delta
+                    }
+                };
+                let ttl = Self::live(&mut map, &key, now).map(|entry| entry.expires_at - now);
+                Ok(Counted { count, ttl })
+            })
+            .collect()
     }
 
     async fn exists(&self, key: &str) -> Result<bool, CacheError> {

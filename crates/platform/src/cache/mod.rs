@@ -3,6 +3,7 @@
 //! (`redis://…`) and in-process (`memory://`), proven by the same test suite. Every instance
 //! carries a key prefix so services, and tests, never see each other's keys.
 
+pub mod counters;
 mod memory;
 mod redis;
 
@@ -22,6 +23,15 @@ pub enum CacheError {
     /// The URL names no cache this build knows.
     #[error("unsupported cache URL: {0}")]
     BadUrl(String),
+}
+
+/// A counter as [`Cache::add_to_counters`] left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// The counter's value.
+    pub count: i64,
+    /// The time its window has left (`None` only for a counter without an expiry).
+    pub ttl: Option<Duration>,
 }
 
 /// A key-value cache with expiry. Keys are relative to the instance's prefix.
@@ -45,6 +55,13 @@ pub trait Cache: Send + Sync + fmt::Debug {
     /// Adds one to the counter at `key` and returns the new value; a counter created by this
     /// call expires after `ttl` (later increments keep that expiry: a fixed window).
     async fn increment(&self, key: &str, ttl: Duration) -> Result<i64, CacheError>;
+
+    /// Adds each delta to its counter in one round trip (one transaction for Redis) and returns
+    /// every counter after it, in order, with the time its window has left. A counter created by
+    /// this call expires after `ttl`, as with [`Cache::increment`]: a fixed window. This is how
+    /// counts kept in a process are reconciled with the shared cache in batches, instead of one
+    /// round trip per event.
+    async fn add_to_counters(&self, deltas: &[(String, i64)], ttl: Duration) -> Result<Vec<Counted>, CacheError>;
 
     /// Whether `key` is present.
     async fn exists(&self, key: &str) -> Result<bool, CacheError>;

@@ -11,10 +11,10 @@ use fred::{
         Builder, Client, ClientLike, Config, Error as FredError, Expiration, KeysInterface, ReconnectPolicy,
         SetOptions, TransactionInterface,
     },
-    types::ExpireOptions,
+    types::{ExpireOptions, Value},
 };
 
-use super::{Cache, CacheError, ttl_millis};
+use super::{Cache, CacheError, Counted, ttl_millis};
 
 /// A Redis-backed [`Cache`].
 #[derive(Clone)]
@@ -122,6 +122,47 @@ impl Cache for RedisCache {
             .map_err(unavailable)?;
         let (count, _): (i64, i64) = transaction.exec(true).await.map_err(unavailable)?;
         Ok(count)
+    }
+
+    async fn add_to_counters(&self, deltas: &[(String, i64)], ttl: Duration) -> Result<Vec<Counted>, CacheError> {
+        if deltas.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One MULTI for the whole batch: each counter gets its expiry with its first increment
+        // (as in `increment`), and the count and time left read back are of the same moment.
+        let transaction = self.client.multi();
+        for (key, delta) in deltas {
+            let key = self.key(key);
+            transaction.incr_by::<(), _>(&key, *delta).await.map_err(unavailable)?;
+            transaction
+                .pexpire::<(), _>(&key, ttl_millis(ttl), Some(ExpireOptions::NX))
+                .await
+                .map_err(unavailable)?;
+            transaction.pttl::<(), _>(&key).await.map_err(unavailable)?;
+        }
+        let replies: Vec<Value> = transaction.exec(true).await.map_err(unavailable)?;
+        let counted = replies
+            .chunks(3)
+            .filter_map(|reply| match reply {
+                [count, _, millis] => Some(Counted {
+                    count: count.as_i64()?,
+                    // -1: no expiry; -2 cannot happen right after INCRBY.
+                    ttl: millis
+                        .as_i64()
+                        .and_then(|millis| u64::try_from(millis).ok())
+                        .map(Duration::from_millis),
+                }),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        if counted.len() != deltas.len() {
+            return Err(CacheError::Unavailable(format!(
+                "{} counters added, {} read back",
+                deltas.len(),
+                counted.len()
+            )));
+        }
+        Ok(counted)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, CacheError> {
