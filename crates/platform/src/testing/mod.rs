@@ -9,6 +9,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod metrics;
+pub mod pgbench;
 pub mod proxy;
 pub mod queues;
 
@@ -60,6 +61,24 @@ pub async fn create_postgres_database() -> String {
     let mut url = url::Url::parse(&admin_url).unwrap_or_else(|error| panic!("bad PostgreSQL URL: {error}"));
     url.set_path(&name);
     url.to_string()
+}
+
+/// Drops a database [`create_postgres_database`] made (its URL), closing the connections still
+/// open to it; refuses any other database.
+pub async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use sea_orm::ConnectionTrait as _;
+    let parsed = url::Url::parse(url).context("bad PostgreSQL URL")?;
+    let name = parsed.path().trim_start_matches('/');
+    let ours = name.strip_prefix("shop_test_").is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+    anyhow::ensure!(ours, "{name:?} is not a database made by create_postgres_database");
+    let admin = sea_orm::Database::connect(postgres_url().as_str()).await?;
+    let dropped = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    admin.close().await.ok();
+    dropped.with_context(|| format!("dropping {name}"))?;
+    Ok(())
 }
 
 /// Deletes `queues` and their dead-letter queues from the test broker, best effort and bounded.
