@@ -101,7 +101,13 @@ pub async fn sign_up(api: &Api, mail_log: &Output, run: &str, n: usize) -> anyho
 
 /// Signs `email` up the way a customer does (asks a code, confirms the code `code` reads from
 /// the mail to that address, creates the account) and signs in.
-pub async fn register<F>(api: &Api, email: &str, password: &str, name: &str, code: impl FnOnce(String) -> F) -> anyhow::Result<Account>
+pub async fn register<F>(
+    api: &Api,
+    email: &str,
+    password: &str,
+    name: &str,
+    code: impl FnOnce(String) -> F,
+) -> anyhow::Result<Account>
 where
     F: Future<Output = anyhow::Result<String>>,
 {

@@ -112,9 +112,18 @@ impl Stack {
                 redis: FaultProxy::start(upstream(&testing::redis_url()).await?).await?,
             };
             env.extend([
-                ("DATABASE_URL".to_owned(), through(&database_url, proxies.postgres.addr())?),
-                ("AMQP_URL".to_owned(), through(&testing::amqp_url(), proxies.rabbitmq.addr())?),
-                ("REDIS_URL".to_owned(), through(&testing::redis_url(), proxies.redis.addr())?),
+                (
+                    "DATABASE_URL".to_owned(),
+                    through(&database_url, proxies.postgres.addr())?,
+                ),
+                (
+                    "AMQP_URL".to_owned(),
+                    through(&testing::amqp_url(), proxies.rabbitmq.addr())?,
+                ),
+                (
+                    "REDIS_URL".to_owned(),
+                    through(&testing::redis_url(), proxies.redis.addr())?,
+                ),
             ]);
             Some(proxies)
         } else {

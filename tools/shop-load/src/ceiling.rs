@@ -98,7 +98,10 @@ impl Nginx {
     pub async fn start(path: &str, body: &[u8]) -> anyhow::Result<Self> {
         let binary = find_nginx()?;
         let dir = tempfile::tempdir()?;
-        let file = dir.path().join("root").join(path.split('?').next().unwrap_or(path).trim_start_matches('/'));
+        let file = dir
+            .path()
+            .join("root")
+            .join(path.split('?').next().unwrap_or(path).trim_start_matches('/'));
         std::fs::create_dir_all(file.parent().context("a file's directory")?)?;
         std::fs::write(&file, body)?;
         readable_by_all(dir.path())?;

@@ -139,7 +139,10 @@ mod tests {
         seqs.sort_unstable();
         assert_eq!(seqs, (0..40).collect::<Vec<_>>());
         // Four at a time: ten rounds of 10 ms.
-        assert!(elapsed >= Duration::from_millis(100) && elapsed < Duration::from_millis(400), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(100) && elapsed < Duration::from_millis(400),
+            "{elapsed:?}"
+        );
     }
 
     #[tokio::test]
@@ -155,7 +158,10 @@ mod tests {
         let steps = workload.steps.lock().unwrap();
         assert_eq!(steps.len(), 30);
         // 30 steps by two users at 50 ms each: 750 ms.
-        assert!(elapsed >= Duration::from_millis(750) && elapsed < Duration::from_millis(1_500), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(750) && elapsed < Duration::from_millis(1_500),
+            "{elapsed:?}"
+        );
         // The last step was due at 0.29 s and ended at 0.75 s or later: its latency counts
         // the wait, not only its own 50 ms.
         let worst = steps.iter().map(|(_, latency)| *latency).max().unwrap();

@@ -68,7 +68,9 @@ pub async fn measure(
     }
     .await
     .ok();
-    let outcome = answer.as_ref().map_or(Outcome::Error, |(status, _)| Outcome::Status(*status));
+    let outcome = answer
+        .as_ref()
+        .map_or(Outcome::Error, |(status, _)| Outcome::Status(*status));
     recorder.record(operation, started.elapsed(), outcome);
     answer
 }

@@ -45,7 +45,11 @@ fn main() -> ExitCode {
         eprintln!("shop-load: {error:#}");
         return ExitCode::from(2);
     }
-    if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The table (on standard error when the JSON takes standard output), the JSON, the chart.

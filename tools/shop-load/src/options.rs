@@ -352,7 +352,10 @@ mod tests {
         let options = run("read --json --spawn services").unwrap();
         assert_eq!(options.json, Some(JsonOut::Stdout));
         assert_eq!(options.target, Target::Spawn(Spawn::Services));
-        assert_eq!(run("read --spawn services --json -").unwrap().json, Some(JsonOut::Stdout));
+        assert_eq!(
+            run("read --spawn services --json -").unwrap().json,
+            Some(JsonOut::Stdout)
+        );
     }
 
     #[test]
@@ -378,9 +381,26 @@ mod tests {
     fn help_is_asked_for_and_names_every_option() {
         assert_eq!(parse(["read".to_owned(), "-h".to_owned()]).unwrap(), Command::Help);
         for option in [
-            "--url", "--spawn", "--admin-email", "--admin-password", "--smtp-listen", "--database-url",
-            "--connections", "--rate", "--duration", "--users", "--products", "--orders", "--units",
-            "--buyers", "--list", "--json", "--plot", "--ceilings", "--pgbench-clients", "--pgbench-seconds",
+            "--url",
+            "--spawn",
+            "--admin-email",
+            "--admin-password",
+            "--smtp-listen",
+            "--database-url",
+            "--connections",
+            "--rate",
+            "--duration",
+            "--users",
+            "--products",
+            "--orders",
+            "--units",
+            "--buyers",
+            "--list",
+            "--json",
+            "--plot",
+            "--ceilings",
+            "--pgbench-clients",
+            "--pgbench-seconds",
         ] {
             assert!(HELP.contains(option), "{option}");
         }

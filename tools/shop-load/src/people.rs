@@ -24,7 +24,13 @@ pub async fn admin(shop: &Shop) -> anyhow::Result<Account> {
 }
 
 /// Puts `count` products named `name N` on sale with `stock` each.
-pub async fn products(shop: &Shop, admin: &Account, name: &str, count: usize, stock: i64) -> anyhow::Result<Vec<Product>> {
+pub async fn products(
+    shop: &Shop,
+    admin: &Account,
+    name: &str,
+    count: usize,
+    stock: i64,
+) -> anyhow::Result<Vec<Product>> {
     let mut products = Vec::with_capacity(count);
     for n in 1..=count {
         // Distinct prices, so any two products' lines are told apart by their totals.

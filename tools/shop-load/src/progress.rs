@@ -22,7 +22,11 @@ impl Progress {
     /// Reports `recorder`'s totals under `label` until dropped.
     pub fn start(label: &str, recorder: Arc<Recorder>) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        let every = if terminal { Duration::from_secs(1) } else { Duration::from_secs(10) };
+        let every = if terminal {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        };
         let label = label.to_owned();
         let task = tokio::spawn(async move {
             let start = Instant::now();

@@ -4,13 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{
-    ceiling::Ceiling,
-    options::Options,
-    scenario::flash_sale::FlashSaleFigures,
-    stats::Summary,
-    target::Shop,
-};
+use crate::{ceiling::Ceiling, options::Options, scenario::flash_sale::FlashSaleFigures, stats::Summary, target::Shop};
 
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -131,11 +125,18 @@ mod tests {
             crate::options::Command::Help => unreachable!(),
         };
         let mut report = Report::new(&options, recorder.summarize(Duration::from_secs(1)));
-        report.ceiling = Some(Ceiling::of_nginx(&report.operations, &report.operations, "GET /products/{id}"));
+        report.ceiling = Some(Ceiling::of_nginx(
+            &report.operations,
+            &report.operations,
+            "GET /products/{id}",
+        ));
         let table = report.render();
         assert!(table.contains("GET /products/{id}"), "{table}");
         assert!(table.contains("200:1 429:1"), "{table}");
-        assert!(table.contains("ratio shop/nginx for GET /products/{id}: 1.00"), "{table}");
+        assert!(
+            table.contains("ratio shop/nginx for GET /products/{id}: 1.00"),
+            "{table}"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["scenario"], "read");
         assert_eq!(json["target"], "http://127.0.0.1:9");

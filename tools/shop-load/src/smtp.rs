@@ -71,12 +71,18 @@ impl SmtpReceiver {
             let arrived = self.inbox.arrived.notified();
             {
                 let mut codes = self.inbox.codes.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(queue) = codes.get_mut(&to.to_ascii_lowercase()).filter(|queue| !queue.is_empty()) {
+                if let Some(queue) = codes
+                    .get_mut(&to.to_ascii_lowercase())
+                    .filter(|queue| !queue.is_empty())
+                {
                     return Ok(queue.remove(0));
                 }
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                bail!("no verification mail to {to} within {timeout:?} (is the shop's SMTP_URL {}?)", self.url());
+                bail!(
+                    "no verification mail to {to} within {timeout:?} (is the shop's SMTP_URL {}?)",
+                    self.url()
+                );
             }
         }
     }
@@ -117,7 +123,9 @@ async fn session(stream: TcpStream, inbox: Arc<Inbox>) {
             if write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await.is_err() {
                 return;
             }
-            let Some(message) = read_data(&mut lines).await else { return };
+            let Some(message) = read_data(&mut lines).await else {
+                return;
+            };
             if let Some(code) = code_in_mail(&message) {
                 let mut codes = inbox.codes.lock().unwrap_or_else(PoisonError::into_inner);
                 for to in recipients.drain(..) {
@@ -194,12 +202,18 @@ mod tests {
         assert_eq!(code_in_mail(mail).as_deref(), Some("042917"));
         assert_eq!(code_in_mail("Subject: Your shop verification code: 12ab56\n\nx"), None);
         // A code in the body alone (after the blank line) is not taken.
-        assert_eq!(code_in_mail("Subject: Welcome\n\nSubject: verification code: 123456"), None);
+        assert_eq!(
+            code_in_mail("Subject: Welcome\n\nSubject: verification code: 123456"),
+            None
+        );
     }
 
     #[test]
     fn recipients_are_read_from_rcpt_to() {
-        assert_eq!(address("RCPT TO:<Buyer-1@Shop.Example.com>"), "buyer-1@shop.example.com");
+        assert_eq!(
+            address("RCPT TO:<Buyer-1@Shop.Example.com>"),
+            "buyer-1@shop.example.com"
+        );
         assert_eq!(address("RCPT TO: <a@b.c> SIZE=10"), "a@b.c");
     }
 
@@ -219,16 +233,23 @@ mod tests {
             ("MAIL FROM:<no-reply@shop.localhost>\r\n", "250"),
             ("RCPT TO:<buyer@shop.example.com>\r\n", "250"),
             ("DATA\r\n", "354"),
-            ("Subject: Your shop verification code: 314159\r\n\r\n..dot-stuffed\r\n.\r\n", "250"),
+            (
+                "Subject: Your shop verification code: 314159\r\n\r\n..dot-stuffed\r\n.\r\n",
+                "250",
+            ),
             ("QUIT\r\n", "221"),
         ] {
             write.write_all(command.as_bytes()).await.unwrap();
             expect(reply).await;
         }
-        let code = receiver.next_code("buyer@shop.example.com", Duration::from_secs(5)).await;
+        let code = receiver
+            .next_code("buyer@shop.example.com", Duration::from_secs(5))
+            .await;
         assert_eq!(code.unwrap(), "314159");
         // Read once: a second read waits for a new mail.
-        let again = receiver.next_code("buyer@shop.example.com", Duration::from_millis(100)).await;
+        let again = receiver
+            .next_code("buyer@shop.example.com", Duration::from_millis(100))
+            .await;
         assert!(again.is_err());
     }
 }

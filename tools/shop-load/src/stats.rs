@@ -74,7 +74,9 @@ pub struct Recorder {
 impl Recorder {
     /// Records one request of `operation` that took `latency`.
     pub fn record(&self, operation: &'static str, latency: Duration, outcome: Outcome) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_MICROS);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_LATENCY_MICROS);
         {
             let mut operations = self.operations.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = operations.entry(operation).or_insert_with(Operation::new);
@@ -90,7 +92,10 @@ impl Recorder {
 
     /// Requests recorded so far, and how many of them did not succeed.
     pub fn totals(&self) -> (u64, u64) {
-        (self.requests.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
     }
 
     /// The summary of every operation, with throughput over `elapsed`; `all` first when there
@@ -168,7 +173,10 @@ impl Summary {
             p90_ms: millis(latencies.value_at_quantile(0.90)),
             p99_ms: millis(latencies.value_at_quantile(0.99)),
             max_ms: millis(latencies.max()),
-            status: outcomes.iter().map(|(outcome, count)| (outcome.label(), *count)).collect(),
+            status: outcomes
+                .iter()
+                .map(|(outcome, count)| (outcome.label(), *count))
+                .collect(),
             cdf,
         }
     }

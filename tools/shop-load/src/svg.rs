@@ -13,19 +13,26 @@ const RIGHT: f64 = 200.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 50.0;
 /// Line colours, one per operation in turn.
-const COLOURS: [&str; 8] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+const COLOURS: [&str; 8] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+];
 
 /// The chart of `summaries`' distributions, titled `title`.
 pub fn latency_cdf(title: &str, summaries: &[Summary]) -> String {
     let points = summaries.iter().flat_map(|s| s.cdf.iter().map(|(ms, _)| *ms));
     let (low, high) = points.fold((f64::MAX, f64::MIN), |(low, high), ms| (low.min(ms), high.max(ms)));
     // Whole decades around the data, at least one.
-    let (low, high) = if low > high { (0.1, 10.0) } else { (low.max(0.001), high.max(low * 10.0)) };
+    let (low, high) = if low > high {
+        (0.1, 10.0)
+    } else {
+        (low.max(0.001), high.max(low * 10.0))
+    };
     let first = low.log10().floor() as i32;
     let last = (high.log10().ceil() as i32).max(first + 1);
     let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
-    let x = |ms: f64| LEFT + (ms.max(10f64.powi(first)).log10() - f64::from(first)) / f64::from(last - first) * plot_width;
+    let x =
+        |ms: f64| LEFT + (ms.max(10f64.powi(first)).log10() - f64::from(first)) / f64::from(last - first) * plot_width;
     let y = |share: f64| TOP + (1.0 - share) * plot_height;
 
     let mut svg = format!(
@@ -95,7 +102,10 @@ fn format_ms(ms: f64) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -70,7 +70,9 @@ pub async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
     use sea_orm::ConnectionTrait as _;
     let parsed = url::Url::parse(url).context("bad PostgreSQL URL")?;
     let name = parsed.path().trim_start_matches('/');
-    let ours = name.strip_prefix("shop_test_").is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let ours = name
+        .strip_prefix("shop_test_")
+        .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric()));
     anyhow::ensure!(ours, "{name:?} is not a database made by create_postgres_database");
     let admin = sea_orm::Database::connect(postgres_url().as_str()).await?;
     let dropped = admin

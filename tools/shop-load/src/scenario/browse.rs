@@ -92,7 +92,13 @@ impl Workload for Browse {
         let get = |path: &str| self.endpoint.request(Method::GET, path, Some(&token));
         match action {
             Action::List => {
-                http::measure(&self.recorder, "GET /products", get("/api/v1/products?limit=20"), intended).await;
+                http::measure(
+                    &self.recorder,
+                    "GET /products",
+                    get("/api/v1/products?limit=20"),
+                    intended,
+                )
+                .await;
             }
             Action::View => {
                 let product = &self.products[rand::rng().random_range(0..self.products.len())];

@@ -102,7 +102,9 @@ impl Invariant {
         }
         let expected_paid = admitted.min(units);
         if paid != expected_paid {
-            failures.push(format!("{paid} orders paid, not min(admitted, units) = {expected_paid}"));
+            failures.push(format!(
+                "{paid} orders paid, not min(admitted, units) = {expected_paid}"
+            ));
         }
         Self {
             holds: failures.is_empty(),
@@ -231,7 +233,15 @@ pub async fn run(shop: &Shop, http: &reqwest::Client, options: &Options) -> anyh
     };
     let first_sent = Utc::now();
     let waited = Instant::now();
-    let admission = super::timed("flash-sale", Arc::clone(&sale), vec![(); options.connections], &recorder, options, limit).await;
+    let admission = super::timed(
+        "flash-sale",
+        Arc::clone(&sale),
+        vec![(); options.connections],
+        &recorder,
+        options,
+        limit,
+    )
+    .await;
     let placed = std::mem::take(&mut *sale.placed.lock().unwrap_or_else(PoisonError::into_inner));
     let refused = *sale.refused.lock().unwrap_or_else(PoisonError::into_inner);
 
@@ -246,7 +256,9 @@ pub async fn run(shop: &Shop, http: &reqwest::Client, options: &Options) -> anyh
         .filter(|span| *span >= admission.min(observed) && *span <= observed)
         .unwrap_or(observed);
     let stock = shop.api.get(&format!("/products/{product}/stock"), None).await?;
-    let stock_after = stock.body["stock"].as_i64().with_context(|| format!("the stock: {}", stock.body))?;
+    let stock_after = stock.body["stock"]
+        .as_i64()
+        .with_context(|| format!("the stock: {}", stock.body))?;
 
     let admitted = placed.len() as u64;
     let terminal = settled.paid + settled.rejected + settled.payment_failed;
@@ -272,7 +284,10 @@ pub async fn run(shop: &Shop, http: &reqwest::Client, options: &Options) -> anyh
         report.ceiling = Some(match ceiling(shop, &admin, options).await {
             Ok(tps) => Ceiling::of_pgbench(
                 tps,
-                &[("settled/s", figures.settled_per_s), ("admitted/s", figures.admitted_per_s)],
+                &[
+                    ("settled/s", figures.settled_per_s),
+                    ("admitted/s", figures.admitted_per_s),
+                ],
             ),
             Err(error) => Ceiling::skipped("pgbench", &error),
         });
@@ -396,10 +411,22 @@ mod tests {
         assert!(Invariant::check(50, 30, 30, 0, 20).holds);
         let oversold = Invariant::check(50, 200, 51, 0, -1);
         assert!(!oversold.holds);
-        assert!(oversold.failures.iter().any(|f| f.contains("oversold")), "{:?}", oversold.failures);
+        assert!(
+            oversold.failures.iter().any(|f| f.contains("oversold")),
+            "{:?}",
+            oversold.failures
+        );
         let lost = Invariant::check(50, 200, 49, 0, 0);
-        assert!(lost.failures.iter().any(|f| f.contains("units − paid")), "{:?}", lost.failures);
-        assert!(lost.failures.iter().any(|f| f.contains("min(admitted, units)")), "{:?}", lost.failures);
+        assert!(
+            lost.failures.iter().any(|f| f.contains("units − paid")),
+            "{:?}",
+            lost.failures
+        );
+        assert!(
+            lost.failures.iter().any(|f| f.contains("min(admitted, units)")),
+            "{:?}",
+            lost.failures
+        );
         assert!(!Invariant::check(50, 200, 50, 3, 0).holds);
     }
 }
