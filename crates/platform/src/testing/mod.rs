@@ -132,3 +132,35 @@ pub fn init_test_logging() {
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ConnectionTrait as _;
+
+    use super::*;
+
+    async fn exists(name: &str) -> bool {
+        let admin = sea_orm::Database::connect(postgres_url().as_str()).await.unwrap();
+        let sql = format!("SELECT 1 FROM pg_database WHERE datname = '{name}'");
+        let found = admin
+            .query_one_raw(sea_orm::Statement::from_string(admin.get_database_backend(), sql))
+            .await
+            .unwrap();
+        admin.close().await.ok();
+        found.is_some()
+    }
+
+    #[tokio::test]
+    async fn a_test_database_is_dropped_even_while_connected_and_no_other_one_is() {
+        let url = create_postgres_database().await;
+        let name = url::Url::parse(&url).unwrap().path().trim_start_matches('/').to_owned();
+        let held = sea_orm::Database::connect(url.as_str()).await.unwrap();
+        assert!(exists(&name).await);
+        drop_postgres_database(&url).await.unwrap();
+        assert!(!exists(&name).await);
+        drop(held);
+        let error = drop_postgres_database(&postgres_url()).await.unwrap_err();
+        assert!(error.to_string().contains("not a database made by"), "{error}");
+        assert!(exists("postgres").await);
+    }
+}
