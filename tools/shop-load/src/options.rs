@@ -31,8 +31,9 @@ Target (exactly one):
                         binaries); the binaries are taken from shop-load's own directory
   --admin-email EMAIL   with --url: the admin account [$SHOP_ADMIN_EMAIL]
   --admin-password PW   with --url: its password [$SHOP_ADMIN_PASSWORD]
-  --smtp-listen ADDR    with --url, browse: receive the shop's mail here (the shop's SMTP_URL
-                        must point at it), e.g. 127.0.0.1:2525
+  --smtp-listen ADDR    with --url, browse and flash-sale (they sign accounts up): receive
+                        the shop's mail here (the shop's SMTP_URL must point at it, and its
+                        rate limits must allow the load), e.g. 127.0.0.1:2525
   --database-url URL    with --url, flash-sale --ceilings: the shop's PostgreSQL database, for
                         pgbench
 
