@@ -51,7 +51,7 @@ pub fn latency_cdf(title: &str, summaries: &[Summary]) -> String {
             TOP + plot_height + 16.0
         );
     }
-    for share in [0.0, 0.5, 0.9, 0.99, 1.0] {
+    for share in [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] {
         let at = y(share);
         let _ = writeln!(
             svg,
