@@ -16,7 +16,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::{
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -277,32 +276,8 @@ async fn total_stock(db: &DatabaseConnection, ids: &[Uuid]) -> anyhow::Result<i6
 
 /// pgbench's tps for the bare conditional update of one row, as the worker's update looks.
 fn pgbench(url: &str, product: Uuid, options: &Options) -> anyhow::Result<f64> {
-    let script = tempfile::Builder::new().suffix(".sql").tempfile()?;
-    std::fs::write(
-        script.path(),
-        format!(
-            "UPDATE catalog.products SET stock = stock - 1, updated_at = now() WHERE id = '{product}' AND stock >= 1;\n"
-        ),
-    )?;
-    let output = Command::new("pgbench")
-        .args(["-n", "-f"])
-        .arg(script.path())
-        .args(["-c", &options.pgbench_clients.to_string()])
-        .args(["-j", &options.pgbench_clients.min(2).to_string()])
-        .args(["-T", &options.pgbench_seconds.to_string()])
-        .arg(url)
-        .output()
-        .context("running pgbench (is it on PATH?)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!("pgbench failed: {}{}", stdout, String::from_utf8_lossy(&output.stderr));
-    }
-    stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|tps| tps.parse().ok())
-        .with_context(|| format!("no tps in pgbench's output: {stdout}"))
+    let script = testing::pgbench::stock_update_script(&product.to_string());
+    testing::pgbench::tps(url, &script, options.pgbench_clients, options.pgbench_seconds as u64)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

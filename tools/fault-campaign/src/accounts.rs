@@ -1,8 +1,12 @@
 //! The people of the campaign, set up over the REST edge before any fault: the admin (from
 //! `SHOP_ADMIN_EMAIL`) who puts the products on sale, and the buyers, each signed up the way a
-//! customer is (a code by mail, read from the user service's log on the `log://` transport).
+//! customer is (a code by mail, read from the user service's log on the `log://` transport, or
+//! from wherever the caller of [`register`] receives the mail).
 
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
@@ -69,7 +73,7 @@ pub async fn admin(api: &Api) -> anyhow::Result<Account> {
 pub async fn put_on_sale(api: &Api, admin: &Account, name: &str, price: i64, stock: i64) -> anyhow::Result<Product> {
     let body = json!({
         "name": name,
-        "description": "put on sale by the fault campaign",
+        "description": "put on sale over the REST edge",
         "price": price,
         "currency": "KRW",
         "stock": stock,
@@ -91,13 +95,29 @@ pub async fn put_on_sale(api: &Api, admin: &Account, name: &str, price: i64, sto
 pub async fn sign_up(api: &Api, mail_log: &Output, run: &str, n: usize) -> anyhow::Result<Account> {
     let email = format!("buyer-{n}-{}@shop.example.com", &run[run.len().saturating_sub(12)..]);
     let password = format!("Buyer-{n}-Passw0rd!");
+    let code = async |to: String| code_in_log(mail_log, &to).await;
+    register(api, &email, &password, &format!("Buyer {n}"), code).await
+}
+
+/// Signs `email` up the way a customer does (asks a code, confirms the code `code` reads from
+/// the mail to that address, creates the account) and signs in.
+pub async fn register<F>(
+    api: &Api,
+    email: &str,
+    password: &str,
+    name: &str,
+    code: impl FnOnce(String) -> F,
+) -> anyhow::Result<Account>
+where
+    F: Future<Output = anyhow::Result<String>>,
+{
     expect(
         &format!("asking a code for {email}"),
         api.post("/auth/email-verifications", None, &json!({ "email": email }))
             .await,
         202,
     )?;
-    let code = code_in_log(mail_log, &email).await?;
+    let code = code(email.to_owned()).await?;
     let confirmed = expect(
         &format!("confirming {email}"),
         api.post(
@@ -115,7 +135,7 @@ pub async fn sign_up(api: &Api, mail_log: &Output, run: &str, n: usize) -> anyho
         "verification_token": verification_token,
         "email": email,
         "password": password,
-        "name": format!("Buyer {n}"),
+        "name": name,
         "phone": "+82 10-1234-5678",
         "address": "1 Sejong-daero, Jung-gu, Seoul",
     });
@@ -124,7 +144,7 @@ pub async fn sign_up(api: &Api, mail_log: &Output, run: &str, n: usize) -> anyho
         api.post("/users", None, &form).await,
         201,
     )?;
-    log_in(api, &email, &password).await
+    log_in(api, email, password).await
 }
 
 /// The code of the verification mail to `to`, as the `log://` transport logs it.

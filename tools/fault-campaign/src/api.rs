@@ -37,7 +37,13 @@ impl Api {
     /// The gateway at `origin` (`http://host:port`).
     pub fn new(origin: String) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
-        Ok(Self { http, origin })
+        Ok(Self::with_client(http, origin))
+    }
+
+    /// The gateway at `origin` through `http`, a client shared with other callers (its own
+    /// timeout applies).
+    pub fn with_client(http: reqwest::Client, origin: String) -> Self {
+        Self { http, origin }
     }
 
     /// Sends `method path` (under `/api/v1` unless the path starts with `/readyz`), with a
@@ -72,6 +78,11 @@ impl Api {
             status,
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         })
+    }
+
+    /// The origin it calls, `http://host:port`.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// `GET path` with `token`.

@@ -70,10 +70,14 @@ impl Binaries {
 
     /// Where the campaign writes its logs: `target/fault-campaign` next to the binaries.
     pub fn log_root(&self) -> PathBuf {
-        self.dir.parent().map_or_else(
-            || self.dir.join("fault-campaign"),
-            |target| target.join("fault-campaign"),
-        )
+        self.log_root_of("fault-campaign")
+    }
+
+    /// Where `tool` writes its logs: `target/<tool>` next to the binaries.
+    pub fn log_root_of(&self, tool: &str) -> PathBuf {
+        self.dir
+            .parent()
+            .map_or_else(|| self.dir.join(tool), |target| target.join(tool))
     }
 }
 

@@ -45,38 +45,95 @@ pub struct Stack {
     pub api: Api,
     /// Where each process's output is written.
     pub log_dir: PathBuf,
+    /// The run's own PostgreSQL database (reached directly, not through a proxy).
+    pub database_url: String,
     services: BTreeMap<Service, Supervised>,
+    proxies: Option<Proxies>,
+    /// The stock work queues (their `.dead` queues are derived).
+    queues: Vec<String>,
+}
+
+/// The cuttable links to the backends.
+#[derive(Debug)]
+struct Proxies {
     postgres: FaultProxy,
     rabbitmq: FaultProxy,
     redis: FaultProxy,
-    /// The stock work queues (their `.dead` queues are derived).
-    queues: Vec<String>,
+}
+
+/// How a deployment is set up.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The tool running it: names the run and its log directory (`target/<tool>/<run>`).
+    pub tool: &'static str,
+    /// Every backend link through a cuttable proxy (what the campaign's faults cut); without
+    /// them the services reach the servers directly.
+    pub proxies: bool,
+    /// Settings given to every process after the common ones (so they override them).
+    pub env: Vec<(String, String)>,
+}
+
+impl StackOptions {
+    /// The fault campaign's: proxied links, the common settings.
+    pub fn campaign() -> Self {
+        Self {
+            tool: "fault-campaign",
+            proxies: true,
+            env: Vec::new(),
+        }
+    }
 }
 
 impl Stack {
     /// Creates the run's database, starts the proxies and the four services, and waits until
     /// the gateway reports every service ready.
     pub async fn start(binaries: &Binaries) -> anyhow::Result<Self> {
-        let run = testing::unique_name("campaign");
-        let log_dir = binaries.log_root().join(&run);
+        Self::start_with(binaries, StackOptions::campaign()).await
+    }
+
+    /// [`Stack::start`] set up as `options` say.
+    pub async fn start_with(binaries: &Binaries, options: StackOptions) -> anyhow::Result<Self> {
+        // `fault-campaign` → `campaign_<random>`, `shop-load` → `load_<random>`.
+        let run = testing::unique_name(options.tool.rsplit('-').next().unwrap_or(options.tool));
+        let log_dir = binaries.log_root_of(options.tool).join(&run);
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
 
         let database_url = testing::create_postgres_database().await;
-        let postgres = FaultProxy::start(upstream(&database_url).await?).await?;
-        let rabbitmq = FaultProxy::start(upstream(&testing::amqp_url()).await?).await?;
-        let redis = FaultProxy::start(upstream(&testing::redis_url()).await?).await?;
-
         let queues: Vec<String> = ["reserve", "release", "results"]
             .into_iter()
             .map(|kind| format!("{run}.stock.{kind}"))
             .collect();
         let ports = free_ports()?;
         let mut env = common_env(&run, &queues);
-        env.extend([
-            ("DATABASE_URL".to_owned(), through(&database_url, postgres.addr())?),
-            ("AMQP_URL".to_owned(), through(&testing::amqp_url(), rabbitmq.addr())?),
-            ("REDIS_URL".to_owned(), through(&testing::redis_url(), redis.addr())?),
-        ]);
+        let proxies = if options.proxies {
+            let proxies = Proxies {
+                postgres: FaultProxy::start(upstream(&database_url).await?).await?,
+                rabbitmq: FaultProxy::start(upstream(&testing::amqp_url()).await?).await?,
+                redis: FaultProxy::start(upstream(&testing::redis_url()).await?).await?,
+            };
+            env.extend([
+                (
+                    "DATABASE_URL".to_owned(),
+                    through(&database_url, proxies.postgres.addr())?,
+                ),
+                (
+                    "AMQP_URL".to_owned(),
+                    through(&testing::amqp_url(), proxies.rabbitmq.addr())?,
+                ),
+                (
+                    "REDIS_URL".to_owned(),
+                    through(&testing::redis_url(), proxies.redis.addr())?,
+                ),
+            ]);
+            Some(proxies)
+        } else {
+            env.extend([
+                ("DATABASE_URL".to_owned(), database_url.clone()),
+                ("AMQP_URL".to_owned(), testing::amqp_url()),
+                ("REDIS_URL".to_owned(), testing::redis_url()),
+            ]);
+            None
+        };
         for (service, variable) in [
             (Service::Catalog, "SHOP_CATALOG_TARGET"),
             (Service::User, "SHOP_USER_TARGET"),
@@ -95,15 +152,15 @@ impl Stack {
             })
             .collect();
         env.push(("SHOP_MESH_TRUST".to_owned(), trust.join(" ")));
+        env.extend(options.env);
 
         let mut stack = Self {
             api: Api::new(format!("http://127.0.0.1:{}", ports[&Service::Gateway]))?,
             run,
             log_dir,
+            database_url,
             services: BTreeMap::new(),
-            postgres,
-            rabbitmq,
-            redis,
+            proxies,
             queues,
         };
         for service in Service::ALL {
@@ -151,16 +208,16 @@ impl Stack {
         self.service(service)?.kill_and_restart(down, START_TIMEOUT).await
     }
 
-    /// Cuts every connection to `link`'s backend, and new ones, for `outage`.
+    /// Cuts every connection to `link`'s backend, and new ones, for `outage` (nothing
+    /// without proxies).
     pub async fn cut(&self, link: Link, outage: Duration) {
-        self.proxy(link).cut_for(outage).await;
-    }
-
-    fn proxy(&self, link: Link) -> &FaultProxy {
-        match link {
-            Link::Postgres => &self.postgres,
-            Link::RabbitMq => &self.rabbitmq,
-            Link::Redis => &self.redis,
+        if let Some(proxies) = &self.proxies {
+            let proxy = match link {
+                Link::Postgres => &proxies.postgres,
+                Link::RabbitMq => &proxies.rabbitmq,
+                Link::Redis => &proxies.redis,
+            };
+            proxy.cut_for(outage).await;
         }
     }
 

@@ -9,6 +9,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod metrics;
+pub mod pgbench;
 pub mod proxy;
 pub mod queues;
 
@@ -62,6 +63,26 @@ pub async fn create_postgres_database() -> String {
     url.to_string()
 }
 
+/// Drops a database [`create_postgres_database`] made (its URL), closing the connections still
+/// open to it; refuses any other database.
+pub async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use sea_orm::ConnectionTrait as _;
+    let parsed = url::Url::parse(url).context("bad PostgreSQL URL")?;
+    let name = parsed.path().trim_start_matches('/');
+    let ours = name
+        .strip_prefix("shop_test_")
+        .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+    anyhow::ensure!(ours, "{name:?} is not a database made by create_postgres_database");
+    let admin = sea_orm::Database::connect(postgres_url().as_str()).await?;
+    let dropped = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    admin.close().await.ok();
+    dropped.with_context(|| format!("dropping {name}"))?;
+    Ok(())
+}
+
 /// Deletes `queues` and their dead-letter queues from the test broker, best effort and bounded.
 /// Every test declares its own queues, and idle quorum queues hold the broker's file handles:
 /// left behind by every run, they exhaust them.
@@ -110,4 +131,36 @@ pub fn init_test_logging() {
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ConnectionTrait as _;
+
+    use super::*;
+
+    async fn exists(name: &str) -> bool {
+        let admin = sea_orm::Database::connect(postgres_url().as_str()).await.unwrap();
+        let sql = format!("SELECT 1 FROM pg_database WHERE datname = '{name}'");
+        let found = admin
+            .query_one_raw(sea_orm::Statement::from_string(admin.get_database_backend(), sql))
+            .await
+            .unwrap();
+        admin.close().await.ok();
+        found.is_some()
+    }
+
+    #[tokio::test]
+    async fn a_test_database_is_dropped_even_while_connected_and_no_other_one_is() {
+        let url = create_postgres_database().await;
+        let name = url::Url::parse(&url).unwrap().path().trim_start_matches('/').to_owned();
+        let held = sea_orm::Database::connect(url.as_str()).await.unwrap();
+        assert!(exists(&name).await);
+        drop_postgres_database(&url).await.unwrap();
+        assert!(!exists(&name).await);
+        drop(held);
+        let error = drop_postgres_database(&postgres_url()).await.unwrap_err();
+        assert!(error.to_string().contains("not a database made by"), "{error}");
+        assert!(exists("postgres").await);
+    }
 }
