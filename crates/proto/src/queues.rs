@@ -35,6 +35,13 @@ pub struct BadQueueName {
 }
 
 impl StockQueues {
+    /// The variables naming the reserve, release and results queues, in that order.
+    pub const VARIABLES: [&'static str; 3] = [
+        "SHOP_CATALOG_RESERVE_QUEUE",
+        "SHOP_CATALOG_RELEASE_QUEUE",
+        "SHOP_CATALOG_RESULTS_QUEUE",
+    ];
+
     /// The names from `var` (the environment, say), defaults where unset. A name is up to 200
     /// letters, digits, `.`, `_`, `-` or `:` (an AMQP short string with room for the `.dead`
     /// suffix of its dead-letter queue), and the three queues are three different ones.
@@ -53,10 +60,11 @@ impl StockQueues {
             }
             Ok(name)
         };
+        let [reserve, release, results] = Self::VARIABLES;
         let queues = Self {
-            reserve: name("SHOP_CATALOG_RESERVE_QUEUE", defaults.reserve)?,
-            release: name("SHOP_CATALOG_RELEASE_QUEUE", defaults.release)?,
-            results: name("SHOP_CATALOG_RESULTS_QUEUE", defaults.results)?,
+            reserve: name(reserve, defaults.reserve)?,
+            release: name(release, defaults.release)?,
+            results: name(results, defaults.results)?,
         };
         if queues.reserve == queues.release || queues.results == queues.reserve || queues.results == queues.release {
             return Err(BadQueueName {

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pgbench;
 pub mod proxy;
 pub mod queues;
+pub mod service;
 
 use std::sync::LazyLock;
 
