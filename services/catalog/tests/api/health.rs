@@ -6,17 +6,15 @@
 use std::time::{Duration, Instant};
 
 use shop_platform::{
-    db::DatabaseConfig,
     grpc::error::machine_code,
     health::LIVENESS,
-    queue::MemoryQueue,
     testing::{self, metrics::Scraper, proxy::FaultProxy},
 };
 use shop_proto::pb::catalog::ListProductsRequest;
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::helpers::{spawn_app_with, stock_config};
+use crate::helpers::{Broker, spawn_app_on};
 
 const CATALOG: &str = "shop.catalog.v1.CatalogService";
 
@@ -53,8 +51,7 @@ async fn spawn_behind_proxy() -> (crate::helpers::TestApp, FaultProxy) {
     let mut through_proxy = direct.clone();
     through_proxy.set_port(Some(proxy.addr().port())).unwrap();
     through_proxy.set_host(Some("127.0.0.1")).unwrap();
-    let database = DatabaseConfig::new(through_proxy.to_string(), "catalog");
-    let app = spawn_app_with(database, std::sync::Arc::new(MemoryQueue::new()), stock_config()).await;
+    let app = spawn_app_on(Broker::Memory, &[("DATABASE_URL", through_proxy.as_str())]).await;
     (app, proxy)
 }
 

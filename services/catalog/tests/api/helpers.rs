@@ -1,12 +1,13 @@
-//! `spawn_app()`: a fresh PostgreSQL database, unique queue names, the service on port 0, and
-//! typed helpers to drive it and check the stock invariant.
+//! The catalog service through the platform's harness (`shop_platform::testing::service`): its
+//! own PostgreSQL database, stock queues no other test uses, port 0; and typed helpers to drive
+//! it and check the stock invariant.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, ops::Deref, sync::Arc, time::Duration};
 
 use prost::Message as _;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use shop_catalog::{
-    CatalogConfig, CatalogService, StockConfig,
+    CatalogConfig, CatalogService, StockConfig, StockQueues,
     entity::{product, reservation, reservation_line},
     products::{Products, input::NewProduct},
     stock::{
@@ -15,15 +16,15 @@ use shop_catalog::{
     },
 };
 use shop_platform::{
-    db::DatabaseConfig,
     grpc::{
-        client::{GrpcChannel, Target, connect},
+        client::GrpcChannel,
         identity::{Caller, Role},
-        mesh::{CATALOG, GATEWAY, MeshIdentity},
     },
-    queue::{self, MemoryQueue, Message, WorkQueue},
-    service::{Backends, MeshService, ServiceSettings},
-    testing,
+    queue::{self, Message, WorkQueue},
+    testing::{
+        self,
+        service::{TestService, TestSetup},
+    },
 };
 use shop_proto::pb::{
     catalog::catalog_service_client::CatalogServiceClient,
@@ -42,33 +43,64 @@ pub enum Broker {
     Rabbit,
 }
 
-/// A running catalog service with its own database and queues.
+/// A running catalog service (the harness's [`TestService`], which it derefs to: `addr`, `db`)
+/// with its stock settings and queue.
 pub struct TestApp {
-    pub broker: Broker,
-    /// The gateway's mesh identity, which the test's clients sign their calls with.
-    pub gateway: MeshIdentity,
-    pub addr: SocketAddr,
-    pub db: DatabaseConnection,
-    pub database: DatabaseConfig,
+    service: TestService<CatalogService>,
+    /// The stock settings the test publishes by: the service's own, unless
+    /// [`spawn_app_without_workers`] gave it others.
     pub config: StockConfig,
+    /// The work queue (the very instance the service consumes when it is in-process).
     pub queue: Arc<dyn WorkQueue>,
-    /// Every queue the service and the test declared, deleted when the test stops the app.
-    pub queues: Vec<String>,
-    shutdown: CancellationToken,
-    running: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Deref for TestApp {
+    type Target = TestService<CatalogService>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.service
+    }
 }
 
 /// A catalog service on the in-process queue (for the product rpcs).
 pub async fn spawn_app() -> TestApp {
-    spawn_app_on(Broker::Memory, stock_config()).await
+    spawn_app_on(Broker::Memory, &[]).await
+}
+
+/// A catalog service on `broker`, with the variables `env` set (overrides of the test's).
+pub async fn spawn_app_on(broker: Broker, env: &[(&str, &str)]) -> TestApp {
+    let setup = TestSetup::new(CatalogService::db).unique_queues(&StockQueues::VARIABLES);
+    let setup = match broker {
+        Broker::Memory => setup,
+        Broker::Rabbit => setup.rabbitmq(),
+    };
+    start(setup.envs(env)).await
+}
+
+/// A catalog service on the one-process run's backends: SQLite and the in-process queue.
+pub async fn spawn_embedded_app() -> TestApp {
+    start(TestSetup::new(CatalogService::db).embedded()).await
+}
+
+async fn start(setup: TestSetup<CatalogService>) -> TestApp {
+    let service = setup.start().await;
+    TestApp {
+        config: CatalogConfig::from_env(service.env()).unwrap().stock,
+        queue: Arc::clone(&service.backends().queue),
+        service,
+    }
 }
 
 /// A catalog service on RabbitMQ whose own consumers read other queues than [`TestApp::config`]
 /// names: only the worker replicas a test starts with [`TestApp::spawn_worker`] take its work.
 pub async fn spawn_app_without_workers() -> TestApp {
-    let mut app = spawn_app_on(Broker::Rabbit, stock_config()).await;
-    app.config = stock_config();
-    app.queues.extend(queue_names(&app.config));
+    let mut app = spawn_app_on(Broker::Rabbit, &[]).await;
+    app.config = StockConfig {
+        queues: StockQueues::prefixed(&testing::unique_name("stock")),
+        ..StockConfig::default()
+    };
+    let queues = app.config.queues.names().map(str::to_owned);
+    app.service.delete_queues_on_stop(queues);
     StockWorker::new(app.db.clone(), app.queue.clone(), app.config.clone())
         .declare()
         .await
@@ -76,104 +108,22 @@ pub async fn spawn_app_without_workers() -> TestApp {
     app
 }
 
-/// Stock settings with queue names no other test uses.
-pub fn stock_config() -> StockConfig {
-    let prefix = testing::unique_name("stock");
-    StockConfig {
-        queues: shop_catalog::StockQueues::prefixed(&prefix),
-        ..StockConfig::default()
-    }
-}
-
-/// Opens the broker `broker` names (RabbitMQ through `url` when given).
-pub async fn open_queue(broker: Broker, url: Option<&str>) -> Arc<dyn WorkQueue> {
-    match broker {
-        Broker::Memory => Arc::new(MemoryQueue::new()),
-        Broker::Rabbit => queue::from_url(url.unwrap_or(&testing::amqp_url())).await.unwrap(),
-    }
-}
-
-/// A catalog service on `broker`, with `config`, serving on port 0.
-pub async fn spawn_app_on(broker: Broker, config: StockConfig) -> TestApp {
-    testing::init_test_logging();
-    let database = DatabaseConfig::new(testing::create_postgres_database().await, "catalog");
-    let mut app = spawn_app_with(database, open_queue(broker, None).await, config).await;
-    app.broker = broker;
-    app
-}
-
-/// The queues of `config`.
-fn queue_names(config: &StockConfig) -> Vec<String> {
-    vec![
-        config.queues.reserve.clone(),
-        config.queues.release.clone(),
-        config.queues.results.clone(),
-    ]
-}
-
-/// A catalog service on an existing database and queue.
-pub async fn spawn_app_with(database: DatabaseConfig, queue: Arc<dyn WorkQueue>, config: StockConfig) -> TestApp {
-    let mesh = testing::mesh();
-    let settings = ServiceSettings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        database: database.clone(),
-        health: Default::default(),
-        mesh: mesh[CATALOG].clone(),
-        grpc_limits: Default::default(),
-    };
-    let backends = Backends {
-        cache: shop_platform::cache::from_url("memory://", "test:").await.unwrap(),
-        queue: Arc::clone(&queue),
-    };
-    let catalog_config = CatalogConfig {
-        stock: config.clone(),
-        ..CatalogConfig::default()
-    };
-    let service = CatalogService::build(settings, catalog_config, backends).await.unwrap();
-    let addr = service.grpc_addr();
-    let db = service.db().clone();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(service.run(shutdown.clone()));
-    TestApp {
-        gateway: mesh[GATEWAY].clone(),
-        broker: Broker::Memory,
-        addr,
-        db,
-        database,
-        queues: queue_names(&config),
-        config,
-        queue,
-        shutdown,
-        running,
-    }
-}
-
 impl TestApp {
     /// A client of the service.
     pub async fn client(&self) -> CatalogServiceClient<GrpcChannel> {
-        let target = Target::parse(&format!("http://{}", self.addr)).unwrap();
-        let channel = connect(&target, &Default::default()).await.unwrap();
-        CatalogServiceClient::new(channel.signed_by(&self.gateway, CATALOG))
+        CatalogServiceClient::new(self.channel().await)
     }
 
     /// Stops the service and waits for it (bounded).
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.running)
-            .await
-            .expect("the service stops within 15 s")
-            .unwrap()
-            .unwrap();
-        if self.broker == Broker::Rabbit {
-            testing::delete_queues(&self.queues).await;
-        }
+        self.service.stop().await;
     }
 
     /// Another worker replica: its own database pool and broker connection (through `amqp_url`
     /// when given, e.g. a fault proxy).
     pub async fn spawn_worker(&self, amqp_url: Option<&str>) -> WorkerHandle {
-        let db = shop_platform::db::connect(&self.database).await.unwrap();
-        let queue = open_queue(Broker::Rabbit, amqp_url).await;
+        let db = shop_platform::db::connect(&self.settings().database).await.unwrap();
+        let queue = queue::from_url(amqp_url.unwrap_or(&testing::amqp_url())).await.unwrap();
         let worker = StockWorker::new(db, queue, self.config.clone());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(shutdown.clone()));

@@ -7,27 +7,23 @@ use std::time::Duration;
 use chrono::Utc;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use shop_catalog::{CatalogRetention, entity::release, retention};
-use shop_platform::db::DatabaseConfig;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{Broker, TestApp, open_queue, release_message, spawn_app_on, spawn_app_with, stock_config};
+use crate::helpers::{Broker, TestApp, release_message, spawn_app_on, spawn_embedded_app};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_prunes_only_releases_that_cannot_give_back_twice() {
-    let app = spawn_app_on(Broker::Rabbit, stock_config()).await;
+    let app = spawn_app_on(Broker::Rabbit, &[]).await;
     prunes_only_releases_that_cannot_give_back_twice(&app).await;
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_prunes_only_releases_that_cannot_give_back_twice() {
-    shop_platform::testing::init_test_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let database = DatabaseConfig::new(format!("sqlite://{}/shop.db", dir.path().display()), "catalog");
-    let app = spawn_app_with(database, open_queue(Broker::Memory, None).await, stock_config()).await;
+    let app = spawn_embedded_app().await;
     prunes_only_releases_that_cannot_give_back_twice(&app).await;
     app.stop().await;
 }

@@ -4,21 +4,18 @@ use std::time::Duration;
 
 use sea_orm::EntityTrait as _;
 use shop_catalog::entity::reservation;
-use shop_platform::{db::DatabaseConfig, grpc::identity::Role};
+use shop_platform::grpc::identity::Role;
 use shop_proto::pb::{
     catalog::{CreateProductRequest, ListProductsRequest},
     common::{Money, PageRequest},
 };
 use uuid::Uuid;
 
-use crate::helpers::{Broker, caller, open_queue, release_message, signed, spawn_app_with, stock_config};
+use crate::helpers::{caller, release_message, signed, spawn_embedded_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_serves_products_and_applies_reservations() {
-    shop_platform::testing::init_test_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let database = DatabaseConfig::new(format!("sqlite://{}/shop.db", dir.path().display()), "catalog");
-    let app = spawn_app_with(database, open_queue(Broker::Memory, None).await, stock_config()).await;
+    let app = spawn_embedded_app().await;
     let mut client = app.client().await;
     let seller = caller(Role::Seller);
     let mut ids = Vec::new();

@@ -12,13 +12,11 @@ use shop_catalog::{
 use shop_proto::pb::events::{StockRejected, StockShortage};
 use uuid::Uuid;
 
-use crate::helpers::{Broker, release_message, reserve_message, spawn_app_on, stock_config};
+use crate::helpers::{Broker, release_message, reserve_message, spawn_app_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_concurrent_reservations_take_exactly_the_stock() {
-    let mut config = stock_config();
-    config.batch_size = 100;
-    let app = spawn_app_on(Broker::Rabbit, config).await;
+    let app = spawn_app_on(Broker::Rabbit, &[("SHOP_CATALOG_STOCK_BATCH", "100")]).await;
     // A second replica with its own connections, next to the service's own consumers.
     let replica = app.spawn_worker(None).await;
     let product = app.product(500).await;
@@ -80,7 +78,7 @@ async fn two_thousand_concurrent_reservations_take_exactly_the_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_reservation_is_applied_once() {
-    let app = spawn_app_on(Broker::Rabbit, stock_config()).await;
+    let app = spawn_app_on(Broker::Rabbit, &[]).await;
     let product = app.product(10).await;
     let order = Uuid::now_v7();
     let first = reserve_message(order, &[(product, 3)]);
@@ -100,7 +98,7 @@ async fn a_repeated_reservation_is_applied_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_release_restores_once_and_never_more_than_held() {
-    let app = spawn_app_on(Broker::Rabbit, stock_config()).await;
+    let app = spawn_app_on(Broker::Rabbit, &[]).await;
     let product = app.product(10).await;
     let order = Uuid::now_v7();
     app.reserve(order, &[(product, 3)]).await;
@@ -137,7 +135,7 @@ async fn a_repeated_release_restores_once_and_never_more_than_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_with_one_short_line_is_rejected_whole() {
-    let app = spawn_app_on(Broker::Rabbit, stock_config()).await;
+    let app = spawn_app_on(Broker::Rabbit, &[]).await;
     let (plenty, scarce) = (app.product(10).await, app.product(1).await);
     let order = Uuid::now_v7();
     app.reserve(order, &[(plenty, 2), (scarce, 2)]).await;
@@ -163,7 +161,7 @@ async fn an_order_with_one_short_line_is_rejected_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going() {
-    let app = spawn_app_on(Broker::Rabbit, stock_config()).await;
+    let app = spawn_app_on(Broker::Rabbit, &[]).await;
     let product = app.product(5).await;
     let mut garbage = reserve_message(Uuid::now_v7(), &[(product, 1)]);
     garbage.payload = vec![0xff, 0xfe, 0xfd];
