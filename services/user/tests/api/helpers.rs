@@ -1,24 +1,21 @@
-//! The test harness: the user service on port 0 with its own PostgreSQL database, its own cache
-//! prefix in Redis, a real SMTP server (aiosmtpd, `tests/smtp_sink.py`) on its own port, and a
-//! catalog double serving a fixed product table over gRPC; typed clients and journeys on top.
-
-use std::sync::Arc;
+//! The user service through the platform's harness (`shop_platform::testing::service`): port 0,
+//! its own PostgreSQL database and cache prefix in Redis; beside it a real SMTP server (aiosmtpd,
+//! `tests/smtp_sink.py`) on its own port, and a catalog double serving a fixed product table
+//! over gRPC; typed clients and journeys on top.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use shop_platform::{
-    cache,
-    config::MapEnv,
-    db::DatabaseConfig,
     grpc::{
-        client::{GrpcChannel, Target, connect},
+        client::GrpcChannel,
         error::machine_code,
         identity::{Caller, Role},
-        mesh::{CATALOG, GATEWAY, USER},
+        mesh::CATALOG,
         server::GrpcServerBuilder,
     },
-    queue::MemoryQueue,
-    service::{Backends, MeshService, ServiceSettings},
-    testing::{create_postgres_database, init_test_logging, mesh, redis_url, unique_name},
+    testing::{
+        service::{TestService, TestSetup},
+        unique_name,
+    },
 };
 use shop_proto::pb::{
     catalog::catalog_service_server::CatalogServiceServer,
@@ -27,8 +24,8 @@ use shop_proto::pb::{
         wishlist_service_client::WishlistServiceClient,
     },
 };
-use shop_user::{UserConfig, UserService};
-use tokio_util::sync::CancellationToken;
+use shop_user::UserService;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{Request, Status};
 
 pub use crate::{fake_catalog::FakeCatalog, smtp::SmtpSink};
@@ -82,16 +79,9 @@ pub struct TestApp {
     pub smtp: SmtpSink,
     /// The catalog double.
     pub catalog: FakeCatalog,
-    shutdown: CancellationToken,
-    /// The service's database, which [`TestApp::replica_with_empty_cache`] shares.
-    database_url: String,
-    _data: Option<tempfile::TempDir>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    service: TestService<UserService>,
+    /// Stops the catalog double with the test.
+    _catalog_server: DropGuard,
 }
 
 /// The service with default settings.
@@ -100,97 +90,58 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// The service with some settings (environment variables of [`UserConfig`]) overridden.
+///
+/// [`UserConfig`]: shop_user::UserConfig
 pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
-    spawn(settings, false).await
+    spawn_on(TestSetup::new(UserService::db), settings).await
 }
 
 /// The service on the one-process run's embedded backends: a SQLite file and the in-process
 /// cache.
 pub async fn spawn_embedded_app(settings: &[(&str, &str)]) -> TestApp {
-    spawn(settings, true).await
-}
-
-async fn spawn(settings: &[(&str, &str)], embedded: bool) -> TestApp {
-    let (cache_url, database_url, data) = if embedded {
-        let data = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/shop.db", data.path().display());
-        ("memory://".to_owned(), url, Some(data))
-    } else {
-        (redis_url(), create_postgres_database().await, None)
-    };
-    spawn_on(settings, &cache_url, database_url, data).await
+    spawn_on(TestSetup::new(UserService::db).embedded(), settings).await
 }
 
 impl TestApp {
     /// Another replica of the service on the same database, whose cache knows nothing (as
-    /// after a cache restart without persistence).
+    /// after a cache restart without persistence): a key prefix of its own.
     pub async fn replica_with_empty_cache(&self) -> TestApp {
-        spawn_on(&[], &redis_url(), self.database_url.clone(), None).await
+        let database = self.service.var("DATABASE_URL").unwrap();
+        spawn_on(TestSetup::new(UserService::db).env("DATABASE_URL", database), &[]).await
     }
 }
 
-async fn spawn_on(
-    settings: &[(&str, &str)],
-    cache_url: &str,
-    database_url: String,
-    data: Option<tempfile::TempDir>,
-) -> TestApp {
-    init_test_logging();
-    let shutdown = CancellationToken::new();
-
-    let mesh = mesh();
+/// The service of `setup` mailing through a fresh SMTP server and pricing through a fresh
+/// catalog double, with `settings` on top.
+async fn spawn_on(setup: TestSetup<UserService>, settings: &[(&str, &str)]) -> TestApp {
     let catalog = FakeCatalog::default();
-    let catalog_server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
+    let catalog_server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), setup.mesh().identity(CATALOG))
         .add_service(CatalogServiceServer::new(catalog.clone()))
         .bind()
         .await
         .unwrap();
     let catalog_addr = catalog_server.local_addr();
-    tokio::spawn(catalog_server.serve(shutdown.clone()));
+    let stop_catalog = CancellationToken::new();
+    tokio::spawn(catalog_server.serve(stop_catalog.clone()));
 
     let smtp = SmtpSink::start().await;
-    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
-    let catalog_target = format!("http://{catalog_addr}");
-    let mut env = vec![
-        ("SMTP_URL", smtp_url.as_str()),
-        ("SHOP_CATALOG_TARGET", catalog_target.as_str()),
-    ];
-    env.extend_from_slice(settings);
-    let config = UserConfig::from_env(&MapEnv::from_pairs(env)).expect("valid test settings");
-
-    let prefix = format!("{}:", unique_name("shop_test"));
-    let backends = Backends {
-        cache: cache::from_url(cache_url, &prefix).await.expect("the cache answers"),
-        queue: Arc::new(MemoryQueue::new()),
-    };
-    let service_settings = ServiceSettings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseConfig::new(database_url.clone(), UserService::NAME),
-        health: Default::default(),
-        mesh: mesh[USER].clone(),
-        grpc_limits: Default::default(),
-    };
-    let service = UserService::build(service_settings, config, backends)
-        .await
-        .expect("the user service starts");
-    let addr = service.grpc_addr();
-    tokio::spawn(service.run(shutdown.clone()));
+    let service = setup
+        .env("SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port))
+        .env("SHOP_CATALOG_TARGET", format!("http://{catalog_addr}"))
+        .envs(settings)
+        .start()
+        .await;
 
     // The tests call as the gateway does.
-    let target = Target::parse(&format!("http://{addr}")).unwrap();
-    let channel = connect(&target, &Default::default())
-        .await
-        .expect("the user service answers")
-        .signed_by(&mesh[GATEWAY], USER);
+    let channel = service.channel().await;
     TestApp {
         users: UserServiceClient::new(channel.clone()),
         wishlist: WishlistServiceClient::new(channel.clone()),
         cart: CartServiceClient::new(channel),
         smtp,
         catalog,
-        shutdown,
-        database_url,
-        _data: data,
+        service,
+        _catalog_server: stop_catalog.drop_guard(),
     }
 }
 
