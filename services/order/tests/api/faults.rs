@@ -119,7 +119,7 @@ async fn an_answer_that_never_comes_rejects_the_order_and_a_late_reservation_tak
 #[tokio::test]
 async fn a_hanging_payment_provider_holds_no_lock_and_the_money_settles_when_it_answers() {
     let mesh = spawn_with(Options {
-        configure: |config| config.payment_timeout = Duration::from_millis(300),
+        env: &[("SHOP_PAYMENT_TIMEOUT", "300ms")],
         ..Options::default()
     })
     .await;
@@ -164,7 +164,7 @@ async fn a_hanging_payment_provider_holds_no_lock_and_the_money_settles_when_it_
 #[tokio::test]
 async fn a_refund_whose_caller_hung_up_is_still_paid_once() {
     let mesh = spawn_with(Options {
-        configure: |config| config.payment_timeout = Duration::from_secs(1),
+        env: &[("SHOP_PAYMENT_TIMEOUT", "1s")],
         ..Options::default()
     })
     .await;

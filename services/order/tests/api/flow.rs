@@ -188,7 +188,7 @@ async fn a_short_order_is_rejected_naming_its_short_products() {
 async fn duplicate_stock_results_are_applied_once() {
     let mesh = spawn_with(Options {
         // One consumer takes the results in queue order, so the barrier below comes last.
-        configure: |config| config.result_consumers = 1,
+        env: &[("SHOP_ORDER_RESULT_CONSUMERS", "1")],
         ..Options::default()
     })
     .await;

@@ -1,28 +1,30 @@
-//! `spawn()`: a fresh PostgreSQL database, real RabbitMQ queues no other test uses (or, when
-//! asked, SQLite files and the in-process queue), the real catalog service (products and its
-//! stock worker) and the order service on port 0, with a manual clock, a counting payment
-//! provider and a cart double; and typed helpers to drive them.
+//! `spawn()`: through the platform's harness (`shop_platform::testing::service`), the real
+//! catalog service (products and its stock worker) on a fresh PostgreSQL database and RabbitMQ
+//! queues no other test uses (or, when asked, SQLite files and the in-process queue), and the
+//! order service on port 0 beside it, with a manual clock, a counting payment provider and a
+//! cart double; and typed helpers to drive them.
+//!
+//! The order service reads its settings from the environment like its binary; what no variable
+//! can say is injected through its own builder in the harness's build hook: the clock, the
+//! payment provider, no relay, and no scheduler or reconciler loop (the tests run them by hand).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
-use shop_catalog::{CatalogConfig, CatalogService, StockConfig};
+use shop_catalog::{CatalogService, StockQueues};
 use shop_order::{
-    ManualClock, OrderConfig, OrderService, PendingOrders, Reconciler, ShipmentScheduler, StockQueues,
+    ManualClock, OrderConfig, OrderService, PaymentProvider, PendingOrders, Reconciler, ShipmentScheduler,
     entity::{OrderStatus, order, release},
 };
 use shop_platform::{
-    config::MapEnv,
-    db::DatabaseConfig,
     grpc::{
-        client::{GrpcChannel, Target, connect},
+        client::GrpcChannel,
         identity::{Caller, Role},
-        mesh::{CATALOG, GATEWAY, MeshIdentity, ORDER, USER},
+        mesh::USER,
     },
     outbox::{OutboxRelay, RelayOptions},
-    queue::{self, MemoryQueue, WorkQueue},
-    service::{Backends, MeshService, ServiceSettings},
-    testing,
+    queue,
+    testing::service::{TestService, TestSetup},
 };
 use shop_proto::pb::{
     catalog::catalog_service_client::CatalogServiceClient,
@@ -31,7 +33,6 @@ use shop_proto::pb::{
         ReturnOrderItemRequest, order_service_client::OrderServiceClient, place_order_request::Source,
     },
 };
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 use uuid::Uuid;
@@ -41,41 +42,9 @@ use crate::{cart::CartDouble, payments::CountingPayments};
 /// How long anything asynchronous may take before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A service running in the test.
-pub struct Running {
-    pub addr: SocketAddr,
-    pub db: DatabaseConnection,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn start<S: MeshService>(service: S, db: DatabaseConnection) -> Self {
-        let addr = service.grpc_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(service.run(shutdown.clone()));
-        Self {
-            addr,
-            db,
-            shutdown,
-            task,
-        }
-    }
-
-    /// Stops it and waits (bounded).
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("the service stops within 15 s")
-            .unwrap()
-            .unwrap();
-    }
-}
-
 /// An order service instance and its scheduler.
 pub struct OrderInstance {
-    pub running: Running,
+    pub running: TestService<OrderService>,
     pub shipments: ShipmentScheduler,
     pub reconciler: Reconciler,
     pub pending: PendingOrders,
@@ -85,50 +54,26 @@ pub struct OrderInstance {
 /// The catalog and the order service(s), sharing one database and the broker.
 pub struct TestMesh {
     pub clock: ManualClock,
-    pub catalog: Running,
+    pub catalog: TestService<CatalogService>,
     pub orders: Vec<OrderInstance>,
+    /// The order settings, as every instance read them.
     pub config: OrderConfig,
     pub payments: Arc<CountingPayments>,
     pub cart: CartDouble,
     pub catalog_client: CatalogServiceClient<GrpcChannel>,
-    database_url: String,
-    broker: Broker,
-    /// The members' identities; the tests call as the gateway.
-    mesh: std::collections::BTreeMap<String, MeshIdentity>,
+    /// The variables of every order service instance, beside the catalog's.
+    env: Vec<(String, String)>,
     pub(crate) seller: Caller,
-    _data: Option<tempfile::TempDir>,
-}
-
-/// Where the services' messages go.
-#[derive(Clone)]
-enum Broker {
-    /// RabbitMQ; each service opens a connection of its own, as a separate process would.
-    Rabbit,
-    /// One in-process queue shared by every service, as in the one-process binary.
-    Memory(Arc<dyn WorkQueue>),
-}
-
-impl Broker {
-    async fn backends(&self) -> Backends {
-        let queue = match self {
-            Self::Rabbit => queue::from_url(&testing::amqp_url()).await.unwrap(),
-            Self::Memory(queue) => Arc::clone(queue),
-        };
-        Backends {
-            cache: shop_platform::cache::from_url("memory://", "test:").await.unwrap(),
-            queue,
-        }
-    }
 }
 
 /// How to start the mesh.
 pub struct Options {
-    /// Order service instances.
+    /// Order service instances (at least one).
     pub instances: usize,
     /// Whether the first instance runs its outbox relay.
     pub relay: bool,
-    /// Changes to the order settings.
-    pub configure: fn(&mut OrderConfig),
+    /// Variables of the order service, over the mesh's.
+    pub env: &'static [(&'static str, &'static str)],
     /// SQLite files and the in-process queue (the one-process run's defaults) instead of
     /// PostgreSQL and RabbitMQ.
     pub embedded: bool,
@@ -139,7 +84,7 @@ impl Default for Options {
         Self {
             instances: 1,
             relay: true,
-            configure: |_| {},
+            env: &[],
             embedded: false,
         }
     }
@@ -152,127 +97,103 @@ pub async fn spawn() -> TestMesh {
 
 /// The mesh as `options` say.
 pub async fn spawn_with(options: Options) -> TestMesh {
-    testing::init_test_logging();
-    let (database_url, broker, data) = if options.embedded {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/shop.db", dir.path().display());
-        (url, Broker::Memory(Arc::new(MemoryQueue::new())), Some(dir))
+    let setup = TestSetup::new(CatalogService::db);
+    let setup = if options.embedded {
+        setup.embedded()
     } else {
-        (testing::create_postgres_database().await, Broker::Rabbit, None)
+        setup.rabbitmq()
     };
-    let queues = StockQueues::prefixed(&testing::unique_name("orders"));
+    let catalog = setup.unique_queues(&StockQueues::VARIABLES).start().await;
+    let cart = CartDouble::spawn(catalog.mesh().identity(USER)).await;
+    let mut env = vec![
+        ("SHOP_CATALOG_TARGET".to_owned(), format!("http://{}", catalog.addr)),
+        ("SHOP_USER_TARGET".to_owned(), format!("http://{}", cart.addr)),
+        // Nothing ships or arrives unless a test moves the clock that far.
+        ("SHOP_SHIP_AFTER".to_owned(), "1h".to_owned()),
+        ("SHOP_DELIVER_AFTER".to_owned(), "2h".to_owned()),
+    ];
+    env.extend(
+        options
+            .env
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
 
-    let stock = StockConfig {
-        queues: queues.clone(),
-        ..StockConfig::default()
-    };
-    let mesh = testing::mesh();
-    let settings = settings(&database_url, "catalog", &mesh[CATALOG]);
-    let catalog = CatalogService::build(
-        settings,
-        CatalogConfig {
-            stock,
-            ..CatalogConfig::default()
-        },
-        broker.backends().await,
-    )
-    .await
-    .unwrap();
-    let catalog_db = catalog.db().clone();
-    let catalog = Running::start(catalog, catalog_db).await;
-    let cart = CartDouble::spawn(mesh[USER].clone()).await;
-
-    let mut config = OrderConfig::from_env(&MapEnv::default()).unwrap();
-    config.catalog = Target::parse(&format!("http://{}", catalog.addr)).unwrap();
-    config.user = Target::parse(&format!("http://{}", cart.addr)).unwrap();
-    config.queues = queues;
-    config.shipment_interval = None; // the tests tick the scheduler themselves
-    config.reconcile.interval = None; // and run the reconciler themselves
-    config.ship_after = Duration::from_secs(3600);
-    config.deliver_after = Duration::from_secs(2 * 3600);
-    (options.configure)(&mut config);
-
+    let clock = ManualClock::starting_now();
+    let payments = Arc::new(CountingPayments::default());
+    let first = start_order(&catalog, &env, &clock, payments.for_instance(0), options.relay).await;
+    let config = without_loops(OrderConfig::from_env(first.running.env()).unwrap());
     let mut mesh = TestMesh {
-        clock: ManualClock::starting_now(),
-        catalog_client: CatalogServiceClient::new(signed_channel(catalog.addr, &mesh[GATEWAY], CATALOG).await),
+        clock,
+        catalog_client: CatalogServiceClient::new(catalog.channel().await),
         catalog,
-        orders: Vec::new(),
+        orders: vec![first],
         config,
-        payments: Arc::new(CountingPayments::default()),
+        payments,
         cart,
-        database_url,
-        broker,
+        env,
         seller: caller(Role::Seller),
-        mesh,
-        _data: data,
     };
-    for instance in 0..options.instances {
-        mesh.start_order_service(instance > 0 || options.relay).await;
+    for _ in 1..options.instances {
+        mesh.start_order_service(true).await;
     }
     mesh
 }
 
-fn settings(database_url: &str, schema: &str, mesh: &MeshIdentity) -> ServiceSettings {
-    ServiceSettings {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseConfig::new(database_url, schema),
-        health: Default::default(),
-        mesh: mesh.clone(),
-        grpc_limits: Default::default(),
-    }
+/// `config` with what only a test does: no scheduler or reconciler loop (the tests tick the
+/// scheduler and run the reconciler themselves).
+fn without_loops(mut config: OrderConfig) -> OrderConfig {
+    config.shipment_interval = None;
+    config.reconcile.interval = None;
+    config
 }
 
-/// A channel to `addr` signing its calls as `member` for service `audience`.
-async fn signed_channel(addr: SocketAddr, member: &MeshIdentity, audience: &str) -> GrpcChannel {
-    let target = Target::parse(&format!("http://{addr}")).unwrap();
-    connect(&target, &Default::default())
-        .await
-        .unwrap()
-        .signed_by(member, audience)
-}
-
-impl Drop for TestMesh {
-    fn drop(&mut self) {
-        // Quorum queues hold broker file handles: a set left behind by every test exhausts the
-        // broker's limit within a few runs. The services' tasks die with the test's runtime.
-        if matches!(self.broker, Broker::Rabbit) {
-            let queues = &self.config.queues;
-            testing::delete_queues_blocking(vec![
-                queues.reserve.clone(),
-                queues.release.clone(),
-                queues.results.clone(),
-            ]);
-        }
+/// An order service instance beside `catalog` (its database and broker), with `env`, the
+/// test's clock and `payments`, and its outbox relay if `relay`.
+async fn start_order(
+    catalog: &TestService<CatalogService>,
+    env: &[(String, String)],
+    clock: &ManualClock,
+    payments: Arc<dyn PaymentProvider>,
+    relay: bool,
+) -> OrderInstance {
+    let clock = Arc::new(clock.clone());
+    let mut handles = None;
+    let slot = &mut handles;
+    let setup = env.iter().fold(
+        TestSetup::new(OrderService::db).alongside(catalog),
+        |setup, (key, value)| setup.env(key, value.as_str()),
+    );
+    let running = setup
+        .start_with(move |settings, config, backends| async move {
+            let mut builder = OrderService::builder(settings, without_loops(config), backends)
+                .clock(clock)
+                .payments(payments);
+            if !relay {
+                builder = builder.without_relay();
+            }
+            let service = builder.build().await?;
+            *slot = Some((service.shipments(), service.reconciler(), service.pending_orders()));
+            Ok(service)
+        })
+        .await;
+    let (shipments, reconciler, pending) = handles.unwrap();
+    let client = OrderServiceClient::new(running.channel().await);
+    OrderInstance {
+        running,
+        shipments,
+        reconciler,
+        pending,
+        client,
     }
 }
 
 impl TestMesh {
     /// Starts one more order service instance on the shared database.
     pub async fn start_order_service(&mut self, relay: bool) -> usize {
-        let mut builder = OrderService::builder(
-            settings(&self.database_url, "order", &self.mesh[ORDER]),
-            self.config.clone(),
-            self.broker.backends().await,
-        )
-        .clock(Arc::new(self.clock.clone()))
-        .payments(self.payments.for_instance(self.orders.len()));
-        if !relay {
-            builder = builder.without_relay();
-        }
-        let service = builder.build().await.unwrap();
-        let shipments = service.shipments();
-        let reconciler = service.reconciler();
-        let pending = service.pending_orders();
-        let db = service.db().clone();
-        let running = Running::start(service, db).await;
-        let client = OrderServiceClient::new(signed_channel(running.addr, &self.mesh[GATEWAY], ORDER).await);
-        self.orders.push(OrderInstance {
-            running,
-            shipments,
-            reconciler,
-            pending,
-            client,
-        });
+        let payments = self.payments.for_instance(self.orders.len());
+        let instance = start_order(&self.catalog, &self.env, &self.clock, payments, relay).await;
+        self.orders.push(instance);
         self.orders.len() - 1
     }
 
@@ -378,11 +299,12 @@ impl TestMesh {
     /// Starts an outbox relay on the order database, as a process started later would; it
     /// stops when the handle is dropped.
     pub async fn start_relay(&self) -> tokio_util::sync::DropGuard {
-        let relay = OutboxRelay::new(
-            self.db().clone(),
-            self.broker.backends().await.queue,
-            RelayOptions::default(),
-        );
+        // Its own broker connection, as another process's; the in-process queue is the one.
+        let queue = match self.catalog.var("AMQP_URL") {
+            Some(url) => queue::from_url(url).await.unwrap(),
+            None => Arc::clone(&self.catalog.backends().queue),
+        };
+        let relay = OutboxRelay::new(self.db().clone(), queue, RelayOptions::default());
         let stop = CancellationToken::new();
         tokio::spawn(relay.run(stop.clone()));
         stop.drop_guard()

@@ -2,7 +2,7 @@
 
 use futures::{StreamExt as _, stream};
 use shop_order::entity::OrderStatus as StoredStatus;
-use shop_platform::grpc::{client::Target, identity::Role};
+use shop_platform::grpc::identity::Role;
 use shop_proto::pb::order::{
     ListOrdersRequest, OrderLine, OrderLines, OrderStatus, PlaceOrderRequest, place_order_request::Source,
 };
@@ -136,10 +136,8 @@ async fn bad_requests_are_refused_before_anything_is_written() {
 #[tokio::test]
 async fn an_unreachable_catalog_is_unavailable_and_writes_nothing() {
     let mesh = spawn_with(Options {
-        configure: |config| {
-            // Nothing listens on the discard port.
-            config.catalog = Target::parse("http://127.0.0.1:9").unwrap();
-        },
+        // Nothing listens on the discard port.
+        env: &[("SHOP_CATALOG_TARGET", "http://127.0.0.1:9")],
         ..Options::default()
     })
     .await;

@@ -9,7 +9,6 @@ use tonic::{Code, Status};
 
 use crate::helpers::{Options, caller, code_of, spawn, spawn_with};
 
-const DAY: Duration = Duration::from_secs(86_400);
 const TICK: Duration = Duration::from_micros(1);
 
 fn refused(result: Result<Order, Status>, code: &str) {
@@ -26,7 +25,7 @@ async fn the_cancel_window_runs_from_placing_to_its_last_microsecond() {
     // Placed with no relay: the orders wait, and are paid 20 hours later (updated_at moves).
     let mesh = spawn_with(Options {
         relay: false,
-        configure: |config| config.ship_after = 3 * DAY,
+        env: &[("SHOP_SHIP_AFTER", "3d")],
         ..Options::default()
     })
     .await;
