@@ -5,6 +5,9 @@
 //! The servers come from the environment, with loopback defaults:
 //! `SHOP_TEST_DATABASE_URL` (an admin connection to PostgreSQL), `SHOP_TEST_REDIS_URL`,
 //! `SHOP_TEST_AMQP_URL`. A test that cannot reach its server fails loudly rather than skipping.
+//!
+//! [`service::TestService`] starts a service on such backends the way its binary does: every
+//! service's integration tests go through it.
 
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
