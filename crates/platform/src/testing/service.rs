@@ -138,10 +138,10 @@ impl<S: MeshService> TestSetup<S> {
     }
 
     /// Sets every variable of `pairs`, in order.
-    pub fn envs<'a>(self, pairs: impl IntoIterator<Item = &'a (&'a str, &'a str)>) -> Self {
+    pub fn envs<K: AsRef<str>, V: Into<String>>(self, pairs: impl IntoIterator<Item = (K, V)>) -> Self {
         pairs
             .into_iter()
-            .fold(self, |setup, (key, value)| setup.env(key, *value))
+            .fold(self, |setup, (key, value)| setup.env(key.as_ref(), value))
     }
 
     /// The value of variable `key` so far.

@@ -74,7 +74,7 @@ pub async fn spawn_app_on(broker: Broker, env: &[(&str, &str)]) -> TestApp {
         Broker::Memory => setup,
         Broker::Rabbit => setup.rabbitmq(),
     };
-    start(setup.envs(env)).await
+    start(setup.envs(env.iter().copied())).await
 }
 
 /// A catalog service on the one-process run's backends: SQLite and the in-process queue.

@@ -62,7 +62,7 @@ pub struct TestMesh {
     pub cart: CartDouble,
     pub catalog_client: CatalogServiceClient<GrpcChannel>,
     /// The variables of every order service instance, beside the catalog's.
-    env: Vec<(String, String)>,
+    env: Vec<(&'static str, String)>,
     pub(crate) seller: Caller,
 }
 
@@ -106,18 +106,13 @@ pub async fn spawn_with(options: Options) -> TestMesh {
     let catalog = setup.unique_queues(&StockQueues::VARIABLES).start().await;
     let cart = CartDouble::spawn(catalog.mesh().identity(USER)).await;
     let mut env = vec![
-        ("SHOP_CATALOG_TARGET".to_owned(), format!("http://{}", catalog.addr)),
-        ("SHOP_USER_TARGET".to_owned(), format!("http://{}", cart.addr)),
+        ("SHOP_CATALOG_TARGET", format!("http://{}", catalog.addr)),
+        ("SHOP_USER_TARGET", format!("http://{}", cart.addr)),
         // Nothing ships or arrives unless a test moves the clock that far.
-        ("SHOP_SHIP_AFTER".to_owned(), "1h".to_owned()),
-        ("SHOP_DELIVER_AFTER".to_owned(), "2h".to_owned()),
+        ("SHOP_SHIP_AFTER", "1h".to_owned()),
+        ("SHOP_DELIVER_AFTER", "2h".to_owned()),
     ];
-    env.extend(
-        options
-            .env
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
-    );
+    env.extend(options.env.iter().map(|(key, value)| (*key, (*value).to_owned())));
 
     let clock = ManualClock::starting_now();
     let payments = Arc::new(CountingPayments::default());
@@ -152,7 +147,7 @@ fn without_loops(mut config: OrderConfig) -> OrderConfig {
 /// test's clock and `payments`, and its outbox relay if `relay`.
 async fn start_order(
     catalog: &TestService<CatalogService>,
-    env: &[(String, String)],
+    env: &[(&'static str, String)],
     clock: &ManualClock,
     payments: Arc<dyn PaymentProvider>,
     relay: bool,
@@ -160,11 +155,9 @@ async fn start_order(
     let clock = Arc::new(clock.clone());
     let mut handles = None;
     let slot = &mut handles;
-    let setup = env.iter().fold(
-        TestSetup::new(OrderService::db).alongside(catalog),
-        |setup, (key, value)| setup.env(key, value.as_str()),
-    );
-    let running = setup
+    let running = TestSetup::new(OrderService::db)
+        .alongside(catalog)
+        .envs(env.iter().cloned())
         .start_with(move |settings, config, backends| async move {
             let mut builder = OrderService::builder(settings, without_loops(config), backends)
                 .clock(clock)

@@ -128,7 +128,7 @@ async fn spawn_on(setup: TestSetup<UserService>, settings: &[(&str, &str)]) -> T
     let service = setup
         .env("SMTP_URL", format!("smtp://127.0.0.1:{}", smtp.port))
         .env("SHOP_CATALOG_TARGET", format!("http://{catalog_addr}"))
-        .envs(settings)
+        .envs(settings.iter().copied())
         .start()
         .await;
 
