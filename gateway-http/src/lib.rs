@@ -90,19 +90,32 @@ impl Upstreams {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one shared allocation, so the handlers and middleware that
+/// take the state (several per request) cost one reference count each, not one per part.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct SharedState {
     /// The service channels.
-    pub upstreams: Arc<Upstreams>,
+    pub upstreams: Upstreams,
     /// Access-token verification.
-    pub auth: Arc<Authenticator>,
+    pub auth: Authenticator,
     /// Rate limits.
-    pub limits: Arc<RateLimits>,
+    pub limits: RateLimits,
     /// The public catalog reads kept for a moment.
-    pub reads: Arc<ReadCache>,
+    pub reads: ReadCache,
     /// How long `/readyz` waits for each service.
     pub readiness_timeout: Duration,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -116,13 +129,13 @@ impl AppState {
             config.rate_limit_view_max_age,
             config.client_address.clone(),
         );
-        Self {
-            upstreams: Arc::new(upstreams),
-            auth: Arc::new(auth),
-            limits: Arc::new(limits),
-            reads: Arc::new(ReadCache::new(config.edge_cache_ttl, config.edge_cache_entries)),
+        Self(Arc::new(SharedState {
+            upstreams,
+            auth,
+            limits,
+            reads: ReadCache::new(config.edge_cache_ttl, config.edge_cache_entries),
             readiness_timeout: config.readiness_timeout,
-        }
+        }))
     }
 }
 
@@ -184,14 +197,12 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
                 .layer(cors)
                 .layer(CompressionLayer::new())
                 .layer(middleware::from_fn(edge::errors_as_problems))
-                .layer(middleware::from_fn(edge::require_one_host))
                 .layer(middleware::from_fn(move |request, next| {
-                    edge::refuse_declared_oversize(body_limit, request, next)
+                    edge::check_headers(body_limit, request, next)
                 }))
                 .layer(middleware::from_fn(move |request, next| {
                     edge::read_body_within(body_timeout, body_limit, request, next)
                 }))
-                .layer(middleware::from_fn(edge::strip_identity_headers))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::GATEWAY_TIMEOUT,
                     config.request_timeout,
