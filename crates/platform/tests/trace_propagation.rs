@@ -38,14 +38,11 @@ use shop_platform::{
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
     telemetry::metrics,
+    testing::doubles::StockCatalog,
 };
-use shop_proto::pb::catalog::{
-    self as catalog,
-    catalog_service_client::CatalogServiceClient,
-    catalog_service_server::{CatalogService, CatalogServiceServer},
-};
+use shop_proto::pb::catalog::{self as catalog, catalog_service_client::CatalogServiceClient};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -111,65 +108,14 @@ fn one<'a>(spans: &'a [SpanData], name: &str, kind: SpanKind) -> &'a SpanData {
 }
 
 /// `GetStock` answers by product id: `ok`, `missing` (NOT_FOUND), `broken` (INTERNAL).
-#[derive(Debug, Default)]
-struct Catalog;
-
-#[tonic::async_trait]
-impl CatalogService for Catalog {
-    async fn get_stock(
-        &self,
-        request: Request<catalog::GetStockRequest>,
-    ) -> Result<Response<catalog::GetStockResponse>, Status> {
-        match request.get_ref().product_id.as_str() {
-            "missing" => Err(Status::not_found("no such product")),
-            "broken" => Err(Status::internal("the database is on fire")),
-            _ => Ok(Response::new(catalog::GetStockResponse {
-                product_id: request.into_inner().product_id,
-                stock: 7,
-            })),
-        }
-    }
-    async fn create_product(
-        &self,
-        _: Request<catalog::CreateProductRequest>,
-    ) -> Result<Response<catalog::CreateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn get_product(
-        &self,
-        _: Request<catalog::GetProductRequest>,
-    ) -> Result<Response<catalog::GetProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn batch_get_products(
-        &self,
-        _: Request<catalog::BatchGetProductsRequest>,
-    ) -> Result<Response<catalog::BatchGetProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn list_products(
-        &self,
-        _: Request<catalog::ListProductsRequest>,
-    ) -> Result<Response<catalog::ListProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn update_product(
-        &self,
-        _: Request<catalog::UpdateProductRequest>,
-    ) -> Result<Response<catalog::UpdateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn delete_product(
-        &self,
-        _: Request<catalog::DeleteProductRequest>,
-    ) -> Result<Response<catalog::DeleteProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn set_stock(
-        &self,
-        _: Request<catalog::SetStockRequest>,
-    ) -> Result<Response<catalog::SetStockResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
+async fn stock_by_id(request: Request<catalog::GetStockRequest>) -> Result<catalog::GetStockResponse, Status> {
+    match request.get_ref().product_id.as_str() {
+        "missing" => Err(Status::not_found("no such product")),
+        "broken" => Err(Status::internal("the database is on fire")),
+        _ => Ok(catalog::GetStockResponse {
+            product_id: request.into_inner().product_id,
+            stock: 7,
+        }),
     }
 }
 
@@ -178,7 +124,7 @@ async fn get_stock(product: &str) -> (tracing::Span, Code) {
     let _ = &*SPANS;
     let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG], &MeshSettings::default()).unwrap();
     let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
-        .add_service(CatalogServiceServer::new(Catalog))
+        .add_service(StockCatalog::server(stock_by_id))
         .bind()
         .await
         .unwrap();

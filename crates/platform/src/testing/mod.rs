@@ -11,6 +11,7 @@
 
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod doubles;
 pub mod metrics;
 pub mod pgbench;
 pub mod proxy;
