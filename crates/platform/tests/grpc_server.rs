@@ -8,9 +8,12 @@ use std::{net::SocketAddr, time::Duration};
 use shop_platform::grpc::{
     client::{ClientOptions, GrpcChannel, Target, connect},
     mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings, OPERATOR},
-    server::{GrpcLimits, GrpcServerBuilder},
+    server::GrpcLimits,
 };
-use shop_platform::testing::doubles::StockCatalog;
+use shop_platform::testing::{
+    doubles::StockCatalog,
+    server::{Served, serve},
+};
 use shop_proto::pb::catalog::{self as catalog, catalog_service_client::CatalogServiceClient};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -45,17 +48,14 @@ async fn start(request_timeout: Duration) -> Running {
 async fn start_with(request_timeout: Duration, limits: GrpcLimits) -> Running {
     shop_platform::testing::init_test_logging();
     let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG, OPERATOR], &MeshSettings::default()).unwrap();
-    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
-        .request_timeout(request_timeout)
-        .limits(limits)
-        .add_service(StockCatalog::server(slow_stock))
-        .reflection(shop_proto::FILE_DESCRIPTOR_SET)
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    let shutdown = CancellationToken::new();
-    let served = tokio::spawn(server.serve(shutdown.clone()));
+    let Served { addr, shutdown, served } = serve(mesh[CATALOG].clone(), |builder| {
+        builder
+            .request_timeout(request_timeout)
+            .limits(limits)
+            .add_service(StockCatalog::server(slow_stock))
+            .reflection(shop_proto::FILE_DESCRIPTOR_SET)
+    })
+    .await;
     Running {
         mesh,
         addr,

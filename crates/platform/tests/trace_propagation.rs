@@ -28,9 +28,8 @@ use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use shop_platform::{
     db::{self, DatabaseConfig},
     grpc::{
-        client::{Target, connect},
+        client::connect,
         mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings},
-        server::GrpcServerBuilder,
     },
     outbox::{self, CreateMessagingTables, OutboxRelay, RelayOptions},
     queue::{
@@ -38,7 +37,7 @@ use shop_platform::{
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
     telemetry::metrics,
-    testing::doubles::StockCatalog,
+    testing::{doubles::StockCatalog, server::serve},
 };
 use shop_proto::pb::catalog::{self as catalog, catalog_service_client::CatalogServiceClient};
 use tokio_util::sync::CancellationToken;
@@ -123,15 +122,11 @@ async fn stock_by_id(request: Request<catalog::GetStockRequest>) -> Result<catal
 async fn get_stock(product: &str) -> (tracing::Span, Code) {
     let _ = &*SPANS;
     let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG], &MeshSettings::default()).unwrap();
-    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
-        .add_service(StockCatalog::server(stock_by_id))
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    let shutdown = CancellationToken::new();
-    let served = tokio::spawn(server.serve(shutdown.clone()));
-    let channel = connect(&Target::parse(&format!("http://{addr}")).unwrap(), &Default::default())
+    let server = serve(mesh[CATALOG].clone(), |builder| {
+        builder.add_service(StockCatalog::server(stock_by_id))
+    })
+    .await;
+    let channel = connect(&server.target(), &Default::default())
         .await
         .unwrap()
         .signed_by(&mesh[GATEWAY], CATALOG);
@@ -156,8 +151,8 @@ async fn get_stock(product: &str) -> (tracing::Span, Code) {
     }
     .instrument(caller.clone())
     .await;
-    shutdown.cancel();
-    served.await.unwrap().unwrap();
+    server.shutdown.cancel();
+    server.served.await.unwrap().unwrap();
     (caller, code)
 }
 

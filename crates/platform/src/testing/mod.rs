@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pgbench;
 pub mod proxy;
 pub mod queues;
+pub mod server;
 pub mod service;
 
 use std::sync::LazyLock;
