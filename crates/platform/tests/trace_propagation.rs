@@ -37,7 +37,7 @@ use shop_platform::{
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
     telemetry::metrics,
-    testing::{doubles::StockCatalog, server::serve},
+    testing::{doubles::StockCatalog, metrics::Scraper, server::serve},
 };
 use shop_proto::pb::catalog::{self as catalog, catalog_service_client::CatalogServiceClient};
 use tokio_util::sync::CancellationToken;
@@ -215,40 +215,12 @@ async fn not_found_is_an_answer_and_internal_a_failure() {
     }
 }
 
-/// The lines of `/metrics` (served by the real listener) that name `metric` and contain every
-/// one of `labels`.
-async fn scraped(metric: &str, labels: &[&str]) -> Vec<String> {
-    let _ = &*SPANS;
-    let registry = REGISTRY.get().unwrap().clone();
-    let shutdown = CancellationToken::new();
-    let addr = metrics::serve("127.0.0.1:0".parse().unwrap(), registry, shutdown.clone()).unwrap();
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    shutdown.cancel();
-    text.lines()
-        .filter(|line| line.starts_with(metric) && labels.iter().all(|label| line.contains(label)))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The value of the one line `scraped` finds.
-async fn scraped_value(metric: &str, labels: &[&str]) -> f64 {
-    let lines = scraped(metric, labels).await;
-    assert_eq!(lines.len(), 1, "one {metric} {labels:?}: {lines:#?}");
-    lines[0].rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn grpc_calls_are_counted_in_duration_histograms_by_method_and_status() {
     for product in ["ok", "ok", "missing", "broken"] {
         get_stock(product).await;
     }
+    let scraper = Scraper::serving(REGISTRY.get().unwrap().clone());
     for side in ["rpc_server_duration_seconds", "rpc_client_duration_seconds"] {
         let call = [
             "rpc_system=\"grpc\"",
@@ -259,18 +231,25 @@ async fn grpc_calls_are_counted_in_duration_histograms_by_method_and_status() {
             let status = format!("rpc_grpc_status_code=\"{code}\"");
             let labels: Vec<&str> = call.iter().copied().chain([status.as_str()]).collect();
             assert_eq!(
-                scraped_value(&format!("{side}_count"), &labels).await,
-                count,
+                scraper.value(&format!("{side}_count"), &labels).await,
+                Some(count),
                 "{side} {code}"
             );
             // Buckets from 5 ms to 10 s, cumulative: every call is under 10 s.
             let under_10s: Vec<&str> = labels.iter().copied().chain(["le=\"10\""]).collect();
-            assert_eq!(scraped_value(&format!("{side}_bucket"), &under_10s).await, count);
+            assert_eq!(scraper.value(&format!("{side}_bucket"), &under_10s).await, Some(count));
             let lowest: Vec<&str> = labels.iter().copied().chain(["le=\"0.005\""]).collect();
-            assert_eq!(scraped(&format!("{side}_bucket"), &lowest).await.len(), 1);
+            assert_eq!(scraper.lines(&format!("{side}_bucket"), &lowest).await.len(), 1);
         }
         // Health checks are not counted, as they make no span.
-        assert!(scraped(side, &["grpc.health"]).await.is_empty());
+        for series in ["bucket", "count", "sum"] {
+            assert!(
+                scraper
+                    .lines(&format!("{side}_{series}"), &["grpc.health"])
+                    .await
+                    .is_empty()
+            );
+        }
     }
 }
 
