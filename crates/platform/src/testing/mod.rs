@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod queues;
 pub mod server;
 pub mod service;
+pub mod smtp;
 
 use std::sync::LazyLock;
 

@@ -1,6 +1,6 @@
 //! The user service through the platform's harness (`shop_platform::testing::service`): port 0,
 //! its own PostgreSQL database and cache prefix in Redis; beside it a real SMTP server (aiosmtpd,
-//! `tests/smtp_sink.py`) on its own port, and a catalog double serving a fixed product table
+//! `shop_platform::testing::smtp`) on its own port, and a catalog double serving a fixed product table
 //! over gRPC; typed clients and journeys on top.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -28,7 +28,9 @@ use shop_user::UserService;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{Request, Status};
 
-pub use crate::{fake_catalog::FakeCatalog, smtp::SmtpSink};
+pub use shop_platform::testing::smtp::SmtpSink;
+
+pub use crate::fake_catalog::FakeCatalog;
 
 /// The password of test accounts.
 pub const PASSWORD: &str = "corr3ct-Horse!";
