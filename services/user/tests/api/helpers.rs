@@ -19,6 +19,7 @@ use shop_platform::{
 };
 use shop_proto::pb::{
     catalog::catalog_service_server::CatalogServiceServer,
+    common::PageRequest,
     user::{
         self as pb, TokenPair, cart_service_client::CartServiceClient, user_service_client::UserServiceClient,
         wishlist_service_client::WishlistServiceClient,
@@ -244,14 +245,7 @@ impl TestApp {
         let header = jsonwebtoken::decode_header(token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
         let kid = header.kid.expect("a kid");
-        let keys = self
-            .users
-            .clone()
-            .get_signing_keys(pb::GetSigningKeysRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .keys;
+        let keys = self.signing_keys().await;
         let key = keys.iter().find(|key| key.kid == kid).expect("the kid is published");
         assert_eq!(key.algorithm, "EdDSA");
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -273,6 +267,43 @@ impl TestApp {
             .unwrap()
             .into_inner()
             .revoked
+    }
+
+    /// The keys the service publishes for verifying its access tokens.
+    pub async fn signing_keys(&self) -> Vec<pb::SigningKey> {
+        self.users
+            .clone()
+            .get_signing_keys(pb::GetSigningKeysRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .keys
+    }
+
+    /// Every account's email as `admin` lists them, following the cursors through pages of
+    /// `limit`.
+    pub async fn all_user_emails(&self, admin: &Caller, limit: u32) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self
+                .users
+                .clone()
+                .list_users(as_caller(
+                    admin,
+                    pb::ListUsersRequest {
+                        page: Some(PageRequest { limit, cursor }),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            seen.extend(page.users.into_iter().map(|user| user.email));
+            cursor = page.page.unwrap().next_cursor;
+            if cursor.is_empty() {
+                return seen;
+            }
+        }
     }
 
     /// The caller's account.
