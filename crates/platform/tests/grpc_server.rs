@@ -8,82 +8,30 @@ use std::{net::SocketAddr, time::Duration};
 use shop_platform::grpc::{
     client::{ClientOptions, GrpcChannel, Target, connect},
     mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings, OPERATOR},
-    server::{GrpcLimits, GrpcServerBuilder},
+    server::GrpcLimits,
 };
-use shop_proto::pb::catalog::{
-    self as catalog,
-    catalog_service_client::CatalogServiceClient,
-    catalog_service_server::{CatalogService, CatalogServiceServer},
+use shop_platform::testing::{
+    doubles::StockCatalog,
+    server::{Served, serve},
 };
+use shop_proto::pb::catalog::{self as catalog, catalog_service_client::CatalogServiceClient};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Status};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-/// A catalog whose `GetStock` takes as many milliseconds as the product id says; the other
-/// rpcs are not needed here.
-#[derive(Debug, Default)]
-struct SlowCatalog;
-
-#[tonic::async_trait]
-impl CatalogService for SlowCatalog {
-    async fn get_stock(
-        &self,
-        request: Request<catalog::GetStockRequest>,
-    ) -> Result<Response<catalog::GetStockResponse>, Status> {
-        let millis: u64 = request
-            .get_ref()
-            .product_id
-            .parse()
-            .map_err(|_| Status::invalid_argument("millis"))?;
-        tokio::time::sleep(Duration::from_millis(millis)).await;
-        Ok(Response::new(catalog::GetStockResponse {
-            product_id: request.into_inner().product_id,
-            stock: 7,
-        }))
-    }
-    async fn create_product(
-        &self,
-        _: Request<catalog::CreateProductRequest>,
-    ) -> Result<Response<catalog::CreateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn get_product(
-        &self,
-        _: Request<catalog::GetProductRequest>,
-    ) -> Result<Response<catalog::GetProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn batch_get_products(
-        &self,
-        _: Request<catalog::BatchGetProductsRequest>,
-    ) -> Result<Response<catalog::BatchGetProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn list_products(
-        &self,
-        _: Request<catalog::ListProductsRequest>,
-    ) -> Result<Response<catalog::ListProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn update_product(
-        &self,
-        _: Request<catalog::UpdateProductRequest>,
-    ) -> Result<Response<catalog::UpdateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn delete_product(
-        &self,
-        _: Request<catalog::DeleteProductRequest>,
-    ) -> Result<Response<catalog::DeleteProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn set_stock(
-        &self,
-        _: Request<catalog::SetStockRequest>,
-    ) -> Result<Response<catalog::SetStockResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
+/// A catalog whose `GetStock` takes as many milliseconds as the product id says.
+async fn slow_stock(request: Request<catalog::GetStockRequest>) -> Result<catalog::GetStockResponse, Status> {
+    let millis: u64 = request
+        .get_ref()
+        .product_id
+        .parse()
+        .map_err(|_| Status::invalid_argument("millis"))?;
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    Ok(catalog::GetStockResponse {
+        product_id: request.into_inner().product_id,
+        stock: 7,
+    })
 }
 
 struct Running {
@@ -100,17 +48,14 @@ async fn start(request_timeout: Duration) -> Running {
 async fn start_with(request_timeout: Duration, limits: GrpcLimits) -> Running {
     shop_platform::testing::init_test_logging();
     let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG, OPERATOR], &MeshSettings::default()).unwrap();
-    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
-        .request_timeout(request_timeout)
-        .limits(limits)
-        .add_service(CatalogServiceServer::new(SlowCatalog))
-        .reflection(shop_proto::FILE_DESCRIPTOR_SET)
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    let shutdown = CancellationToken::new();
-    let served = tokio::spawn(server.serve(shutdown.clone()));
+    let Served { addr, shutdown, served } = serve(mesh[CATALOG].clone(), |builder| {
+        builder
+            .request_timeout(request_timeout)
+            .limits(limits)
+            .add_service(StockCatalog::server(slow_stock))
+            .reflection(shop_proto::FILE_DESCRIPTOR_SET)
+    })
+    .await;
     Running {
         mesh,
         addr,

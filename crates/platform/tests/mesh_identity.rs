@@ -19,15 +19,15 @@ use shop_platform::{
             CATALOG, GATEWAY, Grants, MeshCaller, MeshIdentity, MeshKey, MeshSettings, ORDER, Refusal, TOKEN_METADATA,
             TrustSet, USER, encode_public,
         },
-        server::GrpcServerBuilder,
     },
+    testing,
 };
 use shop_proto::pb::user::{
     self as wishlist,
     wishlist_service_client::WishlistServiceClient,
     wishlist_service_server::{WishlistService, WishlistServiceServer},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::DropGuard;
 use tonic::{Code, Request, Response, Status, transport::Channel};
 use uuid::Uuid;
 
@@ -113,29 +113,24 @@ fn member(name: &str, seed: [u8; 32]) -> MeshIdentity {
     MeshIdentity::new(name, key(seed), TrustSet::default(), &Grants::default()).unwrap()
 }
 
+/// The user service's server; dropping it shuts it down.
 struct Server {
     addr: SocketAddr,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _stop: DropGuard,
 }
 
 async fn serve(identity: MeshIdentity) -> Server {
     shop_platform::testing::init_test_logging();
-    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), identity)
-        .add_service(WishlistServiceServer::new(WhoCalls))
-        .reflection(shop_proto::FILE_DESCRIPTOR_SET)
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.serve(shutdown.clone()));
-    Server { addr, shutdown }
+    let served = testing::server::serve(identity, |builder| {
+        builder
+            .add_service(WishlistServiceServer::new(WhoCalls))
+            .reflection(shop_proto::FILE_DESCRIPTOR_SET)
+    })
+    .await;
+    Server {
+        addr: served.addr,
+        _stop: served.shutdown.drop_guard(),
+    }
 }
 
 /// A plain tonic client: what anyone who reaches the port can use.

@@ -252,14 +252,7 @@ async fn two_relay_replicas_publish_every_row_once_and_in_order() {
 async fn broker_connection_loss_under_the_relay_loses_nothing() {
     let (_, db) = postgres().await;
     let name = testing::unique_name("outbox_amqp");
-    let mut via_proxy = url::Url::parse(&testing::amqp_url()).unwrap();
-    let broker = tokio::net::lookup_host((via_proxy.host_str().unwrap(), via_proxy.port().unwrap_or(5672)))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = testing::proxy::FaultProxy::start(broker).await.unwrap();
-    via_proxy.set_port(Some(proxy.addr().port())).unwrap();
+    let (proxy, via_proxy) = testing::proxy::FaultProxy::in_front_of(&testing::amqp_url(), 5672).await;
     let publisher = shop_platform::queue::from_url(via_proxy.as_str()).await.unwrap();
     publisher.declare(&QueueSpec::new(&name)).await.unwrap();
     let direct = shop_platform::queue::from_url(&testing::amqp_url()).await.unwrap();

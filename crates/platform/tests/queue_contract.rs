@@ -11,7 +11,6 @@
 use std::{
     collections::{BTreeMap, HashSet},
     future::Future,
-    net::SocketAddr,
     panic,
     sync::{Arc, Mutex},
     time::Duration,
@@ -437,8 +436,8 @@ mod rabbitmq_faults {
         run_rabbitmq(async |direct: Arc<dyn WorkQueue>| {
             const COUNT: usize = 300;
             let spec = declare(&direct, 5).await;
-            let proxy = FaultProxy::start(broker_addr().await).await.unwrap();
-            let publisher = AmqpQueue::connect(&proxied_url(&proxy)).await.unwrap();
+            let (proxy, proxied_url) = FaultProxy::in_front_of(&testing::amqp_url(), 5672).await;
+            let publisher = AmqpQueue::connect(&proxied_url).await.unwrap();
 
             let mut failures = 0;
             for i in 0..COUNT {
@@ -489,8 +488,8 @@ mod rabbitmq_faults {
     async fn severed_consumer_connection_resubscribes() {
         run_rabbitmq(async |direct: Arc<dyn WorkQueue>| {
             let spec = declare(&direct, 5).await;
-            let proxy = FaultProxy::start(broker_addr().await).await.unwrap();
-            let via_proxy = AmqpQueue::connect(&proxied_url(&proxy)).await.unwrap();
+            let (proxy, proxied_url) = FaultProxy::in_front_of(&testing::amqp_url(), 5672).await;
+            let via_proxy = AmqpQueue::connect(&proxied_url).await.unwrap();
             let mut consumer = via_proxy.consume(&spec.name, 10).await.unwrap();
 
             direct
@@ -561,22 +560,6 @@ mod rabbitmq_faults {
             "{:?}",
             started.elapsed()
         );
-    }
-
-    /// The broker's address, from the test AMQP URL.
-    async fn broker_addr() -> SocketAddr {
-        let url = url::Url::parse(&testing::amqp_url()).unwrap();
-        let host = url.host_str().unwrap().to_owned();
-        let port = url.port().unwrap_or(5672);
-        tokio::net::lookup_host((host, port)).await.unwrap().next().unwrap()
-    }
-
-    /// The test AMQP URL, pointed at `proxy`.
-    fn proxied_url(proxy: &FaultProxy) -> String {
-        let mut url = url::Url::parse(&testing::amqp_url()).unwrap();
-        url.set_host(Some(&proxy.addr().ip().to_string())).unwrap();
-        url.set_port(Some(proxy.addr().port())).unwrap();
-        url.to_string()
     }
 }
 

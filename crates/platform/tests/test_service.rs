@@ -23,15 +23,14 @@ use shop_platform::{
         server::{BoundGrpcServer, GrpcServerBuilder},
     },
     service::{Backends, MeshService, ServiceSettings, open_database},
-    testing::service::{TestService, TestSetup},
+    testing::{
+        doubles::StockCatalog,
+        service::{TestService, TestSetup},
+    },
 };
-use shop_proto::pb::catalog::{
-    self as catalog,
-    catalog_service_client::CatalogServiceClient,
-    catalog_service_server::{CatalogService, CatalogServiceServer},
-};
+use shop_proto::pb::catalog::{self as catalog, catalog_service_client::CatalogServiceClient};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request};
 
 struct Migrator;
 
@@ -48,65 +47,6 @@ struct StockConfig {
     stock: i64,
     /// `SHOP_TEST_QUEUE` [stock]: a queue name.
     queue: String,
-}
-
-/// A catalog that answers GetStock with its configured stock, and the queue name it read.
-#[derive(Clone, Debug)]
-struct Stocked(StockConfig);
-
-#[tonic::async_trait]
-impl CatalogService for Stocked {
-    async fn get_stock(
-        &self,
-        request: Request<catalog::GetStockRequest>,
-    ) -> Result<Response<catalog::GetStockResponse>, Status> {
-        Ok(Response::new(catalog::GetStockResponse {
-            product_id: format!("{}/{}", request.into_inner().product_id, self.0.queue),
-            stock: self.0.stock,
-        }))
-    }
-    async fn create_product(
-        &self,
-        _: Request<catalog::CreateProductRequest>,
-    ) -> Result<Response<catalog::CreateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn get_product(
-        &self,
-        _: Request<catalog::GetProductRequest>,
-    ) -> Result<Response<catalog::GetProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn batch_get_products(
-        &self,
-        _: Request<catalog::BatchGetProductsRequest>,
-    ) -> Result<Response<catalog::BatchGetProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn list_products(
-        &self,
-        _: Request<catalog::ListProductsRequest>,
-    ) -> Result<Response<catalog::ListProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn update_product(
-        &self,
-        _: Request<catalog::UpdateProductRequest>,
-    ) -> Result<Response<catalog::UpdateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn delete_product(
-        &self,
-        _: Request<catalog::DeleteProductRequest>,
-    ) -> Result<Response<catalog::DeleteProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn set_stock(
-        &self,
-        _: Request<catalog::SetStockRequest>,
-    ) -> Result<Response<catalog::SetStockResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
 }
 
 /// A service of the mesh, as small as one can be: a database and a gRPC server.
@@ -139,7 +79,18 @@ impl MeshService for StockService {
     async fn build(settings: ServiceSettings, config: StockConfig, _: Backends) -> anyhow::Result<Self> {
         let db = open_database::<Migrator>(&settings).await?;
         let server = GrpcServerBuilder::for_service(&settings)
-            .add_service(CatalogServiceServer::new(Stocked(config)))
+            .add_service(StockCatalog::server(
+                move |request: Request<catalog::GetStockRequest>| {
+                    // A catalog that answers with its configured stock, and the queue name it read.
+                    let config = config.clone();
+                    async move {
+                        Ok(catalog::GetStockResponse {
+                            product_id: format!("{}/{}", request.into_inner().product_id, config.queue),
+                            stock: config.stock,
+                        })
+                    }
+                },
+            ))
             .bind()
             .await?;
         Ok(Self {

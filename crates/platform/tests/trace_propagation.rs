@@ -28,9 +28,8 @@ use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use shop_platform::{
     db::{self, DatabaseConfig},
     grpc::{
-        client::{Target, connect},
+        client::connect,
         mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings},
-        server::GrpcServerBuilder,
     },
     outbox::{self, CreateMessagingTables, OutboxRelay, RelayOptions},
     queue::{
@@ -38,14 +37,11 @@ use shop_platform::{
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
     telemetry::metrics,
+    testing::{doubles::StockCatalog, metrics::Scraper, server::serve},
 };
-use shop_proto::pb::catalog::{
-    self as catalog,
-    catalog_service_client::CatalogServiceClient,
-    catalog_service_server::{CatalogService, CatalogServiceServer},
-};
+use shop_proto::pb::catalog::{self as catalog, catalog_service_client::CatalogServiceClient};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -111,65 +107,14 @@ fn one<'a>(spans: &'a [SpanData], name: &str, kind: SpanKind) -> &'a SpanData {
 }
 
 /// `GetStock` answers by product id: `ok`, `missing` (NOT_FOUND), `broken` (INTERNAL).
-#[derive(Debug, Default)]
-struct Catalog;
-
-#[tonic::async_trait]
-impl CatalogService for Catalog {
-    async fn get_stock(
-        &self,
-        request: Request<catalog::GetStockRequest>,
-    ) -> Result<Response<catalog::GetStockResponse>, Status> {
-        match request.get_ref().product_id.as_str() {
-            "missing" => Err(Status::not_found("no such product")),
-            "broken" => Err(Status::internal("the database is on fire")),
-            _ => Ok(Response::new(catalog::GetStockResponse {
-                product_id: request.into_inner().product_id,
-                stock: 7,
-            })),
-        }
-    }
-    async fn create_product(
-        &self,
-        _: Request<catalog::CreateProductRequest>,
-    ) -> Result<Response<catalog::CreateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn get_product(
-        &self,
-        _: Request<catalog::GetProductRequest>,
-    ) -> Result<Response<catalog::GetProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn batch_get_products(
-        &self,
-        _: Request<catalog::BatchGetProductsRequest>,
-    ) -> Result<Response<catalog::BatchGetProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn list_products(
-        &self,
-        _: Request<catalog::ListProductsRequest>,
-    ) -> Result<Response<catalog::ListProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn update_product(
-        &self,
-        _: Request<catalog::UpdateProductRequest>,
-    ) -> Result<Response<catalog::UpdateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn delete_product(
-        &self,
-        _: Request<catalog::DeleteProductRequest>,
-    ) -> Result<Response<catalog::DeleteProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn set_stock(
-        &self,
-        _: Request<catalog::SetStockRequest>,
-    ) -> Result<Response<catalog::SetStockResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
+async fn stock_by_id(request: Request<catalog::GetStockRequest>) -> Result<catalog::GetStockResponse, Status> {
+    match request.get_ref().product_id.as_str() {
+        "missing" => Err(Status::not_found("no such product")),
+        "broken" => Err(Status::internal("the database is on fire")),
+        _ => Ok(catalog::GetStockResponse {
+            product_id: request.into_inner().product_id,
+            stock: 7,
+        }),
     }
 }
 
@@ -177,15 +122,11 @@ impl CatalogService for Catalog {
 async fn get_stock(product: &str) -> (tracing::Span, Code) {
     let _ = &*SPANS;
     let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG], &MeshSettings::default()).unwrap();
-    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
-        .add_service(CatalogServiceServer::new(Catalog))
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    let shutdown = CancellationToken::new();
-    let served = tokio::spawn(server.serve(shutdown.clone()));
-    let channel = connect(&Target::parse(&format!("http://{addr}")).unwrap(), &Default::default())
+    let server = serve(mesh[CATALOG].clone(), |builder| {
+        builder.add_service(StockCatalog::server(stock_by_id))
+    })
+    .await;
+    let channel = connect(&server.target(), &Default::default())
         .await
         .unwrap()
         .signed_by(&mesh[GATEWAY], CATALOG);
@@ -210,8 +151,8 @@ async fn get_stock(product: &str) -> (tracing::Span, Code) {
     }
     .instrument(caller.clone())
     .await;
-    shutdown.cancel();
-    served.await.unwrap().unwrap();
+    server.shutdown.cancel();
+    server.served.await.unwrap().unwrap();
     (caller, code)
 }
 
@@ -274,40 +215,12 @@ async fn not_found_is_an_answer_and_internal_a_failure() {
     }
 }
 
-/// The lines of `/metrics` (served by the real listener) that name `metric` and contain every
-/// one of `labels`.
-async fn scraped(metric: &str, labels: &[&str]) -> Vec<String> {
-    let _ = &*SPANS;
-    let registry = REGISTRY.get().unwrap().clone();
-    let shutdown = CancellationToken::new();
-    let addr = metrics::serve("127.0.0.1:0".parse().unwrap(), registry, shutdown.clone()).unwrap();
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    shutdown.cancel();
-    text.lines()
-        .filter(|line| line.starts_with(metric) && labels.iter().all(|label| line.contains(label)))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The value of the one line `scraped` finds.
-async fn scraped_value(metric: &str, labels: &[&str]) -> f64 {
-    let lines = scraped(metric, labels).await;
-    assert_eq!(lines.len(), 1, "one {metric} {labels:?}: {lines:#?}");
-    lines[0].rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn grpc_calls_are_counted_in_duration_histograms_by_method_and_status() {
     for product in ["ok", "ok", "missing", "broken"] {
         get_stock(product).await;
     }
+    let scraper = Scraper::serving(REGISTRY.get().unwrap().clone());
     for side in ["rpc_server_duration_seconds", "rpc_client_duration_seconds"] {
         let call = [
             "rpc_system=\"grpc\"",
@@ -318,18 +231,25 @@ async fn grpc_calls_are_counted_in_duration_histograms_by_method_and_status() {
             let status = format!("rpc_grpc_status_code=\"{code}\"");
             let labels: Vec<&str> = call.iter().copied().chain([status.as_str()]).collect();
             assert_eq!(
-                scraped_value(&format!("{side}_count"), &labels).await,
-                count,
+                scraper.value(&format!("{side}_count"), &labels).await,
+                Some(count),
                 "{side} {code}"
             );
             // Buckets from 5 ms to 10 s, cumulative: every call is under 10 s.
             let under_10s: Vec<&str> = labels.iter().copied().chain(["le=\"10\""]).collect();
-            assert_eq!(scraped_value(&format!("{side}_bucket"), &under_10s).await, count);
+            assert_eq!(scraper.value(&format!("{side}_bucket"), &under_10s).await, Some(count));
             let lowest: Vec<&str> = labels.iter().copied().chain(["le=\"0.005\""]).collect();
-            assert_eq!(scraped(&format!("{side}_bucket"), &lowest).await.len(), 1);
+            assert_eq!(scraper.lines(&format!("{side}_bucket"), &lowest).await.len(), 1);
         }
         // Health checks are not counted, as they make no span.
-        assert!(scraped(side, &["grpc.health"]).await.is_empty());
+        for series in ["bucket", "count", "sum"] {
+            assert!(
+                scraper
+                    .lines(&format!("{side}_{series}"), &["grpc.health"])
+                    .await
+                    .is_empty()
+            );
+        }
     }
 }
 

@@ -74,16 +74,7 @@ impl TestApp {
     /// A gateway whose three services are served at `addr`, with `tweak` applied to its
     /// configuration.
     pub async fn configured(addr: SocketAddr, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
-        let target = Target::parse(&format!("http://{addr}")).unwrap();
-        let mut config = GatewayConfig::with_targets(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            target.clone(),
-            target.clone(),
-            target,
-        );
-        config.client.request_timeout = Duration::from_secs(2);
-        config.client.connect_timeout = Duration::from_millis(500);
-        config.mesh = crate::fake::gateway_identity();
+        let mut config = test_config(addr);
         config.body_limit = 4 * 1024;
         tweak(&mut config);
         let upstreams = Upstreams::connect(&config).await.unwrap();
@@ -194,16 +185,7 @@ impl Served {
         services: SocketAddr,
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
-        let target = Target::parse(&format!("http://{services}")).unwrap();
-        let mut config = GatewayConfig::with_targets(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            target.clone(),
-            target.clone(),
-            target,
-        );
-        config.client.request_timeout = Duration::from_secs(2);
-        config.client.connect_timeout = Duration::from_millis(500);
-        config.mesh = crate::fake::gateway_identity();
+        let mut config = test_config(services);
         tweak(&mut config);
         let gateway = Gateway::build(&config, cache).await.unwrap();
         let addr = gateway.local_addr().unwrap();
@@ -244,4 +226,20 @@ pub fn status_of(reply: &str) -> u16 {
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok())
         .unwrap_or(0)
+}
+
+/// A gateway on a free loopback port whose three services are at `services`, signing as the
+/// test mesh's gateway, with timeouts short enough for tests of failures.
+fn test_config(services: SocketAddr) -> GatewayConfig {
+    let target = Target::parse(&format!("http://{services}")).unwrap();
+    let mut config = GatewayConfig::with_targets(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        target.clone(),
+        target.clone(),
+        target,
+    );
+    config.client.request_timeout = Duration::from_secs(2);
+    config.client.connect_timeout = Duration::from_millis(500);
+    config.mesh = crate::fake::gateway_identity();
+    config
 }

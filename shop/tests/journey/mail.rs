@@ -1,25 +1,19 @@
-//! Where verification codes are read: from the mails a real SMTP server received (aiosmtpd,
-//! the user service's `tests/smtp_sink.py`), or from the log of a process on the default
-//! `log://` mail transport.
+//! Where verification codes are read: from the mails a real SMTP server received
+//! (`shop_platform::testing::smtp`), or from the log of a process on the default `log://` mail
+//! transport.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     collections::HashMap,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
-    process::{Child, Command},
-};
+use shop_platform::testing::smtp::MAIL_TIMEOUT;
+pub use shop_platform::testing::smtp::SmtpSink;
 
 use crate::process::{Output, log_fields};
-
-/// How long a code may take to arrive.
-const MAIL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How a test reads the codes the shop mails.
 pub enum Mailbox {
@@ -46,7 +40,10 @@ impl Mailbox {
     /// The code of the next verification mail to `to`, waiting for it.
     pub async fn next_code(&self, to: &str) -> String {
         match self {
-            Self::Smtp(sink) => sink.next_code(to).await,
+            Self::Smtp(sink) => {
+                let text = sink.next_mail_to(to).await.text.unwrap_or_default();
+                code_in(&text).unwrap_or_else(|| panic!("no code in the mail to {to}: {text}"))
+            }
             Self::Log { output, read } => {
                 let deadline = Instant::now() + MAIL_TIMEOUT;
                 loop {
@@ -84,90 +81,4 @@ fn code_in(text: &str) -> Option<String> {
     })?;
     let code = text.get(at..at + 6)?;
     code.bytes().all(|b| b.is_ascii_digit()).then(|| code.to_owned())
-}
-
-/// A mail the SMTP server received: its envelope recipients and its text part.
-#[derive(Debug, Clone)]
-struct Mail {
-    to: Vec<String>,
-    text: Option<String>,
-}
-
-impl Mail {
-    /// A mail as `smtp_sink.py` prints it, one JSON object a line.
-    fn parse(line: &str) -> Self {
-        let record: serde_json::Value = serde_json::from_str(line).expect("a mail record");
-        Self {
-            to: record["to"]
-                .as_array()
-                .expect("recipients")
-                .iter()
-                .filter_map(|rcpt| rcpt.as_str().map(str::to_owned))
-                .collect(),
-            text: record["text"].as_str().map(str::to_owned),
-        }
-    }
-}
-
-/// A real SMTP server on loopback; every message it receives is kept for the test to read.
-pub struct SmtpSink {
-    /// Its port.
-    pub port: u16,
-    mails: Arc<Mutex<Vec<Mail>>>,
-    _process: Child,
-}
-
-impl SmtpSink {
-    /// Starts the server (`python3`, or the Python `SHOP_TEST_PYTHON` names, with aiosmtpd).
-    pub async fn start() -> Self {
-        let python = std::env::var("SHOP_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../services/user/tests/smtp_sink.py");
-        let mut process = Command::new(&python)
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("{python} with aiosmtpd (pip install aiosmtpd) must run smtp_sink.py: {error}")
-            });
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("the SMTP server starts within 20 s")
-            .expect("reading the SMTP server's output")
-            .expect("the SMTP server prints its port (is aiosmtpd installed?)");
-        let port = serde_json::from_str::<serde_json::Value>(&first).expect("JSON")["port"]
-            .as_u64()
-            .and_then(|port| u16::try_from(port).ok())
-            .expect("a port");
-        let mails = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&mails);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(Mail::parse(&line));
-            }
-        });
-        Self {
-            port,
-            mails,
-            _process: process,
-        }
-    }
-
-    async fn next_code(&self, to: &str) -> String {
-        let deadline = Instant::now() + MAIL_TIMEOUT;
-        loop {
-            {
-                let mut mails = self.mails.lock().unwrap();
-                if let Some(at) = mails.iter().position(|mail| mail.to.iter().any(|rcpt| rcpt == to)) {
-                    let mail = mails.remove(at);
-                    let text = mail.text.unwrap_or_default();
-                    return code_in(&text).unwrap_or_else(|| panic!("no code in the mail to {to}: {text}"));
-                }
-            }
-            assert!(Instant::now() < deadline, "no mail to {to} within {MAIL_TIMEOUT:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }

@@ -2,14 +2,12 @@
 //! `SHOP_MESH_TRUST` entry the services need to accept it), a Secret with keys for the whole
 //! standard mesh, and a token signed with a key, to call a service with grpcurl or the like.
 
-use std::fmt::Write as _;
-
 use anyhow::Context as _;
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::{
         identity::Caller,
-        mesh::{ASSERT_USER, CATALOG, GATEWAY, Grants, MeshIdentity, MeshKey, ORDER, TrustSet, USER, encode_public},
+        mesh::{ASSERT_USER, Grants, MEMBERS, MeshIdentity, MeshKey, MeshSecret, TrustSet, encode_public},
     },
 };
 
@@ -63,16 +61,15 @@ pub fn keygen(name: &str) -> anyhow::Result<String> {
 /// A Kubernetes Secret with a fresh key for the gateway and each service (`<name>.key`) and
 /// the trust set naming them all (`trust`), as the chart reads it.
 pub fn secret(secret_name: &str) -> String {
-    let mut keys = String::new();
-    let mut trust = Vec::new();
-    for name in [GATEWAY, USER, CATALOG, ORDER] {
-        let key = MeshKey::generate();
-        let _ = writeln!(keys, "  {name}.key: {}", key.to_base64());
-        trust.push(format!("{name}={}", encode_public(&key.public_key())));
-    }
+    let mesh = MeshSecret::generate(&MEMBERS);
+    let keys: String = mesh
+        .key_entries(&MEMBERS)
+        .into_iter()
+        .map(|(entry, key)| format!("  {entry}: {key}\n"))
+        .collect();
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {secret_name}\ntype: Opaque\nstringData:\n{keys}  trust: \"{}\"\n",
-        trust.join(" ")
+        mesh.trust()
     )
 }
 
@@ -100,7 +97,10 @@ pub fn token(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use shop_platform::{config::MapEnv, grpc::identity::Role};
+    use shop_platform::{
+        config::MapEnv,
+        grpc::{identity::Role, mesh::ORDER},
+    };
 
     use super::*;
 

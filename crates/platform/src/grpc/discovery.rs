@@ -328,10 +328,9 @@ mod tests {
     use super::*;
     use tonic::transport::Channel;
 
-    #[tokio::test]
-    async fn stops_when_the_channel_is_dropped() {
-        let (channel, changes) = Channel::balance_channel::<Uri>(16);
-        let discovery = Discovery {
+    /// Discovery of one fixed (unreachable) address, refreshed every 20 ms.
+    fn fixed_discovery(changes: Sender<Change<Uri, Endpoint>>, shutdown: Option<CancellationToken>) -> Discovery {
+        Discovery {
             target: "static://127.0.0.1:1".to_owned(),
             source: Source::Fixed(vec![Uri::from_static("http://127.0.0.1:1")]),
             settings: EndpointSettings {
@@ -342,8 +341,14 @@ mod tests {
             refresh_interval: Duration::from_millis(20),
             changes,
             nudge: Nudge::default(),
-            shutdown: None,
-        };
+            shutdown,
+        }
+    }
+
+    #[tokio::test]
+    async fn stops_when_the_channel_is_dropped() {
+        let (channel, changes) = Channel::balance_channel::<Uri>(16);
+        let discovery = fixed_discovery(changes, None);
         let (done, first) = oneshot::channel();
         let task = discovery.spawn(done);
         first.await.unwrap();
@@ -361,19 +366,7 @@ mod tests {
     async fn stops_when_cancelled() {
         let (_channel, changes) = Channel::balance_channel::<Uri>(16);
         let token = CancellationToken::new();
-        let discovery = Discovery {
-            target: "static://127.0.0.1:1".to_owned(),
-            source: Source::Fixed(vec![Uri::from_static("http://127.0.0.1:1")]),
-            settings: EndpointSettings {
-                connect_timeout: Duration::from_millis(200),
-                keep_alive: None,
-                origin: None,
-            },
-            refresh_interval: Duration::from_millis(20),
-            changes,
-            nudge: Nudge::default(),
-            shutdown: Some(token.clone()),
-        };
+        let discovery = fixed_discovery(changes, Some(token.clone()));
         let (done, _first) = oneshot::channel();
         let task = discovery.spawn(done);
         token.cancel();

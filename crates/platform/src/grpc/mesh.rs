@@ -61,6 +61,8 @@ pub const CATALOG: &str = "catalog";
 pub const ORDER: &str = "order";
 /// The name whose default grant is server reflection (an operator's tools).
 pub const OPERATOR: &str = "operator";
+/// The members a deployment runs, each with a key of its own: the gateway and the services.
+pub const MEMBERS: [&str; 4] = [GATEWAY, USER, CATALOG, ORDER];
 
 /// How long a token minted here lives unless `SHOP_MESH_TOKEN_TTL` says otherwise.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30);
@@ -146,6 +148,47 @@ fn decode_base64(raw: &str) -> Option<Vec<u8>> {
         .decode(trimmed)
         .ok()
         .or_else(|| STANDARD.decode(raw.trim()).ok())
+}
+
+/// Fresh keys for the members of one mesh, as its Secret holds them: a key for each member and
+/// the trust set naming them all. Callers outside the deployment (an internal team's client) may
+/// be among them: their keys are trusted, but only the members that run get theirs.
+#[derive(Clone, Debug)]
+pub struct MeshSecret(Vec<(String, MeshKey)>);
+
+impl MeshSecret {
+    /// A fresh key for each of `names`, in that order.
+    pub fn generate(names: &[&str]) -> Self {
+        Self(
+            names
+                .iter()
+                .map(|name| ((*name).to_owned(), MeshKey::generate()))
+                .collect(),
+        )
+    }
+
+    /// The key of `name`, if it is one of them.
+    pub fn key(&self, name: &str) -> Option<&MeshKey> {
+        self.0.iter().find(|(member, _)| member == name).map(|(_, key)| key)
+    }
+
+    /// The `SHOP_MESH_TRUST` naming every key: `name=public-key …`.
+    pub fn trust(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, key)| format!("{name}={}", encode_public(&key.public_key())))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The Secret's key entries for `holders`: `<name>.key` and the key as `SHOP_MESH_KEY` takes it.
+    pub fn key_entries(&self, holders: &[&str]) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter(|(name, _)| holders.contains(&name.as_str()))
+            .map(|(name, key)| (format!("{name}.key"), key.to_base64()))
+            .collect()
+    }
 }
 
 /// The public keys of the callers a service accepts, by caller name; several per caller while a
@@ -656,6 +699,25 @@ mod tests {
         assert_eq!(MeshKey::parse(&pem).unwrap().public_key(), key.public_key());
         assert!(MeshKey::parse("c2hvcnQ").is_err());
         assert!(MeshKey::parse("-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----").is_err());
+    }
+
+    #[test]
+    fn a_secret_trusts_every_key_and_hands_out_only_the_holders() {
+        let secret = MeshSecret::generate(&[GATEWAY, ORDER, "reports"]);
+        let trust = TrustSet::parse(&secret.trust()).unwrap();
+        assert_eq!(trust.names().collect::<Vec<_>>(), [GATEWAY, ORDER, "reports"]);
+        let entries = secret.key_entries(&MEMBERS);
+        assert_eq!(
+            entries.iter().map(|(entry, _)| entry.as_str()).collect::<Vec<_>>(),
+            ["gateway.key", "order.key"]
+        );
+        for (entry, raw) in &entries {
+            let name = entry.trim_end_matches(".key");
+            let key = MeshKey::parse(raw).unwrap();
+            assert_eq!(key.public_key(), secret.key(name).unwrap().public_key());
+            assert!(trust.keys(name).any(|trusted| *trusted == key.public_key()));
+        }
+        assert!(secret.key(USER).is_none());
     }
 
     #[test]

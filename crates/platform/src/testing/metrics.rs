@@ -11,7 +11,8 @@ use crate::telemetry::metrics;
 #[derive(Debug)]
 pub struct Scraper {
     addr: SocketAddr,
-    _meters: SdkMeterProvider,
+    /// The provider [`Scraper::install`] made; `None` when it is held elsewhere.
+    _meters: Option<SdkMeterProvider>,
     _listener: DropGuard,
 }
 
@@ -22,12 +23,23 @@ impl Scraper {
     pub fn install() -> Self {
         let (meters, registry) =
             metrics::install(opentelemetry_sdk::Resource::builder().build(), None).expect("installing the meters");
+        Self {
+            _meters: Some(meters),
+            ..Self::serving(registry)
+        }
+    }
+
+    /// Serves `registry`, fed by a provider installed elsewhere: a test binary that installs its
+    /// telemetry once in a process-wide static for all its tests. The listener runs on the
+    /// calling test's runtime, which a static's first user would outlive, so each test makes
+    /// its own.
+    pub fn serving(registry: prometheus::Registry) -> Self {
         let stop = CancellationToken::new();
         let addr = metrics::serve("127.0.0.1:0".parse().expect("an address"), registry, stop.clone())
             .expect("serving the metrics");
         Self {
             addr,
-            _meters: meters,
+            _meters: None,
             _listener: stop.drop_guard(),
         }
     }

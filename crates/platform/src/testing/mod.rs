@@ -11,11 +11,14 @@
 
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod doubles;
 pub mod metrics;
 pub mod pgbench;
 pub mod proxy;
 pub mod queues;
+pub mod server;
 pub mod service;
+pub mod smtp;
 
 use std::sync::LazyLock;
 

@@ -54,6 +54,24 @@ impl FaultProxy {
         Ok(Self { addr, link, acceptor })
     }
 
+    /// Starts a proxy to the server `url` names (on `default_port` when it names none), and
+    /// returns it with `url` pointed at it: what a client connects with to go through it.
+    pub async fn in_front_of(url: &str, default_port: u16) -> (Self, String) {
+        let mut url = url::Url::parse(url).expect("a server URL");
+        let host = url.host_str().expect("a server URL names its host").to_owned();
+        let upstream = tokio::net::lookup_host((host, url.port().unwrap_or(default_port)))
+            .await
+            .expect("resolving the server's host")
+            .next()
+            .expect("the server's host has an address");
+        let proxy = Self::start(upstream).await.expect("starting the proxy");
+        url.set_host(Some(&proxy.addr.ip().to_string()))
+            .expect("an IP is a host");
+        url.set_port(Some(proxy.addr.port()))
+            .expect("a server URL takes a port");
+        (proxy, url.to_string())
+    }
+
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -44,13 +44,7 @@ async fn wait_for(health: &mut HealthClient<Channel>, wanted: ServingStatus, wit
 /// The catalog behind a PostgreSQL link that the test can cut.
 async fn spawn_behind_proxy() -> (crate::helpers::TestApp, FaultProxy) {
     testing::init_test_logging();
-    let direct = url::Url::parse(&testing::create_postgres_database().await).unwrap();
-    let upstream = (direct.host_str().unwrap(), direct.port().unwrap_or(5432));
-    let upstream = tokio::net::lookup_host(upstream).await.unwrap().next().unwrap();
-    let proxy = FaultProxy::start(upstream).await.unwrap();
-    let mut through_proxy = direct.clone();
-    through_proxy.set_port(Some(proxy.addr().port())).unwrap();
-    through_proxy.set_host(Some("127.0.0.1")).unwrap();
+    let (proxy, through_proxy) = FaultProxy::in_front_of(&testing::create_postgres_database().await, 5432).await;
     let app = spawn_app_on(Broker::Memory, &[("DATABASE_URL", through_proxy.as_str())]).await;
     (app, proxy)
 }

@@ -201,34 +201,24 @@ impl TestApp {
 
     /// Waits until `count` releases were applied.
     pub async fn wait_for_releases(&self, count: u64, within: Duration) {
-        let query = "SELECT count(*) AS n FROM releases";
-        let waited = tokio::time::timeout(within, async {
-            loop {
-                let row = self
-                    .db
-                    .query_one_raw(sea_orm::Statement::from_string(self.db.get_database_backend(), query))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                if row.try_get::<i64>("", "n").unwrap() >= count as i64 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        assert!(waited.is_ok(), "{count} releases not applied within {within:?}");
+        let count = i64::try_from(count).unwrap();
+        self.wait_for_rows("releases", count, within, "releases").await;
     }
 
     /// Waits until `count` distinct message ids were applied (the inbox is written in the same
     /// transaction as their effects).
     pub async fn wait_for_inbox(&self, count: i64, within: Duration) {
-        let query = "SELECT count(*) AS n FROM inbox";
+        self.wait_for_rows("inbox", count, within, "messages").await;
+    }
+
+    /// Waits until `table` holds `count` rows; fails after `within`, naming them `what`.
+    async fn wait_for_rows(&self, table: &str, count: i64, within: Duration, what: &str) {
+        let query = format!("SELECT count(*) AS n FROM {table}");
         let waited = tokio::time::timeout(within, async {
             loop {
                 let row = self
                     .db
-                    .query_one_raw(sea_orm::Statement::from_string(self.db.get_database_backend(), query))
+                    .query_one_raw(sea_orm::Statement::from_string(self.db.get_database_backend(), &query))
                     .await
                     .unwrap()
                     .unwrap();
@@ -239,7 +229,7 @@ impl TestApp {
             }
         })
         .await;
-        assert!(waited.is_ok(), "{count} messages not applied within {within:?}");
+        assert!(waited.is_ok(), "{count} {what} not applied within {within:?}");
     }
 
     /// Holds `product`'s row lock until the returned transaction ends, as a long transaction

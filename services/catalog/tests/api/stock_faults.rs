@@ -41,14 +41,7 @@ async fn a_worker_killed_mid_batch_is_redelivered_and_applied_once() {
 async fn a_broker_connection_cut_mid_batch_applies_each_order_once() {
     let app = spawn_app_without_workers().await;
     let product = app.product(10).await;
-    let mut via_proxy = url::Url::parse(&testing::amqp_url()).unwrap();
-    let broker = tokio::net::lookup_host((via_proxy.host_str().unwrap(), via_proxy.port().unwrap_or(5672)))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = FaultProxy::start(broker).await.unwrap();
-    via_proxy.set_port(Some(proxy.addr().port())).unwrap();
+    let (proxy, via_proxy) = FaultProxy::in_front_of(&testing::amqp_url(), 5672).await;
     let flaky = app.spawn_worker(Some(via_proxy.as_str())).await;
 
     let blocker = app.lock_product(product).await;

@@ -127,27 +127,7 @@ async fn the_bootstrapped_admin_lists_users_and_changes_roles() {
     let (ada, bob) = (app.new_user().await, app.new_user().await);
 
     // Pages of 2, newest first, following the cursors.
-    let mut seen = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = app
-            .users
-            .clone()
-            .list_users(as_caller(
-                &admin.caller,
-                pb::ListUsersRequest {
-                    page: Some(PageRequest { limit: 2, cursor }),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        seen.extend(page.users.into_iter().map(|user| user.email));
-        cursor = page.page.unwrap().next_cursor;
-        if cursor.is_empty() {
-            break;
-        }
-    }
+    let seen = app.all_user_emails(&admin.caller, 2).await;
     assert_eq!(seen, [bob.email.clone(), ada.email.clone(), ADMIN_EMAIL.to_owned()]);
     for page in [
         PageRequest {
@@ -231,14 +211,7 @@ async fn signing_keys_come_from_the_environment() {
     let seed = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE";
     let keys = format!("2026-a={seed},2025-z={seed}");
     let app = spawn_app_with(&[("SHOP_JWT_SIGNING_KEYS", &keys)]).await;
-    let published = app
-        .users
-        .clone()
-        .get_signing_keys(pb::GetSigningKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys;
+    let published = app.signing_keys().await;
     let kids: Vec<_> = published.iter().map(|key| key.kid.as_str()).collect();
     assert_eq!(kids, ["2026-a", "2025-z"]);
     assert!(published[0].not_after.is_none() && published[1].not_after.is_some());

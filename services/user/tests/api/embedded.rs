@@ -1,7 +1,7 @@
 //! The one-process run's backends (SQLite and the in-process cache) serve the same journeys:
 //! the migrations, conditional updates, keyset pages and cascades work there too.
 
-use shop_proto::pb::{common::PageRequest, user as pb};
+use shop_proto::pb::user as pb;
 use tonic::Code;
 
 use crate::helpers::{as_caller, code, spawn_embedded_app};
@@ -21,26 +21,7 @@ async fn accounts_sessions_and_carts_work_on_sqlite() {
     let admin = app
         .user_with(admin_email.to_owned(), admin_password.to_owned(), tokens)
         .await;
-    let (mut seen, mut cursor) = (Vec::new(), String::new());
-    loop {
-        let page = app
-            .users
-            .clone()
-            .list_users(as_caller(
-                &admin.caller,
-                pb::ListUsersRequest {
-                    page: Some(PageRequest { limit: 1, cursor }),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        seen.extend(page.users.into_iter().map(|user| user.email));
-        cursor = page.page.unwrap().next_cursor;
-        if cursor.is_empty() {
-            break;
-        }
-    }
+    let seen = app.all_user_emails(&admin.caller, 1).await;
     assert_eq!(seen, [bob.email.as_str(), ada.email.as_str(), admin_email]);
 
     // Rotation and reuse detection.

@@ -1,6 +1,6 @@
 //! The user service through the platform's harness (`shop_platform::testing::service`): port 0,
 //! its own PostgreSQL database and cache prefix in Redis; beside it a real SMTP server (aiosmtpd,
-//! `tests/smtp_sink.py`) on its own port, and a catalog double serving a fixed product table
+//! `shop_platform::testing::smtp`) on its own port, and a catalog double serving a fixed product table
 //! over gRPC; typed clients and journeys on top.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -19,6 +19,7 @@ use shop_platform::{
 };
 use shop_proto::pb::{
     catalog::catalog_service_server::CatalogServiceServer,
+    common::PageRequest,
     user::{
         self as pb, TokenPair, cart_service_client::CartServiceClient, user_service_client::UserServiceClient,
         wishlist_service_client::WishlistServiceClient,
@@ -28,7 +29,9 @@ use shop_user::UserService;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{Request, Status};
 
-pub use crate::{fake_catalog::FakeCatalog, smtp::SmtpSink};
+pub use shop_platform::testing::smtp::SmtpSink;
+
+pub use crate::fake_catalog::FakeCatalog;
 
 /// The password of test accounts.
 pub const PASSWORD: &str = "corr3ct-Horse!";
@@ -242,14 +245,7 @@ impl TestApp {
         let header = jsonwebtoken::decode_header(token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
         let kid = header.kid.expect("a kid");
-        let keys = self
-            .users
-            .clone()
-            .get_signing_keys(pb::GetSigningKeysRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .keys;
+        let keys = self.signing_keys().await;
         let key = keys.iter().find(|key| key.kid == kid).expect("the kid is published");
         assert_eq!(key.algorithm, "EdDSA");
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -271,6 +267,43 @@ impl TestApp {
             .unwrap()
             .into_inner()
             .revoked
+    }
+
+    /// The keys the service publishes for verifying its access tokens.
+    pub async fn signing_keys(&self) -> Vec<pb::SigningKey> {
+        self.users
+            .clone()
+            .get_signing_keys(pb::GetSigningKeysRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .keys
+    }
+
+    /// Every account's email as `admin` lists them, following the cursors through pages of
+    /// `limit`.
+    pub async fn all_user_emails(&self, admin: &Caller, limit: u32) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self
+                .users
+                .clone()
+                .list_users(as_caller(
+                    admin,
+                    pb::ListUsersRequest {
+                        page: Some(PageRequest { limit, cursor }),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            seen.extend(page.users.into_iter().map(|user| user.email));
+            cursor = page.page.unwrap().next_cursor;
+            if cursor.is_empty() {
+                return seen;
+            }
+        }
     }
 
     /// The caller's account.

@@ -9,5 +9,4 @@ mod fake_catalog;
 mod helpers;
 mod sessions;
 mod signup;
-mod smtp;
 mod wishlist_cart;

@@ -36,7 +36,7 @@ use std::{
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use shop_platform::grpc::mesh::{self, Grants, MeshIdentity, MeshKey, TrustSet};
+use shop_platform::grpc::mesh::{self, Grants, MeshIdentity, MeshSecret, TrustSet};
 use shop_platform::testing::{
     amqp_url, create_postgres_database, delete_queues_blocking, postgres_url, redis_url, unique_name,
 };
@@ -118,6 +118,7 @@ async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
     runtime_url.set_password(Some("box-runtime")).unwrap();
     let (grpc_cert, grpc_key) = self_signed(GRPC_HOST);
     let mesh_keys = mesh_keys();
+    let mesh_data = mesh_secret(&mesh_keys);
     let secrets: Secrets = [
         (
             BACKENDS_SECRET,
@@ -136,7 +137,10 @@ async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
             GRPC_TLS_SECRET,
             vec![("tls.crt", grpc_cert.clone()), ("tls.key", grpc_key)],
         ),
-        (MESH_SECRET, mesh_secret(&mesh_keys)),
+        (
+            MESH_SECRET,
+            mesh_data.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
+        ),
     ]
     .into_iter()
     .map(|(secret, data)| {
@@ -234,7 +238,13 @@ async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
         .await
         .expect_err("a call without a mesh token is refused");
     assert_eq!(unsigned.code(), tonic::Code::Unauthenticated, "{unsigned:?}");
-    let team = MeshIdentity::new(TEAM, mesh_keys[TEAM].clone(), TrustSet::default(), &Grants::default()).unwrap();
+    let team = MeshIdentity::new(
+        TEAM,
+        mesh_keys.key(TEAM).unwrap().clone(),
+        TrustSet::default(),
+        &Grants::default(),
+    )
+    .unwrap();
     let mut signed = tonic::Request::new(GetProductRequest { id: lamp.clone() });
     let token = team.mint(mesh::CATALOG, TEAM_METHOD, None).unwrap();
     signed
@@ -508,25 +518,13 @@ impl Drop for Cleanup {
 
 /// A mesh key for each member, as `shop-admin mesh secret` makes them.
 /// The internal team's key is in the trust set like theirs, but no component holds it.
-fn mesh_keys() -> BTreeMap<&'static str, MeshKey> {
-    [mesh::GATEWAY, mesh::USER, mesh::CATALOG, mesh::ORDER, TEAM]
-        .into_iter()
-        .map(|name| (name, MeshKey::generate()))
-        .collect()
+fn mesh_keys() -> MeshSecret {
+    MeshSecret::generate(&[mesh::GATEWAY, mesh::USER, mesh::CATALOG, mesh::ORDER, TEAM])
 }
 
 /// The mesh Secret's data: `<member>.key` each, and the `trust` set naming them all.
-fn mesh_secret(keys: &BTreeMap<&'static str, MeshKey>) -> Vec<(&'static str, String)> {
-    let trust = keys
-        .iter()
-        .map(|(name, key)| format!("{name}={}", mesh::encode_public(&key.public_key())))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut data: Vec<(&'static str, String)> = keys
-        .iter()
-        .filter(|(name, _)| **name != TEAM)
-        .map(|(name, key)| (&*format!("{name}.key").leak(), key.to_base64()))
-        .collect();
-    data.push(("trust", trust));
+fn mesh_secret(keys: &MeshSecret) -> Vec<(String, String)> {
+    let mut data = keys.key_entries(&mesh::MEMBERS);
+    data.push(("trust".to_owned(), keys.trust()));
     data
 }

@@ -1,5 +1,6 @@
-//! A real SMTP server on loopback (aiosmtpd, `tests/smtp_sink.py`), one per test, and the mails
-//! it received.
+//! A real SMTP server on loopback (aiosmtpd, `smtp_sink.py` beside this module), one per test,
+//! and the mails it received: the user service's tests and the shop's journeys read
+//! verification codes from it.
 
 use std::{
     process::Stdio,
@@ -12,6 +13,9 @@ use tokio::{
     process::{Child, Command},
     sync::Notify,
 };
+
+/// How long a mail may take to arrive.
+pub const MAIL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A mail the SMTP server received.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -40,6 +44,7 @@ impl Mail {
 }
 
 /// A real SMTP server on loopback; every message it receives is kept for the test to read.
+#[derive(Debug)]
 pub struct SmtpSink {
     /// Its port.
     pub port: u16,
@@ -49,16 +54,18 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
-    /// Starts the server (`python3 tests/smtp_sink.py`; `SHOP_TEST_PYTHON` names another Python).
+    /// Starts the server (`python3 smtp_sink.py`; `SHOP_TEST_PYTHON` names another Python).
     pub async fn start() -> Self {
         let python = std::env::var("SHOP_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let mut process = Command::new(python)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp_sink.py"))
+        let mut process = Command::new(&python)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/src/testing/smtp_sink.py"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("python3 with aiosmtpd (pip install aiosmtpd) must run tests/smtp_sink.py");
+            .unwrap_or_else(|error| {
+                panic!("{python} with aiosmtpd (pip install aiosmtpd) must run smtp_sink.py: {error}")
+            });
         let mut lines = BufReader::new(process.stdout.take().expect("stdout")).lines();
         let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
             .await
@@ -93,7 +100,7 @@ impl SmtpSink {
         Some(mails.remove(at))
     }
 
-    /// The next mail to `to`, waiting up to 10 s for it.
+    /// The next mail to `to`, waiting up to [`MAIL_TIMEOUT`] for it.
     pub async fn next_mail_to(&self, to: &str) -> Mail {
         let wait = async {
             loop {
@@ -104,9 +111,9 @@ impl SmtpSink {
                 arrived.await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), wait)
+        tokio::time::timeout(MAIL_TIMEOUT, wait)
             .await
-            .unwrap_or_else(|_| panic!("no mail to {to} within 10 s"))
+            .unwrap_or_else(|_| panic!("no mail to {to} within {MAIL_TIMEOUT:?}"))
     }
 
     /// How many mails to `to` are waiting.

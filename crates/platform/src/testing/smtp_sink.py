@@ -1,4 +1,4 @@
-"""A real SMTP server on loopback for the user service's tests (aiosmtpd).
+"""A real SMTP server on loopback for tests (aiosmtpd).
 
 Listens on 127.0.0.1 on a free port, prints {"port": N} as its first line, then one JSON line
 per message received: envelope sender and recipients, subject, and the decoded text and HTML
