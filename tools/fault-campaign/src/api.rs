@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -93,6 +94,35 @@ impl Api {
     /// `POST path` with `token` and a JSON `body`.
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Reply, reqwest::Error> {
         self.send(Method::POST, path, token, &[], Some(body)).await
+    }
+
+    /// Every item of the list at `path` (`/orders`, say) as `token` sees it, page by page
+    /// (100 a page) following `next_cursor`; an error names `what` was being read.
+    pub async fn all_items(&self, what: &str, path: &str, token: Option<&str>) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match &cursor {
+                Some(cursor) => format!("{path}?limit=100&cursor={cursor}"),
+                None => format!("{path}?limit=100"),
+            };
+            let reply = self.get(&page, token).await.with_context(|| what.to_owned())?;
+            if reply.status != StatusCode::OK {
+                anyhow::bail!("{what}: {} {}", reply.status, reply.body);
+            }
+            let Value::Object(mut body) = reply.body else {
+                anyhow::bail!("{what}: a page that is not a JSON object");
+            };
+            match body.remove("items") {
+                Some(Value::Array(page_items)) => items.extend(page_items),
+                _ => anyhow::bail!("{what}: a page without items"),
+            }
+            match body.get("next_cursor").and_then(Value::as_str) {
+                // Cursors are opaque: encoded for the query string whatever they hold.
+                Some(next) => cursor = Some(url::form_urlencoded::byte_serialize(next.as_bytes()).collect()),
+                None => return Ok(items),
+            }
+        }
     }
 }
 

@@ -82,22 +82,11 @@ impl OrderView {
 
 /// Every order in the shop.
 pub async fn all_orders(api: &Api, admin: &Account) -> anyhow::Result<Vec<OrderView>> {
-    let mut orders = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(cursor) => format!("/orders?limit=100&cursor={cursor}"),
-            None => "/orders?limit=100".to_owned(),
-        };
-        let page = expect("listing every order", api.get(&path, Some(&admin.token)).await, 200)?;
-        for order in page["items"].as_array().context("a page of orders")? {
-            orders.push(OrderView::parse(order)?);
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(orders),
-        }
-    }
+    api.all_items("listing every order", "/orders", Some(&admin.token))
+        .await?
+        .iter()
+        .map(OrderView::parse)
+        .collect()
 }
 
 /// The available stock of a product.

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use fault_campaign::accounts::Account;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -371,34 +371,20 @@ type OrderState = (String, String, Option<DateTime<Utc>>);
 
 /// Every order of `buyer`.
 async fn orders_of(shop: &Shop, buyer: &Account) -> anyhow::Result<Vec<OrderState>> {
-    let mut orders = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(cursor) => format!("/orders?limit=100&cursor={cursor}"),
-            None => "/orders?limit=100".to_owned(),
-        };
-        let reply = shop.api.get(&path, Some(&buyer.token)).await?;
-        if reply.status != 200 {
-            bail!("reading a buyer's orders: {} {}", reply.status, reply.body);
-        }
-        for order in reply.body["items"].as_array().into_iter().flatten() {
+    let orders = shop
+        .api
+        .all_items("reading a buyer's orders", "/orders", Some(&buyer.token))
+        .await?;
+    Ok(orders
+        .iter()
+        .map(|order| {
             let field = |name: &str| order[name].as_str().unwrap_or_default().to_owned();
             let updated = DateTime::parse_from_rfc3339(&field("updated_at"))
                 .ok()
                 .map(|at| at.with_timezone(&Utc));
-            orders.push((field("id"), field("status"), updated));
-        }
-        match reply.body["next_cursor"].as_str() {
-            Some(next) => cursor = Some(percent_encode(next)),
-            None => return Ok(orders),
-        }
-    }
-}
-
-/// A cursor made safe for a query string.
-fn percent_encode(raw: &str) -> String {
-    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+            (field("id"), field("status"), updated)
+        })
+        .collect())
 }
 
 #[cfg(test)]
