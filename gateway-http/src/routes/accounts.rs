@@ -49,7 +49,6 @@ pub fn routes() -> Router<AppState> {
         Always,
     )
 )]
-#[tracing::instrument(skip_all)]
 pub async fn start_email_verification(
     State(state): State<AppState>,
     call: Call,
@@ -76,7 +75,6 @@ pub async fn start_email_verification(
         Always,
     )
 )]
-#[tracing::instrument(skip_all)]
 pub async fn confirm_email_verification(
     State(state): State<AppState>,
     call: Call,
@@ -109,7 +107,6 @@ pub async fn confirm_email_verification(
         Always,
     )
 )]
-#[tracing::instrument(skip_all)]
 pub async fn sign_up(
     State(state): State<AppState>,
     call: Call,
@@ -133,7 +130,6 @@ pub async fn sign_up(
         Always,
     )
 )]
-#[tracing::instrument(skip_all)]
 pub async fn login(
     State(state): State<AppState>,
     call: Call,
@@ -166,7 +162,6 @@ pub async fn login(
         Always,
     )
 )]
-#[tracing::instrument(skip_all)]
 pub async fn refresh(
     State(state): State<AppState>,
     call: Call,
@@ -196,7 +191,6 @@ pub async fn refresh(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %token.caller.user_id))]
 pub async fn logout(
     State(state): State<AppState>,
     call: Call,

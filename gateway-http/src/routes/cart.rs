@@ -45,7 +45,6 @@ pub fn routes() -> Router<AppState> {
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn get_cart(
     State(state): State<AppState>,
     call: Call,
@@ -73,7 +72,6 @@ pub async fn get_cart(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, product_id = %body.product_id))]
 pub async fn add_cart_item(
     State(state): State<AppState>,
     call: Call,
@@ -104,7 +102,6 @@ pub async fn add_cart_item(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, item_id = %item_id))]
 pub async fn update_cart_item(
     State(state): State<AppState>,
     call: Call,
@@ -138,7 +135,6 @@ pub async fn update_cart_item(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, item_id = %item_id))]
 pub async fn remove_cart_item(
     State(state): State<AppState>,
     call: Call,
@@ -167,7 +163,6 @@ pub async fn remove_cart_item(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn clear_cart(
     State(state): State<AppState>,
     call: Call,

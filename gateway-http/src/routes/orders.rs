@@ -84,7 +84,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn place_order(
     State(state): State<AppState>,
     call: Call,
@@ -118,7 +117,6 @@ pub async fn place_order(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn list_orders(
     State(state): State<AppState>,
     call: Call,
@@ -159,7 +157,6 @@ pub async fn list_orders(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, order_id = %id))]
 pub async fn get_order(
     State(state): State<AppState>,
     call: Call,
@@ -191,7 +188,6 @@ pub async fn get_order(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, order_id = %id))]
 pub async fn cancel_order(
     State(state): State<AppState>,
     call: Call,
@@ -225,7 +221,6 @@ pub async fn cancel_order(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, order_id = %id, item_id = %item_id))]
 pub async fn return_order_item(
     State(state): State<AppState>,
     call: Call,

@@ -62,7 +62,6 @@ pub fn routes() -> Router<AppState> {
         Always,
     )
 )]
-#[tracing::instrument(skip_all)]
 pub async fn list_products(
     State(state): State<AppState>,
     call: Call,
@@ -177,7 +176,6 @@ async fn fetch_list(state: &AppState, call: &Call, query: &ProductQuery) -> Resu
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn get_product(
     State(state): State<AppState>,
     call: Call,
@@ -217,7 +215,6 @@ pub async fn get_product(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn create_product(
     State(state): State<AppState>,
     call: Call,
@@ -254,7 +251,6 @@ pub async fn create_product(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, product_id = %id))]
 pub async fn update_product(
     State(state): State<AppState>,
     call: Call,
@@ -288,7 +284,6 @@ pub async fn update_product(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, product_id = %id))]
 pub async fn delete_product(
     State(state): State<AppState>,
     call: Call,
@@ -319,7 +314,6 @@ pub async fn delete_product(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, product_id = %id))]
 pub async fn set_stock(
     State(state): State<AppState>,
     call: Call,
@@ -358,7 +352,6 @@ pub async fn set_stock(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn get_stock(
     State(state): State<AppState>,
     call: Call,

@@ -48,7 +48,6 @@ pub fn routes() -> Router<AppState> {
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn get_me(
     State(state): State<AppState>,
     call: Call,
@@ -76,7 +75,6 @@ pub async fn get_me(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn update_me(
     State(state): State<AppState>,
     call: Call,
@@ -108,7 +106,6 @@ pub async fn update_me(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn change_password(
     State(state): State<AppState>,
     call: Call,
@@ -146,7 +143,6 @@ pub async fn change_password(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %token.caller.user_id))]
 pub async fn delete_me(
     State(state): State<AppState>,
     call: Call,
@@ -179,7 +175,6 @@ pub async fn delete_me(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn list_users(
     State(state): State<AppState>,
     call: Call,
@@ -219,7 +214,6 @@ pub async fn list_users(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, target_id = %id))]
 pub async fn set_role(
     State(state): State<AppState>,
     call: Call,

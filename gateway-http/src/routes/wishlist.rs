@@ -41,7 +41,6 @@ pub fn routes() -> Router<AppState> {
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
 pub async fn list_wishlist(
     State(state): State<AppState>,
     call: Call,
@@ -78,7 +77,6 @@ pub async fn list_wishlist(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, product_id = %body.product_id))]
 pub async fn add_wishlist_item(
     State(state): State<AppState>,
     call: Call,
@@ -114,7 +112,6 @@ pub async fn add_wishlist_item(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, item_id = %item_id))]
 pub async fn update_wishlist_item(
     State(state): State<AppState>,
     call: Call,
@@ -148,7 +145,6 @@ pub async fn update_wishlist_item(
         Always,
     )
 )]
-#[tracing::instrument(skip_all, fields(user_id = %caller.user_id, item_id = %item_id))]
 pub async fn remove_wishlist_item(
     State(state): State<AppState>,
     call: Call,

@@ -50,6 +50,7 @@ fn quick_export() -> Vec<(String, String)> {
 /// The order placed by [`place_one_order`].
 struct Placed {
     order_id: String,
+    buyer_id: String,
 }
 
 /// The admin puts a product on sale, a buyer signs up (code by mail) and orders one; returns
@@ -78,7 +79,10 @@ async fn place_one_order(stack: &Stack) -> Placed {
         (order["status"] == "paid").then_some(())
     })
     .await;
-    Placed { order_id }
+    Placed {
+        order_id,
+        buyer_id: buyer.user_id,
+    }
 }
 
 /// The spans of one trace, with lookups by what they are.
@@ -241,10 +245,12 @@ async fn assert_order_trace(collector: &Collector, stack: &Stack, placed: &Place
     assert_eq!(edge.attribute("http.route"), Some("/api/v1/orders"));
     assert_eq!(edge.attribute("url.path"), Some("/api/v1/orders"));
     assert_eq!(edge.attribute("http.response.status_code"), Some("202"));
+    assert_eq!(edge.attribute("enduser.id"), Some(placed.buyer_id.as_str()));
+    // The request's one span at the edge: the gRPC call is its direct child.
 
     // Its gRPC call, served by the order service.
     let call = trace.one("shop-gateway", SpanKind::Client, name(1));
-    assert!(trace.descends(call, edge), "{}", trace.describe());
+    assert_eq!(call.parent_span_id, edge.span_id, "{}", trace.describe());
     let served = trace.one("shop-order", SpanKind::Server, name(2));
     assert_eq!(served.parent_span_id, call.span_id, "{}", trace.describe());
     for span in [call, served] {
