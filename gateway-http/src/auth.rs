@@ -327,7 +327,7 @@ async fn verified(parts: &mut Parts, state: &AppState) -> Result<Option<Verified
         return Ok(None);
     };
     let token = state.auth.verify_token(&token).await?;
-    shop_platform::telemetry::http::record_caller(&token.caller.user_id);
+    shop_platform::telemetry::record_end_user(&token.caller.user_id);
     state.limits.check_user(token.caller.user_id).await?;
     parts.extensions.insert(token.clone());
     Ok(Some(token))

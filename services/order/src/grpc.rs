@@ -23,7 +23,6 @@ impl OrderApi {
 
 #[tonic::async_trait]
 impl pb::order_service_server::OrderService for OrderApi {
-    #[tracing::instrument(name = "PlaceOrder", skip_all)]
     async fn place_order(
         &self,
         request: Request<pb::PlaceOrderRequest>,
@@ -35,7 +34,6 @@ impl pb::order_service_server::OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(name = "ListOrders", skip_all)]
     async fn list_orders(
         &self,
         request: Request<pb::ListOrdersRequest>,
@@ -50,7 +48,6 @@ impl pb::order_service_server::OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(name = "GetOrder", skip_all)]
     async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::GetOrderResponse>, Status> {
         let caller = Caller::required(&request)?;
         let record = queries::get(&self.ctx, &caller, &request.get_ref().id).await?;
@@ -59,7 +56,6 @@ impl pb::order_service_server::OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(name = "CancelOrder", skip_all)]
     async fn cancel_order(
         &self,
         request: Request<pb::CancelOrderRequest>,
@@ -71,7 +67,6 @@ impl pb::order_service_server::OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(name = "ReturnOrderItem", skip_all)]
     async fn return_order_item(
         &self,
         request: Request<pb::ReturnOrderItemRequest>,

@@ -263,6 +263,9 @@ async fn authenticate(
                     request.headers_mut().remove(name);
                 }
             }
+            if let Some(user) = &caller.user {
+                crate::telemetry::record_end_user(&user.user_id);
+            }
             request.extensions_mut().insert(caller);
             next.run(request).await
         }

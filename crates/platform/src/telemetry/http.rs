@@ -5,7 +5,7 @@
 //! ([`record_route`], a route layer), so a request no route matches keeps the bare method as
 //! its name, as the conventions ask. Status is Error for 5xx only: a 4xx is the client's
 //! mistake, answered correctly. A signed-in caller is recorded on it as `enduser.id`
-//! ([`record_caller`]).
+//! ([`super::record_end_user`]).
 //!
 //! It is the one span a request makes at the edge: handlers open none of their own (what
 //! they would carry, the route's ids and the caller, is on this span), because at tens of
@@ -57,12 +57,6 @@ pub fn record_route(method: &Method, route: &str) {
     // ([`server_span`]), and the layer applies `otel.name` only to spans not started yet: the
     // started span is renamed itself, or it would be exported as the bare method.
     span.context().span().update_name(name);
-}
-
-/// Records who is calling on the current request span (`enduser.id`): called once the
-/// caller's token is verified, from within the request.
-pub fn record_caller(user_id: &impl std::fmt::Display) {
-    Span::current().record("enduser.id", tracing::field::display(user_id));
 }
 
 /// Records the response status on the request span; Error for a 5xx.

@@ -95,6 +95,13 @@ impl TelemetryConfig {
     }
 }
 
+/// Records the signed-in end user a request is served for as `enduser.id` on the current
+/// span: the gateway's request span once the caller's token is verified, a service's call
+/// span once the mesh token is (the caller the gateway asserted). Both declare the field.
+pub fn record_end_user(user_id: &impl std::fmt::Display) {
+    tracing::Span::current().record("enduser.id", tracing::field::display(user_id));
+}
+
 /// Where a service binary serves `GET /metrics` by default (the port Prometheus exporters use).
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9464";
 

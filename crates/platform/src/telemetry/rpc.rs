@@ -65,6 +65,7 @@ pub fn server_span<B>(request: &http::Request<B>) -> Span {
         rpc.service = %service,
         rpc.method = %method,
         rpc.grpc.status_code = Empty,
+        enduser.id = Empty,
         trace_id = Empty,
     );
     propagation::set_remote_parent(&span, propagation::extract_http(request.headers()));

@@ -63,7 +63,6 @@ impl Products {
     }
 
     /// One product, as `caller` (maybe anonymous) may see it.
-    #[tracing::instrument(skip(self))]
     pub async fn get(&self, caller: Option<&Caller>, id: Uuid) -> Result<product::Model, ServiceError> {
         let row = product::Entity::find_by_id(id)
             .one(&self.db)
@@ -79,7 +78,6 @@ impl Products {
     }
 
     /// The known products among `ids`, hidden and deleted ones included.
-    #[tracing::instrument(skip(self, ids), fields(count = ids.len()))]
     pub async fn batch_get(&self, ids: Vec<Uuid>) -> Result<Vec<product::Model>, ServiceError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -91,7 +89,6 @@ impl Products {
     }
 
     /// A page of listed products.
-    #[tracing::instrument(skip(self))]
     pub async fn list(&self, filter: &ListFilter) -> Result<(Vec<product::Model>, Option<String>), ServiceError> {
         listing::list(&self.db, filter).await
     }

@@ -253,6 +253,7 @@ async fn assert_order_trace(collector: &Collector, stack: &Stack, placed: &Place
     assert_eq!(call.parent_span_id, edge.span_id, "{}", trace.describe());
     let served = trace.one("shop-order", SpanKind::Server, name(2));
     assert_eq!(served.parent_span_id, call.span_id, "{}", trace.describe());
+    assert_eq!(served.attribute("enduser.id"), Some(placed.buyer_id.as_str()));
     for span in [call, served] {
         assert_eq!(span.attribute("rpc.system"), Some("grpc"));
         assert_eq!(span.attribute("rpc.service"), Some("shop.order.v1.OrderService"));
