@@ -123,6 +123,18 @@ impl OrderQueues {
     }
 }
 
+/// Every queue, as the variable that names it and its default name: for what runs a whole shop
+/// (tests, tools) and names each queue apart.
+pub fn defaults() -> Vec<(&'static str, String)> {
+    let (stock, orders) = (StockQueues::default(), OrderQueues::default());
+    let names = stock.names().map(str::to_owned).into_iter().chain([orders.placed]);
+    StockQueues::VARIABLES
+        .into_iter()
+        .chain(OrderQueues::VARIABLES)
+        .zip(names)
+        .collect()
+}
+
 /// The queue name `variable` gives through `var`, else `default`: up to 200 letters, digits,
 /// `.`, `_`, `-` or `:` (an AMQP short string with room for the `.dead` suffix of its
 /// dead-letter queue).

@@ -21,7 +21,7 @@ mod metrics;
 pub mod migration;
 pub mod payment;
 mod place;
-mod placed;
+pub mod placed;
 mod placements;
 mod queries;
 pub mod reconcile;
