@@ -70,7 +70,7 @@ impl RetentionSettings {
             interval: age(env, "SHOP_RETENTION_INTERVAL", defaults.interval)?,
             outbox: age(env, "SHOP_RETENTION_OUTBOX", defaults.outbox)?,
             inbox: age(env, "SHOP_RETENTION_INBOX", defaults.inbox)?,
-            dead_letter_max_length: env.parse_or("SHOP_DEAD_LETTER_MAX_LENGTH", defaults.dead_letter_max_length)?,
+            dead_letter_max_length: dead_letter_max_length(env)?,
         };
         // Below an hour, a message held through an ordinary outage, or re-driven by an
         // operator the same day, could find its id gone and be applied a second time.
@@ -80,11 +80,22 @@ impl RetentionSettings {
                 "at least 1h: ids must outlive every redelivery of their message",
             ));
         }
-        if settings.dead_letter_max_length == 0 {
-            return Err(ConfigError::new("SHOP_DEAD_LETTER_MAX_LENGTH", "must be positive"));
-        }
         Ok(settings)
     }
+}
+
+/// The bound of the dead-letter queues a service declares (`SHOP_DEAD_LETTER_MAX_LENGTH`
+/// [100000], positive): read on its own by a service that consumes a queue but keeps no
+/// outbox or inbox to sweep.
+pub fn dead_letter_max_length(env: &impl Env) -> Result<u32, ConfigError> {
+    let max_length = env.parse_or(
+        "SHOP_DEAD_LETTER_MAX_LENGTH",
+        RetentionSettings::default().dead_letter_max_length,
+    )?;
+    if max_length == 0 {
+        return Err(ConfigError::new("SHOP_DEAD_LETTER_MAX_LENGTH", "must be positive"));
+    }
+    Ok(max_length)
 }
 
 /// A retention age (or interval) from `key`: positive, `default` when unset.

@@ -339,15 +339,16 @@ fn a_user_travels_between_services_only_with_the_gateways_proof() {
     let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, USER, CATALOG, ORDER], &MeshSettings::default()).unwrap();
     let user = Caller::new(Uuid::new_v4(), Role::Customer, Some(Uuid::new_v4()));
     let place = "shop.order.v1.OrderService/PlaceOrder";
-    let get_cart = "shop.user.v1.CartService/GetCart";
+    let cart_lines = "shop.user.v1.CartService/GetCartLines";
     let batch = "shop.catalog.v1.CatalogService/BatchGetProducts";
 
-    // gateway → order → user → catalog, each forwarding what it received.
+    // gateway → order → user → catalog, each forwarding what it received (the depth a chain may
+    // reach; the shop's own calls are one hop shorter).
     let to_order = mesh[GATEWAY].mint(ORDER, place, Some(&user)).unwrap();
     let at_order = mesh[ORDER].verify(Some(&to_order), place).unwrap();
     assert_eq!(at_order.user.as_ref(), Some(&user));
-    let to_user = mesh[ORDER].mint(USER, get_cart, at_order.user.as_ref()).unwrap();
-    let at_user = mesh[USER].verify(Some(&to_user), get_cart).unwrap();
+    let to_user = mesh[ORDER].mint(USER, cart_lines, at_order.user.as_ref()).unwrap();
+    let at_user = mesh[USER].verify(Some(&to_user), cart_lines).unwrap();
     assert_eq!((at_user.service.as_str(), at_user.user.as_ref()), (ORDER, Some(&user)));
     let to_catalog = mesh[USER].mint(CATALOG, batch, at_user.user.as_ref()).unwrap();
     let at_catalog = mesh[CATALOG].verify(Some(&to_catalog), batch).unwrap();
@@ -355,13 +356,13 @@ fn a_user_travels_between_services_only_with_the_gateways_proof() {
 
     // A service cannot make a user up: without the proof, no user is sent.
     let invented = Caller::new(Uuid::new_v4(), Role::Admin, None);
-    let token = mesh[ORDER].mint(USER, get_cart, Some(&invented)).unwrap();
-    assert_eq!(mesh[USER].verify(Some(&token), get_cart).unwrap().user, None);
+    let token = mesh[ORDER].mint(USER, cart_lines, Some(&invented)).unwrap();
+    assert_eq!(mesh[USER].verify(Some(&token), cart_lines).unwrap().user, None);
 
     // Nor reuse a proof addressed to another member: the gateway's token for the user service,
     // forwarded by the order service.
-    let to_user_directly = mesh[GATEWAY].mint(USER, get_cart, Some(&user)).unwrap();
-    let stolen = mesh[USER].verify(Some(&to_user_directly), get_cart).unwrap().user;
+    let to_user_directly = mesh[GATEWAY].mint(USER, cart_lines, Some(&user)).unwrap();
+    let stolen = mesh[USER].verify(Some(&to_user_directly), cart_lines).unwrap().user;
     let token = mesh[ORDER].mint(CATALOG, batch, stolen.as_ref()).unwrap();
     assert!(matches!(
         mesh[CATALOG].verify(Some(&token), batch),

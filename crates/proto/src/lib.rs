@@ -1,7 +1,7 @@
 //! The generated protobuf messages and gRPC stubs of every shop package, compiled once for the
 //! whole workspace. Modules mirror the protobuf packages (`shop.user.v1` is
 //! [`shop::user::v1`]); [`pb`] re-exports them under short names. [`queues`] names the queues
-//! the stock messages travel on.
+//! the `shop.events.v1` messages travel on.
 
 pub mod queues;
 

@@ -59,7 +59,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 /// Places an order from explicit lines or from the caller's cart.
 ///
 /// The order comes back `pending` (stock not reserved yet): poll it until it is `paid` or
-/// `rejected`. The same key and body again return the same order.
+/// `rejected`. The same key and body again return the same order. From the cart, the lines
+/// bought leave the cart shortly after this answer, not within it (poll `GET /cart`); lines
+/// added afterwards stay.
 #[utoipa::path(
     post,
     path = "/orders",
@@ -76,8 +78,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     responses(
         (status = 202, description = "The order, `pending` when new.", body = Order,
             headers(("Location" = String, description = "The order's URL."))),
-        (status = 409, description = "`cart_empty`, `product_unavailable`, `mixed_currency`, \
-            `idempotency_key_reused` or `idempotency_key_in_use`.",
+        (status = 409, description = "`cart_empty`, `cart_total_too_large`, `product_unavailable`, \
+            `mixed_currency`, `idempotency_key_reused` or `idempotency_key_in_use`.",
             body = Problem, content_type = "application/problem+json"),
         BodyErrors,
         Unauthenticated,

@@ -7,6 +7,7 @@ use shop_platform::{
     grpc::client::{ClientOptions, Target},
     retention::{self, RetentionSettings},
 };
+use shop_proto::queues::BadQueueName;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -29,6 +30,9 @@ pub struct OrderConfig {
     pub client: ClientOptions,
     /// The queues shared with the catalog's stock worker.
     pub queues: StockQueues,
+    /// The queue of OrderPlaced, which the user service consumes (`SHOP_ORDER_PLACED_QUEUE`
+    /// [orders.placed]; not one of the stock queues).
+    pub order_queues: OrderQueues,
     /// Stock result consumers in this process (`SHOP_ORDER_RESULT_CONSUMERS` [4], 1 to 64; on
     /// SQLite, which has one writer at a time, always 1).
     pub result_consumers: usize,
@@ -106,7 +110,7 @@ impl Default for ReconcileConfig {
     }
 }
 
-pub use shop_proto::queues::StockQueues;
+pub use shop_proto::queues::{OrderQueues, StockQueues};
 
 impl OrderConfig {
     /// Reads and validates the settings.
@@ -115,8 +119,11 @@ impl OrderConfig {
             let raw = env.var(key).unwrap_or_else(|| default.to_owned());
             Target::parse(&raw).map_err(|error| ConfigError::new(key, error.to_string()))
         };
-        let queues =
-            StockQueues::from_vars(|key| env.var(key)).map_err(|bad| ConfigError::new(bad.variable, bad.reason))?;
+        let bad_queue = |bad: BadQueueName| ConfigError::new(bad.variable, bad.reason);
+        let queues = StockQueues::from_vars(|key| env.var(key)).map_err(bad_queue)?;
+        let order_queues = OrderQueues::from_vars(|key| env.var(key))
+            .and_then(|order_queues| order_queues.apart_from(&queues))
+            .map_err(bad_queue)?;
         let interval = env.duration_or("SHOP_ORDER_SHIPMENT_INTERVAL", Duration::from_secs(1))?;
         if interval.is_zero() {
             return Err(ConfigError::new("SHOP_ORDER_SHIPMENT_INTERVAL", "must be positive"));
@@ -137,6 +144,7 @@ impl OrderConfig {
             user: target("SHOP_USER_TARGET", "http://127.0.0.1:50051")?,
             client: ClientOptions::default(),
             queues,
+            order_queues,
             result_consumers: consumers,
             shipment_interval: Some(interval),
             decline_amount: decline_amount(env)?,
@@ -203,6 +211,7 @@ mod tests {
                 c.cancel_window,
                 c.catalog.to_string(),
                 c.queues,
+                c.order_queues,
                 c.shipment_interval,
                 c.decline_amount,
             )
@@ -216,6 +225,7 @@ mod tests {
                     .map(|t| t.to_string())
                     .unwrap_or_default(),
                 StockQueues::default(),
+                OrderQueues::default(),
                 Some(Duration::from_secs(1)),
                 None,
             ))
@@ -234,6 +244,8 @@ mod tests {
             ("SHOP_PAYMENT_TIMEOUT", "0s"),
             ("SHOP_ORDER_PENDING_TIMEOUT", "10s"),
             ("SHOP_CATALOG_RESULTS_QUEUE", "stock.reserve"),
+            ("SHOP_ORDER_PLACED_QUEUE", "orders placed"),
+            ("SHOP_ORDER_PLACED_QUEUE", "stock.release"),
             ("SHOP_RETENTION_IDEMPOTENCY", "0d"),
             ("SHOP_RETENTION_PAYMENT_TASKS", "forever"),
             ("SHOP_RETENTION_INBOX", "5m"),

@@ -1,7 +1,8 @@
 //! The order service: orders with price snapshots, payments, shipment progression, cancellation and returns (`shop.order.v1`).
 //! A library, so the `order` binary and the one-process `shop` binary start it the same way.
 //!
-//! The path of an order: PlaceOrder writes it PENDING with a ReserveStock in its outbox;
+//! The path of an order: PlaceOrder writes it PENDING with a ReserveStock in its outbox (and,
+//! for an order from the cart, an OrderPlaced that takes the bought lines out of the cart);
 //! the catalog's answer is applied by the results consumer (REJECTED, or a capture requested);
 //! the payment worker captures after that commit (PAID or PAYMENT_FAILED); the reconciler asks
 //! again for answers that do not come, and gives up on them in the end; the shipment scheduler
@@ -20,6 +21,7 @@ mod metrics;
 pub mod migration;
 pub mod payment;
 mod place;
+pub mod placed;
 mod placements;
 mod queries;
 pub mod reconcile;
@@ -33,7 +35,7 @@ mod store;
 mod upstream;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use config::{OrderConfig, OrderRetention, ReconcileConfig, StockQueues};
+pub use config::{OrderConfig, OrderQueues, OrderRetention, ReconcileConfig, StockQueues};
 pub use metrics::PendingOrders;
 pub use payment::{PaymentProvider, TestPaymentProvider};
 pub use reconcile::Reconciler;

@@ -1,8 +1,10 @@
-//! PlaceOrder: checks the request, answers a retry from its idempotency key, snapshots names and
-//! prices from the catalog in one call, and has the order (PENDING), its items, its payment
-//! record, its key and the ReserveStock message written in ONE transaction, shared with the
-//! placements that arrive meanwhile (`placements`). Stock is the catalog's to decide
-//! afterwards; nothing here waits for it.
+//! PlaceOrder: checks the request, answers a retry from its idempotency key, reads the caller's
+//! cart lines (unpriced) for an order from the cart, snapshots names and prices from the
+//! catalog in one call, and has the order (PENDING), its items, its payment record, its key,
+//! the ReserveStock message and, for an order from the cart, the OrderPlaced message written in
+//! ONE transaction, shared with the placements that arrive meanwhile (`placements`). Stock is
+//! the catalog's to decide afterwards, and the cart the user service's to trim (on
+//! OrderPlaced); nothing here waits for either.
 
 use std::collections::HashMap;
 
@@ -16,6 +18,7 @@ use crate::{
     context::Context,
     entity::{ItemStatus, OrderStatus, PaymentStatus, item, order, payment},
     idempotency::{self, Existing},
+    placed,
     placements::{NewOrder, Written},
     stock,
     store::{self, OrderRecord},
@@ -121,10 +124,11 @@ pub async fn place(
     let key = request.idempotency_key;
     let wanted = Wanted::parse(request.source)?;
     let hash = idempotency::fingerprint(&wanted.canonical());
-    // A retry is answered before anything else is asked (its cart lines are gone by now).
+    // A retry is answered before anything else is asked (its cart lines are gone, or going: its
+    // OrderPlaced was committed with the order).
     if let Existing::Placed(order_id) = idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await?
     {
-        return existing(ctx, upstream, caller, order_id).await;
+        return existing(ctx, order_id).await;
     }
     match tokio::time::timeout(
         idempotency::PLACEMENT_LIMIT,
@@ -147,20 +151,23 @@ async fn place_new(
     hash: String,
     wanted: Wanted,
 ) -> Result<OrderRecord, ServiceError> {
+    let from_cart = wanted == Wanted::Cart;
     let lines = match wanted {
         Wanted::Lines(lines) => lines,
         Wanted::Cart => cart_lines(upstream, caller).await?,
     };
     let ids: Vec<Uuid> = lines.iter().map(|line| line.product_id).collect();
     let products = upstream.products(&ids).await?;
-    let record = snapshot(caller, &lines, &products, ctx.clock.now())?;
+    let record = snapshot(caller, &lines, &products, ctx.clock.now(), from_cart)?;
     let order_id = record.order.id;
-    let reserve = stock::reserve(&ctx.config.queues, order_id, &record.items);
+    let messages = std::iter::once(stock::reserve(&ctx.config.queues, order_id, &record.items))
+        .chain(placed::message(&ctx.config.order_queues, &record))
+        .collect();
     let new = NewOrder {
         record,
         key,
         hash,
-        reserve,
+        messages,
     };
     let (key, hash) = (new.key.clone(), new.hash.clone());
     let record = new.record.clone();
@@ -173,7 +180,7 @@ async fn place_new(
         // Another request with the key committed first (or is committing: its transaction
         // held ours until it ended).
         return match idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await? {
-            Existing::Placed(order_id) => existing(ctx, upstream, caller, order_id).await,
+            Existing::Placed(order_id) => existing(ctx, order_id).await,
             Existing::Free => Err(ServiceError::Aborted {
                 code: "idempotency_key_in_use",
                 message: "another request with this idempotency key is in progress; retry later".into(),
@@ -183,16 +190,13 @@ async fn place_new(
     ctx.relay.wake();
     tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), "order placed");
     crate::metrics::count(crate::metrics::OrderEvent::Placed);
-
-    let bought: Vec<Uuid> = lines.iter().flat_map(|line| line.cart_lines.iter().copied()).collect();
-    leave_cart(upstream, caller, &bought).await;
     Ok(record)
 }
 
-/// The caller's cart as lines to order.
+/// The caller's cart as lines to order (priced with the explicit lines' one catalog call).
 async fn cart_lines(upstream: &Upstream, caller: &Caller) -> Result<Vec<Line>, ServiceError> {
     let cart: Vec<Line> = upstream
-        .cart(caller)
+        .cart_lines(caller)
         .await?
         .into_iter()
         .filter(|line| line.quantity > 0)
@@ -217,12 +221,26 @@ async fn cart_lines(upstream: &Upstream, caller: &Caller) -> Result<Vec<Line>, S
     Ok(lines)
 }
 
+/// A total beyond 64 bits: for an order from the cart, the cart's lines are the caller's to
+/// change (`cart_total_too_large`, as the cart itself answers), not the request.
+fn too_large(from_cart: bool) -> ServiceError {
+    if from_cart {
+        ServiceError::FailedPrecondition {
+            code: "cart_total_too_large",
+            message: "the cart's total is too large to order at once; remove some lines".into(),
+        }
+    } else {
+        ServiceError::invalid("the order total is too large")
+    }
+}
+
 /// The new order (PENDING) with the names and prices of `products` now, in one currency.
 fn snapshot(
     caller: &Caller,
     lines: &[Line],
     products: &HashMap<Uuid, Product>,
     now: DateTime<Utc>,
+    from_cart: bool,
 ) -> Result<OrderRecord, ServiceError> {
     let order_id = Uuid::now_v7();
     let mut currency: Option<&str> = None;
@@ -242,7 +260,7 @@ fn snapshot(
             .price
             .checked_mul(i64::from(line.quantity))
             .and_then(|line_total| total.checked_add(line_total))
-            .ok_or_else(|| ServiceError::invalid("the order total is too large"))?;
+            .ok_or_else(|| too_large(from_cart))?;
         items.push(item::Model {
             id: Uuid::now_v7(),
             order_id,
@@ -292,28 +310,11 @@ fn snapshot(
     })
 }
 
-/// The order a key already placed, in its current state. For an order from the cart its lines
-/// are removed again, in case the first call died before removing them.
-async fn existing(
-    ctx: &Context,
-    upstream: &Upstream,
-    caller: &Caller,
-    order_id: Uuid,
-) -> Result<OrderRecord, ServiceError> {
-    let record = store::load(&ctx.db, order_id)
+/// The order a key already placed, in its current state.
+async fn existing(ctx: &Context, order_id: Uuid) -> Result<OrderRecord, ServiceError> {
+    Ok(store::load(&ctx.db, order_id)
         .await?
-        .with_context(|| format!("idempotency key bound to a missing order {order_id}"))?;
-    let bought: Vec<Uuid> = record.items.iter().filter_map(|item| item.cart_item_id).collect();
-    leave_cart(upstream, caller, &bought).await;
-    Ok(record)
-}
-
-/// The order is placed whatever happens here: a cart line left behind is a nuisance the client
-/// cures by retrying with its key, not a reason to report the order as failed.
-async fn leave_cart(upstream: &Upstream, caller: &Caller, item_ids: &[Uuid]) {
-    if let Err(error) = upstream.remove_cart_lines(caller, item_ids).await {
-        tracing::warn!(error = %error, "the ordered lines could not be removed from the cart");
-    }
+        .with_context(|| format!("idempotency key bound to a missing order {order_id}"))?)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Writes new orders by group commit: the placements that arrive while a transaction is running
 //! are written together in the next one: their idempotency keys (bound to their orders), the
-//! orders, items and payments, and their ReserveStock messages, with multi-row inserts and
-//! one commit. In a flash sale hundreds of customers order at once, and one commit for each
+//! orders, items and payments, and their outbox messages (ReserveStock, and OrderPlaced for an
+//! order from the cart), with multi-row inserts and one commit. In a flash sale hundreds of customers order at once, and one commit for each
 //! was what limited the service (docs/benchmarks.md).
 //!
 //! An order whose key exists already is left out of the batch and answered [`Written::KeyTaken`]
@@ -22,7 +22,7 @@ use shop_platform::{
     outbox::{self, OutboxMessage},
 };
 
-/// A new order to write, with the key that places it and its ReserveStock message.
+/// A new order to write, with the key that places it and its outbox messages.
 #[derive(Debug)]
 pub(crate) struct NewOrder {
     /// The order, its items and its payment.
@@ -31,8 +31,9 @@ pub(crate) struct NewOrder {
     pub key: String,
     /// The request's fingerprint.
     pub hash: String,
-    /// The ReserveStock message, made in the request's span (it carries the trace context).
-    pub reserve: OutboxMessage,
+    /// Its ReserveStock message, and its OrderPlaced message for an order from the cart, made
+    /// in the request's span (they carry the trace context).
+    pub messages: Vec<OutboxMessage>,
 }
 
 /// What became of a new order.
@@ -119,7 +120,11 @@ impl PlacementWriter {
                 .map(|new| payment::ActiveModel::from(new.record.payment.clone())),
         )
         .await?;
-        outbox::enqueue_many(&txn, placed.iter().map(|new| new.reserve.clone()).collect()).await?;
+        outbox::enqueue_many(
+            &txn,
+            placed.iter().flat_map(|new| new.messages.iter().cloned()).collect(),
+        )
+        .await?;
         txn.commit().await?;
         Ok(orders
             .iter()

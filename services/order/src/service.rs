@@ -1,6 +1,6 @@
 //! The order service as the binaries start it: built (database migrated, queues declared, gRPC
 //! listener bound), then run with its background tasks: the outbox relay (ReserveStock and
-//! ReleaseStock to the catalog), the stock results consumers, the shipment scheduler, the
+//! ReleaseStock to the catalog, OrderPlaced to the user service), the stock results consumers, the shipment scheduler, the
 //! payment worker, the reconciler, the retention sweeper, and the gauges polled in the
 //! background (dead-letter and queue depths, the outbox, the pending orders).
 //! Every one of them is safe to run in several replicas at once.
@@ -80,7 +80,7 @@ impl OrderServiceBuilder {
         self
     }
 
-    /// Migrates the database, declares the stock queues, and binds the gRPC listener.
+    /// Migrates the database, declares its queues, and binds the gRPC listener.
     pub async fn build(self) -> anyhow::Result<OrderService> {
         let Self {
             settings,
@@ -92,10 +92,18 @@ impl OrderServiceBuilder {
         } = self;
         let db = open_database::<migration::Migrator>(&settings).await?;
         let queue = backends.queue;
-        let specs = config.queues.names().map(|name| {
-            QueueSpec::new(name).with_dead_letter_max_length(config.retention.platform.dead_letter_max_length)
-        });
-        queue.declare_all(&specs).await.context("declaring the stock queues")?;
+        // The queues it publishes to are declared by both ends, so that no message is published
+        // to a queue nobody declared yet, whichever end starts first.
+        let specs: Vec<QueueSpec> = config
+            .queues
+            .names()
+            .into_iter()
+            .chain([config.order_queues.placed.as_str()])
+            .map(|name| {
+                QueueSpec::new(name).with_dead_letter_max_length(config.retention.platform.dead_letter_max_length)
+            })
+            .collect();
+        queue.declare_all(&specs).await.context("declaring the queues")?;
         let outbox_relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
         let upstream = Upstream::connect(&config, &settings.mesh).await?;
         let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));

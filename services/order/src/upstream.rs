@@ -1,21 +1,22 @@
 //! The services PlaceOrder asks: the catalog for the products' current names and prices (one
-//! batched call per order), and the user service for the caller's cart, which is called with the
-//! caller's identity forwarded.
+//! batched call per order), and the user service for the caller's cart lines as stored (no
+//! prices: the catalog call prices them with the rest), called with the caller's identity
+//! forwarded.
 
 use std::collections::HashMap;
 
 use anyhow::Context as _;
 use shop_platform::grpc::{
     client::{GrpcChannel, connect},
-    error::{ServiceError, machine_code},
+    error::ServiceError,
     identity::Caller,
     mesh::{CATALOG, MeshIdentity, USER},
 };
 use shop_proto::pb::{
     catalog::{BatchGetProductsRequest, catalog_service_client::CatalogServiceClient},
-    user::{GetCartRequest, RemoveCartLinesRequest, cart_service_client::CartServiceClient},
+    user::{GetCartLinesRequest, cart_service_client::CartServiceClient},
 };
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 use uuid::Uuid;
 
 use crate::config::OrderConfig;
@@ -107,96 +108,34 @@ impl Upstream {
         Ok(products)
     }
 
-    /// The lines of the caller's cart, oldest first.
-    pub async fn cart(&self, caller: &Caller) -> Result<Vec<CartLine>, ServiceError> {
-        let mut request = Request::new(GetCartRequest {});
+    /// The lines of the caller's cart as stored, oldest first.
+    pub async fn cart_lines(&self, caller: &Caller) -> Result<Vec<CartLine>, ServiceError> {
+        let mut request = Request::new(GetCartLinesRequest {});
         caller.attach(&mut request);
-        let cart = self
+        let lines = self
             .carts
             .clone()
-            .get_cart(request)
+            .get_cart_lines(request)
             .await
-            .map_err(cart_error)?
+            .map_err(|status| upstream_error("user service", status))?
             .into_inner()
-            .cart
-            .unwrap_or_default();
-        cart.items
+            .lines;
+        lines
             .into_iter()
-            .map(|item| {
+            .map(|line| {
                 let parse =
                     |raw: &str| Uuid::parse_str(raw).with_context(|| format!("the cart holds a malformed id {raw:?}"));
                 Ok(CartLine {
-                    item_id: parse(&item.id)?,
-                    product_id: parse(&item.product_id)?,
-                    quantity: item.quantity,
+                    item_id: parse(&line.id)?,
+                    product_id: parse(&line.product_id)?,
+                    quantity: line.quantity,
                 })
             })
             .collect()
     }
-
-    /// Removes the lines an order bought from the caller's cart; removing them again is harmless.
-    pub async fn remove_cart_lines(&self, caller: &Caller, item_ids: &[Uuid]) -> Result<(), ServiceError> {
-        if item_ids.is_empty() {
-            return Ok(());
-        }
-        let mut request = Request::new(RemoveCartLinesRequest {
-            product_ids: Vec::new(),
-            item_ids: item_ids.iter().map(Uuid::to_string).collect(),
-        });
-        caller.attach(&mut request);
-        self.carts
-            .clone()
-            .remove_cart_lines(request)
-            .await
-            .map_err(|status| upstream_error("user service", status))?;
-        Ok(())
-    }
-}
-
-/// The user service's machine code for a cart whose amounts do not add up in 64 bits.
-const CART_TOO_LARGE: &str = "cart_total_too_large";
-
-/// A cart the user service cannot price is the caller's to fix (remove lines), not a fault here.
-fn cart_error(status: Status) -> ServiceError {
-    if status.code() == Code::FailedPrecondition && machine_code(&status) == Some(CART_TOO_LARGE) {
-        return ServiceError::FailedPrecondition {
-            code: CART_TOO_LARGE,
-            message: status.message().to_owned(),
-        };
-    }
-    upstream_error("user service", status)
 }
 
 /// A failed call to another service (see `upstream_failure`).
 fn upstream_error(service: &str, status: Status) -> ServiceError {
     shop_platform::grpc::error::upstream_failure(service, &status)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cart_too_large_to_price_is_the_callers_to_fix_not_a_fault() {
-        let refused = Status::from(ServiceError::FailedPrecondition {
-            code: CART_TOO_LARGE,
-            message: "too large".to_owned(),
-        });
-        assert!(matches!(
-            cart_error(refused),
-            ServiceError::FailedPrecondition {
-                code: CART_TOO_LARGE,
-                ..
-            }
-        ));
-        let other = Status::from(ServiceError::FailedPrecondition {
-            code: "something_else",
-            message: "no".to_owned(),
-        });
-        assert!(matches!(cart_error(other), ServiceError::Unexpected(_)));
-        assert!(matches!(
-            cart_error(Status::unavailable("down")),
-            ServiceError::Unavailable(_)
-        ));
-    }
 }

@@ -6,7 +6,8 @@
 use sea_orm::{
     ActiveModelTrait as _,
     ActiveValue::Set,
-    ColumnTrait as _, Condition, EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
+    ColumnTrait as _, Condition, ConnectionTrait, DbErr, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
+    QueryOrder as _,
     sea_query::{Expr, ExprTrait as _},
 };
 use shop_platform::grpc::convert::parse_uuid;
@@ -51,15 +52,34 @@ fn line(item: cart_item::Model, product: Option<&Product>) -> Result<Line, Servi
     pricing::line(item, catalog::shown(product))
 }
 
+/// Removes the lines `item_ids` of `user`'s cart, which an order bought; lines gone already are
+/// skipped, so applying this again changes nothing. Returns how many went.
+pub async fn remove_bought<C: ConnectionTrait>(conn: &C, user: Uuid, item_ids: &[Uuid]) -> Result<u64, DbErr> {
+    if item_ids.is_empty() {
+        return Ok(0);
+    }
+    let removed = cart_item::Entity::delete_many()
+        .filter(cart_item::Column::UserId.eq(user))
+        .filter(cart_item::Column::Id.is_in(item_ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    Ok(removed.rows_affected)
+}
+
 impl Context {
-    /// The caller's cart, oldest line first, with one catalog call for every product.
-    pub async fn cart(&self, caller: &Caller) -> Result<CartView, ServiceError> {
-        let items = cart_item::Entity::find()
+    /// The caller's cart lines as stored, oldest first: no catalog call, no prices.
+    pub async fn cart_lines(&self, caller: &Caller) -> Result<Vec<cart_item::Model>, ServiceError> {
+        Ok(cart_item::Entity::find()
             .filter(cart_item::Column::UserId.eq(caller.user_id))
             .order_by_asc(cart_item::Column::CreatedAt)
             .order_by_asc(cart_item::Column::Id)
             .all(&self.db)
-            .await?;
+            .await?)
+    }
+
+    /// The caller's cart, oldest line first, with one catalog call for every product.
+    pub async fn cart(&self, caller: &Caller) -> Result<CartView, ServiceError> {
+        let items = self.cart_lines(caller).await?;
         let products = self
             .catalog
             .products(caller, items.iter().map(|item| item.product_id))

@@ -5,7 +5,9 @@ use std::time::Duration;
 use shop_platform::{
     config::{ConfigError, Env, ExposeSecret, SecretString},
     grpc::client::Target,
+    retention,
 };
+use shop_proto::queues::OrderQueues;
 
 use crate::domain::{Email, Password};
 
@@ -67,6 +69,12 @@ pub struct UserConfig {
     /// bounds how many run together (at least one); checks beyond wait up to 2 s, then are
     /// refused with UNAVAILABLE. `SHOP_PASSWORD_HASH_MEMORY_MIB` [128: six at once].
     pub password_hash_memory_mib: u32,
+    /// The queue the order service announces orders from the cart on, whose lines then leave
+    /// the cart. `SHOP_ORDER_PLACED_QUEUE` [orders.placed], as the order service reads it.
+    pub queues: OrderQueues,
+    /// The most messages the dead-letter queue of that queue holds.
+    /// `SHOP_DEAD_LETTER_MAX_LENGTH` [100000].
+    pub dead_letter_max_length: u32,
 }
 
 impl UserConfig {
@@ -124,6 +132,9 @@ impl UserConfig {
             login_account_failure_limit: env.parse_or("SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT", 100)?,
             login_account_delay: env.duration_or("SHOP_LOGIN_ACCOUNT_DELAY", Duration::from_secs(1))?,
             password_hash_memory_mib: env.parse_or("SHOP_PASSWORD_HASH_MEMORY_MIB", 128)?,
+            queues: OrderQueues::from_vars(|key| env.var(key))
+                .map_err(|bad| ConfigError::new(bad.variable, bad.reason))?,
+            dead_letter_max_length: retention::dead_letter_max_length(env)?,
         };
         crate::mail::Mailer::check_settings(config.smtp_url.expose_secret(), &config.mail_from)
             .map_err(|reason| ConfigError::new("SMTP_URL", reason))?;
@@ -201,6 +212,7 @@ mod tests {
                 c.code_max_attempts,
                 c.resend_interval,
                 c.signing_keys.is_none(),
+                c.queues.placed,
             )
         });
         assert_eq!(
@@ -213,6 +225,7 @@ mod tests {
                 5,
                 Duration::from_secs(60),
                 true,
+                "orders.placed".to_owned(),
             ))
         );
     }
@@ -228,6 +241,8 @@ mod tests {
             ("SHOP_LOGIN_MAX_BACKOFF", "1m"),
             ("SHOP_LOGIN_ACCOUNT_FAILURE_LIMIT", "2"),
             ("SMTP_URL", "smtp://"),
+            ("SHOP_ORDER_PLACED_QUEUE", "orders placed"),
+            ("SHOP_DEAD_LETTER_MAX_LENGTH", "0"),
         ];
         for (key, value) in cases {
             let mut pairs = vec![(key, value)];

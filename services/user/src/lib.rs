@@ -2,6 +2,9 @@
 //! wishlists and carts (`shop.user.v1`). A library, so the `user` binary and the one-process
 //! `shop` binary start it the same way.
 //!
+//! It consumes one queue: `OrderPlaced`, from the order service, after which the cart lines an
+//! order bought leave the cart (see `bought`).
+//!
 //! What it keeps where:
 //! - the database (its own schema or SQLite file): accounts (argon2id hashes), sessions, refresh
 //!   tokens (SHA-256 digests), wishlist items and cart lines;
@@ -21,6 +24,7 @@
 
 mod accounts;
 mod admin;
+mod bought;
 mod cart;
 mod catalog;
 pub mod config;

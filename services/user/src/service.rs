@@ -1,22 +1,31 @@
-//! Builds the user service from its settings and runs it: the gRPC server and the purge of old
-//! sessions.
+//! Builds the user service from its settings and runs it: the gRPC server, the consumer that
+//! removes the cart lines orders bought (`OrderPlaced`), the gauges of its queue, and the purge
+//! of old sessions.
+//!
+//! The broker is not among the dependencies its health reports: accounts, sign-in and carts
+//! need none, and a broker outage only delays the removal of bought lines (the consumer waits
+//! it out), so it must not take the service out of rotation.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
+    queue::{DeadLetterGauge, QueueDepthGauge, QueueSpec, WorkQueue},
     service::{Backends, MeshService, ServiceSettings, open_database},
+    telemetry::metrics::POLL_INTERVAL,
 };
 use shop_proto::pb::user::{
     cart_service_server::CartServiceServer, user_service_server::UserServiceServer,
     wishlist_service_server::WishlistServiceServer,
 };
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog, config::UserConfig, context::Context, grpc, migration};
+use crate::{bought, catalog, config::UserConfig, context::Context, grpc, migration};
 
 /// How often expired refresh tokens and old sessions are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3_600);
@@ -26,6 +35,9 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(3_600);
 pub struct UserService {
     server: BoundGrpcServer,
     context: Context,
+    queue: Arc<dyn WorkQueue>,
+    /// The queue of `OrderPlaced`.
+    placed: String,
 }
 
 impl UserService {
@@ -52,6 +64,12 @@ impl MeshService for UserService {
 
     async fn build(settings: ServiceSettings, config: UserConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
+        let spec = QueueSpec::new(&config.queues.placed).with_dead_letter_max_length(config.dead_letter_max_length);
+        backends
+            .queue
+            .declare(&spec)
+            .await
+            .context("declaring the queue of placed orders")?;
         let catalog = catalog::Catalog::connect(&config.catalog_target, &settings.mesh).await?;
         let context = Context::new(db.clone(), backends.cache.clone(), catalog, &config).await?;
         context.bootstrap(config.admin.as_ref()).await?;
@@ -64,7 +82,12 @@ impl MeshService for UserService {
             .reflection(shop_proto::FILE_DESCRIPTOR_SET)
             .bind()
             .await?;
-        Ok(Self { server, context })
+        Ok(Self {
+            server,
+            context,
+            queue: backends.queue,
+            placed: config.queues.placed,
+        })
     }
 
     fn grpc_addr(&self) -> SocketAddr {
@@ -72,27 +95,41 @@ impl MeshService for UserService {
     }
 
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let sessions = self.context.sessions.clone();
-        // A child token: stopping the purge must not stop anything else sharing `shutdown`.
-        let stop = shutdown.child_token();
-        let stop_purge = stop.clone();
-        let purge = tokio::spawn(async move {
-            let mut every = tokio::time::interval(PURGE_INTERVAL);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = every.tick() => match sessions.purge_expired().await {
-                        Ok(0) => {}
-                        Ok(purged) => tracing::info!(purged, "old sessions deleted"),
-                        Err(error) => tracing::warn!(%error, "purging old sessions failed"),
-                    },
-                }
-            }
-        });
+        // Background work stops with the server, whether it stopped on shutdown or failed.
+        let background = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(bought::run(
+            self.context.db.clone(),
+            Arc::clone(&self.queue),
+            self.placed.clone(),
+            background.clone(),
+        ));
+        let dead_letters = DeadLetterGauge::new(Arc::clone(&self.queue), [self.placed.clone()]);
+        tasks.spawn(dead_letters.run(DeadLetterGauge::INTERVAL, background.clone()));
+        let depth = QueueDepthGauge::new(Arc::clone(&self.queue), [self.placed.clone()]);
+        tasks.spawn(depth.run(POLL_INTERVAL, background.clone()));
+        tasks.spawn(purge(self.context.clone(), background.clone()));
         let served = self.server.serve(shutdown).await;
-        stop_purge.cancel();
-        purge.await.ok();
+        background.cancel();
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("a user service task panicked")?;
+        }
         served
+    }
+}
+
+/// Deletes expired refresh tokens and old sessions every [`PURGE_INTERVAL`] until `stop`.
+async fn purge(context: Context, stop: CancellationToken) {
+    let mut every = tokio::time::interval(PURGE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = every.tick() => match context.sessions.purge_expired().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "old sessions deleted"),
+                Err(error) => tracing::warn!(%error, "purging old sessions failed"),
+            },
+        }
     }
 }

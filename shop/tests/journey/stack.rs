@@ -137,10 +137,8 @@ impl Stack {
         let sink = SmtpSink::start().await;
         let signing_key = SigningKey::random("e2e-1");
         let run = unique_name("e2e");
-        let queues: Vec<String> = ["reserve", "release", "results"]
-            .into_iter()
-            .map(|kind| format!("{run}.stock.{kind}"))
-            .collect();
+        let queue_env = testing::run_queues(&run);
+        let queues: Vec<String> = queue_env.iter().map(|(_, queue)| queue.clone()).collect();
         let mut env = common_env(&signing_key);
         let mesh_keys: Vec<(&'static str, MeshKey)> = ["shop-gateway", "shop-user", "shop-catalog", "shop-order"]
             .into_iter()
@@ -176,10 +174,9 @@ impl Stack {
                 ("AMQP_URL", amqp_url()),
                 ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port)),
                 ("SHOP_CACHE_PREFIX", format!("{run}:")),
-                ("SHOP_CATALOG_RESERVE_QUEUE", format!("{run}.stock.reserve")),
-                ("SHOP_CATALOG_RELEASE_QUEUE", format!("{run}.stock.release")),
-                ("SHOP_CATALOG_RESULTS_QUEUE", format!("{run}.stock.results")),
             ]
+            .into_iter()
+            .chain(queue_env)
             .map(|(key, value)| (key.to_owned(), value)),
         );
         let mut processes = Vec::new();
@@ -227,7 +224,8 @@ impl Stack {
         stack
     }
 
-    /// The RabbitMQ queue of `kind` (`reserve`, `release`, `results`) of the separate services.
+    /// The RabbitMQ stock queue of `kind` (`reserve`, `release`, `results`) of the separate
+    /// services.
     pub fn queue(&self, kind: &str) -> &str {
         let suffix = format!(".stock.{kind}");
         self.queues

@@ -263,7 +263,8 @@ fn dead_letters(observed: &Observed) -> Check {
         .map(|(queue, count)| {
             format!(
                 "{}: {count}",
-                queue.rsplit_once(".stock.").map_or(queue.as_str(), |(_, kind)| kind)
+                // Without the run's prefix: `stock.results.dead`, `orders.placed.dead`.
+                queue.split_once('.').map_or(queue.as_str(), |(_, name)| name)
             )
         })
         .collect();

@@ -49,7 +49,7 @@ pub struct Stack {
     pub database_url: String,
     services: BTreeMap<Service, Supervised>,
     proxies: Option<Proxies>,
-    /// The stock work queues (their `.dead` queues are derived).
+    /// The work queues (their `.dead` queues are derived).
     queues: Vec<String>,
 }
 
@@ -99,12 +99,10 @@ impl Stack {
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
 
         let database_url = testing::create_postgres_database().await;
-        let queues: Vec<String> = ["reserve", "release", "results"]
-            .into_iter()
-            .map(|kind| format!("{run}.stock.{kind}"))
-            .collect();
+        let queue_env = testing::run_queues(&run);
+        let queues: Vec<String> = queue_env.iter().map(|(_, queue)| queue.clone()).collect();
         let ports = free_ports()?;
-        let mut env = common_env(&run, &queues);
+        let mut env = common_env(&run, queue_env);
         let proxies = if options.proxies {
             let proxies = Proxies {
                 postgres: FaultProxy::start(upstream(&database_url).await?).await?,
@@ -277,7 +275,7 @@ impl Drop for Stack {
 }
 
 /// The settings every process shares.
-fn common_env(run: &str, queues: &[String]) -> Vec<(String, String)> {
+fn common_env(run: &str, queue_env: Vec<(&str, String)>) -> Vec<(String, String)> {
     let mut seed = [0_u8; 32];
     seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -307,16 +305,11 @@ fn common_env(run: &str, queues: &[String]) -> Vec<(String, String)> {
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value))
     .collect();
-    for (variable, queue) in [
-        "SHOP_CATALOG_RESERVE_QUEUE",
-        "SHOP_CATALOG_RELEASE_QUEUE",
-        "SHOP_CATALOG_RESULTS_QUEUE",
-    ]
-    .into_iter()
-    .zip(queues)
-    {
-        env.push((variable.to_owned(), queue.clone()));
-    }
+    env.extend(
+        queue_env
+            .into_iter()
+            .map(|(variable, queue)| (variable.to_owned(), queue)),
+    );
     env
 }
 

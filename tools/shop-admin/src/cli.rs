@@ -32,7 +32,8 @@ usage: shop-admin <command>
 AGE is a whole number and a unit: 30s, 5m, 2h, 1d.
 Environment: AMQP_URL (dlq), DATABASE_URL (orders), SHOP_MESH_KEY (mesh token),
 SHOP_CATALOG_RESERVE_QUEUE,
-SHOP_CATALOG_RELEASE_QUEUE, SHOP_CATALOG_RESULTS_QUEUE, RUST_LOG, SHOP_LOG_FORMAT.
+SHOP_CATALOG_RELEASE_QUEUE, SHOP_CATALOG_RESULTS_QUEUE, SHOP_ORDER_PLACED_QUEUE, RUST_LOG,
+SHOP_LOG_FORMAT.
 ";
 
 /// How many dead letters `dlq show` prints without `--limit`.

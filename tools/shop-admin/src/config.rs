@@ -6,7 +6,7 @@ use shop_platform::{
     config::{ConfigError, Env},
     telemetry::TelemetryConfig,
 };
-use shop_proto::queues::StockQueues;
+use shop_proto::queues::{OrderQueues, StockQueues};
 
 /// The tool's settings.
 #[derive(Clone, Debug)]
@@ -18,6 +18,8 @@ pub struct AdminConfig {
     /// The stock queues, whose dead-letter queues `dlq list` counts, named as the services
     /// name them.
     pub stock_queues: StockQueues,
+    /// The queue of OrderPlaced, whose dead-letter queue `dlq list` counts too.
+    pub order_queues: OrderQueues,
     /// Log lines (to standard error, one per action).
     pub telemetry: TelemetryConfig,
 }
@@ -43,6 +45,8 @@ impl AdminConfig {
             amqp_url: optional_url("AMQP_URL", &["amqp", "amqps"])?,
             database_url: optional_url("DATABASE_URL", &["postgres", "postgresql"])?,
             stock_queues: StockQueues::from_vars(|key| env.var(key))
+                .map_err(|bad| ConfigError::new(bad.variable, bad.reason))?,
+            order_queues: OrderQueues::from_vars(|key| env.var(key))
                 .map_err(|bad| ConfigError::new(bad.variable, bad.reason))?,
             telemetry,
         })
@@ -82,6 +86,9 @@ mod tests {
         let env = MapEnv::from_pairs([("SHOP_CATALOG_RESULTS_QUEUE", "prod.results")]);
         let queues = AdminConfig::from_env(&env).map(|c| c.stock_queues).unwrap_or_default();
         assert_eq!(queues.results, "prod.results");
+        let env = MapEnv::from_pairs([("SHOP_ORDER_PLACED_QUEUE", "prod.placed")]);
+        let queues = AdminConfig::from_env(&env).map(|c| c.order_queues).unwrap_or_default();
+        assert_eq!(queues.placed, "prod.placed");
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The payloads of the stock queues (shop/events/v1/events.proto), decoded for reading by the
-//! message's kind (its AMQP `type`).
+//! The payloads of the stock queues and of the queue of placed orders
+//! (shop/events/v1/events.proto), decoded for reading by the message's kind (its AMQP `type`).
 
 use std::fmt::Debug;
 
-use shop_order::stock::{RELEASE_STOCK, RESERVE_STOCK, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED};
+use shop_order::{
+    placed::ORDER_PLACED,
+    stock::{RELEASE_STOCK, RESERVE_STOCK, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED},
+};
 use shop_proto::pb::events;
 
 /// The payload of a message of `kind`, decoded and printed field by field; or why it cannot be.
@@ -14,6 +17,7 @@ pub fn describe(kind: &str, payload: &[u8]) -> String {
         STOCK_RESERVED => decoded::<events::StockReserved>(kind, payload),
         STOCK_REJECTED => decoded::<events::StockRejected>(kind, payload),
         STOCK_RELEASED => decoded::<events::StockReleased>(kind, payload),
+        ORDER_PLACED => decoded::<events::OrderPlaced>(kind, payload),
         _ => format!("unknown kind {kind:?}: {} bytes", payload.len()),
     }
 }

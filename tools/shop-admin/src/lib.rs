@@ -43,9 +43,15 @@ pub async fn run(command: Command, config: &AdminConfig) -> anyhow::Result<Strin
 
 async fn run_dlq(command: DlqCommand, config: &AdminConfig, dead: &DeadLetters) -> anyhow::Result<String> {
     match command {
-        DlqCommand::List => Ok(dlq::render_counts(
-            &dlq::list(dead, &config.stock_queues.names()).await?,
-        )),
+        DlqCommand::List => {
+            let queues: Vec<&str> = config
+                .stock_queues
+                .names()
+                .into_iter()
+                .chain([config.order_queues.placed.as_str()])
+                .collect();
+            Ok(dlq::render_counts(&dlq::list(dead, &queues).await?))
+        }
         DlqCommand::Show { queue, limit } => {
             let letters = dlq::show(dead, &queue, limit).await?;
             let mut out = format!(

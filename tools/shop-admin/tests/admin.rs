@@ -21,7 +21,10 @@ use shop_platform::{
     queue::{AmqpQueue, DeadLetters, Message, QueueSpec, Selection, WorkQueue},
     testing,
 };
-use shop_proto::pb::events;
+use shop_proto::{
+    pb::events,
+    queues::{OrderQueues, StockQueues},
+};
 use tokio::time::{Instant, sleep, timeout};
 use uuid::Uuid;
 
@@ -402,12 +405,8 @@ async fn admin(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("RUST_LOG")
         .env("SHOP_LOG_FORMAT", "pretty")
         .env("NO_COLOR", "1");
-    // The stock queues of no one, unless the test names one: `dlq list` counts only these.
-    for key in [
-        "SHOP_CATALOG_RESERVE_QUEUE",
-        "SHOP_CATALOG_RELEASE_QUEUE",
-        "SHOP_CATALOG_RESULTS_QUEUE",
-    ] {
+    // The queues of no one, unless the test names one: `dlq list` counts only these.
+    for key in StockQueues::VARIABLES.into_iter().chain(OrderQueues::VARIABLES) {
         command.env(key, testing::unique_name("admin.none"));
     }
     for (key, value) in env {

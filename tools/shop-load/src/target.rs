@@ -175,10 +175,8 @@ async fn spawn(kind: Spawn, http: reqwest::Client) -> anyhow::Result<Shop> {
             }
             let run = testing::unique_name("load");
             let database_url = testing::create_postgres_database().await;
-            let queues: Vec<String> = ["reserve", "release", "results"]
-                .into_iter()
-                .map(|kind| format!("{run}.stock.{kind}"))
-                .collect();
+            let queue_env = testing::run_queues(&run);
+            let queues: Vec<String> = queue_env.iter().map(|(_, queue)| queue.clone()).collect();
             let data_dir = tempfile::tempdir().context("a data directory for shop")?;
             let port = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
             let mut shop_env: Vec<(String, String)> = [
@@ -195,11 +193,9 @@ async fn spawn(kind: Spawn, http: reqwest::Client) -> anyhow::Result<Shop> {
                 ("REDIS_URL", testing::redis_url()),
                 ("AMQP_URL", testing::amqp_url()),
                 ("SHOP_CACHE_PREFIX", format!("{run}:")),
-                ("SHOP_CATALOG_RESERVE_QUEUE", queues[0].clone()),
-                ("SHOP_CATALOG_RELEASE_QUEUE", queues[1].clone()),
-                ("SHOP_CATALOG_RESULTS_QUEUE", queues[2].clone()),
             ]
             .into_iter()
+            .chain(queue_env)
             .map(|(key, value)| (key.to_owned(), value))
             .collect();
             shop_env.extend(env);

@@ -80,12 +80,13 @@ pub const ASSERT_USER: &str = "as-user";
 
 /// The grants of the standard mesh, always in force (`SHOP_MESH_GRANTS` adds to them):
 /// - the gateway calls every method of the shop's services and asserts the signed-in user;
-/// - the order service reads products and the caller's cart, and removes ordered lines;
+/// - the order service reads products and the caller's cart lines (it prices them itself;
+///   the lines it bought leave the cart on its OrderPlaced message, not by a call);
 /// - the user service reads products (to price carts and check wishlist items);
 /// - `operator` may use server reflection.
 pub const DEFAULT_GRANTS: &str = "\
 gateway=shop.user.v1.*,shop.catalog.v1.*,shop.order.v1.*,as-user;\
-order=shop.catalog.v1.CatalogService/BatchGetProducts,shop.user.v1.CartService/GetCart,shop.user.v1.CartService/RemoveCartLines;\
+order=shop.catalog.v1.CatalogService/BatchGetProducts,shop.user.v1.CartService/GetCartLines;\
 user=shop.catalog.v1.CatalogService/BatchGetProducts;\
 operator=grpc.reflection.*";
 
@@ -749,7 +750,11 @@ mod tests {
         let standard = Grants::standard();
         assert!(standard.may_assert_user(GATEWAY));
         assert!(!standard.may_assert_user(ORDER));
-        assert!(standard.allows(ORDER, "shop.user.v1.CartService/GetCart"));
+        assert!(standard.allows(ORDER, "shop.user.v1.CartService/GetCartLines"));
+        assert!(standard.allows(ORDER, "shop.catalog.v1.CatalogService/BatchGetProducts"));
+        // It neither has the user service price the cart nor removes lines by calls any more.
+        assert!(!standard.allows(ORDER, "shop.user.v1.CartService/GetCart"));
+        assert!(!standard.allows(ORDER, "shop.user.v1.CartService/RemoveCartLines"));
         assert!(!standard.allows(ORDER, "shop.user.v1.UserService/SetUserRole"));
     }
 }

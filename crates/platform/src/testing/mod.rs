@@ -51,6 +51,16 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Every queue of a whole shop named under `run` (`<run>.stock.reserve`, …,
+/// `<run>.orders.placed`), with the variable that names it: what a test or tool that runs the
+/// binaries on the shared broker sets, so that its runs never read each other's messages.
+pub fn run_queues(run: &str) -> Vec<(&'static str, String)> {
+    shop_proto::queues::defaults()
+        .into_iter()
+        .map(|(variable, name)| (variable, format!("{run}.{name}")))
+        .collect()
+}
+
 /// Creates an empty PostgreSQL database with a unique name and returns its URL. Databases are
 /// left behind for post-mortems; `.ci/run` drops the `shop_test_%` ones before each run.
 pub async fn create_postgres_database() -> String {

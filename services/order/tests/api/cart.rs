@@ -1,136 +1,139 @@
-//! A stand-in for the user service's CartService: carts held in memory, read with GetCart and
-//! trimmed with RemoveCartLines, each call checked to carry the caller's identity (served as the
-//! user service's mesh member, so the identity is the one the order service forwarded with its
-//! proof). The rpcs the
-//! order service never calls answer UNIMPLEMENTED.
+//! The real user service beside the order service, for orders from the cart: customer accounts
+//! in its database, carts through its CartService (called as the gateway calls it, for the
+//! customer), and stopping and starting it as an outage would.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+use std::time::Duration;
 
-use shop_platform::grpc::{identity::Caller, mesh::MeshIdentity, server::GrpcServerBuilder};
-use shop_proto::pb::user::{
-    AddCartItemRequest, AddCartItemResponse, Cart, CartItem, ClearCartRequest, ClearCartResponse, GetCartRequest,
-    GetCartResponse, RemoveCartItemRequest, RemoveCartItemResponse, RemoveCartLinesRequest, RemoveCartLinesResponse,
-    UpdateCartItemRequest, UpdateCartItemResponse,
-    cart_service_server::{CartService, CartServiceServer},
+use sea_orm::{ActiveModelTrait as _, ActiveValue::Set};
+use shop_platform::{
+    grpc::identity::{Caller, Role},
+    testing::service::{TestService, TestSetup},
 };
-use tonic::{Request, Response, Status};
+use shop_proto::pb::{
+    order::{self, PlaceOrderRequest, place_order_request::Source},
+    user::{AddCartItemRequest, CartItem, GetCartRequest, cart_service_client::CartServiceClient},
+};
+use shop_user::{UserService, entity::user};
+use tonic::Status;
 use uuid::Uuid;
 
-type Carts = Arc<Mutex<HashMap<Uuid, Vec<CartItem>>>>;
-/// RemoveCartLines calls: whose cart, which line ids.
-type Removals = Arc<Mutex<Vec<(Uuid, Vec<String>)>>>;
+use crate::helpers::{PATIENCE, TestMesh, caller, signed};
 
-/// The running double.
-#[derive(Clone)]
-pub struct CartDouble {
-    pub addr: SocketAddr,
-    carts: Carts,
-    removals: Removals,
+/// Starts the user service beside `catalog` (its database, broker and queue names), pricing
+/// carts through it.
+pub async fn start_users<S: shop_platform::service::MeshService>(catalog: &TestService<S>) -> TestService<UserService> {
+    TestSetup::new(UserService::db)
+        .alongside(catalog)
+        .env("SHOP_CATALOG_TARGET", format!("http://{}", catalog.addr))
+        .start()
+        .await
 }
 
-impl CartDouble {
-    /// Serves on a free loopback port until the test ends.
-    pub async fn spawn(identity: MeshIdentity) -> Self {
-        let mut double = Self {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            carts: Carts::default(),
-            removals: Arc::default(),
-        };
-        let server = GrpcServerBuilder::new(double.addr, identity)
-            .add_service(CartServiceServer::new(double.clone()))
-            .bind()
-            .await
-            .unwrap();
-        double.addr = server.local_addr();
-        tokio::spawn(server.serve(tokio_util::sync::CancellationToken::new()));
-        double
+impl TestMesh {
+    /// The running user service (the mesh was spawned with `users`).
+    fn users(&self) -> &TestService<UserService> {
+        self.users.as_ref().expect("the mesh runs the user service")
     }
 
-    /// Puts a line in `user`'s cart and returns its id.
-    pub fn add(&self, user: Uuid, product: Uuid, quantity: u32) -> Uuid {
-        let id = Uuid::now_v7();
-        self.carts.lock().unwrap().entry(user).or_default().push(CartItem {
-            id: id.to_string(),
+    /// A customer with an account in the user service (written to its database: how the
+    /// account came to be is not what these tests are about).
+    pub async fn customer(&self) -> Caller {
+        let customer = caller(Role::Customer);
+        let now = chrono::Utc::now();
+        user::ActiveModel {
+            id: Set(customer.user_id),
+            email: Set(format!("{}@example.com", customer.user_id.simple())),
+            password_hash: Set(String::new()),
+            name: Set("Ada Lovelace".into()),
+            phone: Set("+82 10 1234 5678".into()),
+            address: Set("1 Analytical Engine Street, Seoul".into()),
+            role: Set("customer".into()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&self.users().db)
+        .await
+        .unwrap();
+        customer
+    }
+
+    /// Puts `quantity` of `product` in `customer`'s cart; returns the line's id.
+    pub async fn add_to_cart(&self, customer: &Caller, product: Uuid, quantity: u32) -> String {
+        let request = AddCartItemRequest {
             product_id: product.to_string(),
             quantity,
-            ..Default::default()
-        });
-        id
+        };
+        self.carts()
+            .await
+            .add_cart_item(signed(request, customer))
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap()
+            .id
     }
 
-    /// The line ids in `user`'s cart.
-    pub fn lines(&self, user: Uuid) -> Vec<String> {
-        let carts = self.carts.lock().unwrap();
-        carts
-            .get(&user)
-            .map(|items| items.iter().map(|item| item.id.clone()).collect())
-            .unwrap_or_default()
+    /// `customer`'s cart lines, as GetCart answers them.
+    pub async fn cart(&self, customer: &Caller) -> Vec<CartItem> {
+        self.carts()
+            .await
+            .get_cart(signed(GetCartRequest {}, customer))
+            .await
+            .unwrap()
+            .into_inner()
+            .cart
+            .unwrap()
+            .items
     }
 
-    /// The RemoveCartLines calls received: whose cart and which line ids.
-    pub fn removals(&self) -> Vec<(Uuid, Vec<String>)> {
-        self.removals.lock().unwrap().clone()
+    /// Polls `customer`'s cart until `done` says so (for at most [`PATIENCE`]); returns its lines.
+    pub async fn wait_for_cart(&self, customer: &Caller, done: impl Fn(&[CartItem]) -> bool) -> Vec<CartItem> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let lines = self.cart(customer).await;
+            if done(&lines) {
+                return lines;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cart is still {lines:#?} after {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Places an order from `customer`'s cart under `key` on the first order service instance.
+    pub async fn place_from_cart(&self, customer: &Caller, key: &str) -> Result<order::Order, Status> {
+        let request = PlaceOrderRequest {
+            idempotency_key: key.into(),
+            source: Some(Source::FromCart(true)),
+        };
+        Ok(self
+            .client()
+            .place_order(signed(request, customer))
+            .await?
+            .into_inner()
+            .order
+            .unwrap())
+    }
+
+    /// Stops the user service, as an outage would.
+    pub async fn stop_users(&mut self) {
+        self.users.take().expect("the user service runs").stop().await;
+    }
+
+    /// Starts the user service again, on the same database and queues.
+    pub async fn restart_users(&mut self) {
+        self.users = Some(start_users(&self.catalog).await);
+    }
+
+    async fn carts(&self) -> CartServiceClient<shop_platform::grpc::client::GrpcChannel> {
+        CartServiceClient::new(self.users().channel().await)
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Result<Uuid, Status> {
-    Caller::optional(request)
-        .map(|caller| caller.user_id)
-        .ok_or_else(|| Status::unauthenticated("no identity forwarded"))
-}
-
-#[tonic::async_trait]
-impl CartService for CartDouble {
-    async fn get_cart(&self, request: Request<GetCartRequest>) -> Result<Response<GetCartResponse>, Status> {
-        let user = caller(&request)?;
-        let items = self.carts.lock().unwrap().get(&user).cloned().unwrap_or_default();
-        Ok(Response::new(GetCartResponse {
-            cart: Some(Cart {
-                items,
-                ..Default::default()
-            }),
-        }))
-    }
-
-    async fn remove_cart_lines(
-        &self,
-        request: Request<RemoveCartLinesRequest>,
-    ) -> Result<Response<RemoveCartLinesResponse>, Status> {
-        let user = caller(&request)?;
-        let ids = request.into_inner().item_ids;
-        self.removals.lock().unwrap().push((user, ids.clone()));
-        let mut carts = self.carts.lock().unwrap();
-        let items = carts.entry(user).or_default();
-        let before = items.len();
-        items.retain(|item| !ids.contains(&item.id));
-        Ok(Response::new(RemoveCartLinesResponse {
-            removed: u32::try_from(before - items.len()).unwrap(),
-        }))
-    }
-
-    async fn add_cart_item(&self, _: Request<AddCartItemRequest>) -> Result<Response<AddCartItemResponse>, Status> {
-        Err(Status::unimplemented("not used by the order service"))
-    }
-
-    async fn update_cart_item(
-        &self,
-        _: Request<UpdateCartItemRequest>,
-    ) -> Result<Response<UpdateCartItemResponse>, Status> {
-        Err(Status::unimplemented("not used by the order service"))
-    }
-
-    async fn remove_cart_item(
-        &self,
-        _: Request<RemoveCartItemRequest>,
-    ) -> Result<Response<RemoveCartItemResponse>, Status> {
-        Err(Status::unimplemented("not used by the order service"))
-    }
-
-    async fn clear_cart(&self, _: Request<ClearCartRequest>) -> Result<Response<ClearCartResponse>, Status> {
-        Err(Status::unimplemented("not used by the order service"))
-    }
+/// The ids of `lines`.
+pub fn ids(lines: &[CartItem]) -> Vec<&str> {
+    lines.iter().map(|line| line.id.as_str()).collect()
 }

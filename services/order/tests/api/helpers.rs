@@ -1,8 +1,8 @@
 //! `spawn()`: through the platform's harness (`shop_platform::testing::service`), the real
 //! catalog service (products and its stock worker) on a fresh PostgreSQL database and RabbitMQ
-//! queues no other test uses (or, when asked, SQLite files and the in-process queue), and the
-//! order service on port 0 beside it, with a manual clock, a counting payment provider and a
-//! cart double; and typed helpers to drive them.
+//! queues no other test uses (or, when asked, SQLite files and the in-process queue), when asked
+//! the real user service (carts), and the order service on port 0 beside them, with a manual
+//! clock and a counting payment provider; and typed helpers to drive them.
 //!
 //! The order service reads its settings from the environment like its binary; what no variable
 //! can say is injected through its own builder in the harness's build hook: the clock, the
@@ -13,14 +13,13 @@ use std::{sync::Arc, time::Duration};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use shop_catalog::{CatalogService, StockQueues};
 use shop_order::{
-    ManualClock, OrderConfig, OrderService, PaymentProvider, PendingOrders, Reconciler, ShipmentScheduler,
+    ManualClock, OrderConfig, OrderQueues, OrderService, PaymentProvider, PendingOrders, Reconciler, ShipmentScheduler,
     entity::{OrderStatus, order, release},
 };
 use shop_platform::{
     grpc::{
         client::GrpcChannel,
         identity::{Caller, Role},
-        mesh::USER,
     },
     outbox::{OutboxRelay, RelayOptions},
     queue,
@@ -37,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
-use crate::{cart::CartDouble, payments::CountingPayments};
+use shop_user::UserService;
+
+use crate::{cart::start_users, payments::CountingPayments};
 
 /// How long anything asynchronous may take before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -59,7 +60,8 @@ pub struct TestMesh {
     /// The order settings, as every instance read them.
     pub config: OrderConfig,
     pub payments: Arc<CountingPayments>,
-    pub cart: CartDouble,
+    /// The user service, when the mesh runs it (see `cart`).
+    pub users: Option<TestService<UserService>>,
     pub catalog_client: CatalogServiceClient<GrpcChannel>,
     /// The variables of every order service instance, beside the catalog's.
     env: Vec<(&'static str, String)>,
@@ -77,6 +79,9 @@ pub struct Options {
     /// SQLite files and the in-process queue (the one-process run's defaults) instead of
     /// PostgreSQL and RabbitMQ.
     pub embedded: bool,
+    /// The real user service, for orders from the cart (without it, the user target answers
+    /// nothing).
+    pub users: bool,
 }
 
 impl Default for Options {
@@ -86,6 +91,7 @@ impl Default for Options {
             relay: true,
             env: &[],
             embedded: false,
+            users: false,
         }
     }
 }
@@ -103,11 +109,21 @@ pub async fn spawn_with(options: Options) -> TestMesh {
     } else {
         setup.rabbitmq()
     };
-    let catalog = setup.unique_queues(&StockQueues::VARIABLES).start().await;
-    let cart = CartDouble::spawn(catalog.mesh().identity(USER)).await;
+    let catalog = setup
+        .unique_queues(&[StockQueues::VARIABLES.as_slice(), &OrderQueues::VARIABLES].concat())
+        .start()
+        .await;
+    let users = if options.users {
+        Some(start_users(&catalog).await)
+    } else {
+        None
+    };
+    let user_target = users
+        .as_ref()
+        .map_or("127.0.0.1:9".to_owned(), |users| users.addr.to_string());
     let mut env = vec![
         ("SHOP_CATALOG_TARGET", format!("http://{}", catalog.addr)),
-        ("SHOP_USER_TARGET", format!("http://{}", cart.addr)),
+        ("SHOP_USER_TARGET", format!("http://{user_target}")),
         // Nothing ships or arrives unless a test moves the clock that far.
         ("SHOP_SHIP_AFTER", "1h".to_owned()),
         ("SHOP_DELIVER_AFTER", "2h".to_owned()),
@@ -125,7 +141,7 @@ pub async fn spawn_with(options: Options) -> TestMesh {
         orders: vec![first],
         config,
         payments,
-        cart,
+        users,
         env,
         seller: caller(Role::Seller),
     };

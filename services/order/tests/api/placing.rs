@@ -1,4 +1,5 @@
-//! PlaceOrder: idempotency keys, the checks before anything is written, and orders from the cart.
+//! PlaceOrder: idempotency keys and the checks before anything is written (orders from the cart
+//! are in `from_cart`).
 
 use futures::{StreamExt as _, stream};
 use shop_order::entity::OrderStatus as StoredStatus;
@@ -145,74 +146,6 @@ async fn an_unreachable_catalog_is_unavailable_and_writes_nothing() {
     let status = mesh.place(&customer, "k", &[(Uuid::now_v7(), 1)]).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(mesh.count(StoredStatus::Pending).await, 0);
-}
-
-#[tokio::test]
-async fn an_order_from_the_cart_takes_its_lines_and_removes_them_from_the_cart() {
-    let mesh = spawn().await;
-    let lamp = mesh.product(12_900, 5).await;
-    let bulb = mesh.product(500, 50).await;
-    let customer = caller(Role::Customer);
-    let from_cart = |key: &str| PlaceOrderRequest {
-        idempotency_key: key.into(),
-        source: Some(Source::FromCart(true)),
-    };
-
-    let empty = mesh
-        .client()
-        .place_order(signed(from_cart("empty"), &customer))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&empty), (Code::FailedPrecondition, "cart_empty".into()));
-
-    let lamp_line = mesh.cart.add(customer.user_id, lamp, 1);
-    let bulb_line = mesh.cart.add(customer.user_id, bulb, 10);
-    let placed = mesh
-        .client()
-        .place_order(signed(from_cart("cart"), &customer))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    assert_eq!(placed.total.as_ref().unwrap().amount, 12_900 + 5_000);
-    let quantities: Vec<(String, u32)> = placed
-        .items
-        .iter()
-        .map(|i| (i.product_id.clone(), i.quantity))
-        .collect();
-    assert_eq!(quantities, vec![(lamp.to_string(), 1), (bulb.to_string(), 10)]);
-    assert!(mesh.cart.lines(customer.user_id).is_empty());
-    let removed: Vec<String> = mesh
-        .cart
-        .removals()
-        .into_iter()
-        .flat_map(|(user, ids)| {
-            assert_eq!(user, customer.user_id, "called with the owner's identity");
-            ids
-        })
-        .collect();
-    let mut expected = vec![lamp_line.to_string(), bulb_line.to_string()];
-    expected.sort();
-    let mut removed_sorted = removed.clone();
-    removed_sorted.sort();
-    assert_eq!(removed_sorted, expected);
-
-    // A retry with the key is the same request whatever the cart holds now.
-    mesh.cart.add(customer.user_id, lamp, 2);
-    let again = mesh
-        .client()
-        .place_order(signed(from_cart("cart"), &customer))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    assert_eq!(again.id, placed.id);
-    assert_eq!(mesh.cart.lines(customer.user_id).len(), 1, "the new line stays");
-    mesh.wait_for(&customer, &placed.id, OrderStatus::Paid).await;
-    mesh.expect_stock(lamp, 5, 4).await;
-    mesh.expect_stock(bulb, 50, 40).await;
 }
 
 #[tokio::test]

@@ -99,4 +99,19 @@ impl CartServiceApi for CartApi {
             .await?;
         Ok(Response::new(pb::RemoveCartLinesResponse { removed }))
     }
+
+    async fn get_cart_lines(&self, request: Request<pb::GetCartLinesRequest>) -> Reply<pb::GetCartLinesResponse> {
+        let caller = Caller::required(&request)?;
+        let lines = self.context.cart_lines(&caller).await?;
+        Ok(Response::new(pb::GetCartLinesResponse {
+            lines: lines
+                .into_iter()
+                .map(|item| pb::CartLine {
+                    id: item.id.to_string(),
+                    product_id: item.product_id.to_string(),
+                    quantity: u32::try_from(item.quantity).unwrap_or(0),
+                })
+                .collect(),
+        }))
+    }
 }

@@ -12,6 +12,7 @@ use shop_platform::{
         mesh::CATALOG,
         server::GrpcServerBuilder,
     },
+    queue::WorkQueue,
     testing::{
         service::{TestService, TestSetup},
         unique_name,
@@ -149,6 +150,13 @@ async fn spawn_on(setup: TestSetup<UserService>, settings: &[(&str, &str)]) -> T
 }
 
 impl TestApp {
+    /// The work queue the service consumes (the in-process one of the test), and the name of its
+    /// queue of placed orders.
+    pub fn placed_queue(&self) -> (std::sync::Arc<dyn WorkQueue>, String) {
+        let name = self.service.var("SHOP_ORDER_PLACED_QUEUE").unwrap_or("orders.placed");
+        (std::sync::Arc::clone(&self.service.backends().queue), name.to_owned())
+    }
+
     /// Asks for a code for `email` and reads it out of the SMTP server.
     pub async fn code_for(&self, email: &str) -> String {
         self.users

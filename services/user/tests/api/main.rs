@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod bought;
 mod embedded;
 mod fake_catalog;
 mod helpers;

@@ -35,7 +35,7 @@ async fn wish(
         .map(tonic::Response::into_inner)
 }
 
-async fn cart(app: &TestApp, user: &TestUser) -> pb::Cart {
+pub async fn cart(app: &TestApp, user: &TestUser) -> pb::Cart {
     app.cart
         .clone()
         .get_cart(as_caller(&user.caller, pb::GetCartRequest {}))
@@ -46,7 +46,7 @@ async fn cart(app: &TestApp, user: &TestUser) -> pb::Cart {
         .unwrap()
 }
 
-async fn put(
+pub async fn put(
     app: &TestApp,
     user: &TestUser,
     product_id: &str,

@@ -38,7 +38,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use shop_platform::grpc::mesh::{self, Grants, MeshIdentity, MeshSecret, TrustSet};
 use shop_platform::testing::{
-    amqp_url, create_postgres_database, delete_queues_blocking, postgres_url, redis_url, unique_name,
+    amqp_url, create_postgres_database, delete_queues_blocking, postgres_url, redis_url, run_queues, unique_name,
 };
 use shop_proto::shop::catalog::v1::{GetProductRequest, catalog_service_client::CatalogServiceClient};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -81,10 +81,8 @@ async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
     let dir = tempfile::tempdir().unwrap();
     let run = unique_name("box");
     let runtime_role = format!("{run}_app");
-    let queues: Vec<String> = ["reserve", "release", "results"]
-        .iter()
-        .map(|kind| format!("{run}.stock.{kind}"))
-        .collect();
+    let queue_env = run_queues(&run);
+    let queues: Vec<String> = queue_env.iter().map(|(_, queue)| queue.clone()).collect();
     let _cleanup = Cleanup { queues: queues.clone() };
 
     // What an operator sets per installation, here what isolates this run from others on the
@@ -93,12 +91,9 @@ async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
     std::fs::write(
         &overlay,
         json!({
-            "global": {"extraEnv": [
-                {"name": "SHOP_CACHE_PREFIX", "value": format!("{run}:")},
-                {"name": "SHOP_CATALOG_RESERVE_QUEUE", "value": queues[0]},
-                {"name": "SHOP_CATALOG_RELEASE_QUEUE", "value": queues[1]},
-                {"name": "SHOP_CATALOG_RESULTS_QUEUE", "value": queues[2]},
-            ]},
+            "global": {"extraEnv": std::iter::once(json!({"name": "SHOP_CACHE_PREFIX", "value": format!("{run}:")}))
+                .chain(queue_env.iter().map(|(name, value)| json!({"name": name, "value": value})))
+                .collect::<Vec<_>>()},
             "migrations": {"grantTo": runtime_role},
             "mesh": {"grants": format!("{TEAM}={TEAM_METHOD}")},
         })

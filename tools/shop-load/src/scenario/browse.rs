@@ -123,7 +123,7 @@ impl Workload for Browse {
                     .header("Idempotency-Key", key)
                     .json(&json!({ "from_cart": true }));
                 if let Some((202, _)) = http::measure(&self.recorder, "POST /orders", request, started).await {
-                    // The ordered lines leave the cart.
+                    // The ordered lines leave the cart (shortly after the 202).
                     visitor.cart_lines = 0;
                 }
             }
