@@ -31,6 +31,9 @@ fn compile(protoc: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();
+    // `prost::Name` on every message: the queues' AMQP `type` is the payload's full name, read
+    // from the generated code rather than spelled out where messages are sent and received.
+    config.enable_type_names();
     if let Some(protoc) = protoc {
         config.protoc_executable(protoc);
     }

@@ -1,9 +1,13 @@
 //! The generated protobuf messages and gRPC stubs of every shop package, compiled once for the
 //! whole workspace. Modules mirror the protobuf packages (`shop.user.v1` is
 //! [`shop::user::v1`]); [`pb`] re-exports them under short names. [`queues`] names the queues
-//! the `shop.events.v1` messages travel on.
+//! the `shop.events.v1` messages travel on, and [`message_type`] the AMQP `type` they travel
+//! under.
 
+mod names;
 pub mod queues;
+
+pub use names::{is_message_type, message_type};
 
 /// The generated code, one module per protobuf package.
 #[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]

@@ -192,7 +192,7 @@ async fn scenario(
             });
             Message {
                 id: Uuid::now_v7().to_string(),
-                kind: shop_catalog::stock::command::RESERVE_KIND.into(),
+                kind: shop_proto::message_type::<shop_proto::pb::events::ReserveStock>(),
                 payload,
                 headers: Default::default(),
             }

@@ -8,12 +8,9 @@
 
 use prost::Message as _;
 use shop_platform::outbox::OutboxMessage;
-use shop_proto::pb::events;
+use shop_proto::{message_type, pb::events};
 
 use crate::{config::OrderQueues, store::OrderRecord};
-
-/// The AMQP `type` of an OrderPlaced message.
-pub const ORDER_PLACED: &str = "shop.events.v1.OrderPlaced";
 
 /// The OrderPlaced message of `record`, for the outbox (made in the request's span: it carries
 /// its trace context), or `None` when no item came from the cart.
@@ -34,7 +31,7 @@ pub(crate) fn message(queues: &OrderQueues, record: &OrderRecord) -> Option<Outb
     };
     Some(OutboxMessage::new(
         &queues.placed,
-        ORDER_PLACED,
+        &message_type::<events::OrderPlaced>(),
         message.encode_to_vec(),
     ))
 }

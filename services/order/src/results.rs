@@ -27,7 +27,7 @@ use shop_platform::{
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
 };
-use shop_proto::pb::events;
+use shop_proto::{is_message_type, pb::events};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -56,13 +56,13 @@ impl StockResult {
         let payload = message.payload.as_slice();
         let undecodable = |error: prost::DecodeError| Poison::new("undecodable", error.to_string());
         match message.kind.as_str() {
-            stock::STOCK_RESERVED => events::StockReserved::decode(payload)
+            kind if is_message_type::<events::StockReserved>(kind) => events::StockReserved::decode(payload)
                 .map(Self::Reserved)
                 .map_err(undecodable),
-            stock::STOCK_REJECTED => events::StockRejected::decode(payload)
+            kind if is_message_type::<events::StockRejected>(kind) => events::StockRejected::decode(payload)
                 .map(Self::Rejected)
                 .map_err(undecodable),
-            stock::STOCK_RELEASED => events::StockReleased::decode(payload)
+            kind if is_message_type::<events::StockReleased>(kind) => events::StockReleased::decode(payload)
                 .map(Self::Released)
                 .map_err(undecodable),
             other => Err(Poison::new(

@@ -1,12 +1,12 @@
 //! The order service's side of the stock conversation with the catalog (see
 //! shop/events/v1/events.proto): ReserveStock and ReleaseStock written to the outbox inside the
-//! transaction of the state change they belong to, and the names of the message kinds.
+//! transaction of the state change they belong to.
 
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, sea_query::OnConflict};
 use shop_platform::outbox::OutboxMessage;
-use shop_proto::pb::events;
+use shop_proto::{message_type, pb::events};
 use uuid::Uuid;
 
 use crate::{
@@ -14,17 +14,6 @@ use crate::{
     entity::{item, release},
     store::OrderRecord,
 };
-
-/// The AMQP `type` of a ReserveStock message.
-pub const RESERVE_STOCK: &str = "shop.events.v1.ReserveStock";
-/// The AMQP `type` of a ReleaseStock message.
-pub const RELEASE_STOCK: &str = "shop.events.v1.ReleaseStock";
-/// The AMQP `type` of a StockReserved message.
-pub const STOCK_RESERVED: &str = "shop.events.v1.StockReserved";
-/// The AMQP `type` of a StockRejected message.
-pub const STOCK_REJECTED: &str = "shop.events.v1.StockRejected";
-/// The AMQP `type` of a StockReleased message.
-pub const STOCK_RELEASED: &str = "shop.events.v1.StockReleased";
 
 /// Why stock goes back to the catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +46,11 @@ pub(crate) fn reserve(queues: &StockQueues, order_id: Uuid, items: &[item::Model
         order_id: order_id.to_string(),
         lines: lines(items),
     };
-    OutboxMessage::new(&queues.reserve, RESERVE_STOCK, message.encode_to_vec())
+    OutboxMessage::new(
+        &queues.reserve,
+        &message_type::<events::ReserveStock>(),
+        message.encode_to_vec(),
+    )
 }
 
 /// Asks the catalog to give back the stock of `items` of order `order_id`, once per
@@ -95,7 +88,8 @@ pub(crate) async fn release<C: ConnectionTrait>(
         release_id: release_id.to_string(),
         lines: lines(items),
     };
-    shop_platform::outbox::enqueue(conn, &queues.release, RELEASE_STOCK, message.encode_to_vec()).await?;
+    let kind = message_type::<events::ReleaseStock>();
+    shop_platform::outbox::enqueue(conn, &queues.release, &kind, message.encode_to_vec()).await?;
     Ok(true)
 }
 

@@ -19,14 +19,11 @@ use shop_platform::{
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
 };
-use shop_proto::pb::events;
+use shop_proto::{is_message_type, pb::events};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cart;
-
-/// The AMQP `type` of an OrderPlaced message.
-pub const ORDER_PLACED: &str = "shop.events.v1.OrderPlaced";
 
 /// Unsettled deliveries the consumer holds at a time.
 const PREFETCH: u16 = 16;
@@ -48,7 +45,7 @@ impl Handler for BoughtHandler {
     type Item = Bought;
 
     fn decode(&self, message: &Message) -> Result<Bought, Poison> {
-        if message.kind != ORDER_PLACED {
+        if !is_message_type::<events::OrderPlaced>(&message.kind) {
             return Err(Poison::new(
                 "unexpected_type",
                 format!("unexpected message type {}", echo(&message.kind, 80)),

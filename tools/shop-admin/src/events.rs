@@ -3,36 +3,45 @@
 
 use std::fmt::Debug;
 
-use shop_order::{
-    placed::ORDER_PLACED,
-    stock::{RELEASE_STOCK, RESERVE_STOCK, STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED},
-};
-use shop_proto::pb::events;
+use prost::Name;
+use shop_proto::{is_message_type, pb::events};
+
+/// Reads a payload when the kind names its message type, else `None`.
+type Reader = fn(&str, &[u8]) -> Option<String>;
+
+/// Every message the queues carry.
+const READERS: [Reader; 6] = [
+    decoded::<events::ReserveStock>,
+    decoded::<events::ReleaseStock>,
+    decoded::<events::StockReserved>,
+    decoded::<events::StockRejected>,
+    decoded::<events::StockReleased>,
+    decoded::<events::OrderPlaced>,
+];
 
 /// The payload of a message of `kind`, decoded and printed field by field; or why it cannot be.
 pub fn describe(kind: &str, payload: &[u8]) -> String {
-    match kind {
-        RESERVE_STOCK => decoded::<events::ReserveStock>(kind, payload),
-        RELEASE_STOCK => decoded::<events::ReleaseStock>(kind, payload),
-        STOCK_RESERVED => decoded::<events::StockReserved>(kind, payload),
-        STOCK_REJECTED => decoded::<events::StockRejected>(kind, payload),
-        STOCK_RELEASED => decoded::<events::StockReleased>(kind, payload),
-        ORDER_PLACED => decoded::<events::OrderPlaced>(kind, payload),
-        _ => format!("unknown kind {kind:?}: {} bytes", payload.len()),
-    }
+    READERS
+        .iter()
+        .find_map(|read| read(kind, payload))
+        .unwrap_or_else(|| format!("unknown kind {kind:?}: {} bytes", payload.len()))
 }
 
-fn decoded<M: prost::Message + Default + Debug>(kind: &str, payload: &[u8]) -> String {
-    match M::decode(payload) {
+fn decoded<M: Name + Default + Debug>(kind: &str, payload: &[u8]) -> Option<String> {
+    if !is_message_type::<M>(kind) {
+        return None;
+    }
+    Some(match M::decode(payload) {
         Ok(message) => format!("{message:?}"),
         // A poison message is often exactly this: say so rather than fail the listing.
         Err(error) => format!("undecodable as {kind} ({} bytes): {error}", payload.len()),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
+    use shop_proto::message_type;
 
     use super::*;
 
@@ -45,13 +54,13 @@ mod tests {
                 quantity: 2,
             }],
         };
-        let text = describe(RESERVE_STOCK, &reserve.encode_to_vec());
+        let text = describe(&message_type::<events::ReserveStock>(), &reserve.encode_to_vec());
         assert!(
             text.contains("o-1") && text.contains("p-1") && text.contains("quantity: 2"),
             "{text}"
         );
 
-        let text = describe(STOCK_RESERVED, &[0xff, 0xff]);
+        let text = describe(&message_type::<events::StockReserved>(), &[0xff, 0xff]);
         assert!(
             text.starts_with("undecodable as shop.events.v1.StockReserved"),
             "{text}"

@@ -14,7 +14,6 @@ use shop_admin::{dlq, orders};
 use shop_order::{
     entity::{OrderStatus, order},
     migration::Migrator,
-    stock::STOCK_RESERVED,
 };
 use shop_platform::{
     db::{self, DatabaseConfig},
@@ -22,6 +21,7 @@ use shop_platform::{
     testing,
 };
 use shop_proto::{
+    message_type,
     pb::events,
     queues::{OrderQueues, StockQueues},
 };
@@ -221,7 +221,7 @@ async fn repair_asks_again_for_a_stranded_order_or_gives_it_up() {
         assert!(output.status.success(), "{output:?}");
         assert!(String::from_utf8_lossy(&output.stdout).contains(&stranded.to_string()));
         let kinds = outbox_kinds(&service_db).await;
-        assert_eq!(kinds, [shop_order::stock::RESERVE_STOCK]);
+        assert_eq!(kinds, [message_type::<events::ReserveStock>()]);
         let asked = order::Entity::find_by_id(stranded)
             .one(&service_db)
             .await
@@ -242,7 +242,10 @@ async fn repair_asks_again_for_a_stranded_order_or_gives_it_up() {
         assert_eq!(rejected.status_reason.as_deref(), Some("reservation_timeout"));
         assert_eq!(
             outbox_kinds(&service_db).await,
-            [shop_order::stock::RESERVE_STOCK, shop_order::stock::RELEASE_STOCK]
+            [
+                message_type::<events::ReserveStock>(),
+                message_type::<events::ReleaseStock>()
+            ]
         );
         let untouched = order::Entity::find_by_id(paid).one(&service_db).await.unwrap().unwrap();
         assert_eq!(untouched.status, OrderStatus::Paid, "a paid order is not the tool's");
@@ -276,7 +279,7 @@ async fn broker() -> Arc<dyn WorkQueue> {
 fn stock_reserved(order_id: &str) -> Message {
     Message {
         id: Uuid::new_v4().to_string(),
-        kind: STOCK_RESERVED.to_owned(),
+        kind: message_type::<events::StockReserved>(),
         payload: events::StockReserved {
             order_id: order_id.to_owned(),
         }

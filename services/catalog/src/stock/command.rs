@@ -5,19 +5,8 @@
 
 use prost::Message as _;
 use shop_platform::queue::Message;
-use shop_proto::pb::events;
+use shop_proto::{is_message_type, pb::events};
 use uuid::Uuid;
-
-/// The `type` of ReserveStock messages.
-pub const RESERVE_KIND: &str = "shop.events.v1.ReserveStock";
-/// The `type` of ReleaseStock messages.
-pub const RELEASE_KIND: &str = "shop.events.v1.ReleaseStock";
-/// The `type` of StockReserved results.
-pub const RESERVED_KIND: &str = "shop.events.v1.StockReserved";
-/// The `type` of StockRejected results.
-pub const REJECTED_KIND: &str = "shop.events.v1.StockRejected";
-/// The `type` of StockReleased results.
-pub const RELEASED_KIND: &str = "shop.events.v1.StockReleased";
 
 /// Most lines one message may carry; a larger one is refused rather than locking half the
 /// catalog in one transaction.
@@ -33,11 +22,11 @@ pub enum Work {
 }
 
 impl Work {
-    /// The message type expected on this queue.
-    pub fn kind(self) -> &'static str {
+    /// Whether `kind` is the message type expected on this queue.
+    pub fn expects(self, kind: &str) -> bool {
         match self {
-            Self::Reserve => RESERVE_KIND,
-            Self::Release => RELEASE_KIND,
+            Self::Reserve => is_message_type::<events::ReserveStock>(kind),
+            Self::Release => is_message_type::<events::ReleaseStock>(kind),
         }
     }
 }
@@ -118,7 +107,7 @@ impl DecodeError {
 
 /// Decodes and checks a message from the `work` queue.
 pub fn decode(work: Work, message: &Message) -> Result<Command, DecodeError> {
-    if message.kind != work.kind() {
+    if !work.expects(&message.kind) {
         return Err(DecodeError::UnexpectedKind(message.kind.chars().take(80).collect()));
     }
     match work {
@@ -181,10 +170,11 @@ mod tests {
 
     use super::*;
 
-    fn message(kind: &str, payload: Vec<u8>) -> Message {
+    /// A message of type `M` carrying `payload` (which need not be an `M`).
+    fn message<M: prost::Name>(payload: Vec<u8>) -> Message {
         Message {
             id: "m".into(),
-            kind: kind.into(),
+            kind: shop_proto::message_type::<M>(),
             payload,
             headers: BTreeMap::new(),
         }
@@ -210,10 +200,7 @@ mod tests {
         let product = Uuid::now_v7().to_string();
         let command = decode(
             Work::Reserve,
-            &message(
-                RESERVE_KIND,
-                reserve(&order.to_string(), &[(&product, 2), (&product, 3)]),
-            ),
+            &message::<events::ReserveStock>(reserve(&order.to_string(), &[(&product, 2), (&product, 3)])),
         );
         assert_eq!(
             command
@@ -230,13 +217,19 @@ mod tests {
         let product = Uuid::now_v7().to_string();
         let cases = [
             (
-                message(RELEASE_KIND, reserve(&order, &[(&product, 1)])),
+                message::<events::ReleaseStock>(reserve(&order, &[(&product, 1)])),
                 "unexpected_type",
             ),
-            (message(RESERVE_KIND, vec![0xff, 0xff, 0xff]), "undecodable"),
-            (message(RESERVE_KIND, reserve("x", &[(&product, 1)])), "invalid"),
-            (message(RESERVE_KIND, reserve(&order, &[])), "invalid"),
-            (message(RESERVE_KIND, reserve(&order, &[(&product, 0)])), "invalid"),
+            (message::<events::ReserveStock>(vec![0xff, 0xff, 0xff]), "undecodable"),
+            (
+                message::<events::ReserveStock>(reserve("x", &[(&product, 1)])),
+                "invalid",
+            ),
+            (message::<events::ReserveStock>(reserve(&order, &[])), "invalid"),
+            (
+                message::<events::ReserveStock>(reserve(&order, &[(&product, 0)])),
+                "invalid",
+            ),
         ];
         for (message, reason) in cases {
             assert_eq!(decode(Work::Reserve, &message).err().map(|e| e.reason()), Some(reason));

@@ -89,7 +89,7 @@ pub async fn apply_batch(
         answers.push(
             pending
                 .span
-                .in_scope(|| OutboxMessage::new(results_queue, kind, payload)),
+                .in_scope(|| OutboxMessage::new(results_queue, &kind, payload)),
         );
         applied.push(Applied::Done(outcome));
     }

@@ -10,10 +10,7 @@ use shop_catalog::{
     CatalogConfig, CatalogService, StockConfig, StockQueues,
     entity::{product, reservation, reservation_line},
     products::{Products, input::NewProduct},
-    stock::{
-        StockWorker,
-        command::{RELEASE_KIND, RESERVE_KIND},
-    },
+    stock::StockWorker,
 };
 use shop_platform::{
     grpc::{
@@ -338,7 +335,7 @@ fn lines(lines: &[(Uuid, u32)]) -> Vec<StockLine> {
 pub fn reserve_message(order: Uuid, items: &[(Uuid, u32)]) -> Message {
     Message {
         id: Uuid::now_v7().to_string(),
-        kind: RESERVE_KIND.into(),
+        kind: shop_proto::message_type::<ReserveStock>(),
         payload: ReserveStock {
             order_id: order.to_string(),
             lines: lines(items),
@@ -352,7 +349,7 @@ pub fn reserve_message(order: Uuid, items: &[(Uuid, u32)]) -> Message {
 pub fn release_message(order: Uuid, release: Uuid, items: &[(Uuid, u32)]) -> Message {
     Message {
         id: Uuid::now_v7().to_string(),
-        kind: RELEASE_KIND.into(),
+        kind: shop_proto::message_type::<ReleaseStock>(),
         payload: ReleaseStock {
             order_id: order.to_string(),
             release_id: release.to_string(),

@@ -5,11 +5,11 @@
 use std::{collections::HashSet, time::Duration};
 
 use prost::Message as _;
-use shop_catalog::{
-    entity::reservation,
-    stock::command::{REJECTED_KIND, RESERVED_KIND},
+use shop_catalog::entity::reservation;
+use shop_proto::{
+    message_type,
+    pb::events::{StockRejected, StockReserved, StockShortage},
 };
-use shop_proto::pb::events::{StockRejected, StockShortage};
 use uuid::Uuid;
 
 use crate::helpers::{Broker, release_message, reserve_message, spawn_app_on};
@@ -46,8 +46,8 @@ async fn two_thousand_concurrent_reservations_take_exactly_the_stock() {
     assert_eq!(app.stock(product).await, 0);
     app.assert_invariant(&[(product, 500)]).await;
     let answers = app.answers().await;
-    assert_eq!(answers.get(RESERVED_KIND).map(Vec::len), Some(500));
-    assert_eq!(answers.get(REJECTED_KIND).map(Vec::len), Some(1_500));
+    assert_eq!(answers.get(&message_type::<StockReserved>()).map(Vec::len), Some(500));
+    assert_eq!(answers.get(&message_type::<StockRejected>()).map(Vec::len), Some(1_500));
 
     // Never below zero, whatever a statement computes: the table refuses it.
     use sea_orm::ConnectionTrait as _;
@@ -145,7 +145,7 @@ async fn an_order_with_one_short_line_is_rejected_whole() {
     assert_eq!(app.stock(plenty).await, 10, "no line decremented");
     assert_eq!(app.stock(scarce).await, 1);
     let answers = app.answers().await;
-    let rejected = StockRejected::decode(answers[REJECTED_KIND][0].as_slice()).unwrap();
+    let rejected = StockRejected::decode(answers[&message_type::<StockRejected>()][0].as_slice()).unwrap();
     assert_eq!(rejected.order_id, order.to_string());
     assert_eq!(
         rejected.short,

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use shop_catalog::stock::command::RESERVED_KIND;
 use shop_platform::testing::{self, proxy::FaultProxy};
+use shop_proto::{message_type, pb::events::StockReserved};
 use uuid::Uuid;
 
 use crate::helpers::{reserve_message, spawn_app_without_workers, wait_for_blocked_worker};
@@ -62,7 +62,7 @@ async fn a_broker_connection_cut_mid_batch_applies_each_order_once() {
     app.wait_for_inbox(5, Duration::from_secs(10)).await;
     assert_eq!(app.stock(product).await, 5, "each order applied exactly once");
     assert_eq!(
-        app.answers().await.get(RESERVED_KIND).map(Vec::len),
+        app.answers().await.get(&message_type::<StockReserved>()).map(Vec::len),
         Some(5),
         "and answered once"
     );

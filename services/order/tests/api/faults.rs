@@ -5,16 +5,19 @@ use std::time::Duration;
 
 use prost::Message as _;
 use sea_orm::{ConnectionTrait, EntityTrait};
-use shop_order::{entity::order, stock::RESERVE_STOCK};
+use shop_order::entity::order;
 use shop_platform::{
     grpc::identity::Role,
     outbox,
     queue::{self, Message},
     testing,
 };
-use shop_proto::pb::{
-    events::{ReserveStock, StockLine},
-    order::{OrderStatus, PaymentStatus},
+use shop_proto::{
+    message_type,
+    pb::{
+        events::{ReserveStock, StockLine},
+        order::{OrderStatus, PaymentStatus},
+    },
 };
 use uuid::Uuid;
 
@@ -68,7 +71,7 @@ async fn an_answer_that_never_comes_rejects_the_order_and_a_late_reservation_tak
     let placed = mesh.place(&customer, "unanswered", &[(lamp, 3)]).await.unwrap();
     let order_id: Uuid = placed.id.parse().unwrap();
     let lost = lose_unsent_messages(&mesh).await;
-    assert_eq!(lost[0].kind, RESERVE_STOCK);
+    assert_eq!(lost[0].kind, message_type::<ReserveStock>());
 
     mesh.clock.advance(mesh.config.reconcile.give_up_after);
     let done = mesh.reconcile().await;
@@ -93,7 +96,7 @@ async fn an_answer_that_never_comes_rejects_the_order_and_a_late_reservation_tak
     // Now the lost ReserveStock turns up after all (redriven from somewhere, say).
     let late = Message {
         id: Uuid::now_v7().to_string(),
-        kind: RESERVE_STOCK.to_owned(),
+        kind: message_type::<ReserveStock>(),
         payload: ReserveStock {
             order_id: order_id.to_string(),
             lines: vec![StockLine {

@@ -4,12 +4,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use prost::Message as _;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use shop_order::{
-    entity::{order, refund},
-    stock::{STOCK_REJECTED, STOCK_RELEASED, STOCK_RESERVED},
-};
+use shop_order::entity::{order, refund};
 use shop_platform::{
     grpc::identity::Role,
     outbox::{self, OutboxGauge},
@@ -216,40 +212,24 @@ async fn duplicate_stock_results_are_applied_once() {
         })
         .collect();
     assert_eq!(again.len(), 2);
-    again.push(fresh(
-        STOCK_RESERVED,
-        StockReserved {
-            order_id: rejected.id.clone(),
-        }
-        .encode_to_vec(),
-    ));
-    again.push(fresh(
-        STOCK_REJECTED,
-        StockRejected {
-            order_id: paid.id.clone(),
-            short: vec![StockShortage {
-                product_id: product.to_string(),
-                requested: 1,
-                available: 0,
-            }],
-        }
-        .encode_to_vec(),
-    ));
-    again.push(fresh(
-        STOCK_RESERVED,
-        StockReserved {
-            order_id: paid.id.clone(),
-        }
-        .encode_to_vec(),
-    ));
-    let barrier = fresh(
-        STOCK_RELEASED,
-        StockReleased {
-            order_id: paid.id.clone(),
-            release_id: Uuid::now_v7().to_string(),
-        }
-        .encode_to_vec(),
-    );
+    again.push(fresh(StockReserved {
+        order_id: rejected.id.clone(),
+    }));
+    again.push(fresh(StockRejected {
+        order_id: paid.id.clone(),
+        short: vec![StockShortage {
+            product_id: product.to_string(),
+            requested: 1,
+            available: 0,
+        }],
+    }));
+    again.push(fresh(StockReserved {
+        order_id: paid.id.clone(),
+    }));
+    let barrier = fresh(StockReleased {
+        order_id: paid.id.clone(),
+        release_id: Uuid::now_v7().to_string(),
+    });
     let barrier_id = barrier.id.clone();
     again.push(barrier);
     let queue = queue::from_url(&testing::amqp_url()).await.unwrap();
@@ -266,11 +246,11 @@ async fn duplicate_stock_results_are_applied_once() {
     mesh.expect_stock(product, 1, 0).await;
 }
 
-fn fresh(kind: &str, payload: Vec<u8>) -> Message {
+fn fresh<M: prost::Name>(message: M) -> Message {
     Message {
         id: Uuid::now_v7().to_string(),
-        kind: kind.into(),
-        payload,
+        kind: shop_proto::message_type::<M>(),
+        payload: message.encode_to_vec(),
         headers: BTreeMap::new(),
     }
 }

@@ -35,7 +35,7 @@ fn order_placed(user: &TestUser, cart_item_ids: &[&str]) -> Message {
     };
     Message {
         id: uuid::Uuid::now_v7().to_string(),
-        kind: "shop.events.v1.OrderPlaced".to_owned(),
+        kind: shop_proto::message_type::<events::OrderPlaced>(),
         payload: payload.encode_to_vec(),
         headers: BTreeMap::new(),
     }
