@@ -24,6 +24,10 @@ pub struct OrderConfig {
     pub return_window: Duration,
     /// The catalog, for price snapshots (`SHOP_CATALOG_TARGET` [http://127.0.0.1:50052]).
     pub catalog: Target,
+    /// How long the catalog's answer about a product (name, price, for sale or not) is reused
+    /// by later orders (`SHOP_ORDER_PRODUCT_TTL` [1s], at most 1m; `0s` asks for every order):
+    /// the freshness the product pages already have at the edge (`SHOP_EDGE_CACHE_TTL`).
+    pub product_ttl: Duration,
     /// The user service, for carts (`SHOP_USER_TARGET` [http://127.0.0.1:50051]).
     pub user: Target,
     /// How the catalog and user clients connect and time their calls.
@@ -135,12 +139,17 @@ impl OrderConfig {
                 format!("{consumers} is not between 1 and 64"),
             ));
         }
+        let product_ttl = env.duration_or("SHOP_ORDER_PRODUCT_TTL", Duration::from_secs(1))?;
+        if product_ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new("SHOP_ORDER_PRODUCT_TTL", "must be at most 1m"));
+        }
         Ok(Self {
             ship_after: env.duration_or("SHOP_SHIP_AFTER", DAY)?,
             deliver_after: env.duration_or("SHOP_DELIVER_AFTER", DAY)?,
             cancel_window: env.duration_or("SHOP_CANCEL_WINDOW", DAY)?,
             return_window: env.duration_or("SHOP_RETURN_WINDOW", DAY)?,
             catalog: target("SHOP_CATALOG_TARGET", "http://127.0.0.1:50052")?,
+            product_ttl,
             user: target("SHOP_USER_TARGET", "http://127.0.0.1:50051")?,
             client: ClientOptions::default(),
             queues,
@@ -214,6 +223,7 @@ mod tests {
                 c.order_queues,
                 c.shipment_interval,
                 c.decline_amount,
+                c.product_ttl,
             )
         });
         assert_eq!(
@@ -228,6 +238,7 @@ mod tests {
                 OrderQueues::default(),
                 Some(Duration::from_secs(1)),
                 None,
+                Duration::from_secs(1),
             ))
         );
     }
@@ -249,6 +260,8 @@ mod tests {
             ("SHOP_RETENTION_IDEMPOTENCY", "0d"),
             ("SHOP_RETENTION_PAYMENT_TASKS", "forever"),
             ("SHOP_RETENTION_INBOX", "5m"),
+            ("SHOP_ORDER_PRODUCT_TTL", "2m"),
+            ("SHOP_ORDER_PRODUCT_TTL", "soon"),
         ] {
             let error = OrderConfig::from_env(&MapEnv::from_pairs([(key, value)])).err();
             assert_eq!(error.map(|e| e.key).as_deref(), Some(key), "{key}={value}");

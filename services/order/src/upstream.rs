@@ -1,9 +1,14 @@
 //! The services PlaceOrder asks: the catalog for the products' current names and prices (one
-//! batched call per order), and the user service for the caller's cart lines as stored (no
+//! batched call per order, for the products it has not answered about within
+//! `SHOP_ORDER_PRODUCT_TTL`: see [`RecentProducts`]), and the user service for the caller's cart lines as stored (no
 //! prices: the catalog call prices them with the rest), called with the caller's identity
 //! forwarded.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use shop_platform::grpc::{
@@ -48,6 +53,66 @@ pub struct CartLine {
 pub struct Upstream {
     catalog: CatalogServiceClient<GrpcChannel>,
     carts: CartServiceClient<GrpcChannel>,
+    recent: Arc<RecentProducts>,
+}
+
+/// Most products remembered (then all are forgotten; the next orders ask again).
+const RECENT_PRODUCTS_CAP: usize = 10_000;
+
+/// The catalog's recent answers about products for sale, reused for a short time.
+///
+/// In a flash sale thousands of orders a second name the same product: asking the catalog for
+/// each cost a gRPC call and a PostgreSQL query per order, for an answer that changes rarely.
+/// An order placed within the TTL of an answer takes its name and price from it, so a price
+/// change or a product taken off sale applies to orders up to the TTL later, as it reaches the
+/// product pages (the edge cache has the same bound). Stock is not part of it: the catalog's
+/// reservation decides that, and refuses a deleted product whatever the order says. Products
+/// not for sale are not remembered, so a product put on sale is orderable at once.
+#[derive(Debug)]
+struct RecentProducts {
+    ttl: Duration,
+    answers: Mutex<HashMap<Uuid, (Product, Instant)>>,
+}
+
+impl RecentProducts {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            answers: Mutex::default(),
+        }
+    }
+
+    /// The remembered answers for `ids`, and the ids to ask the catalog about.
+    fn split(&self, ids: &[Uuid]) -> (HashMap<Uuid, Product>, Vec<Uuid>) {
+        if self.ttl.is_zero() {
+            return (HashMap::new(), ids.to_vec());
+        }
+        let answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut known = HashMap::new();
+        let mut ask = Vec::new();
+        for id in ids {
+            match answers.get(id) {
+                Some((product, at)) if at.elapsed() < self.ttl => {
+                    known.insert(*id, product.clone());
+                }
+                _ => ask.push(*id),
+            }
+        }
+        (known, ask)
+    }
+
+    fn remember(&self, fetched: &HashMap<Uuid, Product>, at: Instant) {
+        if self.ttl.is_zero() || fetched.is_empty() {
+            return;
+        }
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        if answers.len() + fetched.len() > RECENT_PRODUCTS_CAP {
+            answers.clear();
+        }
+        for (id, product) in fetched {
+            answers.insert(*id, (product.clone(), at));
+        }
+    }
 }
 
 impl Upstream {
@@ -62,12 +127,37 @@ impl Upstream {
         Ok(Self {
             catalog: CatalogServiceClient::new(catalog.signed_by(mesh, CATALOG)),
             carts: CartServiceClient::new(users.signed_by(mesh, USER)),
+            recent: Arc::new(RecentProducts::new(config.product_ttl)),
         })
     }
 
-    /// The products `ids` that can be sold now, in one call. An unknown, hidden or deleted
-    /// product is FAILED_PRECONDITION `product_unavailable`, naming every such product.
+    /// The products `ids` that can be sold, as the catalog answered within the TTL or, for the
+    /// others, answers now in one call. An unknown, hidden or deleted product is
+    /// FAILED_PRECONDITION `product_unavailable`, naming every such product.
     pub async fn products(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Product>, ServiceError> {
+        let (mut products, ask) = self.recent.split(ids);
+        if !ask.is_empty() {
+            let asked_at = Instant::now();
+            let fetched = self.fetch_products(&ask).await?;
+            self.recent.remember(&fetched, asked_at);
+            products.extend(fetched);
+        }
+        let unavailable: Vec<String> = ids
+            .iter()
+            .filter(|id| !products.contains_key(id))
+            .map(Uuid::to_string)
+            .collect();
+        if !unavailable.is_empty() {
+            return Err(ServiceError::FailedPrecondition {
+                code: "product_unavailable",
+                message: format!("not for sale (unknown, hidden or deleted): {}", unavailable.join(", ")),
+            });
+        }
+        Ok(products)
+    }
+
+    /// Those of `ids` the catalog sells now, in one call.
+    async fn fetch_products(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Product>, ServiceError> {
         let request = BatchGetProductsRequest {
             ids: ids.iter().map(Uuid::to_string).collect(),
         };
@@ -93,17 +183,6 @@ impl Upstream {
                     },
                 );
             }
-        }
-        let unavailable: Vec<String> = ids
-            .iter()
-            .filter(|id| !products.contains_key(id))
-            .map(Uuid::to_string)
-            .collect();
-        if !unavailable.is_empty() {
-            return Err(ServiceError::FailedPrecondition {
-                code: "product_unavailable",
-                message: format!("not for sale (unknown, hidden or deleted): {}", unavailable.join(", ")),
-            });
         }
         Ok(products)
     }

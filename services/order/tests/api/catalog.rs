@@ -2,6 +2,7 @@
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use shop_catalog::entity::reservation_line;
+use shop_platform::testing::metrics::Scraper;
 use shop_proto::pb::{
     catalog::{CreateProductRequest, DeleteProductRequest, GetStockRequest, UpdateProductRequest},
     common::Money,
@@ -10,6 +11,21 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::helpers::{PATIENCE, TestMesh, signed};
+
+/// BatchGetProducts calls made to the catalog so far, by any service of this process (from a
+/// real scrape of `rpc.client.duration`).
+pub async fn catalog_batches(metrics: &Scraper) -> f64 {
+    let labels = [
+        r#"rpc_service="shop.catalog.v1.CatalogService""#,
+        r#"rpc_method="BatchGetProducts""#,
+    ];
+    metrics
+        .lines("rpc_client_duration_seconds_count", &labels)
+        .await
+        .iter()
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
 
 impl TestMesh {
     /// A visible product priced `price` KRW with `stock` units.
@@ -43,11 +59,29 @@ impl TestMesh {
 
     /// Hides a product from buyers.
     pub async fn hide(&self, product: Uuid) {
-        let request = UpdateProductRequest {
+        self.update(UpdateProductRequest {
             id: product.to_string(),
             visible: Some(false),
             ..Default::default()
-        };
+        })
+        .await;
+    }
+
+    /// Sets a product's price (KRW).
+    pub async fn reprice(&self, product: Uuid, price: i64) {
+        self.update(UpdateProductRequest {
+            id: product.to_string(),
+            price: Some(Money {
+                amount: price,
+                currency: "KRW".into(),
+            }),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// Changes a product as its seller.
+    async fn update(&self, request: UpdateProductRequest) {
         self.catalog_client
             .clone()
             .update_product(signed(request, &self.seller))

@@ -8,27 +8,13 @@ use tonic::Code;
 
 use crate::{
     cart::ids,
+    catalog::catalog_batches,
     helpers::{Options, PATIENCE, TestMesh, code_of, spawn_with},
 };
 
 /// The mesh with the user service.
 async fn with_users(options: Options) -> TestMesh {
     spawn_with(Options { users: true, ..options }).await
-}
-
-/// BatchGetProducts calls made to the catalog so far, by any service of this process (from a
-/// real scrape of `rpc.client.duration`).
-async fn catalog_batches(metrics: &Scraper) -> f64 {
-    let labels = [
-        r#"rpc_service="shop.catalog.v1.CatalogService""#,
-        r#"rpc_method="BatchGetProducts""#,
-    ];
-    metrics
-        .lines("rpc_client_duration_seconds_count", &labels)
-        .await
-        .iter()
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
 }
 
 #[tokio::test]

@@ -10,7 +10,12 @@ use shop_proto::pb::order::{
 use tonic::{Code, Request};
 use uuid::Uuid;
 
-use crate::helpers::{Options, caller, code_of, signed, spawn, spawn_with};
+use shop_platform::testing::metrics::Scraper;
+
+use crate::{
+    catalog::catalog_batches,
+    helpers::{Options, caller, code_of, signed, spawn, spawn_with},
+};
 
 #[tokio::test]
 async fn a_retried_placement_returns_the_same_order() {
@@ -63,6 +68,42 @@ async fn a_retried_placement_returns_the_same_order() {
     mesh.wait_for(&customer, &first.id, OrderStatus::Paid).await;
     let later = mesh.place(&customer, "retry-me", &[(product, 2)]).await.unwrap();
     assert_eq!(later.status(), OrderStatus::Paid);
+}
+
+#[tokio::test]
+async fn orders_within_the_product_ttl_reuse_the_catalogs_answer_and_a_new_price_applies_after_it() {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(4);
+    let metrics = Scraper::install();
+    let mesh = spawn_with(Options {
+        env: &[("SHOP_ORDER_PRODUCT_TTL", "4s")],
+        ..Options::default()
+    })
+    .await;
+    let product = mesh.product(1_000, 100).await;
+    let customer = caller(Role::Customer);
+    let asked = catalog_batches(&metrics).await;
+
+    let first = mesh.place(&customer, "ttl-1", &[(product, 1)]).await.unwrap();
+    let answered = std::time::Instant::now();
+    mesh.reprice(product, 2_000).await;
+    let second = mesh.place(&customer, "ttl-2", &[(product, 2)]).await.unwrap();
+    assert!(answered.elapsed() < TTL, "the test was too slow to say anything");
+    assert_eq!(
+        catalog_batches(&metrics).await - asked,
+        1.0,
+        "the second order reuses the catalog's answer to the first"
+    );
+    assert_eq!(first.total.unwrap().amount, 1_000);
+    assert_eq!(
+        second.total.unwrap().amount,
+        2 * 1_000,
+        "within the TTL, the price the catalog answered"
+    );
+
+    tokio::time::sleep(TTL.saturating_sub(answered.elapsed()) + std::time::Duration::from_millis(200)).await;
+    let third = mesh.place(&customer, "ttl-3", &[(product, 1)]).await.unwrap();
+    assert_eq!(third.total.unwrap().amount, 2_000, "after the TTL, the new price");
+    assert_eq!(catalog_batches(&metrics).await - asked, 2.0);
 }
 
 #[tokio::test]

@@ -479,7 +479,10 @@ async fn flash_sale(api: &Api, mail: &Mailbox, seller: &Session, node: &mut Node
 fn catalog_calls(lines: &[String]) -> usize {
     lines
         .iter()
-        .filter(|line| line.contains("started processing request") && line.contains("shop.catalog.v1.CatalogService/"))
+        .filter(|line| {
+            line.contains("started processing request")
+                && line.contains(r#""rpc.service":"shop.catalog.v1.CatalogService""#)
+        })
         .count()
 }
 
