@@ -22,6 +22,25 @@
 //! (no proof) or PERMISSION_DENIED (proof, but no grant). The `x-shop-user-*` metadata of
 //! earlier versions is never read. Health checks need no token (probes have none).
 //!
+//! Signing and verifying cost an Ed25519 operation each (more for a forwarded chain), so each
+//! member keeps two bounded caches (10,000 entries each):
+//! - **minted tokens**: a call for the same audience, method, end user (id, role, session) and
+//!   forwarded proof reuses the token minted for an earlier one while more than half of its life
+//!   is left; the token is exactly what a fresh mint would sign but for `iat`/`exp`, so the
+//!   callee learns nothing different, and a proof it forwards still has at least half the TTL
+//!   (plus the clock skew) ahead of it, longer than a call's deadline;
+//! - **verified tokens**: a token whose signature and claims checked out is remembered, by its
+//!   exact text, with its claims until it expires (`exp` plus [`CLOCK_SKEW`], checked against
+//!   the clock at every use, as the first verification did). Only that decoding is skipped: the
+//!   audience, method and grants are checked for every call. Refused tokens are not remembered,
+//!   so only tokens signed by trusted keys take room, and strangers cannot churn the cache.
+//!
+//! Reuse proves nothing a fresh token would not. Mesh tokens carry no `jti` or nonce and no
+//! member keeps a replay log: a token is a bearer proof, valid for one audience and one method
+//! until it expires, and whoever captures one (see "What is not defended" in the security docs)
+//! can already present it as often as they like within that life. A reused token is that same
+//! proof presented by its own signer, never past its `exp`.
+//!
 //! Configuration (see [`MeshIdentity::from_env`]): `SHOP_MESH_KEY` (this member's key),
 //! `SHOP_MESH_TRUST` (the public keys of the callers it accepts, several per caller during a
 //! rotation), `SHOP_MESH_GRANTS` (added to [`DEFAULT_GRANTS`]), `SHOP_MESH_TOKEN_TTL`.
@@ -30,7 +49,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     sync::Arc,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use base64::{
@@ -45,8 +64,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use self::cache::{BoundedCache, CAPACITY};
 use super::identity::{Caller, Role};
 use crate::config::{ConfigError, Env, ExposeSecret as _};
+
+mod cache;
 
 /// The metadata entry carrying the mesh token.
 pub const TOKEN_METADATA: &str = "x-shop-mesh-token";
@@ -364,6 +386,25 @@ struct Inner {
     trust: TrustSet,
     grants: Grants,
     ttl: Duration,
+    /// Tokens minted for calls, reused while young (see the module docs).
+    minted: BoundedCache<Call, Minted>,
+    /// Tokens verified, by their text, with their claims (see the module docs).
+    verified: BoundedCache<String, Arc<Claims>>,
+}
+
+impl Inner {
+    fn new(name: String, key: MeshKey, encoding: EncodingKey, trust: TrustSet, grants: Grants, ttl: Duration) -> Self {
+        Self {
+            name,
+            key,
+            encoding,
+            trust,
+            grants,
+            ttl,
+            minted: BoundedCache::new(CAPACITY),
+            verified: BoundedCache::new(CAPACITY),
+        }
+    }
 }
 
 impl fmt::Debug for MeshIdentity {
@@ -404,12 +445,42 @@ struct Claims {
     fwd: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct UserClaim {
     sub: Uuid,
     role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<Uuid>,
+}
+
+/// What a minted token says besides its issuer (this member) and its times: the key of the
+/// minted tokens' cache.
+#[derive(PartialEq, Eq, Hash)]
+struct Call {
+    aud: String,
+    mth: String,
+    usr: Option<UserClaim>,
+    fwd: Option<String>,
+}
+
+/// A token in the minted tokens' cache.
+#[derive(Clone)]
+struct Minted {
+    token: String,
+    iat: u64,
+    exp: u64,
+}
+
+impl Minted {
+    /// Whether more than half of its life is left (to the sub-second: `iat` and `exp` are whole
+    /// seconds, the clock is not).
+    fn reusable(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(self.exp).saturating_sub(now);
+        left.saturating_mul(2) > Duration::from_secs(self.exp.saturating_sub(self.iat))
+    }
 }
 
 /// A verified call: who made it, and for which end user.
@@ -451,6 +522,11 @@ fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
+/// Whether a token expiring at `exp` is still accepted: the verifier's rule, with its leeway.
+fn unexpired(exp: u64) -> bool {
+    exp.saturating_add(CLOCK_SKEW.as_secs()) >= now()
+}
+
 impl MeshIdentity {
     /// Member `name` signing with `key`, trusting `trust`, with the standard grants plus
     /// `grants`, minting tokens that live [`DEFAULT_TOKEN_TTL`].
@@ -462,27 +538,29 @@ impl MeshIdentity {
             .map_err(|error| format!("encoding the mesh key: {error}"))?;
         let mut all = Grants::standard();
         all.extend(grants);
-        Ok(Self(Arc::new(Inner {
-            name: name.to_owned(),
-            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        Ok(Self(Arc::new(Inner::new(
+            name.to_owned(),
             key,
+            encoding,
             trust,
-            grants: all,
-            ttl: DEFAULT_TOKEN_TTL,
-        })))
+            all,
+            DEFAULT_TOKEN_TTL,
+        ))))
     }
 
-    /// The same member, minting tokens that live `ttl` (at most [`MAX_TOKEN_TTL`]).
+    /// The same member, minting tokens that live `ttl` (at most [`MAX_TOKEN_TTL`]), with caches
+    /// of its own.
     pub fn with_ttl(self, ttl: Duration) -> Self {
         let inner = &self.0;
-        Self(Arc::new(Inner {
-            name: inner.name.clone(),
-            key: inner.key.clone(),
-            encoding: inner.encoding.clone(),
-            trust: inner.trust.clone(),
-            grants: inner.grants.clone(),
-            ttl: ttl.min(MAX_TOKEN_TTL),
-        }))
+        Self(Arc::new(Inner::new(
+            inner.name.clone(),
+            inner.key.clone(),
+            inner.encoding.clone(),
+            inner.trust.clone(),
+            inner.grants.clone(),
+            ttl.min(MAX_TOKEN_TTL),
+        )))
     }
 
     /// Member `name` from the environment:
@@ -539,14 +617,14 @@ impl MeshIdentity {
     /// A token for calling `method` (`package.Service/Method`) of service `audience`, for `user`
     /// if given: asserted directly when this member may assert users, else forwarded with the
     /// proof it was received with (a user without that proof is not sent, and the called
-    /// service treats the call as anonymous).
+    /// service treats the call as anonymous). The token minted for the same call earlier is
+    /// returned again while more than half of its life is left.
     pub fn mint(
         &self,
         audience: &str,
         method: &str,
         user: Option<&Caller>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let iat = now();
         let (usr, fwd) = match user {
             Some(user) if self.0.grants.may_assert_user(&self.0.name) => (
                 Some(UserClaim {
@@ -559,16 +637,34 @@ impl MeshIdentity {
             Some(user) => (None, user.proof().map(str::to_owned)),
             None => (None, None),
         };
-        let claims = Claims {
-            iss: self.0.name.clone(),
+        let call = Call {
             aud: audience.to_owned(),
             mth: method.trim_start_matches('/').to_owned(),
-            iat,
-            exp: iat.saturating_add(self.0.ttl.as_secs().max(1)),
             usr,
             fwd,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.0.encoding)
+        if let Some(minted) = self.0.minted.get(&call, Minted::reusable) {
+            return Ok(minted.token);
+        }
+        let iat = now();
+        let exp = iat.saturating_add(self.0.ttl.as_secs().max(1));
+        let claims = Claims {
+            iss: self.0.name.clone(),
+            aud: call.aud.clone(),
+            mth: call.mth.clone(),
+            iat,
+            exp,
+            usr: call.usr.clone(),
+            fwd: call.fwd.clone(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.0.encoding)?;
+        let minted = Minted {
+            token: token.clone(),
+            iat,
+            exp,
+        };
+        self.0.minted.insert(call, minted, Minted::reusable);
+        Ok(token)
     }
 
     /// Verifies the token of a call to `method` of this service (see the module docs).
@@ -591,14 +687,29 @@ impl MeshIdentity {
         }
         let user = self.user_of(&claims, token, 0)?;
         Ok(MeshCaller {
-            service: claims.iss,
+            service: claims.iss.clone(),
             user,
         })
     }
 
     /// The claims of `token` once its signature (by a trusted key of its issuer), audience
-    /// (`audience`), expiry and lifetime are checked.
-    fn verified_claims(&self, token: &str, audience: &str) -> Result<Claims, Refusal> {
+    /// (`audience`), expiry and lifetime are checked: remembered from an earlier call while the
+    /// token is unexpired and addressed to `audience`, else checked in full (and remembered if
+    /// they pass; anything else is refused by that full check, with its reason).
+    fn verified_claims(&self, token: &str, audience: &str) -> Result<Arc<Claims>, Refusal> {
+        let usable = |claims: &Arc<Claims>| claims.aud == audience && unexpired(claims.exp);
+        if let Some(claims) = self.0.verified.get(token, usable) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.decoded_claims(token, audience)?);
+        self.0
+            .verified
+            .insert(token.to_owned(), Arc::clone(&claims), |claims| unexpired(claims.exp));
+        Ok(claims)
+    }
+
+    /// [`Self::verified_claims`] without the cache: the signature checked, the claims decoded.
+    fn decoded_claims(&self, token: &str, audience: &str) -> Result<Claims, Refusal> {
         let invalid = |why: &str| Refusal::Unauthenticated(format!("invalid mesh token: {why}"));
         if token.len() > MAX_TOKEN_LEN {
             return Err(invalid("too long"));
@@ -688,6 +799,173 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    const LIST: &str = "shop.user.v1.WishlistService/ListWishlist";
+    const ADD: &str = "shop.user.v1.WishlistService/AddWishlistItem";
+
+    /// The standard members and `reports` (granted [`LIST`]), minting tokens that live `ttl`.
+    fn mesh(ttl: Duration) -> BTreeMap<String, MeshIdentity> {
+        let settings = MeshSettings {
+            grants: Grants::parse(&format!("reports={LIST}")).unwrap(),
+            ttl,
+            ..MeshSettings::default()
+        };
+        MeshIdentity::ephemeral_mesh(&[GATEWAY, USER, CATALOG, ORDER, "reports"], &settings).unwrap()
+    }
+
+    #[test]
+    fn a_call_reuses_its_token_while_it_is_young() {
+        let mesh = mesh(DEFAULT_TOKEN_TTL);
+        let user = Caller::new(Uuid::new_v4(), Role::Customer, Some(Uuid::new_v4()));
+        let first = mesh[GATEWAY].mint(USER, LIST, Some(&user)).unwrap();
+        // A second later a fresh token would have another `iat` (signing is deterministic, so
+        // within the same second it would not tell).
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert_eq!(mesh[GATEWAY].mint(USER, LIST, Some(&user)).unwrap(), first);
+        // The method's leading slash (as the request path has it) is not part of the call.
+        assert_eq!(
+            mesh[GATEWAY].mint(USER, &format!("/{LIST}"), Some(&user)).unwrap(),
+            first
+        );
+    }
+
+    #[test]
+    fn every_claim_of_a_call_keys_its_token() {
+        let mesh = mesh(DEFAULT_TOKEN_TTL);
+        let gateway = &mesh[GATEWAY];
+        let (id, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let user = Caller::new(id, Role::Customer, Some(session));
+        let token = gateway.mint(USER, LIST, Some(&user)).unwrap();
+        let others = [
+            gateway.mint(CATALOG, LIST, Some(&user)).unwrap(),
+            gateway.mint(USER, ADD, Some(&user)).unwrap(),
+            gateway.mint(USER, LIST, None).unwrap(),
+            gateway
+                .mint(
+                    USER,
+                    LIST,
+                    Some(&Caller::new(Uuid::new_v4(), Role::Customer, Some(session))),
+                )
+                .unwrap(),
+            gateway
+                .mint(USER, LIST, Some(&Caller::new(id, Role::Admin, Some(session))))
+                .unwrap(),
+            gateway
+                .mint(USER, LIST, Some(&Caller::new(id, Role::Customer, None)))
+                .unwrap(),
+            gateway
+                .mint(USER, LIST, Some(&Caller::new(id, Role::Customer, Some(Uuid::new_v4()))))
+                .unwrap(),
+        ];
+        for other in &others {
+            assert_ne!(*other, token);
+        }
+        assert_eq!(
+            others.iter().collect::<BTreeSet<_>>().len(),
+            others.len(),
+            "each call has a token of its own"
+        );
+
+        // A forwarding member: the proof it forwards is part of the call.
+        let batch = "shop.catalog.v1.CatalogService/BatchGetProducts";
+        let place = "shop.order.v1.OrderService/PlaceOrder";
+        let proof = |user: &Caller| {
+            let token = gateway.mint(ORDER, place, Some(user)).unwrap();
+            mesh[ORDER].verify(Some(&token), place).unwrap().user.unwrap()
+        };
+        let (received, from_another_user) = (proof(&user), proof(&Caller::new(Uuid::new_v4(), Role::Customer, None)));
+        let forwarded = mesh[ORDER].mint(CATALOG, batch, Some(&received)).unwrap();
+        assert_eq!(mesh[ORDER].mint(CATALOG, batch, Some(&received)).unwrap(), forwarded);
+        assert_ne!(
+            mesh[ORDER].mint(CATALOG, batch, Some(&from_another_user)).unwrap(),
+            forwarded
+        );
+        assert_ne!(mesh[ORDER].mint(CATALOG, batch, None).unwrap(), forwarded);
+        assert_eq!(mesh[CATALOG].verify(Some(&forwarded), batch).unwrap().user, Some(user));
+    }
+
+    #[test]
+    fn a_token_past_half_its_life_is_minted_afresh() {
+        let mesh = mesh(Duration::from_secs(2));
+        let first = mesh[GATEWAY].mint(USER, LIST, None).unwrap();
+        // `iat` is a whole second: 1.1 s later less than 0.9 s of the 2 s are left.
+        std::thread::sleep(Duration::from_millis(1_100));
+        let second = mesh[GATEWAY].mint(USER, LIST, None).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(mesh[GATEWAY].mint(USER, LIST, None).unwrap(), second);
+        assert!(mesh[USER].verify(Some(&second), LIST).is_ok());
+    }
+
+    #[test]
+    fn a_remembered_token_is_refused_once_expired() {
+        let mesh = mesh(DEFAULT_TOKEN_TTL);
+        let gateway = &mesh[GATEWAY];
+        // Expired 4 s ago: still within the clock skew allowed, for 1 to 2 s more.
+        let issued = now();
+        let claims = Claims {
+            iss: GATEWAY.to_owned(),
+            aud: USER.to_owned(),
+            mth: LIST.to_owned(),
+            iat: issued - 10,
+            exp: issued - 4,
+            usr: None,
+            fwd: None,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &gateway.0.encoding).unwrap();
+        assert!(mesh[USER].verify(Some(&token), LIST).is_ok());
+        assert_eq!(mesh[USER].0.verified.len(), 1, "the verified token is remembered");
+        std::thread::sleep(Duration::from_millis(2_050));
+        let refusal = mesh[USER].verify(Some(&token), LIST).unwrap_err();
+        assert_eq!(refusal, Refusal::Unauthenticated("invalid mesh token: expired".into()));
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_checked_against_each_call() {
+        let mesh = mesh(DEFAULT_TOKEN_TTL);
+        let token = mesh[GATEWAY].mint(USER, LIST, None).unwrap();
+        assert!(mesh[USER].verify(Some(&token), LIST).is_ok());
+        assert_eq!(mesh[USER].0.verified.len(), 1, "the verified token is remembered");
+        for _ in 0..2 {
+            assert!(matches!(
+                mesh[USER].verify(Some(&token), ADD),
+                Err(Refusal::Unauthenticated(message)) if message.contains("was minted for")
+            ));
+        }
+        // A token from a caller without the grant: its claims verify, the grant is refused every time.
+        let add = mesh["reports"].mint(USER, ADD, None).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                mesh[USER].verify(Some(&add), ADD),
+                Err(Refusal::PermissionDenied(_))
+            ));
+        }
+        assert!(
+            mesh[USER]
+                .verify(Some(&mesh["reports"].mint(USER, LIST, None).unwrap()), LIST)
+                .is_ok()
+        );
+        // Remembered by one service, refused by another it was not addressed to.
+        assert!(matches!(
+            mesh[CATALOG].verify(Some(&token), LIST),
+            Err(Refusal::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn a_tampered_token_is_refused_after_the_genuine_one_was_remembered() {
+        let mesh = mesh(DEFAULT_TOKEN_TTL);
+        let token = mesh[GATEWAY].mint(USER, LIST, None).unwrap();
+        assert!(mesh[USER].verify(Some(&token), LIST).is_ok());
+        // One character in the middle of the signature (the last one may carry only padding bits).
+        let at = token.rfind('.').unwrap() + 20;
+        let changed = if &token[at..=at] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{changed}{}", &token[..at], &token[at + 1..]);
+        assert!(matches!(
+            mesh[USER].verify(Some(&tampered), LIST),
+            Err(Refusal::Unauthenticated(message)) if message.contains("not signed by a trusted key")
+        ));
+        assert!(mesh[USER].verify(Some(&token), LIST).is_ok());
+    }
 
     #[test]
     fn keys_parse_from_base64_and_pem() {
