@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, OnceLock},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -21,9 +21,12 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use opentelemetry::{KeyValue, metrics::Counter};
 use serde::Deserialize;
-use shop_platform::grpc::{
-    client::GrpcChannel,
-    identity::{Caller, Role},
+use shop_platform::{
+    bounded::BoundedCache,
+    grpc::{
+        client::GrpcChannel,
+        identity::{Caller, Role},
+    },
 };
 use shop_proto::pb::user::{CheckTokenRevokedRequest, GetSigningKeysRequest, user_service_client::UserServiceClient};
 use tokio::sync::RwLock;
@@ -35,8 +38,14 @@ use crate::{AppState, problem::ApiError};
 const KEY_REFRESH_GAP: Duration = Duration::from_secs(1);
 /// How long a "not revoked" answer is reused. Revocation takes effect within this delay.
 const NOT_REVOKED_TTL: Duration = Duration::from_secs(1);
-/// Most cached revocation answers (then the cache is cleared; it refills on demand).
+/// Most cached revocation answers (then the stale ones go, or all; it refills on demand).
 const REVOCATION_CACHE_CAP: usize = 100_000;
+
+/// Whether a cached answer still holds: a revocation is final; "not revoked" holds for
+/// [`NOT_REVOKED_TTL`].
+fn usable((revoked, at): &(bool, Instant)) -> bool {
+    *revoked || at.elapsed() < NOT_REVOKED_TTL
+}
 
 /// `shop.cache.requests` of the revocation cache, every result at 0 from the first use.
 fn revocation_lookups() -> &'static Counter<u64> {
@@ -98,7 +107,8 @@ pub struct Authenticator {
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     /// How old the key set may get before it is fetched again.
     key_max_age: Duration,
-    revocations: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Answers by token id: revoked (kept), or not revoked and when that was answered.
+    revocations: BoundedCache<String, (bool, Instant)>,
 }
 
 /// The user service's verification keys by `kid`, and when they were fetched.
@@ -132,7 +142,7 @@ impl Authenticator {
             keys: RwLock::default(),
             last_refresh: tokio::sync::Mutex::default(),
             key_max_age,
-            revocations: Mutex::default(),
+            revocations: BoundedCache::new(REVOCATION_CACHE_CAP),
         }
     }
 
@@ -236,23 +246,9 @@ impl Authenticator {
     }
 
     async fn is_revoked(&self, jti: &str, session: Option<Uuid>) -> Result<bool, ApiError> {
-        {
-            let cache = self
-                .revocations
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match cache.get(jti) {
-                // A revocation is final: no need to ask again.
-                Some((true, _)) => {
-                    count_revocation_lookup("hit");
-                    return Ok(true);
-                }
-                Some((false, at)) if at.elapsed() < NOT_REVOKED_TTL => {
-                    count_revocation_lookup("hit");
-                    return Ok(false);
-                }
-                _ => {}
-            }
+        if let Some((revoked, _)) = self.revocations.get(jti, usable) {
+            count_revocation_lookup("hit");
+            return Ok(revoked);
         }
         count_revocation_lookup("miss");
         let request = CheckTokenRevokedRequest {
@@ -281,21 +277,12 @@ impl Authenticator {
     /// ended are refused here at once instead of up to [`NOT_REVOKED_TTL`] later. Other
     /// gateway replicas refuse them within that delay.
     pub fn forget_live_answers(&self) {
-        self.revocations
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|_, (revoked, _)| *revoked);
+        self.revocations.retain(|(revoked, _)| *revoked);
     }
 
     fn remember(&self, jti: &str, revoked: bool) {
-        let mut cache = self
-            .revocations
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= REVOCATION_CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(jti.to_owned(), (revoked, Instant::now()));
+        self.revocations
+            .insert(jti.to_owned(), (revoked, Instant::now()), usable);
     }
 }
 

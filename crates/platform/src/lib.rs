@@ -8,6 +8,7 @@
 static ALLOCATOR: shop_allocator::ShopAllocator = shop_allocator::ShopAllocator;
 
 pub mod backoff;
+pub mod bounded;
 pub mod cache;
 pub mod config;
 pub mod db;

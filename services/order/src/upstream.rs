@@ -6,16 +6,19 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use shop_platform::grpc::{
-    client::{GrpcChannel, connect},
-    error::ServiceError,
-    identity::Caller,
-    mesh::{CATALOG, MeshIdentity, USER},
+use shop_platform::{
+    bounded::{BoundedCache, CAPACITY},
+    grpc::{
+        client::{GrpcChannel, connect},
+        error::ServiceError,
+        identity::Caller,
+        mesh::{CATALOG, MeshIdentity, USER},
+    },
 };
 use shop_proto::pb::{
     catalog::{BatchGetProductsRequest, catalog_service_client::CatalogServiceClient},
@@ -56,9 +59,6 @@ pub struct Upstream {
     recent: Arc<RecentProducts>,
 }
 
-/// Most products remembered (then all are forgotten; the next orders ask again).
-const RECENT_PRODUCTS_CAP: usize = 10_000;
-
 /// The catalog's recent answers about products for sale, reused for a short time.
 ///
 /// In a flash sale thousands of orders a second name the same product: asking the catalog for
@@ -71,15 +71,19 @@ const RECENT_PRODUCTS_CAP: usize = 10_000;
 #[derive(Debug)]
 struct RecentProducts {
     ttl: Duration,
-    answers: Mutex<HashMap<Uuid, (Product, Instant)>>,
+    answers: BoundedCache<Uuid, (Product, Instant)>,
 }
 
 impl RecentProducts {
     fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            answers: Mutex::default(),
+            answers: BoundedCache::new(CAPACITY),
         }
+    }
+
+    fn fresh(&self, (_, at): &(Product, Instant)) -> bool {
+        at.elapsed() < self.ttl
     }
 
     /// The remembered answers for `ids`, and the ids to ask the catalog about.
@@ -87,15 +91,14 @@ impl RecentProducts {
         if self.ttl.is_zero() {
             return (HashMap::new(), ids.to_vec());
         }
-        let answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
         let mut known = HashMap::new();
         let mut ask = Vec::new();
         for id in ids {
-            match answers.get(id) {
-                Some((product, at)) if at.elapsed() < self.ttl => {
-                    known.insert(*id, product.clone());
+            match self.answers.get(id, |answer| self.fresh(answer)) {
+                Some((product, _)) => {
+                    known.insert(*id, product);
                 }
-                _ => ask.push(*id),
+                None => ask.push(*id),
             }
         }
         (known, ask)
@@ -105,12 +108,9 @@ impl RecentProducts {
         if self.ttl.is_zero() || fetched.is_empty() {
             return;
         }
-        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
-        if answers.len() + fetched.len() > RECENT_PRODUCTS_CAP {
-            answers.clear();
-        }
         for (id, product) in fetched {
-            answers.insert(*id, (product.clone(), at));
+            self.answers
+                .insert(*id, (product.clone(), at), |answer| self.fresh(answer));
         }
     }
 }

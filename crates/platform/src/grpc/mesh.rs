@@ -64,11 +64,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use self::cache::{BoundedCache, CAPACITY};
 use super::identity::{Caller, Role};
+use crate::bounded::{BoundedCache, CAPACITY};
 use crate::config::{ConfigError, Env, ExposeSecret as _};
-
-mod cache;
 
 /// The metadata entry carrying the mesh token.
 pub const TOKEN_METADATA: &str = "x-shop-mesh-token";

@@ -1,27 +1,40 @@
-//! A bounded map shared by the threads of one mesh member: the tokens it minted (reused while
-//! young) and the tokens it verified (believed until they expire).
+//! A bounded map shared by the threads of one process, for answers worth remembering a short
+//! while: the mesh tokens a member minted (reused while young) and verified (believed until
+//! they expire), the gateway's token-revocation answers, the order service's recent catalog
+//! answers. Each entry says through its reader whether it is still usable; the map never grows
+//! past its capacity.
 
 use std::{
     borrow::Borrow,
     collections::HashMap,
+    fmt,
     hash::Hash,
     sync::{Mutex, PoisonError},
 };
 
-/// The most entries one cache holds. Each is a token or two (a few hundred bytes to a few KB),
-/// so a full cache stays in the tens of megabytes at worst.
-pub(super) const CAPACITY: usize = 10_000;
+/// The usual capacity. Each entry is at most a few KB (a mesh token or two), so a full map
+/// stays in the tens of megabytes at worst.
+pub const CAPACITY: usize = 10_000;
 
 /// A map of at most `capacity` entries. When it is full, the entries no longer usable are
 /// dropped; if more than half of it is still usable, all of it is (a cache refills on demand,
 /// and each sweep is paid for by at least `capacity / 2` inserts before the next).
-pub(super) struct BoundedCache<K, V> {
+pub struct BoundedCache<K, V> {
     entries: Mutex<HashMap<K, V>>,
     capacity: usize,
 }
 
+impl<K, V> fmt::Debug for BoundedCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<K: Eq + Hash, V: Clone> BoundedCache<K, V> {
-    pub(super) fn new(capacity: usize) -> Self {
+    /// An empty map of at most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
         Self {
             entries: Mutex::default(),
             capacity,
@@ -29,7 +42,7 @@ impl<K: Eq + Hash, V: Clone> BoundedCache<K, V> {
     }
 
     /// The value of `key`, if there is one and `usable` accepts it.
-    pub(super) fn get<Q>(&self, key: &Q, usable: impl FnOnce(&V) -> bool) -> Option<V>
+    pub fn get<Q>(&self, key: &Q, usable: impl FnOnce(&V) -> bool) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
@@ -39,7 +52,7 @@ impl<K: Eq + Hash, V: Clone> BoundedCache<K, V> {
     }
 
     /// Remembers `value` for `key`; `usable` tells which entries to keep when the map is full.
-    pub(super) fn insert(&self, key: K, value: V, usable: impl Fn(&V) -> bool) {
+    pub fn insert(&self, key: K, value: V, usable: impl Fn(&V) -> bool) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
             entries.retain(|_, value| usable(value));
@@ -50,8 +63,16 @@ impl<K: Eq + Hash, V: Clone> BoundedCache<K, V> {
         entries.insert(key, value);
     }
 
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, value| keep(value));
+    }
+
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
