@@ -236,6 +236,14 @@ async fn assert_order_trace(collector: &Collector, stack: &Stack, placed: &Place
         assert!(span.resource.contains_key("service.version"), "{span:?}");
     }
 
+    // Spans carry what the conventions name, not the tracing layer's per-span extras (busy and
+    // idle times, the thread), which every span would pay for and nothing reads.
+    for span in &trace.spans {
+        for extra in ["busy_ns", "idle_ns", "thread.id", "thread.name"] {
+            assert_eq!(span.attribute(extra), None, "{extra} on {span:?}");
+        }
+    }
+
     let name = |index: usize| expected[index].2.as_str();
 
     // The gateway's request starts the trace.
