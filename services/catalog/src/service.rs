@@ -13,7 +13,7 @@ use shop_platform::{
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
     outbox::{OutboxGauge, OutboxRelay, RelayOptions},
-    queue::{DeadLetterGauge, QueueDepthGauge},
+    queue::ConsumedQueueGauges,
     retention::Sweeper,
     service::{Backends, MeshService, ServiceSettings, open_database},
     telemetry::metrics::POLL_INTERVAL,
@@ -31,8 +31,7 @@ pub struct CatalogService {
     worker: StockWorker,
     sweeper: Sweeper,
     sweep_interval: std::time::Duration,
-    dead_letters: DeadLetterGauge,
-    depth: QueueDepthGauge,
+    gauges: ConsumedQueueGauges,
     db: DatabaseConnection,
 }
 
@@ -65,9 +64,7 @@ impl MeshService for CatalogService {
             .waking(relay.clone())
             .dead_letter_max_length(config.retention.platform.dead_letter_max_length);
         worker.declare().await.context("declaring the stock queues")?;
-        // The dead letters of the queues this service consumes.
-        let dead_letters = DeadLetterGauge::new(Arc::clone(&backends.queue), worker.consumed_queues());
-        let depth = QueueDepthGauge::new(Arc::clone(&backends.queue), worker.consumed_queues());
+        let gauges = ConsumedQueueGauges::new(Arc::clone(&backends.queue), worker.consumed_queues());
         let sweeper = retention::sweeper(db.clone(), &config.retention);
         let server = GrpcServerBuilder::for_service(&settings)
             .depends_on(Dependency::database(db.clone()))
@@ -82,8 +79,7 @@ impl MeshService for CatalogService {
             worker,
             sweeper,
             sweep_interval: config.retention.platform.interval,
-            dead_letters,
-            depth,
+            gauges,
             db,
         })
     }
@@ -100,15 +96,13 @@ impl MeshService for CatalogService {
         let relay = tokio::spawn(self.relay.run(relay_stop.clone()));
         let worker = tokio::spawn(self.worker.run(stop.clone()));
         let sweeper = tokio::spawn(self.sweeper.run(self.sweep_interval, stop.clone()));
-        let dead_letters = tokio::spawn(self.dead_letters.run(DeadLetterGauge::INTERVAL, stop.clone()));
-        let depth = tokio::spawn(self.depth.run(POLL_INTERVAL, stop.clone()));
+        let gauges = tokio::spawn(self.gauges.run(stop.clone()));
         let outbox = tokio::spawn(OutboxGauge::new(self.db.clone(), Self::NAME).run(POLL_INTERVAL, stop.clone()));
         let served = self.server.serve(stop.clone()).await;
         stop.cancel();
         let worked = worker.await.context("the stock worker panicked");
         sweeper.await.context("the retention sweeper panicked")?;
-        dead_letters.await.context("the dead-letter gauge panicked")?;
-        depth.await.context("the queue depth gauge panicked")?;
+        gauges.await.context("the queue gauges panicked")?;
         outbox.await.context("the outbox gauge panicked")?;
         relay_stop.cancel();
         relay.await.context("the outbox relay panicked")?;

@@ -14,7 +14,7 @@ use shop_platform::{
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
     outbox::{OutboxGauge, OutboxRelay, RelayOptions},
-    queue::{DeadLetterGauge, QueueDepthGauge, QueueSpec, WorkQueue},
+    queue::{ConsumedQueueGauges, QueueSpec, WorkQueue},
     retention::Sweeper,
     service::{Backends, MeshService, ServiceSettings, open_database},
     telemetry::metrics::POLL_INTERVAL,
@@ -223,11 +223,8 @@ impl MeshService for OrderService {
         let interval = self.ctx.config.retention.platform.interval;
         let sweeper = retention::sweeper(self.ctx.db.clone(), &self.ctx.config.retention);
         tasks.spawn(sweeper.run(interval, background.clone()));
-        // The dead letters of the queue this service consumes.
-        let dead_letters = DeadLetterGauge::new(Arc::clone(&self.queue), [self.ctx.config.queues.results.clone()]);
-        tasks.spawn(dead_letters.run(DeadLetterGauge::INTERVAL, background.clone()));
-        let depth = QueueDepthGauge::new(Arc::clone(&self.queue), [self.ctx.config.queues.results.clone()]);
-        tasks.spawn(depth.run(POLL_INTERVAL, background.clone()));
+        let gauges = ConsumedQueueGauges::new(Arc::clone(&self.queue), [self.ctx.config.queues.results.clone()]);
+        tasks.spawn(gauges.run(background.clone()));
         let outbox = OutboxGauge::new(self.ctx.db.clone(), Self::NAME);
         tasks.spawn(outbox.run(POLL_INTERVAL, background.clone()));
         tasks.spawn(PendingOrders::new(self.ctx.clone()).run(POLL_INTERVAL, background.clone()));

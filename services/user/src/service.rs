@@ -14,9 +14,8 @@ use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
-    queue::{DeadLetterGauge, QueueDepthGauge, QueueSpec, WorkQueue},
+    queue::{ConsumedQueueGauges, QueueSpec, WorkQueue},
     service::{Backends, MeshService, ServiceSettings, open_database},
-    telemetry::metrics::POLL_INTERVAL,
 };
 use shop_proto::pb::user::{
     cart_service_server::CartServiceServer, user_service_server::UserServiceServer,
@@ -104,10 +103,8 @@ impl MeshService for UserService {
             self.placed.clone(),
             background.clone(),
         ));
-        let dead_letters = DeadLetterGauge::new(Arc::clone(&self.queue), [self.placed.clone()]);
-        tasks.spawn(dead_letters.run(DeadLetterGauge::INTERVAL, background.clone()));
-        let depth = QueueDepthGauge::new(Arc::clone(&self.queue), [self.placed.clone()]);
-        tasks.spawn(depth.run(POLL_INTERVAL, background.clone()));
+        let gauges = ConsumedQueueGauges::new(Arc::clone(&self.queue), [self.placed.clone()]);
+        tasks.spawn(gauges.run(background.clone()));
         tasks.spawn(purge(self.context.clone(), background.clone()));
         let served = self.server.serve(shutdown).await;
         background.cancel();

@@ -24,6 +24,34 @@ pub use inspect::{DeadLetter, DeadLetters, Death, RedriveError, Selection};
 pub use memory::MemoryQueue;
 pub use sqlite::SqliteQueue;
 
+/// The gauges of the queues a service consumes, run together until stopped: their dead
+/// letters (every [`DeadLetterGauge::INTERVAL`]) and their depth (every
+/// [`crate::telemetry::metrics::POLL_INTERVAL`]). Every consuming service runs one.
+#[derive(Debug)]
+pub struct ConsumedQueueGauges {
+    dead_letters: DeadLetterGauge,
+    depth: QueueDepthGauge,
+}
+
+impl ConsumedQueueGauges {
+    /// The gauges of `consumed`, on `queue`.
+    pub fn new<S: Into<String>>(queue: Arc<dyn WorkQueue>, consumed: impl IntoIterator<Item = S>) -> Self {
+        let consumed: Vec<String> = consumed.into_iter().map(Into::into).collect();
+        Self {
+            dead_letters: DeadLetterGauge::new(Arc::clone(&queue), consumed.iter().cloned()),
+            depth: QueueDepthGauge::new(queue, consumed),
+        }
+    }
+
+    /// Reads both until `stop`.
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
+        tokio::join!(
+            self.dead_letters.run(DeadLetterGauge::INTERVAL, stop.clone()),
+            self.depth.run(crate::telemetry::metrics::POLL_INTERVAL, stop),
+        );
+    }
+}
+
 /// One message on a queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
