@@ -37,7 +37,7 @@ pub struct OrderConfig {
     /// The queue of OrderPlaced, which the user service consumes (`SHOP_ORDER_PLACED_QUEUE`
     /// [orders.placed]; not one of the stock queues).
     pub order_queues: OrderQueues,
-    /// Stock result consumers in this process (`SHOP_ORDER_RESULT_CONSUMERS` [4], 1 to 64; on
+    /// Stock result consumers in this process (`SHOP_ORDER_RESULT_CONSUMERS` [2], 1 to 64; on
     /// SQLite, which has one writer at a time, always 1).
     pub result_consumers: usize,
     /// How often the shipment scheduler looks for due orders (`SHOP_ORDER_SHIPMENT_INTERVAL` [1s]);
@@ -132,7 +132,7 @@ impl OrderConfig {
         if interval.is_zero() {
             return Err(ConfigError::new("SHOP_ORDER_SHIPMENT_INTERVAL", "must be positive"));
         }
-        let consumers = env.parse_or("SHOP_ORDER_RESULT_CONSUMERS", 4usize)?;
+        let consumers = env.parse_or("SHOP_ORDER_RESULT_CONSUMERS", 2usize)?;
         if !(1..=64).contains(&consumers) {
             return Err(ConfigError::new(
                 "SHOP_ORDER_RESULT_CONSUMERS",

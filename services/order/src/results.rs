@@ -11,15 +11,16 @@
 //! - StockRejected for a PENDING order: REJECTED (`out_of_stock`), the payment voided.
 //! - StockReleased: the release is marked confirmed.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
-    sea_query::Expr,
-};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
 use shop_platform::{
     outbox::inbox,
     queue::{
@@ -34,14 +35,19 @@ use uuid::Uuid;
 
 use crate::{
     context::Context,
-    entity::{OrderStatus, PaymentStatus, release},
+    entity::{OrderStatus, PaymentStatus, order, payment, release},
     settlement,
     stock::{self, ReleaseReason},
     store::{self, OrderRecord},
 };
 
-/// Unsettled deliveries one consumer holds at a time.
-const PREFETCH: u16 = 16;
+/// Unsettled deliveries one consumer holds at a time, and the most results applied in one
+/// transaction.
+const PREFETCH: u16 = 64;
+/// How long a consumer waits for more results once one has arrived, up to [`PREFETCH`]: the
+/// results of one catalog batch arrive spread over a few milliseconds, and one transaction for
+/// all of them costs the database far less than one for each.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// A stock result, decoded.
 #[derive(Clone, Debug, PartialEq)]
@@ -132,6 +138,7 @@ pub async fn run(ctx: Context, queue: Arc<dyn WorkQueue>, consumers: usize, shut
         consumers,
         prefetch: PREFETCH,
         batch_size: usize::from(PREFETCH),
+        linger: LINGER,
         ..RunnerOptions::default()
     };
     ConsumerRunner::new(queue, name, Arc::new(ResultHandler { ctx }), options)
@@ -150,26 +157,58 @@ struct AfterCommit {
     reserved: bool,
 }
 
+/// What a batch of results changes, decided against the locked orders and then written with a
+/// few statements for the whole batch.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Orders whose stock is now held: a capture is requested for each.
+    reserved: Vec<Uuid>,
+    /// Orders refused for want of stock: their status reason and shortages (JSON), by order.
+    rejected: Vec<(Uuid, String, String)>,
+}
+
 /// Applies a batch of results in one transaction: each message once per message id (the
-/// inbox), each order's row locked in id order (so consumers never wait on each other in a
-/// cycle), one after the other.
+/// inbox), the orders they are about locked together in id order (so consumers never wait on
+/// each other in a cycle), each result decided in turn against its order's state as the results
+/// before it left it, then the changes written with a few statements for the whole batch. In a
+/// flash sale every order gets a result: one statement per change and order was most of what
+/// the database did (docs/benchmarks.md).
 async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result<()> {
     let txn = store::begin_write(&ctx.db).await?;
     let ids: Vec<&str> = batch.iter().map(|one| one.message_id).collect();
     let mut fresh = inbox::claim(&txn, &ids).await?;
-    let mut ordered: Vec<&Received<'_, Decoded>> = batch.iter().collect();
-    ordered.sort_by_key(|one| one.item.order_id);
-    let mut after = AfterCommit::default();
-    for one in ordered {
-        if !fresh.remove(one.message_id) {
+    let mut ordered: Vec<&Received<'_, Decoded>> = Vec::with_capacity(batch.len());
+    for one in batch {
+        if fresh.remove(one.message_id) {
+            ordered.push(one);
+        } else {
             tracing::debug!(message_id = one.message_id, "stock result seen before");
             one.span.record("shop.outcome", "duplicate");
-            continue;
         }
-        apply_one(ctx, &txn, one.item, &mut after)
+    }
+    ordered.sort_by_key(|one| one.item.order_id);
+    // Reservation results change their order: lock them all first.
+    let mut to_lock: Vec<Uuid> = ordered
+        .iter()
+        .filter(|one| !matches!(one.item.result, StockResult::Released(_)))
+        .map(|one| one.item.order_id)
+        .collect();
+    to_lock.dedup();
+    let mut records: HashMap<Uuid, OrderRecord> = store::lock_many(&txn, &to_lock)
+        .await?
+        .into_iter()
+        .map(|record| (record.order.id, record))
+        .collect();
+    let now = ctx.clock.now();
+    let mut after = AfterCommit::default();
+    let mut changes = Changes::default();
+    for one in ordered {
+        let record = records.get_mut(&one.item.order_id);
+        decide(ctx, &txn, &one.item, record, now, &mut changes, &mut after)
             .instrument(one.span.clone())
             .await?;
     }
+    write(&txn, &records, &changes, now).await?;
     txn.commit().await?;
     for placed_at in after.rejected {
         crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, placed_at, ctx.clock.now());
@@ -183,19 +222,19 @@ async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result
     Ok(())
 }
 
-/// Applies one result for its order inside the batch's transaction.
-async fn apply_one(
+/// Decides what one result does to its order (`record`, locked; `None` for an unknown order or
+/// a release), updating the record in memory so that a later result of the batch sees it. The
+/// rare cases (a release confirmed, a late reservation of a cancelled order) are written at once.
+async fn decide(
     ctx: &Context,
     txn: &DatabaseTransaction,
     decoded: &Decoded,
+    record: Option<&mut OrderRecord>,
+    now: DateTime<Utc>,
+    changes: &mut Changes,
     after: &mut AfterCommit,
 ) -> anyhow::Result<()> {
     let (order_id, result) = (decoded.order_id, &decoded.result);
-    // Reservation results change the order: lock it first.
-    let record = match result {
-        StockResult::Released(_) => None,
-        StockResult::Reserved(_) | StockResult::Rejected(_) => store::lock(txn, order_id).await?,
-    };
     tracing::Span::current().record(
         "shop.outcome",
         match (result, &record) {
@@ -209,20 +248,23 @@ async fn apply_one(
         (StockResult::Released(released), _) => after.enqueued |= confirm_release(ctx, txn, order_id, released).await?,
         (_, None) => tracing::error!(%order_id, "stock result for an unknown order; ignored"),
         (StockResult::Reserved(_), Some(record)) => {
-            after.enqueued |= apply_reservation(ctx, txn, record).await?;
-            after.reserved = true;
+            after.enqueued |= apply_reservation(ctx, txn, record, now, changes).await?;
         }
         (StockResult::Rejected(rejected), Some(record)) => {
-            after
-                .rejected
-                .extend(apply_rejection(ctx, txn, record, rejected).await?);
+            after.rejected.extend(apply_rejection(record, rejected, now, changes));
         }
     }
+    after.reserved |= !changes.reserved.is_empty();
     Ok(())
 }
 
-async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: OrderRecord) -> anyhow::Result<bool> {
-    let now = ctx.clock.now();
+async fn apply_reservation(
+    ctx: &Context,
+    txn: &DatabaseTransaction,
+    record: &mut OrderRecord,
+    now: DateTime<Utc>,
+    changes: &mut Changes,
+) -> anyhow::Result<bool> {
     let order_id = record.order.id;
     match record.order.status {
         OrderStatus::Pending if record.order.stock_reserved_at.is_none() => {}
@@ -231,8 +273,7 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
             // order's stock already (the catalog gives back what it reserved, or refuses the
             // reservation if the release came first); orders cancelled before releases were
             // sent at cancellation get theirs now. The release is recorded once either way.
-            let released =
-                stock::release_order(txn, &ctx.config.queues, &record, ReleaseReason::Cancelled, now).await?;
+            let released = stock::release_order(txn, &ctx.config.queues, record, ReleaseReason::Cancelled, now).await?;
             if released {
                 tracing::info!(%order_id, "late reservation of a cancelled order released");
             }
@@ -244,29 +285,26 @@ async fn apply_reservation(ctx: &Context, txn: &DatabaseTransaction, record: Ord
         }
     }
     // The stock is held: the payment is captured after this commit (see `settlement`).
-    let mut order = record.order.clone().into_active_model();
-    order.stock_reserved_at = Set(Some(now));
-    order.updated_at = Set(now);
-    order.update(txn).await?;
-    settlement::request_capture(txn, &record).await?;
+    record.order.stock_reserved_at = Some(now);
+    record.order.updated_at = now;
+    changes.reserved.push(order_id);
     tracing::debug!(%order_id, "stock reserved; capture requested");
     Ok(false)
 }
 
-async fn apply_rejection(
-    ctx: &Context,
-    txn: &DatabaseTransaction,
-    record: OrderRecord,
+/// Rejects a PENDING order; returns when it was placed (for the reservation-time histogram).
+fn apply_rejection(
+    record: &mut OrderRecord,
     rejected: &events::StockRejected,
-) -> anyhow::Result<Option<DateTime<Utc>>> {
+    now: DateTime<Utc>,
+    changes: &mut Changes,
+) -> Option<DateTime<Utc>> {
     let order_id = record.order.id;
     if record.order.status != OrderStatus::Pending {
         // Already applied, or cancelled meanwhile (then there is nothing to give back either).
         tracing::debug!(%order_id, status = ?record.order.status, "rejection needs nothing more");
-        return Ok(None);
+        return None;
     }
-    let placed_at = record.order.placed_at;
-    let now = ctx.clock.now();
     let shortages: Vec<serde_json::Value> = rejected
         .short
         .iter()
@@ -278,21 +316,66 @@ async fn apply_rejection(
             })
         })
         .collect();
-    let mut order = record.order.into_active_model();
-    order.status = Set(OrderStatus::Rejected);
     // The machine code first, then the short products (what the customer needs to know).
     let short_ids: Vec<&str> = rejected.short.iter().map(|short| short.product_id.as_str()).collect();
-    order.status_reason = Set(Some(format!("out_of_stock: {}", short_ids.join(", "))));
-    order.shortages = Set(Some(serde_json::Value::Array(shortages).to_string()));
-    order.updated_at = Set(now);
-    order.update(txn).await?;
-    let mut payment = record.payment.into_active_model();
-    payment.status = Set(PaymentStatus::Voided);
-    payment.updated_at = Set(now);
-    payment.update(txn).await?;
-    store::cancel_unshipped_items(txn, order_id).await?;
+    let reason = format!("out_of_stock: {}", short_ids.join(", "));
+    let shortages = serde_json::Value::Array(shortages).to_string();
+    record.order.status = OrderStatus::Rejected;
+    record.order.status_reason = Some(reason.clone());
+    record.order.shortages = Some(shortages.clone());
+    record.order.updated_at = now;
+    record.payment.status = PaymentStatus::Voided;
+    record.payment.updated_at = now;
+    changes.rejected.push((order_id, reason, shortages));
     tracing::info!(%order_id, short = ?short_ids, "order rejected: out of stock");
-    Ok(Some(placed_at))
+    Some(record.order.placed_at)
+}
+
+/// Writes a batch's `changes`: one UPDATE for the reserved orders and a multi-row insert of
+/// their capture tasks; for the rejected ones, one UPDATE per distinct reason and shortages
+/// (in a sale of one product, one or a few), their payments voided and unshipped items
+/// cancelled with one statement each.
+async fn write(
+    txn: &DatabaseTransaction,
+    records: &HashMap<Uuid, OrderRecord>,
+    changes: &Changes,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    if !changes.reserved.is_empty() {
+        order::Entity::update_many()
+            .col_expr(order::Column::StockReservedAt, Expr::value(now))
+            .col_expr(order::Column::UpdatedAt, Expr::value(now))
+            .filter(order::Column::Id.is_in(changes.reserved.iter().copied()))
+            .exec(txn)
+            .await?;
+        let reserved: Vec<&OrderRecord> = changes.reserved.iter().filter_map(|id| records.get(id)).collect();
+        settlement::request_captures(txn, &reserved).await?;
+    }
+    if !changes.rejected.is_empty() {
+        let mut by_reason: BTreeMap<(&str, &str), Vec<Uuid>> = BTreeMap::new();
+        for (order_id, reason, shortages) in &changes.rejected {
+            by_reason.entry((reason, shortages)).or_default().push(*order_id);
+        }
+        for ((reason, shortages), order_ids) in by_reason {
+            order::Entity::update_many()
+                .col_expr(order::Column::Status, Expr::value(OrderStatus::Rejected))
+                .col_expr(order::Column::StatusReason, Expr::value(reason))
+                .col_expr(order::Column::Shortages, Expr::value(shortages))
+                .col_expr(order::Column::UpdatedAt, Expr::value(now))
+                .filter(order::Column::Id.is_in(order_ids))
+                .exec(txn)
+                .await?;
+        }
+        let rejected: Vec<Uuid> = changes.rejected.iter().map(|(order_id, _, _)| *order_id).collect();
+        payment::Entity::update_many()
+            .col_expr(payment::Column::Status, Expr::value(PaymentStatus::Voided))
+            .col_expr(payment::Column::UpdatedAt, Expr::value(now))
+            .filter(payment::Column::OrderId.is_in(rejected.iter().copied()))
+            .exec(txn)
+            .await?;
+        store::cancel_unshipped_items_of(txn, &rejected).await?;
+    }
+    Ok(())
 }
 
 async fn confirm_release(

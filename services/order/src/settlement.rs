@@ -28,7 +28,7 @@ use sea_orm::{
     QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait as _},
 };
-use shop_platform::backoff::Backoff;
+use shop_platform::{backoff::Backoff, db::INSERT_CHUNK};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -74,20 +74,25 @@ pub fn refund_id(order_id: Uuid, item_id: Option<Uuid>) -> Uuid {
     }
 }
 
-/// Records, in the caller's transaction, that the order's total is to be captured.
-pub(crate) async fn request_capture<C: ConnectionTrait>(conn: &C, record: &OrderRecord) -> Result<Uuid, DbErr> {
-    let id = capture_id(record.order.id);
-    insert_task(
-        conn,
-        id,
-        record.order.id,
-        TaskKind::Capture,
-        None,
-        record.payment.amount,
-        &record.payment.currency,
-    )
-    .await?;
-    Ok(id)
+/// Records, in the caller's transaction, that each order's total is to be captured (multi-row
+/// inserts; an order whose capture was requested already keeps its task).
+pub(crate) async fn request_captures<C: ConnectionTrait>(conn: &C, records: &[&OrderRecord]) -> Result<(), DbErr> {
+    let now = Utc::now();
+    let tasks: Vec<payment_task::ActiveModel> = records
+        .iter()
+        .map(|record| {
+            new_task(
+                capture_id(record.order.id),
+                record.order.id,
+                TaskKind::Capture,
+                None,
+                record.payment.amount,
+                &record.payment.currency,
+                now,
+            )
+        })
+        .collect();
+    insert_tasks(conn, tasks).await
 }
 
 /// Records, in the caller's transaction, that `amount` of `payment` is to be refunded (for
@@ -121,8 +126,21 @@ async fn insert_task<C: ConnectionTrait>(
     amount: i64,
     currency: &str,
 ) -> Result<(), DbErr> {
-    let now = Utc::now();
-    payment_task::Entity::insert(payment_task::ActiveModel {
+    let task = new_task(id, order_id, kind, item_id, amount, currency, Utc::now());
+    insert_tasks(conn, vec![task]).await
+}
+
+/// A task due now.
+fn new_task(
+    id: Uuid,
+    order_id: Uuid,
+    kind: TaskKind,
+    item_id: Option<Uuid>,
+    amount: i64,
+    currency: &str,
+    now: DateTime<Utc>,
+) -> payment_task::ActiveModel {
+    payment_task::ActiveModel {
         id: Set(id),
         order_id: Set(order_id),
         kind: Set(kind),
@@ -136,14 +154,22 @@ async fn insert_task<C: ConnectionTrait>(
         provider_reference: Set(None),
         created_at: Set(now),
         completed_at: Set(None),
-    })
-    .on_conflict(
-        sea_orm::sea_query::OnConflict::column(payment_task::Column::Id)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(conn)
-    .await?;
+    }
+}
+
+/// Inserts `tasks`, leaving out those whose id exists (a task is requested once: its id is
+/// derived from what it pays or refunds), in statements of at most [`INSERT_CHUNK`] rows.
+async fn insert_tasks<C: ConnectionTrait>(conn: &C, tasks: Vec<payment_task::ActiveModel>) -> Result<(), DbErr> {
+    for chunk in tasks.chunks(INSERT_CHUNK) {
+        payment_task::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(payment_task::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -40,6 +40,23 @@ pub async fn lock(txn: &DatabaseTransaction, id: Uuid) -> anyhow::Result<Option<
     Ok(Some(complete(txn, vec![order]).await?.remove(0)))
 }
 
+/// The orders `ids` that exist, with their items and payments, locked until the transaction
+/// ends, by id. Locked in id order in one statement, so two transactions locking overlapping
+/// sets queue up instead of deadlocking.
+pub async fn lock_many(txn: &DatabaseTransaction, ids: &[Uuid]) -> anyhow::Result<Vec<OrderRecord>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let orders = order::Entity::find()
+        .filter(order::Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(order::Column::Id)
+        .lock_exclusive()
+        .all(txn)
+        .await
+        .context("locking the orders")?;
+    complete(txn, orders).await
+}
+
 /// The order `id` with its items and payment.
 pub async fn load<C: ConnectionTrait>(conn: &C, id: Uuid) -> anyhow::Result<Option<OrderRecord>> {
     let Some(order) = order::Entity::find_by_id(id)
@@ -95,9 +112,17 @@ pub async fn complete<C: ConnectionTrait>(conn: &C, orders: Vec<order::Model>) -
 
 /// Marks every item of the order that has not shipped as never going to.
 pub async fn cancel_unshipped_items(txn: &DatabaseTransaction, order_id: Uuid) -> Result<(), DbErr> {
+    cancel_unshipped_items_of(txn, &[order_id]).await
+}
+
+/// [`cancel_unshipped_items`] for several orders, in one statement.
+pub async fn cancel_unshipped_items_of(txn: &DatabaseTransaction, order_ids: &[Uuid]) -> Result<(), DbErr> {
+    if order_ids.is_empty() {
+        return Ok(());
+    }
     item::Entity::update_many()
         .col_expr(item::Column::Status, Expr::value(ItemStatus::Cancelled))
-        .filter(item::Column::OrderId.eq(order_id))
+        .filter(item::Column::OrderId.is_in(order_ids.iter().copied()))
         .filter(item::Column::Status.eq(ItemStatus::Ordered))
         .exec(txn)
         .await?;

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use shop_order::entity::{order, refund};
 use shop_platform::{
     grpc::identity::Role,
@@ -419,4 +419,85 @@ async fn the_pending_orders_and_the_outbox_backlog_are_gauged() {
         .await
         .unwrap();
     assert!(waited >= 0.0, "{waited}");
+}
+
+/// Statements the order service's database pool has run so far (a real scrape of
+/// `db.client.operation.duration`).
+async fn order_statements(metrics: &Scraper) -> f64 {
+    metrics
+        .lines(
+            "db_client_operation_duration_seconds_count",
+            &[r#"db_client_connection_pool_name="order""#],
+        )
+        .await
+        .iter()
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_burst_of_stock_results_is_applied_with_a_few_statements_per_batch() {
+    let metrics = Scraper::install();
+    let mesh = spawn_with(Options {
+        relay: false,
+        ..Options::default()
+    })
+    .await;
+    let sold_out = mesh.product(1_000, 0).await;
+    let customer = caller(Role::Customer);
+    const ORDERS: usize = 40;
+    let mut placed = Vec::with_capacity(ORDERS);
+    for n in 0..ORDERS {
+        let order = mesh
+            .place(&customer, &format!("burst-{n}"), &[(sold_out, 1)])
+            .await
+            .unwrap();
+        placed.push(order.id);
+    }
+    // Watched on a connection of the test's own, whose queries the service's pool does not count.
+    let url = mesh.catalog.var("DATABASE_URL").unwrap();
+    let mut options = sea_orm::ConnectOptions::new(url.to_owned());
+    options.set_schema_search_path("order".to_owned());
+    let watcher = sea_orm::Database::connect(options).await.unwrap();
+    let rejected = || async {
+        order::Entity::find()
+            .filter(order::Column::Status.eq(shop_order::entity::OrderStatus::Rejected))
+            .count(&watcher)
+            .await
+            .unwrap()
+    };
+
+    // The 40 ReserveStock messages go out together, and their results come back in a burst.
+    let before = order_statements(&metrics).await;
+    let _relay = mesh.start_relay().await;
+    let deadline = tokio::time::Instant::now() + crate::helpers::PATIENCE;
+    while rejected().await < ORDERS as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {ORDERS} rejected",
+            rejected().await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let used = order_statements(&metrics).await - before;
+    // One statement per change and order (lock, items, payment; order, payment, items updated)
+    // was at least 6 an order, 240 here; a batch costs about 8 whatever its size, and the relay
+    // and the payment worker's polls a few more.
+    assert!(
+        used < 2.0 * ORDERS as f64,
+        "{used} statements for {ORDERS} stock results"
+    );
+
+    for id in &placed {
+        let order = mesh.get(&customer, id).await.unwrap();
+        assert_eq!(order.status(), OrderStatus::Rejected);
+        assert_eq!(order.status_reason, Some(format!("out_of_stock: {sold_out}")));
+        assert_eq!(order.payment.as_ref().unwrap().status(), PaymentStatus::Voided);
+        assert!(
+            order
+                .items
+                .iter()
+                .all(|item| item.status() == OrderItemStatus::Cancelled)
+        );
+    }
 }
