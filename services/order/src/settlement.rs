@@ -16,7 +16,7 @@
 //! while the task is still `requested`, so a second answer changes nothing. Task times come
 //! from the wall clock (they pace infrastructure), business times from the service's clock.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -407,9 +407,27 @@ async fn record(ctx: &Context, mut answers: Vec<(payment_task::Model, Outcome)>)
 /// Records `answers` (sorted by order) in one transaction; what each set in motion.
 async fn record_together(ctx: &Context, answers: &[(payment_task::Model, Outcome)]) -> anyhow::Result<Vec<FollowUp>> {
     let txn = store::begin_write(&ctx.db).await?;
+    // Every order of the batch locked and read with one statement each for orders, items and
+    // payments. An order with several answers in the batch (a capture and a refund) is read
+    // again for each, so each answer sees what the one before it changed.
+    let mut answers_per_order: HashMap<Uuid, usize> = HashMap::new();
+    for (task, _) in answers {
+        *answers_per_order.entry(task.order_id).or_default() += 1;
+    }
+    let ids: Vec<Uuid> = answers_per_order.keys().copied().collect();
+    let mut locked: HashMap<Uuid, OrderRecord> = store::lock_many(&txn, &ids)
+        .await?
+        .into_iter()
+        .map(|record| (record.order.id, record))
+        .collect();
     let mut follow_ups = Vec::with_capacity(answers.len());
     for (task, outcome) in answers {
-        let Some(record) = store::lock(&txn, task.order_id).await? else {
+        let record = if answers_per_order[&task.order_id] == 1 {
+            locked.remove(&task.order_id)
+        } else {
+            store::lock(&txn, task.order_id).await?
+        };
+        let Some(record) = record else {
             continue;
         };
         let (state, reference) = match outcome {

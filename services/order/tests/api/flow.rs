@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-use shop_order::entity::{order, refund};
+use shop_order::entity::{OrderStatus as DbOrderStatus, order, refund};
 use shop_platform::{
     grpc::identity::Role,
     outbox::{self, OutboxGauge},
@@ -435,21 +435,25 @@ async fn order_statements(metrics: &Scraper) -> f64 {
         .sum()
 }
 
-#[tokio::test]
-async fn a_burst_of_stock_results_is_applied_with_a_few_statements_per_batch() {
-    let metrics = Scraper::install();
-    let mesh = spawn_with(Options {
-        relay: false,
-        ..Options::default()
-    })
-    .await;
-    let sold_out = mesh.product(1_000, 0).await;
+/// Orders in a burst.
+const BURST: usize = 40;
+
+/// Places [`BURST`] single-unit orders of a product with `stock` units while no relay runs,
+/// then lets their ReserveStock messages go out together and waits until every order is
+/// `settled`: the product, the customer, the orders' ids, and the statements the order
+/// service's pool ran from the release of the messages until then.
+async fn burst(
+    metrics: &Scraper,
+    mesh: &crate::helpers::TestMesh,
+    stock: i64,
+    settled: DbOrderStatus,
+) -> (Uuid, shop_platform::grpc::identity::Caller, Vec<String>, f64) {
+    let product = mesh.product(1_000, stock).await;
     let customer = caller(Role::Customer);
-    const ORDERS: usize = 40;
-    let mut placed = Vec::with_capacity(ORDERS);
-    for n in 0..ORDERS {
+    let mut placed = Vec::with_capacity(BURST);
+    for n in 0..BURST {
         let order = mesh
-            .place(&customer, &format!("burst-{n}"), &[(sold_out, 1)])
+            .place(&customer, &format!("burst-{n}"), &[(product, 1)])
             .await
             .unwrap();
         placed.push(order.id);
@@ -459,34 +463,42 @@ async fn a_burst_of_stock_results_is_applied_with_a_few_statements_per_batch() {
     let mut options = sea_orm::ConnectOptions::new(url.to_owned());
     options.set_schema_search_path("order".to_owned());
     let watcher = sea_orm::Database::connect(options).await.unwrap();
-    let rejected = || async {
+    let count = || async {
         order::Entity::find()
-            .filter(order::Column::Status.eq(shop_order::entity::OrderStatus::Rejected))
+            .filter(order::Column::Status.eq(settled))
             .count(&watcher)
             .await
             .unwrap()
     };
 
-    // The 40 ReserveStock messages go out together, and their results come back in a burst.
-    let before = order_statements(&metrics).await;
+    let before = order_statements(metrics).await;
     let _relay = mesh.start_relay().await;
     let deadline = tokio::time::Instant::now() + crate::helpers::PATIENCE;
-    while rejected().await < ORDERS as u64 {
+    while count().await < BURST as u64 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{} of {ORDERS} rejected",
-            rejected().await
+            "{} of {BURST} {settled:?}",
+            count().await
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let used = order_statements(&metrics).await - before;
+    let used = order_statements(metrics).await - before;
+    (product, customer, placed, used)
+}
+
+#[tokio::test]
+async fn a_burst_of_stock_results_is_applied_with_a_few_statements_per_batch() {
+    let metrics = Scraper::install();
+    let mesh = spawn_with(Options {
+        relay: false,
+        ..Options::default()
+    })
+    .await;
+    let (sold_out, customer, placed, used) = burst(&metrics, &mesh, 0, DbOrderStatus::Rejected).await;
     // One statement per change and order (lock, items, payment; order, payment, items updated)
     // was at least 6 an order, 240 here; a batch costs about 8 whatever its size, and the relay
     // and the payment worker's polls a few more.
-    assert!(
-        used < 2.0 * ORDERS as f64,
-        "{used} statements for {ORDERS} stock results"
-    );
+    assert!(used < 2.0 * BURST as f64, "{used} statements for {BURST} stock results");
 
     for id in &placed {
         let order = mesh.get(&customer, id).await.unwrap();
@@ -500,4 +512,26 @@ async fn a_burst_of_stock_results_is_applied_with_a_few_statements_per_batch() {
                 .all(|item| item.status() == OrderItemStatus::Cancelled)
         );
     }
+}
+
+#[tokio::test]
+async fn a_burst_of_captures_is_recorded_with_the_orders_locked_together() {
+    let metrics = Scraper::install();
+    let mesh = spawn_with(Options {
+        relay: false,
+        ..Options::default()
+    })
+    .await;
+    let (product, customer, placed, used) = burst(&metrics, &mesh, BURST as i64, DbOrderStatus::Paid).await;
+    // Each capture still updates its task, payment and order (3 statements); locking and
+    // reading each order on its own added 3 more, over 6 an order with the results.
+    assert!(used < 5.0 * BURST as f64, "{used} statements for {BURST} paid orders");
+
+    for id in &placed {
+        let order = mesh.get(&customer, id).await.unwrap();
+        assert_eq!(order.status(), OrderStatus::Paid);
+        assert_eq!(order.payment.as_ref().unwrap().status(), PaymentStatus::Captured);
+        assert_eq!(mesh.payments.captures(id.parse().unwrap()), 1);
+    }
+    mesh.expect_stock(product, BURST as i64, 0).await;
 }
