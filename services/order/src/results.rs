@@ -204,7 +204,7 @@ async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result
     let mut changes = Changes::default();
     for one in ordered {
         let record = records.get_mut(&one.item.order_id);
-        decide(ctx, &txn, &one.item, record, now, &mut changes, &mut after)
+        decide(ctx, &txn, one.item, record, now, &mut changes, &mut after)
             .instrument(one.span.clone())
             .await?;
     }
