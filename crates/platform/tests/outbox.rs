@@ -127,6 +127,37 @@ async fn sqlite_crash_after_commit_is_published_by_the_next_relay() {
 }
 
 #[tokio::test]
+async fn a_row_committed_behind_the_relays_cursor_goes_out_at_the_next_rescan() {
+    let (_config, db) = postgres().await;
+    let name = testing::unique_name("late");
+    let queue = memory_queue(&name).await;
+    let relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
+
+    // A transaction takes its row's place in the outbox, then waits while a later one commits
+    // and is relayed: the relay's cursor moves past the waiting row.
+    let slow = db.begin().await.unwrap();
+    let late = outbox::enqueue(&slow, &name, "test.Event", b"late".to_vec())
+        .await
+        .unwrap()
+        .to_string();
+    let early = enqueue(&db, &name, 1).await;
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    slow.commit().await.unwrap();
+
+    // Passes read on from the last row sent, not through everything behind it again...
+    assert_eq!(relay.relay_once().await.unwrap(), 0, "a pass reads from its cursor");
+    assert_eq!(unsent(&db).await, 1);
+    // ...and from the start once a rescan is due: the late row goes out then.
+    tokio::time::sleep(outbox::relay::RESCAN_INTERVAL).await;
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    assert_eq!(unsent(&db).await, 0);
+
+    let mut consumer = queue.consume(&name, 10).await.unwrap();
+    let received = receive_ids(&mut consumer, 2, Duration::from_secs(5)).await;
+    assert_eq!(received, [early[0].clone(), late]);
+}
+
+#[tokio::test]
 async fn a_rolled_back_transaction_publishes_nothing() {
     let (_, db) = postgres().await;
     let name = testing::unique_name("rollback");

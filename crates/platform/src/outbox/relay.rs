@@ -5,14 +5,20 @@
 //! process dies before the commit, nothing is marked and the rows go out again on the next pass
 //! (consumers dedupe on the message id).
 //!
+//! Each pass reads on from the last row it sent (the rows behind it that are sent still sit in
+//! the index until a vacuum, and walking them on every pass cost milliseconds per pass under
+//! load), and at most every [`RESCAN_INTERVAL`] from the start: a transaction that committed
+//! after a later one was relayed (its row's `seq` is below the cursor) is sent by that rescan,
+//! so no row waits longer than that.
+//!
 //! [`OutboxGauge`] reports how far the relay is behind: `shop.outbox.pending` (unsent rows) and
 //! `shop.outbox.oldest_age` (seconds the oldest unsent row has waited; 0 when none waits), one
 //! series per service (`shop.outbox`), read by a periodic poll on the relay's own index.
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, OnceLock},
-    time::Duration,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -33,6 +39,32 @@ use crate::{
         propagation,
     },
 };
+
+/// How often a pass reads the unsent rows from the start instead of from the last row sent.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a relay reads from: after the last row it sent, and when it last read from the start.
+#[derive(Debug, Default)]
+struct Cursor {
+    after: Option<i64>,
+    rescanned_at: Option<Instant>,
+}
+
+impl Cursor {
+    /// The `seq` to read after, or `None` to read from the start (and note that it did).
+    fn start(&mut self) -> Option<i64> {
+        if self.rescanned_at.is_none_or(|at| at.elapsed() >= RESCAN_INTERVAL) {
+            self.rescanned_at = Some(Instant::now());
+            return None;
+        }
+        self.after
+    }
+
+    /// Rows up to `seq` were sent (committed).
+    fn sent(&mut self, seq: i64) {
+        self.after = Some(self.after.map_or(seq, |after| after.max(seq)));
+    }
+}
 
 /// How the relay paces itself.
 #[derive(Clone, Debug)]
@@ -62,6 +94,7 @@ pub struct OutboxRelay {
     queue: Arc<dyn WorkQueue>,
     options: RelayOptions,
     wake: Arc<Notify>,
+    cursor: Arc<Mutex<Cursor>>,
 }
 
 impl OutboxRelay {
@@ -72,6 +105,7 @@ impl OutboxRelay {
             queue,
             options,
             wake: Arc::new(Notify::new()),
+            cursor: Arc::default(),
         }
     }
 
@@ -116,13 +150,15 @@ impl OutboxRelay {
         let txn = crate::db::begin_write(&self.db)
             .await
             .context("starting the relay transaction")?;
-        match self.publish_unsent(&txn).await {
-            Ok(0) => {
+        let after = self.cursor().start();
+        match self.publish_unsent(&txn, after).await {
+            Ok(None) => {
                 txn.rollback().await.context("ending the relay transaction")?;
                 Ok(0)
             }
-            Ok(count) => {
+            Ok(Some((count, last))) => {
                 txn.commit().await.context("committing the relay transaction")?;
+                self.cursor().sent(last);
                 tracing::debug!(count, "outbox rows published");
                 Ok(count)
             }
@@ -136,8 +172,17 @@ impl OutboxRelay {
         }
     }
 
-    /// Inside `txn`: takes the relay lock, publishes the oldest unsent rows and marks them sent.
-    async fn publish_unsent(&self, txn: &DatabaseTransaction) -> anyhow::Result<usize> {
+    fn cursor(&self) -> std::sync::MutexGuard<'_, Cursor> {
+        self.cursor.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Inside `txn`: takes the relay lock, publishes the oldest unsent rows (after `seq` when
+    /// given) and marks them sent; how many, and the last one's `seq` (`None` when none).
+    async fn publish_unsent(
+        &self,
+        txn: &DatabaseTransaction,
+        after: Option<i64>,
+    ) -> anyhow::Result<Option<(usize, i64)>> {
         if txn.get_database_backend() == DatabaseBackend::Postgres {
             let lock = Statement::from_string(
                 DatabaseBackend::Postgres,
@@ -145,11 +190,14 @@ impl OutboxRelay {
             );
             let row = txn.query_one_raw(lock).await?.context("no reply to the lock query")?;
             if !row.try_get::<bool>("", "locked")? {
-                return Ok(0);
+                return Ok(None);
             }
         }
-        let rows = entity::Entity::find()
-            .filter(entity::Column::PublishedAt.is_null())
+        let mut unsent = entity::Entity::find().filter(entity::Column::PublishedAt.is_null());
+        if let Some(seq) = after {
+            unsent = unsent.filter(entity::Column::Seq.gt(seq));
+        }
+        let rows = unsent
             .order_by_asc(entity::Column::Seq)
             .limit(self.options.batch_size)
             .all(txn)
@@ -180,9 +228,9 @@ impl OutboxRelay {
             }
             published.with_context(|| format!("publishing to {destination}"))?;
         }
-        if rows.is_empty() {
-            return Ok(0);
-        }
+        let Some(last) = rows.last().map(|row| row.seq) else {
+            return Ok(None);
+        };
 
         let sequences: Vec<i64> = rows.iter().map(|row| row.seq).collect();
         entity::Entity::update_many()
@@ -191,7 +239,7 @@ impl OutboxRelay {
             .exec(txn)
             .await
             .context("marking outbox rows sent")?;
-        Ok(rows.len())
+        Ok(Some((rows.len(), last)))
     }
 }
 
