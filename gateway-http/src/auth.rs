@@ -6,10 +6,14 @@
 //! and when a signature does not verify with the cached key of its `kid` (the key behind a `kid`
 //! changed) — at most once a second, so forged tokens cannot flood the user service. While the
 //! user service cannot answer, the last key set keeps verifying. The algorithm is pinned:
-//! `alg: none`, HMAC or anything but EdDSA is refused. A verified token is then checked against
-//! revocation (logout, password change) through the user service, with answers cached briefly;
-//! how often that cache answers is `shop.cache.requests` (Prometheus `shop_cache_requests_total`,
-//! `shop.cache` = `revocation`, `result` = `hit` or `miss`, both at 0 from the start).
+//! `alg: none`, HMAC or anything but EdDSA is refused. A token whose signature verified is
+//! remembered (by its SHA-256) until it expires or the key set is fetched again, whichever
+//! comes first: a client sends the same token with every request, and checking its signature
+//! each time was most of what the edge spent on an order. A verified token is then checked
+//! against revocation (logout, password change) through the user service, with answers cached
+//! briefly. How often each memory answers is `shop.cache.requests` (Prometheus
+//! `shop_cache_requests_total`, `shop.cache` = `token` or `revocation`, `result` = `hit` or
+//! `miss`, all at 0 from the start).
 
 use std::{
     collections::HashMap,
@@ -21,6 +25,7 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use opentelemetry::{KeyValue, metrics::Counter};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use shop_platform::{
     bounded::BoundedCache,
     grpc::{
@@ -40,6 +45,8 @@ const KEY_REFRESH_GAP: Duration = Duration::from_secs(1);
 const NOT_REVOKED_TTL: Duration = Duration::from_secs(1);
 /// Most cached revocation answers (then the stale ones go, or all; it refills on demand).
 const REVOCATION_CACHE_CAP: usize = 100_000;
+/// Most remembered verified tokens (a token's claims are a few hundred bytes).
+const VERIFIED_CACHE_CAP: usize = 100_000;
 
 /// Whether a cached answer still holds: a revocation is final; "not revoked" holds for
 /// [`NOT_REVOKED_TTL`].
@@ -47,8 +54,9 @@ fn usable((revoked, at): &(bool, Instant)) -> bool {
     *revoked || at.elapsed() < NOT_REVOKED_TTL
 }
 
-/// `shop.cache.requests` of the revocation cache, every result at 0 from the first use.
-fn revocation_lookups() -> &'static Counter<u64> {
+/// `shop.cache.requests` of the edge's caches (`token`, `revocation`), every result at 0 from
+/// the first use.
+fn cache_lookups() -> &'static Counter<u64> {
     static LOOKUPS: OnceLock<Counter<u64>> = OnceLock::new();
     LOOKUPS.get_or_init(|| {
         let counter = shop_platform::telemetry::metrics::meter()
@@ -56,28 +64,42 @@ fn revocation_lookups() -> &'static Counter<u64> {
             .with_unit("{request}")
             .with_description("Lookups in a cache, by cache and result (hit, miss).")
             .build();
-        for result in ["hit", "miss"] {
-            counter.add(0, &revocation_labels(result));
+        for cache in [TOKENS, REVOCATIONS] {
+            for result in [HIT, MISS] {
+                counter.add(0, &cache_labels(cache, result));
+            }
         }
         counter
     })
 }
 
-fn revocation_labels(result: &'static str) -> [KeyValue; 2] {
-    [
-        KeyValue::new("shop.cache", "revocation"),
-        KeyValue::new("result", result),
-    ]
+/// The cache of verified tokens.
+const TOKENS: &str = "token";
+/// The cache of revocation answers.
+const REVOCATIONS: &str = "revocation";
+/// Answered from memory.
+const HIT: &str = "hit";
+/// Verified (a signature checked) or asked of the user service.
+const MISS: &str = "miss";
+
+fn cache_labels(cache: &'static str, result: &'static str) -> [KeyValue; 2] {
+    [KeyValue::new("shop.cache", cache), KeyValue::new("result", result)]
 }
 
-/// Counts a lookup in the revocation cache: answered from it (`hit`) or asked of the user
-/// service (`miss`).
-fn count_revocation_lookup(result: &'static str) {
-    revocation_lookups().add(1, &revocation_labels(result));
+/// Counts a lookup in one of the edge's caches.
+fn count_lookup(cache: &'static str, result: &'static str) {
+    cache_lookups().add(1, &cache_labels(cache, result));
+}
+
+/// Seconds since the Unix epoch, as a token's `exp` counts them.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The claims of a shop access token.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 struct Claims {
     sub: Uuid,
     role: String,
@@ -109,6 +131,9 @@ pub struct Authenticator {
     key_max_age: Duration,
     /// Answers by token id: revoked (kept), or not revoked and when that was answered.
     revocations: BoundedCache<String, (bool, Instant)>,
+    /// Tokens whose signature verified, by SHA-256 of the token: their claims, and the key
+    /// set (its generation) that verified them.
+    verified: BoundedCache<[u8; 32], (Claims, u64)>,
 }
 
 /// The user service's verification keys by `kid`, and when they were fetched.
@@ -116,6 +141,8 @@ pub struct Authenticator {
 struct KeySet {
     keys: HashMap<String, DecodingKey>,
     fetched_at: Option<Instant>,
+    /// Counts the fetches: a token verified under an earlier generation is verified again.
+    generation: u64,
 }
 
 /// The verified caller of a request; extracting it answers 401 when the token is missing or bad.
@@ -135,14 +162,15 @@ impl Authenticator {
     /// An authenticator asking the user service behind `channel` for keys (again once they are
     /// `key_max_age` old) and revocations.
     pub fn new(channel: GrpcChannel, key_max_age: Duration) -> Self {
-        // Both results exist from the start, at 0.
-        let _ = revocation_lookups();
+        // Every result exists from the start, at 0.
+        let _ = cache_lookups();
         Self {
             users: UserServiceClient::new(channel),
             keys: RwLock::default(),
             last_refresh: tokio::sync::Mutex::default(),
             key_max_age,
             revocations: BoundedCache::new(REVOCATION_CACHE_CAP),
+            verified: BoundedCache::new(VERIFIED_CACHE_CAP),
         }
     }
 
@@ -154,32 +182,22 @@ impl Authenticator {
     /// Verifies `token` and returns it with the caller it names.
     pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, ApiError> {
         let invalid = || ApiError::unauthorized("invalid_token", "the access token is not valid");
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(invalid());
-        }
-        let kid = header.kid.ok_or_else(invalid)?;
-        let key = self.key(&kid).await?.ok_or_else(invalid)?;
-
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        let mut decoded = jsonwebtoken::decode::<Claims>(token, &key, &validation);
-        if decoded
-            .as_ref()
-            .is_err_and(|error| *error.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature)
-            && self.refresh().await?
-            && let Some(fresh) = self.keys.read().await.keys.get(&kid).cloned()
-        {
-            decoded = jsonwebtoken::decode::<Claims>(token, &fresh, &validation);
-        }
-        let data = decoded.map_err(|error| match error.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                ApiError::unauthorized("token_expired", "the access token has expired")
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let claims = match self.remembered(&digest).await {
+            Some(claims) => {
+                count_lookup(TOKENS, HIT);
+                claims
             }
-            _ => invalid(),
-        })?;
-        let claims = data.claims;
+            None => {
+                count_lookup(TOKENS, MISS);
+                let (claims, generation) = self.verify_signature(token).await?;
+                self.verified
+                    .insert(digest, (claims.clone(), generation), |(claims, _)| {
+                        claims.exp > unix_now()
+                    });
+                claims
+            }
+        };
         let role: Role = claims.role.parse().map_err(|_| invalid())?;
         if self.is_revoked(&claims.jti, claims.sid).await? {
             return Err(ApiError::unauthorized(
@@ -194,17 +212,77 @@ impl Authenticator {
         })
     }
 
-    /// The key `kid`, fetching the key set first when it is stale or lacks `kid`.
-    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, ApiError> {
+    /// The claims of a token verified before, if it has not expired and the key set that
+    /// verified it is still the current one (and not due for a fetch: then the token is
+    /// verified again, against the keys as they are now).
+    async fn remembered(&self, digest: &[u8; 32]) -> Option<Claims> {
+        let generation = {
+            let set = self.keys.read().await;
+            let fresh = set.fetched_at.is_some_and(|at| at.elapsed() < self.key_max_age);
+            if !fresh {
+                return None;
+            }
+            set.generation
+        };
+        let now = unix_now();
+        self.verified
+            .get(digest, |(claims, verified_by)| {
+                *verified_by == generation && claims.exp > now
+            })
+            .map(|(claims, _)| claims)
+    }
+
+    /// Checks `token`'s header, signature and expiry; its claims, and the generation of the key
+    /// set that verified it.
+    async fn verify_signature(&self, token: &str) -> Result<(Claims, u64), ApiError> {
+        let invalid = || ApiError::unauthorized("invalid_token", "the access token is not valid");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(invalid());
+        }
+        let kid = header.kid.ok_or_else(invalid)?;
+        let (key, mut generation) = self.key(&kid).await?.ok_or_else(invalid)?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut decoded = jsonwebtoken::decode::<Claims>(token, &key, &validation);
+        if decoded
+            .as_ref()
+            .is_err_and(|error| *error.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature)
+            && self.refresh().await?
+            && let Some((fresh, fetched)) = self.key_now(&kid).await
+        {
+            generation = fetched;
+            decoded = jsonwebtoken::decode::<Claims>(token, &fresh, &validation);
+        }
+        let data = decoded.map_err(|error| match error.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                ApiError::unauthorized("token_expired", "the access token has expired")
+            }
+            _ => invalid(),
+        })?;
+        Ok((data.claims, generation))
+    }
+
+    /// The key `kid` with the generation of its key set, fetching the key set first when it is
+    /// stale or lacks `kid`.
+    async fn key(&self, kid: &str) -> Result<Option<(DecodingKey, u64)>, ApiError> {
         {
             let set = self.keys.read().await;
             let fresh = set.fetched_at.is_some_and(|at| at.elapsed() < self.key_max_age);
             if fresh && let Some(key) = set.keys.get(kid) {
-                return Ok(Some(key.clone()));
+                return Ok(Some((key.clone(), set.generation)));
             }
         }
         self.refresh().await?;
-        Ok(self.keys.read().await.keys.get(kid).cloned())
+        Ok(self.key_now(kid).await)
+    }
+
+    /// The key `kid` in the key set as it is, with the set's generation.
+    async fn key_now(&self, kid: &str) -> Option<(DecodingKey, u64)> {
+        let set = self.keys.read().await;
+        set.keys.get(kid).map(|key| (key.clone(), set.generation))
     }
 
     /// Fetches the key set again unless it was asked for less than [`KEY_REFRESH_GAP`] ago
@@ -228,10 +306,13 @@ impl Authenticator {
                     .map(|key| (key.kid, DecodingKey::from_ed_der(&key.public_key)))
                     .collect();
                 let now = Instant::now();
-                *self.keys.write().await = KeySet {
+                let mut set = self.keys.write().await;
+                *set = KeySet {
                     keys,
                     fetched_at: Some(now),
+                    generation: set.generation + 1,
                 };
+                drop(set);
                 *last = Some(now);
                 Ok(true)
             }
@@ -247,10 +328,10 @@ impl Authenticator {
 
     async fn is_revoked(&self, jti: &str, session: Option<Uuid>) -> Result<bool, ApiError> {
         if let Some((revoked, _)) = self.revocations.get(jti, usable) {
-            count_revocation_lookup("hit");
+            count_lookup(REVOCATIONS, HIT);
             return Ok(revoked);
         }
-        count_revocation_lookup("miss");
+        count_lookup(REVOCATIONS, MISS);
         let request = CheckTokenRevokedRequest {
             jti: jti.to_owned(),
             session_id: session.map(|id| id.to_string()).unwrap_or_default(),

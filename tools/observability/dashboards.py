@@ -306,8 +306,16 @@ def service_overview() -> dashboard_models.Dashboard:
         q(f'sum by (db_client_connection_pool_name) (db_client_connection_count{{{NS}, db_client_connection_state="idle"}})',
           "{{db_client_connection_pool_name}}")), width=8)
     board.add(series(
-        "Cache hit ratio", "shop_cache_requests_total: hits per lookup, per cache (revocation: the gateway's "
-        "memory of token revocation answers; a miss is a CheckTokenRevoked call to the user service).",
+        "Statements per second", "db_client_operation_duration_seconds_count per pool and operation: what each "
+        "service asks of its database. A jump per order placed means a batch path fell back to a statement per row.",
+        "reqps",
+        q(f"sum by (db_client_connection_pool_name, db_operation_name) "
+          f"(rate(db_client_operation_duration_seconds_count{{{NS}}}[{RATE}]))",
+          "{{db_client_connection_pool_name}} {{db_operation_name}}")), width=8)
+    board.add(series(
+        "Cache hit ratio", "shop_cache_requests_total: hits per lookup, per cache (token: the gateway's memory of "
+        "access tokens it verified, a miss is a signature check; revocation: its memory of token revocation "
+        "answers, a miss is a CheckTokenRevoked call to the user service).",
         "percentunit",
         q(f'sum by (shop_cache) (rate(shop_cache_requests_total{{{NS}, result="hit"}}[{RATE}])) / '
           f"sum by (shop_cache) (rate(shop_cache_requests_total{{{NS}}}[{RATE}]))", "{{shop_cache}}")), width=8)

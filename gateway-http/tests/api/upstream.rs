@@ -448,6 +448,49 @@ async fn revocation_answers_are_counted_as_cache_hits_and_misses() {
 }
 
 #[tokio::test]
+async fn a_verified_token_is_remembered_until_the_keys_are_fetched_again() {
+    let metrics = shop_platform::testing::metrics::Scraper::install();
+    let (app, fake) = start().await;
+    let hit = ["shop_cache=\"token\"", "result=\"hit\""];
+    let miss = ["shop_cache=\"token\"", "result=\"miss\""];
+    assert_eq!(metrics.value("shop_cache_requests_total", &hit).await, Some(0.0));
+    assert_eq!(metrics.value("shop_cache_requests_total", &miss).await, Some(0.0));
+
+    // The first use of a token checks its signature; the next ones do not.
+    let user = Uuid::new_v4();
+    let old = fake.token(user, Role::Customer);
+    for _ in 0..3 {
+        assert_eq!(app.get("/users/me", Some(&old)).await.status, StatusCode::OK);
+    }
+    assert_eq!(metrics.value("shop_cache_requests_total", &miss).await, Some(1.0));
+    assert_eq!(metrics.value("shop_cache_requests_total", &hit).await, Some(2.0));
+
+    // Fetching the keys again (here: a token of a new key behind the same kid) forgets what
+    // the old keys verified: the remembered token is checked again, and refused.
+    fake.rotate_key();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let new = fake.token(user, Role::Customer);
+    assert_eq!(app.get("/users/me", Some(&new)).await.status, StatusCode::OK);
+    app.get("/users/me", Some(&old))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_eq!(metrics.value("shop_cache_requests_total", &miss).await, Some(3.0));
+    assert_eq!(metrics.value("shop_cache_requests_total", &hit).await, Some(2.0));
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let (app, fake) = start().await;
+    let token = fake.token_signed_by(Uuid::new_v4(), Role::Customer, 1, None);
+    assert_eq!(app.get("/users/me", Some(&token)).await.status, StatusCode::OK);
+    // Past its expiry and the verification's 5 s leeway.
+    tokio::time::sleep(std::time::Duration::from_millis(7_100)).await;
+    app.get("/users/me", Some(&token))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "token_expired");
+}
+
+#[tokio::test]
 async fn requests_beyond_the_per_user_limit_are_counted_as_such() {
     let metrics = shop_platform::testing::metrics::Scraper::install();
     let (addr, fake) = Fake::start().await;
