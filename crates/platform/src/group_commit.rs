@@ -9,6 +9,10 @@
 //! written at once, and batches grow only while the previous commit is in flight, so latency
 //! stays that of one transaction while throughput follows the load. Two writers (the default)
 //! let one batch gather while the other commits.
+//!
+//! The same batching serves reads that many requests make at once: a [`GroupWriter`] whose
+//! batch is one query (the order service looks up the idempotency keys of concurrent
+//! placements this way).
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! What every part of the order service shares: its database, its clock, the payment provider,
-//! its settings, the writer of new orders, and the outbox relay and payment worker to wake after
+//! its settings, the writer of new orders and the reader of their keys, and the outbox relay and payment worker to wake after
 //! a commit that gave them work.
 
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use sea_orm::DatabaseConnection;
 use shop_platform::outbox::OutboxRelay;
 use tokio::sync::Notify;
 
-use crate::{clock::SharedClock, config::OrderConfig, payment::PaymentProvider, placements::Placements};
+use crate::{
+    clock::SharedClock, config::OrderConfig, idempotency::KeyLookups, payment::PaymentProvider, placements::Placements,
+};
 
 /// The order service's shared state; cheap to clone.
 #[derive(Clone, Debug)]
@@ -27,4 +29,6 @@ pub struct Context {
     pub payments_due: Arc<Notify>,
     /// Writes new orders, many to a transaction.
     pub(crate) placements: Placements,
+    /// Looks up idempotency keys, many to a query.
+    pub(crate) keys: KeyLookups,
 }

@@ -9,15 +9,23 @@
 //! a lease in `claimed_until`) are still understood: while the lease holds, the key is
 //! `idempotency_key_in_use`; after it, the next placement under the key takes the row over.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DbErr, EntityTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
     sea_query::{Expr, ExprTrait as _, OnConflict, Query},
 };
 use sha2::{Digest as _, Sha256};
-use shop_platform::{db::INSERT_CHUNK, grpc::error::ServiceError};
+use shop_platform::{
+    db::INSERT_CHUNK,
+    group_commit::{GroupCommit, GroupOptions, GroupWriter},
+    grpc::error::ServiceError,
+};
 use uuid::Uuid;
 
 use crate::entity::idempotency::{self, Column};
@@ -65,10 +73,16 @@ pub async fn find<C: ConnectionTrait>(
     key: &str,
     hash: &str,
 ) -> Result<Existing, ServiceError> {
-    let Some(row) = idempotency::Entity::find_by_id((user, key.to_owned()))
+    let row = idempotency::Entity::find_by_id((user, key.to_owned()))
         .one(conn)
-        .await?
-    else {
+        .await?;
+    decide(row.as_ref(), now, hash)
+}
+
+/// What the stored `row` of a key (if any) means for a request with fingerprint `hash` at
+/// `now` (see [`find`]).
+pub fn decide(row: Option<&idempotency::Model>, now: DateTime<Utc>, hash: &str) -> Result<Existing, ServiceError> {
+    let Some(row) = row else {
         return Ok(Existing::Free);
     };
     if row.request_hash != hash {
@@ -84,6 +98,48 @@ pub async fn find<C: ConnectionTrait>(
             code: "idempotency_key_in_use",
             message: "another request with this idempotency key is in progress; retry later".into(),
         }),
+    }
+}
+
+/// Looks up the keys of placements that arrive together with one query: every new order asks
+/// first whether its key placed one already, and in a flash sale hundreds ask at once (the
+/// group committer's batching, used for a read).
+pub(crate) type KeyLookups = GroupCommit<KeyReader>;
+
+/// Starts the readers of keys in `db`.
+pub(crate) fn start_lookups(db: DatabaseConnection) -> KeyLookups {
+    GroupCommit::start(KeyReader { db }, GroupOptions::default())
+}
+
+/// Reads batches of keys.
+#[derive(Debug)]
+pub(crate) struct KeyReader {
+    db: DatabaseConnection,
+}
+
+#[async_trait]
+impl GroupWriter for KeyReader {
+    /// The caller and its key.
+    type Item = (Uuid, String);
+    /// The key's row, if it exists.
+    type Outcome = Result<Option<idempotency::Model>, DbErr>;
+
+    async fn write(&self, keys: Vec<(Uuid, String)>) -> Vec<Self::Outcome> {
+        let mut found: HashMap<(Uuid, String), idempotency::Model> = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(INSERT_CHUNK) {
+            let any = chunk.iter().fold(Condition::any(), |any, (user, key)| {
+                any.add(
+                    Condition::all()
+                        .add(Column::UserId.eq(*user))
+                        .add(Column::Key.eq(key.as_str())),
+                )
+            });
+            match idempotency::Entity::find().filter(any).all(&self.db).await {
+                Ok(rows) => found.extend(rows.into_iter().map(|row| ((row.user_id, row.key.clone()), row))),
+                Err(error) => return keys.iter().map(|_| Err(error.clone())).collect(),
+            }
+        }
+        keys.into_iter().map(|key| Ok(found.get(&key).cloned())).collect()
     }
 }
 

@@ -126,8 +126,12 @@ pub async fn place(
     let hash = idempotency::fingerprint(&wanted.canonical());
     // A retry is answered before anything else is asked (its cart lines are gone, or going: its
     // OrderPlaced was committed with the order).
-    if let Existing::Placed(order_id) = idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await?
-    {
+    let row = ctx
+        .keys
+        .submit((caller.user_id, key.clone()))
+        .await
+        .map_err(|stopped| ServiceError::Unavailable(stopped.to_string()))??;
+    if let Existing::Placed(order_id) = idempotency::decide(row.as_ref(), ctx.clock.now(), &hash)? {
         return existing(ctx, order_id).await;
     }
     match tokio::time::timeout(

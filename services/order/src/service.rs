@@ -28,6 +28,7 @@ use crate::{
     config::OrderConfig,
     context::Context,
     grpc::OrderApi,
+    idempotency,
     metrics::{self, PendingOrders},
     migration,
     payment::{PaymentProvider, TestPaymentProvider},
@@ -109,6 +110,7 @@ impl OrderServiceBuilder {
         let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));
         let ctx = Context {
             placements: placements::start(db.clone(), clock.clone()),
+            keys: idempotency::start_lookups(db.clone()),
             db,
             clock,
             payments,

@@ -18,7 +18,7 @@ use shop_proto::pb::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{Options, caller, spawn, spawn_with};
+use crate::helpers::{Options, caller, order_statements, spawn, spawn_with};
 
 #[tokio::test]
 async fn an_order_is_paid_shipped_delivered_and_returned_with_stock_and_refunds_at_each_step() {
@@ -421,20 +421,6 @@ async fn the_pending_orders_and_the_outbox_backlog_are_gauged() {
     assert!(waited >= 0.0, "{waited}");
 }
 
-/// Statements the order service's database pool has run so far (a real scrape of
-/// `db.client.operation.duration`).
-async fn order_statements(metrics: &Scraper) -> f64 {
-    metrics
-        .lines(
-            "db_client_operation_duration_seconds_count",
-            &[r#"db_client_connection_pool_name="order""#],
-        )
-        .await
-        .iter()
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
-
 /// Orders in a burst.
 const BURST: usize = 40;
 
@@ -471,7 +457,7 @@ async fn burst(
             .unwrap()
     };
 
-    let before = order_statements(metrics).await;
+    let before = order_statements(metrics, "").await;
     let _relay = mesh.start_relay().await;
     let deadline = tokio::time::Instant::now() + crate::helpers::PATIENCE;
     while count().await < BURST as u64 {
@@ -482,7 +468,7 @@ async fn burst(
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let used = order_statements(metrics).await - before;
+    let used = order_statements(metrics, "").await - before;
     (product, customer, placed, used)
 }
 

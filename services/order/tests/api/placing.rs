@@ -14,7 +14,7 @@ use shop_platform::testing::metrics::Scraper;
 
 use crate::{
     catalog::catalog_batches,
-    helpers::{Options, caller, code_of, signed, spawn, spawn_with},
+    helpers::{Options, caller, code_of, order_statements, signed, spawn, spawn_with},
 };
 
 #[tokio::test]
@@ -68,6 +68,45 @@ async fn a_retried_placement_returns_the_same_order() {
     mesh.wait_for(&customer, &first.id, OrderStatus::Paid).await;
     let later = mesh.place(&customer, "retry-me", &[(product, 2)]).await.unwrap();
     assert_eq!(later.status(), OrderStatus::Paid);
+}
+
+#[tokio::test]
+async fn placements_arriving_together_look_their_keys_up_together() {
+    let metrics = Scraper::install();
+    let mesh = spawn_with(Options {
+        relay: false,
+        ..Options::default()
+    })
+    .await;
+    let product = mesh.product(1_000, 1_000).await;
+    let customer = caller(Role::Customer);
+    mesh.place(&customer, "warm-up", &[(product, 1)]).await.unwrap();
+
+    const ORDERS: usize = 100;
+    let before = order_statements(&metrics, "SELECT").await;
+    let placed: Vec<_> = stream::iter(0..ORDERS)
+        .map(|n| {
+            let (mesh, customer) = (&mesh, &customer);
+            async move { mesh.place(customer, &format!("together-{n}"), &[(product, 1)]).await }
+        })
+        .buffer_unordered(ORDERS)
+        .collect()
+        .await;
+    let selects = order_statements(&metrics, "SELECT").await - before;
+    assert!(placed.iter().all(Result::is_ok), "{placed:?}");
+    // One lookup per placement was 100 SELECTs; together, a handful.
+    assert!(
+        selects < (ORDERS / 2) as f64,
+        "{selects} SELECTs for {ORDERS} placements"
+    );
+
+    // Each key still answers for its own order.
+    let retried = mesh.place(&customer, "together-7", &[(product, 1)]).await.unwrap();
+    assert!(
+        placed.iter().flatten().any(|order| order.id == retried.id),
+        "the retry returns the order its key placed"
+    );
+    assert_eq!(mesh.count(StoredStatus::Pending).await, ORDERS as u64 + 1);
 }
 
 #[tokio::test]
