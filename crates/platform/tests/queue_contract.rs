@@ -17,7 +17,7 @@ use std::{
 };
 
 use shop_platform::{
-    queue::{AmqpQueue, Consumer, Delivery, Message, QueueError, QueueSpec, SqliteQueue, WorkQueue},
+    queue::{AmqpQueue, Consumer, Delivery, Message, QueueError, QueueSpec, SqliteQueue, WorkQueue, ack_all},
     testing::{
         self,
         proxy::FaultProxy,
@@ -68,6 +68,7 @@ contract_tests!(
     publishing_to_an_undeclared_queue_is_refused,
     declare_is_idempotent,
     ack_removes_the_message,
+    acking_a_batch_removes_exactly_its_messages,
     dropped_consumer_has_its_deliveries_redelivered_to_another,
     prefetch_bounds_unacked_deliveries,
     retry_counts_deliveries_then_dead_letters_after_max_deliveries,
@@ -130,6 +131,32 @@ async fn ack_removes_the_message(queue: Arc<dyn WorkQueue>) {
     stays_quiet(consumer.as_mut()).await;
     let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
     stays_quiet(dead.as_mut()).await;
+}
+
+async fn acking_a_batch_removes_exactly_its_messages(queue: Arc<dyn WorkQueue>) {
+    let spec = declare(&queue, 5).await;
+    let sent: Vec<Message> = ["a", "b", "c", "d", "e"].into_iter().map(message).collect();
+    queue.publish(&spec.name, sent).await.unwrap();
+    let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
+    let batch = consumer.next_batch(3, TEST_LIMIT).await.unwrap();
+    assert_eq!(ids(&batch), ["a", "b", "c"]);
+    // The two after the batch are delivered too, and not settled by it.
+    let d = queues::arrives(consumer.as_mut()).await;
+    let e = queues::arrives(consumer.as_mut()).await;
+    let results = ack_all(batch).await;
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(ack_all(Vec::new()).await.is_empty());
+    d.ack().await.unwrap();
+    drop(e);
+    drop(consumer);
+
+    // Only the one left unsettled comes again.
+    let mut consumer = queue.consume(&spec.name, 10).await.unwrap();
+    let again = queues::arrives(consumer.as_mut()).await;
+    assert_eq!((again.message.id.as_str(), again.delivery_count), ("e", 2));
+    again.ack().await.unwrap();
+    stays_quiet(consumer.as_mut()).await;
 }
 
 async fn dropped_consumer_has_its_deliveries_redelivered_to_another(queue: Arc<dyn WorkQueue>) {

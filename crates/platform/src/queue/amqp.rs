@@ -807,6 +807,13 @@ impl Settle for AmqpSettle {
         self.check_alive()?;
         Self::settle(self.acker.reject(BasicRejectOptions { requeue: false }).await)
     }
+
+    async fn ack_with_earlier(&self) -> Option<Result<(), QueueError>> {
+        if let Err(error) = self.check_alive() {
+            return Some(Err(error));
+        }
+        Some(Self::settle(self.acker.ack(BasicAckOptions { multiple: true }).await))
+    }
 }
 
 /// The AMQP properties of `message`: persistent, with its id, kind and headers.

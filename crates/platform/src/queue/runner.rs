@@ -255,8 +255,11 @@ impl<H: Handler> ConsumerRunner<H> {
         }
         match self.apply_through_outages(&decoded, shutdown).await {
             Applied::Committed => {
-                for (delivery, _, _) in decoded {
-                    settle(delivery.ack().await, queue);
+                // This batch holds every delivery of the consumer not yet settled (the poison
+                // ones were settled above, earlier batches before this one was taken).
+                let deliveries = decoded.into_iter().map(|(delivery, _, _)| delivery).collect();
+                for result in super::ack_all(deliveries).await {
+                    settle(result, queue);
                     self.metrics.processed(queue, Outcome::Ok, received);
                 }
             }
