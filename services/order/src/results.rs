@@ -208,6 +208,7 @@ async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result
             .instrument(one.span.clone())
             .await?;
     }
+    after.reserved = !changes.reserved.is_empty();
     write(&txn, &records, &changes, now).await?;
     txn.commit().await?;
     for placed_at in after.rejected {
@@ -254,7 +255,6 @@ async fn decide(
             after.rejected.extend(apply_rejection(record, rejected, now, changes));
         }
     }
-    after.reserved |= !changes.reserved.is_empty();
     Ok(())
 }
 

@@ -104,30 +104,17 @@ pub(crate) async fn request_refund<C: ConnectionTrait>(
     amount: i64,
 ) -> Result<Uuid, DbErr> {
     let id = refund_id(payment.order_id, item_id);
-    insert_task(
-        conn,
+    let task = new_task(
         id,
         payment.order_id,
         TaskKind::Refund,
         item_id,
         amount,
         &payment.currency,
-    )
-    .await?;
+        Utc::now(),
+    );
+    insert_tasks(conn, vec![task]).await?;
     Ok(id)
-}
-
-async fn insert_task<C: ConnectionTrait>(
-    conn: &C,
-    id: Uuid,
-    order_id: Uuid,
-    kind: TaskKind,
-    item_id: Option<Uuid>,
-    amount: i64,
-    currency: &str,
-) -> Result<(), DbErr> {
-    let task = new_task(id, order_id, kind, item_id, amount, currency, Utc::now());
-    insert_tasks(conn, vec![task]).await
 }
 
 /// A task due now.

@@ -67,6 +67,22 @@ impl Scraper {
             .collect()
     }
 
+    /// The sum of every series `metric` carrying every one of `labels` (0 when there is none):
+    /// a counter over all the label values a test does not care about.
+    pub async fn sum(&self, metric: &str, labels: &[&str]) -> f64 {
+        self.lines(metric, labels)
+            .await
+            .iter()
+            .map(|line| {
+                line.rsplit(' ')
+                    .next()
+                    .expect("a value")
+                    .parse::<f64>()
+                    .expect("a number")
+            })
+            .sum()
+    }
+
     /// The value of the one series `metric` with `labels`, or `None` when there is none.
     /// Panics when several match (the labels must name one series).
     pub async fn value(&self, metric: &str, labels: &[&str]) -> Option<f64> {

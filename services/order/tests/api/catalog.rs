@@ -19,12 +19,7 @@ pub async fn catalog_batches(metrics: &Scraper) -> f64 {
         r#"rpc_service="shop.catalog.v1.CatalogService""#,
         r#"rpc_method="BatchGetProducts""#,
     ];
-    metrics
-        .lines("rpc_client_duration_seconds_count", &labels)
-        .await
-        .iter()
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
+    metrics.sum("rpc_client_duration_seconds_count", &labels).await
 }
 
 impl TestMesh {

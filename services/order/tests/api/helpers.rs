@@ -410,15 +410,10 @@ pub fn code_of(status: &Status) -> (tonic::Code, String) {
 /// Statements the order service's database pool has run so far, of `operation` (`SELECT`, …;
 /// every operation when empty), from a real scrape of `db.client.operation.duration`.
 pub async fn order_statements(metrics: &shop_platform::testing::metrics::Scraper, operation: &str) -> f64 {
-    let operation = format!(r#"db_operation_name="{operation}"#);
+    let operation = format!(r#"db_operation_name="{operation}""#);
     let mut labels = vec![r#"db_client_connection_pool_name="order""#];
-    if operation.len() > r#"db_operation_name=""#.len() {
+    if !operation.ends_with(r#"="""#) {
         labels.push(&operation);
     }
-    metrics
-        .lines("db_client_operation_duration_seconds_count", &labels)
-        .await
-        .iter()
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
+    metrics.sum("db_client_operation_duration_seconds_count", &labels).await
 }
