@@ -411,6 +411,33 @@ where
     Ok(())
 }
 
+/// The rows of a PostgreSQL `VALUES` list, for `UPDATE … FROM (VALUES …) AS v (…)`: one
+/// statement that changes many rows each its own way (a stock change per product, a provider's
+/// reference per payment), where an UPDATE per row costs a round trip each. Each row's values
+/// are appended to `values` as parameters, numbered on from those already there, each cast to
+/// its column's type in `casts` (`uuid`, `text`, `bigint`: a `VALUES` list has no column types
+/// of its own). Returns `($2::uuid, $3::text), …`.
+pub fn values_rows(
+    values: &mut Vec<sea_orm::Value>,
+    casts: &[&str],
+    rows: impl IntoIterator<Item = Vec<sea_orm::Value>>,
+) -> String {
+    let mut sql = Vec::new();
+    for row in rows {
+        debug_assert_eq!(row.len(), casts.len(), "one value per column");
+        let columns: Vec<String> = row
+            .into_iter()
+            .zip(casts)
+            .map(|(value, cast)| {
+                values.push(value);
+                format!("${}::{cast}", values.len())
+            })
+            .collect();
+        sql.push(format!("({})", columns.join(", ")));
+    }
+    sql.join(", ")
+}
+
 /// The names of `M`'s migrations, oldest first: what databases record in `seaql_migrations`.
 /// sea-orm derives a name from its file's name, so moving a migration's file renames it, and a
 /// renamed migration runs again on every existing database; each service pins its list in a test.

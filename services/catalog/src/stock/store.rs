@@ -22,7 +22,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 use shop_platform::{
-    db::{INSERT_CHUNK, insert_chunked},
+    db::{INSERT_CHUNK, insert_chunked, values_rows},
     outbox::{self, OutboxMessage, inbox},
 };
 use uuid::Uuid;
@@ -244,16 +244,16 @@ async fn change_stock_together(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DbErr> {
     let mut values: Vec<sea_orm::Value> = vec![now.into()];
-    let mut rows = Vec::with_capacity(changes.len());
-    for (product_id, delta) in changes {
-        rows.push(format!("(${}::uuid, ${}::bigint)", values.len() + 1, values.len() + 2));
-        values.push((*product_id).into());
-        values.push((*delta).into());
-    }
+    let rows = values_rows(
+        &mut values,
+        &["uuid", "bigint"],
+        changes
+            .iter()
+            .map(|(product_id, delta)| vec![(*product_id).into(), (*delta).into()]),
+    );
     let sql = format!(
         "UPDATE products AS p SET stock = p.stock + v.delta, updated_at = $1 \
-         FROM (VALUES {}) AS v (id, delta) WHERE p.id = v.id AND p.stock + v.delta >= 0",
-        rows.join(", ")
+         FROM (VALUES {rows}) AS v (id, delta) WHERE p.id = v.id AND p.stock + v.delta >= 0"
     );
     let updated = txn
         .execute_raw(Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values))

@@ -428,13 +428,13 @@ const BURST: usize = 40;
 /// then lets their ReserveStock messages go out together and waits until every order is
 /// `settled`: the product, the customer, the orders' ids, and the statements of `operation`
 /// the order service's pool ran from the release of the messages until then.
-async fn burst(
+async fn burst<const N: usize>(
     metrics: &Scraper,
     mesh: &crate::helpers::TestMesh,
     stock: i64,
     settled: DbOrderStatus,
-    operation: &str,
-) -> (Uuid, shop_platform::grpc::identity::Caller, Vec<String>, f64) {
+    operations: [&str; N],
+) -> (Uuid, shop_platform::grpc::identity::Caller, Vec<String>, [f64; N]) {
     let product = mesh.product(1_000, stock).await;
     let customer = caller(Role::Customer);
     let mut placed = Vec::with_capacity(BURST);
@@ -458,7 +458,7 @@ async fn burst(
             .unwrap()
     };
 
-    let before = order_statements(metrics, operation).await;
+    let before = statements(metrics, operations).await;
     let _relay = mesh.start_relay().await;
     let deadline = tokio::time::Instant::now() + crate::helpers::PATIENCE;
     while count().await < BURST as u64 {
@@ -469,8 +469,17 @@ async fn burst(
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let used = order_statements(metrics, operation).await - before;
-    (product, customer, placed, used)
+    let after = statements(metrics, operations).await;
+    (product, customer, placed, std::array::from_fn(|n| after[n] - before[n]))
+}
+
+/// How many statements of each of `operations` the order service ran so far.
+async fn statements<const N: usize>(metrics: &Scraper, operations: [&str; N]) -> [f64; N] {
+    let mut counts = [0.0; N];
+    for (count, operation) in counts.iter_mut().zip(operations) {
+        *count = order_statements(metrics, operation).await;
+    }
+    counts
 }
 
 #[tokio::test]
@@ -481,7 +490,7 @@ async fn a_burst_of_stock_results_is_applied_with_a_few_statements_per_batch() {
         ..Options::default()
     })
     .await;
-    let (sold_out, customer, placed, updates) = burst(&metrics, &mesh, 0, DbOrderStatus::Rejected, "UPDATE").await;
+    let (sold_out, customer, placed, [updates]) = burst(&metrics, &mesh, 0, DbOrderStatus::Rejected, ["UPDATE"]).await;
     // A rejection updated its order, payment and items on its own: 3 UPDATEs an order, 120
     // here. A batch makes 3 whatever its size; the relay (marking rows sent) and the payment
     // worker's polls make a few more, more under load, when results arrive in smaller batches.
@@ -512,14 +521,20 @@ async fn a_burst_of_captures_is_recorded_with_the_orders_locked_together() {
         ..Options::default()
     })
     .await;
-    let (product, customer, placed, selects) =
-        burst(&metrics, &mesh, BURST as i64, DbOrderStatus::Paid, "SELECT").await;
+    let (product, customer, placed, [selects, updates]) =
+        burst(&metrics, &mesh, BURST as i64, DbOrderStatus::Paid, ["SELECT", "UPDATE"]).await;
     // Recording a capture locked and read its order, items and payment on its own: 3 SELECTs
     // an order, 120 here. Together they are 3 a batch of answers; the results' batches and the
     // relay's passes make the rest, more under load.
     assert!(
         selects < 2.5 * BURST as f64,
         "{selects} SELECTs for {BURST} paid orders"
+    );
+    // And it updated its task, payment and order one by one: 3 UPDATEs an order paid, 120 here
+    // before the results' and the relay's own. Now 3 a batch of answers.
+    assert!(
+        updates < 2.0 * BURST as f64,
+        "{updates} UPDATEs for {BURST} paid orders"
     );
 
     for id in &placed {
