@@ -250,3 +250,17 @@ async fn a_message_beyond_the_decoding_limit_is_refused() {
     assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
     assert!(refused.message().contains("too large"), "{refused:?}");
 }
+
+/// Every connection a gRPC server accepts has `TCP_NODELAY`: tonic writes a unary response's
+/// trailers after its message, often as a write of their own, and without it that write waits
+/// for the client's delayed ACK of the first (40 ms; one order in ten placed on an idle shop
+/// took 48 ms instead of 5, docs/benchmarks.md).
+#[tokio::test]
+async fn accepted_connections_send_small_writes_at_once() {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = shop_platform::grpc::server::accepting(listener);
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let accepted = incoming.next().await.unwrap().unwrap();
+    assert!(accepted.nodelay().unwrap());
+}

@@ -18,13 +18,13 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use http::Request;
 use tokio::{net::TcpListener, sync::Semaphore};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     body::Body,
     server::NamedService,
     service::{Routes, RoutesBuilder},
     transport::Server,
+    transport::server::TcpIncoming,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
@@ -408,9 +408,18 @@ impl BoundGrpcServer {
                     .layer(crate::telemetry::metrics::RpcServerMetricsLayer),
             )
             .add_routes(self.routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal)
+            .serve_with_incoming_shutdown(accepting(self.listener), signal)
             .await;
         watch_stop.cancel();
         served.context("serving gRPC")
     }
+}
+
+/// The connections a gRPC server accepts on `listener`, each with `TCP_NODELAY` set (tonic
+/// sets it only on listeners it binds itself). A unary response goes out as its headers and
+/// message, then often its trailers in a write of their own; without it, that second write
+/// waits for the client's delayed ACK of the first: 40 ms stalls that put one order in ten
+/// placed on an idle shop at 48 ms instead of 5 (docs/benchmarks.md).
+pub fn accepting(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
