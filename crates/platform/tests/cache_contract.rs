@@ -201,3 +201,66 @@ async fn a_dead_redis_fails_fast_instead_of_hanging() {
     assert!(result.is_err());
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A batch of counters is one command to Redis, so one write and one round trip whatever its
+/// size: `MONITOR` (another connection, watching every client) sees the client send EVALSHA
+/// naming the batch's keys and nothing else for them; the script's own INCRBYs run inside
+/// Redis. A `MULTI` sent MULTI, then INCRBY, PEXPIRE and PTTL per counter, then EXEC: a write
+/// each.
+#[tokio::test]
+async fn a_batch_of_counters_is_one_command_to_redis() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+    let prefix = testing::unique_name("batch");
+    let cache = shop_platform::cache::from_url(&testing::redis_url(), &prefix)
+        .await
+        .expect("Redis on loopback must answer");
+    let window = Duration::from_secs(60);
+    // Once first, so the server knows the script (one that does not loads it, once).
+    cache.add_to_counters(&[("warm".to_owned(), 1)], window).await.unwrap();
+
+    let url = url::Url::parse(&testing::redis_url()).unwrap();
+    let address = (url.host_str().unwrap().to_owned(), url.port().unwrap_or(6379));
+    let mut monitor = tokio::io::BufReader::new(tokio::net::TcpStream::connect(address).await.unwrap());
+    monitor.get_mut().write_all(b"MONITOR\r\n").await.unwrap();
+    let mut line = String::new();
+    monitor.read_line(&mut line).await.unwrap();
+    assert_eq!(line.trim_end(), "+OK");
+
+    let deltas: Vec<(String, i64)> = (0..20).map(|i| (format!("counter-{i}"), i + 1)).collect();
+    let counted = cache.add_to_counters(&deltas, window).await.unwrap();
+    assert_eq!(
+        counted.iter().map(|counted| counted.count).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+    assert!(
+        counted
+            .iter()
+            .all(|counted| counted.ttl.is_some_and(|ttl| ttl <= window))
+    );
+
+    // The client's commands naming this batch's keys, until the last key's PTTL (run by the
+    // script, or sent by the client) shows the batch is done.
+    let last_key = format!("\"{prefix}counter-19\"");
+    let mut sent = Vec::new();
+    loop {
+        line.clear();
+        let read = tokio::time::timeout(Duration::from_secs(5), monitor.read_line(&mut line))
+            .await
+            .expect("MONITOR shows the batch")
+            .unwrap();
+        assert!(read > 0, "MONITOR connection closed");
+        if !line.contains(&prefix) {
+            continue;
+        }
+        // `+<time> [<db> <client address>] "COMMAND" …`; a script's calls show `lua`.
+        let command = line.split("] ").nth(1).unwrap_or_default().to_owned();
+        if !line.contains(" lua]") {
+            sent.push(command.split(' ').next().unwrap_or_default().to_lowercase());
+        }
+        if command.to_lowercase().starts_with("\"pttl\"") && line.contains(&last_key) {
+            break;
+        }
+    }
+    assert_eq!(sent, ["\"evalsha\""], "commands the client sent for 20 counters");
+}
