@@ -1,6 +1,6 @@
 //! What every part of the order service shares: its database, its clock, the payment provider,
-//! its settings, the writer of new orders and the reader of their keys, and the outbox relay and payment worker to wake after
-//! a commit that gave them work.
+//! its settings, the writer of new orders and the reader of their keys, and the outbox relay and
+//! payment worker to wake after a commit that gave them work.
 
 use std::sync::Arc;
 

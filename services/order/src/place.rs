@@ -126,11 +126,7 @@ pub async fn place(
     let hash = idempotency::fingerprint(&wanted.canonical());
     // A retry is answered before anything else is asked (its cart lines are gone, or going: its
     // OrderPlaced was committed with the order).
-    let row = ctx
-        .keys
-        .submit((caller.user_id, key.clone()))
-        .await
-        .map_err(|stopped| ServiceError::Unavailable(stopped.to_string()))??;
+    let row = ctx.keys.submit((caller.user_id, key.clone())).await??;
     if let Existing::Placed(order_id) = idempotency::decide(row.as_ref(), ctx.clock.now(), &hash)? {
         return existing(ctx, order_id).await;
     }
@@ -175,11 +171,7 @@ async fn place_new(
     };
     let (key, hash) = (new.key.clone(), new.hash.clone());
     let record = new.record.clone();
-    let written = ctx
-        .placements
-        .submit(new)
-        .await
-        .map_err(|stopped| ServiceError::Unavailable(stopped.to_string()))??;
+    let written = ctx.placements.submit(new).await??;
     if written == Written::KeyTaken {
         // Another request with the key committed first (or is committing: its transaction
         // held ours until it ended).

@@ -16,7 +16,11 @@
 //! while the task is still `requested`, so a second answer changes nothing. Task times come
 //! from the wall clock (they pace infrastructure), business times from the service's clock.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -483,7 +487,11 @@ struct Paid {
 /// references and the orders PAID. One UPDATE per table and order made three round trips an
 /// order paid (docs/benchmarks.md).
 async fn pay_together(txn: &DatabaseTransaction, paid: &[Paid], now: DateTime<Utc>) -> anyhow::Result<Vec<FollowUp>> {
-    let mut values: Vec<sea_orm::Value> = vec![TaskState::Done.to_value().into(), Utc::now().into()];
+    let mut values: Vec<sea_orm::Value> = vec![
+        TaskState::Done.to_value().into(),
+        Utc::now().into(),
+        TaskState::Requested.to_value().into(),
+    ];
     let rows = values_rows(
         &mut values,
         &["uuid", "text"],
@@ -492,10 +500,9 @@ async fn pay_together(txn: &DatabaseTransaction, paid: &[Paid], now: DateTime<Ut
     );
     let finish = format!(
         "UPDATE payment_tasks AS t SET state = $1, provider_reference = v.reference, completed_at = $2 \
-         FROM (VALUES {rows}) AS v (id, reference) WHERE t.id = v.id AND t.state = '{requested}' RETURNING t.id",
-        requested = TaskState::Requested.to_value(),
+         FROM (VALUES {rows}) AS v (id, reference) WHERE t.id = v.id AND t.state = $3 RETURNING t.id"
     );
-    let finished: std::collections::HashSet<Uuid> = txn
+    let finished: HashSet<Uuid> = txn
         .query_all_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
             finish,

@@ -161,6 +161,14 @@ impl From<sea_orm::DbErr> for ServiceError {
     }
 }
 
+/// A group committer that stopped (the service is shutting down) wrote nothing: the caller
+/// may retry, on this replica once it is back or on another.
+impl From<crate::group_commit::Stopped> for ServiceError {
+    fn from(stopped: crate::group_commit::Stopped) -> Self {
+        Self::Unavailable(stopped.to_string())
+    }
+}
+
 /// What callers are told when a dependency is down (details only in the log).
 const DEPENDENCY_DOWN: &str = "a dependency is unavailable; try again shortly";
 
