@@ -24,9 +24,10 @@ pub struct OrderConfig {
     pub return_window: Duration,
     /// The catalog, for price snapshots (`SHOP_CATALOG_TARGET` [http://127.0.0.1:50052]).
     pub catalog: Target,
-    /// How long the catalog's answer about a product (name, price, for sale or not) is reused
-    /// by later orders (`SHOP_ORDER_PRODUCT_TTL` [1s], at most 1m; `0s` asks for every order):
-    /// the freshness the product pages already have at the edge (`SHOP_EDGE_CACHE_TTL`).
+    /// How long the catalog's answer about a product (name, price, for sale or not, stock) is
+    /// reused by later orders (`SHOP_ORDER_PRODUCT_TTL` [1s], at most 1m; `0s` asks for every
+    /// order): the freshness the product pages already have at the edge (`SHOP_EDGE_CACHE_TTL`).
+    /// An order for more than the answer's stock is rejected without a reservation.
     pub product_ttl: Duration,
     /// The user service, for carts (`SHOP_USER_TARGET` [http://127.0.0.1:50051]).
     pub user: Target,

@@ -4,14 +4,19 @@
 //! the ReserveStock message and, for an order from the cart, the OrderPlaced message written in
 //! ONE transaction, shared with the placements that arrive meanwhile (`placements`). Stock is
 //! the catalog's to decide afterwards, and the cart the user service's to trim (on
-//! OrderPlaced); nothing here waits for either.
+//! OrderPlaced); nothing here waits for either. The one exception: an order for more than the
+//! catalog's recent answer said was left is rejected right after it is written, without asking
+//! (`shortages`).
 
 use std::collections::HashMap;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
-use shop_proto::pb::order::{PlaceOrderRequest, place_order_request::Source};
+use shop_proto::pb::{
+    events::{StockRejected, StockShortage},
+    order::{PlaceOrderRequest, place_order_request::Source},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -160,14 +165,25 @@ async fn place_new(
     let products = upstream.products(&ids).await?;
     let record = snapshot(caller, &lines, &products, ctx.clock.now(), from_cart)?;
     let order_id = record.order.id;
-    let messages = std::iter::once(stock::reserve(&ctx.config.queues, order_id, &record.items))
+    let short = shortages(&lines, &products);
+    let sold_out = (!short.is_empty()).then(|| StockRejected {
+        order_id: order_id.to_string(),
+        short,
+    });
+    let reserve = sold_out
+        .is_none()
+        .then(|| stock::reserve(&ctx.config.queues, order_id, &record.items));
+    let messages = reserve
+        .into_iter()
         .chain(placed::message(&ctx.config.order_queues, &record))
         .collect();
+    let sold_out_now = sold_out.is_some();
     let new = NewOrder {
         record,
         key,
         hash,
         messages,
+        sold_out,
     };
     let (key, hash) = (new.key.clone(), new.hash.clone());
     let record = new.record.clone();
@@ -184,9 +200,30 @@ async fn place_new(
         };
     }
     ctx.relay.wake();
-    tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), "order placed");
+    tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), sold_out = sold_out_now, "order placed");
     crate::metrics::count(crate::metrics::OrderEvent::Placed);
     Ok(record)
+}
+
+/// The lines asking for more than the catalog said was left, in its answer up to
+/// `SHOP_ORDER_PRODUCT_TTL` old. An order with any is rejected at once, as the catalog's
+/// reservation would reject it, without asking: in a flash sale most orders come after the
+/// last unit is gone, and each asked the catalog over the work queue and waited for its answer
+/// (docs/decisions.md). The answer's age only ever errs towards refusing: a restock reaches
+/// orders within the TTL, as it reaches the product pages; an order the answer does not refuse
+/// is reserved by the catalog, whose reservation decides.
+fn shortages(lines: &[Line], products: &HashMap<Uuid, Product>) -> Vec<StockShortage> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let available = products.get(&line.product_id)?.stock.max(0);
+            (i64::from(line.quantity) > available).then(|| StockShortage {
+                product_id: line.product_id.to_string(),
+                requested: line.quantity,
+                available,
+            })
+        })
+        .collect()
 }
 
 /// The caller's cart as lines to order (priced with the explicit lines' one catalog call).

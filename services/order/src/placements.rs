@@ -7,11 +7,16 @@
 //! An order whose key exists already is left out of the batch and answered [`Written::KeyTaken`]
 //! (its caller reads what the key stands for). If a batch fails, each of its orders is written
 //! again on its own, so one order's failure is never another's.
+//!
+//! An order that asks for more than the catalog last said was left (sold out, in a flash sale)
+//! is written like any other, without its ReserveStock message, and rejected in a second
+//! transaction for the batch once the first committed (`results::reject_sold_out`).
 
 use crate::{
     clock::SharedClock,
     entity::{item, order, payment},
     idempotency::{self, NewKey},
+    results,
     store::{self, OrderRecord},
 };
 use async_trait::async_trait;
@@ -21,6 +26,8 @@ use shop_platform::{
     group_commit::{GroupCommit, GroupOptions, GroupWriter},
     outbox::{self, OutboxMessage},
 };
+use shop_proto::pb::events::StockRejected;
+use uuid::Uuid;
 
 /// A new order to write, with the key that places it and its outbox messages.
 #[derive(Debug)]
@@ -31,9 +38,12 @@ pub(crate) struct NewOrder {
     pub key: String,
     /// The request's fingerprint.
     pub hash: String,
-    /// Its ReserveStock message, and its OrderPlaced message for an order from the cart, made
-    /// in the request's span (they carry the trace context).
+    /// Its ReserveStock message (none when sold out), and its OrderPlaced message for an order
+    /// from the cart, made in the request's span (they carry the trace context).
     pub messages: Vec<OutboxMessage>,
+    /// Set when the order asks for more than the catalog last said was left: it is rejected
+    /// right after its placement commits, as this rejection says, without a reservation.
+    pub sold_out: Option<StockRejected>,
 }
 
 /// What became of a new order.
@@ -82,6 +92,26 @@ impl GroupWriter for PlacementWriter {
 }
 
 impl PlacementWriter {
+    /// Rejects the sold-out orders of a committed batch, in a transaction of their own: each was
+    /// PENDING when committed, as every new order is, and its rejection is a transition like
+    /// the catalog's. A failure leaves them PENDING for the reconciler.
+    async fn reject_sold_out(&self, placed: &[&NewOrder]) {
+        let sold_out: Vec<(Uuid, &StockRejected)> = placed
+            .iter()
+            .filter_map(|new| new.sold_out.as_ref().map(|rejection| (new.record.order.id, rejection)))
+            .collect();
+        if sold_out.is_empty() {
+            return;
+        }
+        if let Err(error) = results::reject_sold_out(&self.db, &sold_out, self.clock.now()).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                orders = sold_out.len(),
+                "rejecting sold-out orders failed; they stay pending until the reconciler asks the catalog"
+            );
+        }
+    }
+
     /// Writes `orders` in one transaction; what became of each, in order.
     async fn write_all(&self, orders: &[NewOrder]) -> Result<Vec<Written>, DbErr> {
         let keys: Vec<NewKey<'_>> = orders
@@ -126,6 +156,7 @@ impl PlacementWriter {
         )
         .await?;
         txn.commit().await?;
+        self.reject_sold_out(&placed).await;
         Ok(orders
             .iter()
             .map(|new| {

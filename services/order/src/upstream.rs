@@ -38,6 +38,8 @@ pub struct Product {
     pub price: i64,
     /// The price's currency.
     pub currency: String,
+    /// The units available when the catalog answered (up to the TTL ago).
+    pub stock: i64,
 }
 
 /// One line of the caller's cart.
@@ -65,9 +67,11 @@ pub struct Upstream {
 /// each cost a gRPC call and a PostgreSQL query per order, for an answer that changes rarely.
 /// An order placed within the TTL of an answer takes its name and price from it, so a price
 /// change or a product taken off sale applies to orders up to the TTL later, as it reaches the
-/// product pages (the edge cache has the same bound). Stock is not part of it: the catalog's
-/// reservation decides that, and refuses a deleted product whatever the order says. Products
-/// not for sale are not remembered, so a product put on sale is orderable at once.
+/// product pages (the edge cache has the same bound). The stock it holds only ever refuses
+/// orders: one asking for more than the catalog said was left is rejected at once (`place`);
+/// any other is reserved by the catalog, whose reservation decides, and which refuses a
+/// deleted product whatever the order says. Products not for sale are not remembered, so a
+/// product put on sale is orderable at once.
 #[derive(Debug)]
 struct RecentProducts {
     ttl: Duration,
@@ -180,6 +184,7 @@ impl Upstream {
                         name: product.name,
                         price: price.amount,
                         currency: price.currency,
+                        stock: product.stock,
                     },
                 );
             }

@@ -4,7 +4,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use shop_catalog::entity::reservation_line;
 use shop_platform::testing::metrics::Scraper;
 use shop_proto::pb::{
-    catalog::{CreateProductRequest, DeleteProductRequest, GetStockRequest, UpdateProductRequest},
+    catalog::{CreateProductRequest, DeleteProductRequest, GetStockRequest, SetStockRequest, UpdateProductRequest},
     common::Money,
 };
 use std::time::Duration;
@@ -73,6 +73,19 @@ impl TestMesh {
             ..Default::default()
         })
         .await;
+    }
+
+    /// Sets a product's available stock, as its seller.
+    pub async fn set_stock(&self, product: Uuid, stock: i64) {
+        let request = SetStockRequest {
+            product_id: product.to_string(),
+            stock,
+        };
+        self.catalog_client
+            .clone()
+            .set_stock(signed(request, &self.seller))
+            .await
+            .unwrap();
     }
 
     /// Changes a product as its seller.

@@ -155,9 +155,26 @@ async fn a_short_order_is_rejected_naming_its_short_products() {
         .await
         .unwrap();
 
-    let rejected = mesh.wait_for(&customer, &placed.id, OrderStatus::Rejected).await;
     // The reason names the short product, and only it.
-    assert_eq!(rejected.status_reason, Some(format!("out_of_stock: {scarce}")));
+    expect_out_of_stock(&mesh, &customer, &placed.id, scarce, 2, 1).await;
+    mesh.expect_stock(plenty, 10, 10).await;
+    mesh.expect_stock(scarce, 1, 1).await;
+    assert_eq!(mesh.payments.captures(placed.id.parse().unwrap()), 0);
+}
+
+/// Waits for the order `id` to be rejected for want of `product` alone, and checks what the
+/// rejection wrote: the reason, the shortage (`requested`, `available`), the payment voided and
+/// every item cancelled.
+async fn expect_out_of_stock(
+    mesh: &crate::helpers::TestMesh,
+    customer: &shop_platform::grpc::identity::Caller,
+    id: &str,
+    product: Uuid,
+    requested: u32,
+    available: i64,
+) {
+    let rejected = mesh.wait_for(customer, id, OrderStatus::Rejected).await;
+    assert_eq!(rejected.status_reason, Some(format!("out_of_stock: {product}")));
     assert_eq!(rejected.payment.as_ref().unwrap().status(), PaymentStatus::Voided);
     assert!(
         rejected
@@ -165,7 +182,7 @@ async fn a_short_order_is_rejected_naming_its_short_products() {
             .iter()
             .all(|item| item.status() == OrderItemStatus::Cancelled)
     );
-    let row = order::Entity::find_by_id(placed.id.parse::<Uuid>().unwrap())
+    let row = order::Entity::find_by_id(id.parse::<Uuid>().unwrap())
         .one(mesh.db())
         .await
         .unwrap()
@@ -173,18 +190,60 @@ async fn a_short_order_is_rejected_naming_its_short_products() {
     let shortages: serde_json::Value = serde_json::from_str(row.shortages.as_deref().unwrap()).unwrap();
     assert_eq!(
         shortages,
-        serde_json::json!([{"product_id": scarce.to_string(), "requested": 2, "available": 1}])
+        serde_json::json!([{"product_id": product.to_string(), "requested": requested, "available": available}])
     );
-    mesh.expect_stock(plenty, 10, 10).await;
-    mesh.expect_stock(scarce, 1, 1).await;
-    assert_eq!(mesh.payments.captures(placed.id.parse().unwrap()), 0);
+}
+
+/// ReserveStock messages the order service has written to its outbox so far.
+async fn reservations_asked(mesh: &crate::helpers::TestMesh) -> usize {
+    outbox::entity::Entity::find()
+        .all(mesh.db())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|row| row.kind.ends_with("ReserveStock"))
+        .count()
+}
+
+#[tokio::test]
+async fn an_order_for_a_sold_out_product_is_rejected_without_asking_the_catalog() {
+    let metrics = Scraper::install();
+    let mesh = spawn_with(Options {
+        // Every order reads the catalog's stock afresh, so the test needs no waiting.
+        env: &[("SHOP_ORDER_PRODUCT_TTL", "0s")],
+        ..Options::default()
+    })
+    .await;
+    let scarce = mesh.product(2_000, 1).await;
+    let first = caller(Role::Customer);
+    let paid = mesh.place(&first, "first", &[(scarce, 1)]).await.unwrap();
+    mesh.wait_for(&first, &paid.id, OrderStatus::Paid).await;
+    assert_eq!(reservations_asked(&mesh).await, 1);
+
+    let customer = caller(Role::Customer);
+    let placed = mesh.place(&customer, "late", &[(scarce, 1)]).await.unwrap();
+    // Accepted like any order, then rejected as the catalog would have.
+    assert_eq!(placed.status(), OrderStatus::Pending);
+    expect_out_of_stock(&mesh, &customer, &placed.id, scarce, 1, 0).await;
+    // Without a reservation asked: no ReserveStock for it, nothing for the catalog to record.
+    assert_eq!(reservations_asked(&mesh).await, 1, "the catalog was not asked");
+    assert_eq!(reservations_ended(&metrics, "rejected").await, Some(1.0));
+    mesh.expect_stock(scarce, 1, 0).await;
+
+    // A restock reaches the next order (here at once: the answers are not kept).
+    mesh.set_stock(scarce, 1).await;
+    let restocked = mesh.place(&customer, "restocked", &[(scarce, 1)]).await.unwrap();
+    mesh.wait_for(&customer, &restocked.id, OrderStatus::Paid).await;
+    assert_eq!(reservations_asked(&mesh).await, 2);
 }
 
 #[tokio::test]
 async fn duplicate_stock_results_are_applied_once() {
     let mesh = spawn_with(Options {
-        // One consumer takes the results in queue order, so the barrier below comes last.
-        env: &[("SHOP_ORDER_RESULT_CONSUMERS", "1")],
+        // One consumer takes the results in queue order, so the barrier below comes last; the
+        // catalog's answer about the product (1 left) is kept, so the second order asks the
+        // catalog, whose rejection is one of the results repeated below.
+        env: &[("SHOP_ORDER_RESULT_CONSUMERS", "1"), ("SHOP_ORDER_PRODUCT_TTL", "1m")],
         ..Options::default()
     })
     .await;
@@ -435,7 +494,9 @@ async fn burst<const N: usize>(
     settled: DbOrderStatus,
     operations: [&str; N],
 ) -> (Uuid, shop_platform::grpc::identity::Caller, Vec<String>, [f64; N]) {
-    let product = mesh.product(1_000, stock).await;
+    // With `stock` 0: a product sold out after the order service read its stock (1, kept for
+    // the test's `SHOP_ORDER_PRODUCT_TTL`), so every order asks the catalog, which rejects it.
+    let product = mesh.product(1_000, stock.max(1)).await;
     let customer = caller(Role::Customer);
     let mut placed = Vec::with_capacity(BURST);
     for n in 0..BURST {
@@ -444,6 +505,9 @@ async fn burst<const N: usize>(
             .await
             .unwrap();
         placed.push(order.id);
+        if n == 0 && stock == 0 {
+            mesh.set_stock(product, 0).await;
+        }
     }
     // Watched on a connection of the test's own, whose queries the service's pool does not count.
     let url = mesh.catalog.var("DATABASE_URL").unwrap();
@@ -487,6 +551,7 @@ async fn a_burst_of_stock_results_is_applied_with_a_few_statements_per_batch() {
     let metrics = Scraper::install();
     let mesh = spawn_with(Options {
         relay: false,
+        env: &[("SHOP_ORDER_PRODUCT_TTL", "1m")],
         ..Options::default()
     })
     .await;
