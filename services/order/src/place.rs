@@ -173,11 +173,13 @@ async fn place_new(
     let reserve = sold_out
         .is_none()
         .then(|| stock::reserve(&ctx.config.queues, order_id, &record.items));
-    let messages = reserve
+    let messages: Vec<_> = reserve
         .into_iter()
         .chain(placed::message(&ctx.config.order_queues, &record))
         .collect();
     let sold_out_now = sold_out.is_some();
+    // A sold-out order from explicit lines writes no message: no relay pass to ask for.
+    let enqueues = !messages.is_empty();
     let new = NewOrder {
         record,
         key,
@@ -199,7 +201,9 @@ async fn place_new(
             }),
         };
     }
-    ctx.relay.wake();
+    if enqueues {
+        ctx.relay.wake();
+    }
     tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), sold_out = sold_out_now, "order placed");
     crate::metrics::count(crate::metrics::OrderEvent::Placed);
     Ok(record)

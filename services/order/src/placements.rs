@@ -27,7 +27,6 @@ use shop_platform::{
     outbox::{self, OutboxMessage},
 };
 use shop_proto::pb::events::StockRejected;
-use uuid::Uuid;
 
 /// A new order to write, with the key that places it and its outbox messages.
 #[derive(Debug)]
@@ -96,9 +95,9 @@ impl PlacementWriter {
     /// PENDING when committed, as every new order is, and its rejection is a transition like
     /// the catalog's. A failure leaves them PENDING for the reconciler.
     async fn reject_sold_out(&self, placed: &[&NewOrder]) {
-        let sold_out: Vec<(Uuid, &StockRejected)> = placed
+        let sold_out: Vec<(&OrderRecord, &StockRejected)> = placed
             .iter()
-            .filter_map(|new| new.sold_out.as_ref().map(|rejection| (new.record.order.id, rejection)))
+            .filter_map(|new| new.sold_out.as_ref().map(|rejection| (&new.record, rejection)))
             .collect();
         if sold_out.is_empty() {
             return;

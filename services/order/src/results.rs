@@ -225,30 +225,36 @@ async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result
 
 /// Rejects orders just placed that ask for more than the catalog last said was left (see
 /// `place`), with the changes the catalog's StockRejected would make, in one transaction for
-/// the batch: the orders locked first and each rejected only while still PENDING. No
-/// reservation was asked for them, so there is nothing to give back. If this fails, the orders
-/// stay PENDING and the reconciler asks the catalog for them (`reconcile`).
+/// the batch: the orders locked first and each rejected only while still PENDING (their items
+/// and payments are the ones just written, so they are not read again). No reservation was
+/// asked for them, so there is nothing to give back. If this fails, the orders stay PENDING and
+/// the reconciler asks the catalog for them (`reconcile`).
 pub(crate) async fn reject_sold_out(
     db: &DatabaseConnection,
-    rejections: &[(Uuid, &events::StockRejected)],
+    rejections: &[(&OrderRecord, &events::StockRejected)],
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let txn = store::begin_write(db).await?;
-    let mut ids: Vec<Uuid> = rejections.iter().map(|(order_id, _)| *order_id).collect();
+    let mut ids: Vec<Uuid> = rejections.iter().map(|(placed, _)| placed.order.id).collect();
     ids.sort();
-    let mut records: HashMap<Uuid, OrderRecord> = store::lock_many(&txn, &ids)
+    let mut locked: HashMap<Uuid, order::Model> = store::lock_orders(&txn, &ids)
         .await?
         .into_iter()
-        .map(|record| (record.order.id, record))
+        .map(|order| (order.id, order))
         .collect();
     let mut changes = Changes::default();
     let mut rejected = Vec::with_capacity(rejections.len());
-    for (order_id, rejection) in rejections {
-        if let Some(record) = records.get_mut(order_id) {
-            rejected.extend(apply_rejection(record, rejection, now, &mut changes));
+    for (placed, rejection) in rejections {
+        if let Some(order) = locked.remove(&placed.order.id) {
+            let mut record = OrderRecord {
+                order,
+                items: placed.items.clone(),
+                payment: placed.payment.clone(),
+            };
+            rejected.extend(apply_rejection(&mut record, rejection, now, &mut changes));
         }
     }
-    write(&txn, &records, &changes, now).await?;
+    write(&txn, &HashMap::new(), &changes, now).await?;
     txn.commit().await?;
     for placed_at in rejected {
         crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, placed_at, now);

@@ -238,6 +238,46 @@ async fn an_order_for_a_sold_out_product_is_rejected_without_asking_the_catalog(
 }
 
 #[tokio::test]
+async fn sold_out_orders_are_rejected_without_reading_their_items_and_payments_again() {
+    const ORDERS: usize = 20;
+    let metrics = Scraper::install();
+    let mesh = spawn_with(Options {
+        env: &[("SHOP_ORDER_PRODUCT_TTL", "0s")],
+        ..Options::default()
+    })
+    .await;
+    let sold_out = mesh.product(1_000, 0).await;
+    let customer = caller(Role::Customer);
+    let before = order_statements(&metrics, "SELECT").await;
+    let started = tokio::time::Instant::now();
+    let mut placed = Vec::with_capacity(ORDERS);
+    for n in 0..ORDERS {
+        // One at a time: each is a batch of its own, its rejection committed before the answer.
+        placed.push(
+            mesh.place(&customer, &format!("late-{n}"), &[(sold_out, 1)])
+                .await
+                .unwrap(),
+        );
+    }
+    let placing = order_statements(&metrics, "SELECT").await - before;
+    // The service's timers (the relay's polls, the gauges) read on their own: as long again
+    // without orders tells how many of those SELECTs were theirs.
+    tokio::time::sleep(started.elapsed()).await;
+    let idle = order_statements(&metrics, "SELECT").await - before - placing;
+    let selects = placing - idle;
+    // Each placement looks its key up (1) and its rejection locks its order (1): 44 to 46 for
+    // the 20 here. Reading the items and payments again made 2 more an order, and waking the
+    // relay for an order that wrote no message 2 more (its pass's lock and read).
+    assert!(
+        selects < 3.0 * ORDERS as f64,
+        "{selects} SELECTs ({placing} placing, {idle} idle) for {ORDERS} sold-out orders"
+    );
+    for order in &placed {
+        expect_out_of_stock(&mesh, &customer, &order.id, sold_out, 1, 0).await;
+    }
+}
+
+#[tokio::test]
 async fn duplicate_stock_results_are_applied_once() {
     let mesh = spawn_with(Options {
         // One consumer takes the results in queue order, so the barrier below comes last; the
