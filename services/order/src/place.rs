@@ -5,8 +5,8 @@
 //! ONE transaction, shared with the placements that arrive meanwhile (`placements`). Stock is
 //! the catalog's to decide afterwards, and the cart the user service's to trim (on
 //! OrderPlaced); nothing here waits for either. The one exception: an order for more than the
-//! catalog's recent answer said was left is rejected right after it is written, without asking
-//! (`shortages`).
+//! catalog's recent answer said was left is written rejected in that transaction, without
+//! asking (`shortages`); it is answered as accepted (`pending`), as every new order is.
 
 use std::collections::HashMap;
 
@@ -211,7 +211,7 @@ async fn place_new(
 
 /// The lines asking for more than the catalog said was left, in its answer up to
 /// `SHOP_ORDER_PRODUCT_TTL` old. An order with any is rejected at once, as the catalog's
-/// reservation would reject it, without asking: in a flash sale most orders come after the
+/// reservation would reject it (naming the lines short by that answer), without asking: in a flash sale most orders come after the
 /// last unit is gone, and each asked the catalog over the work queue and waited for its answer
 /// (docs/decisions.md). The answer's age only ever errs towards refusing: a restock reaches
 /// orders within the TTL, as it reaches the product pages; an order the answer does not refuse

@@ -9,8 +9,9 @@
 //! again on its own, so one order's failure is never another's.
 //!
 //! An order that asks for more than the catalog last said was left (sold out, in a flash sale)
-//! is written like any other, without its ReserveStock message, and rejected in a second
-//! transaction for the batch once the first committed (`results::reject_sold_out`).
+//! is written in the same transaction, without its ReserveStock message, already as its
+//! rejection leaves it (`results::reject`): nothing can come between its placement and its
+//! rejection, not even a crash.
 
 use crate::{
     clock::SharedClock,
@@ -27,6 +28,7 @@ use shop_platform::{
     outbox::{self, OutboxMessage},
 };
 use shop_proto::pb::events::StockRejected;
+use std::borrow::Cow;
 
 /// A new order to write, with the key that places it and its outbox messages.
 #[derive(Debug)]
@@ -40,9 +42,24 @@ pub(crate) struct NewOrder {
     /// Its ReserveStock message (none when sold out), and its OrderPlaced message for an order
     /// from the cart, made in the request's span (they carry the trace context).
     pub messages: Vec<OutboxMessage>,
-    /// Set when the order asks for more than the catalog last said was left: it is rejected
-    /// right after its placement commits, as this rejection says, without a reservation.
+    /// Set when the order asks for more than the catalog last said was left: it is written
+    /// rejected, as this rejection says, without a reservation.
     pub sold_out: Option<StockRejected>,
+}
+
+impl NewOrder {
+    /// The rows to write: the record as placed, or for a sold-out order as its rejection
+    /// leaves it (at the instant it was placed).
+    fn to_write(&self) -> Cow<'_, OrderRecord> {
+        match &self.sold_out {
+            None => Cow::Borrowed(&self.record),
+            Some(rejection) => {
+                let mut rejected = self.record.clone();
+                results::reject(&mut rejected, rejection, self.record.order.placed_at);
+                Cow::Owned(rejected)
+            }
+        }
+    }
 }
 
 /// What became of a new order.
@@ -91,26 +108,6 @@ impl GroupWriter for PlacementWriter {
 }
 
 impl PlacementWriter {
-    /// Rejects the sold-out orders of a committed batch, in a transaction of their own: each was
-    /// PENDING when committed, as every new order is, and its rejection is a transition like
-    /// the catalog's. A failure leaves them PENDING for the reconciler.
-    async fn reject_sold_out(&self, placed: &[&NewOrder]) {
-        let sold_out: Vec<(&OrderRecord, &StockRejected)> = placed
-            .iter()
-            .filter_map(|new| new.sold_out.as_ref().map(|rejection| (&new.record, rejection)))
-            .collect();
-        if sold_out.is_empty() {
-            return;
-        }
-        if let Err(error) = results::reject_sold_out(&self.db, &sold_out, self.clock.now()).await {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                orders = sold_out.len(),
-                "rejecting sold-out orders failed; they stay pending until the reconciler asks the catalog"
-            );
-        }
-    }
-
     /// Writes `orders` in one transaction; what became of each, in order.
     async fn write_all(&self, orders: &[NewOrder]) -> Result<Vec<Written>, DbErr> {
         let keys: Vec<NewKey<'_>> = orders
@@ -128,25 +125,26 @@ impl PlacementWriter {
             .iter()
             .filter(|new| claimed.contains(&new.record.order.id))
             .collect();
+        let records: Vec<Cow<'_, OrderRecord>> = placed.iter().map(|new| new.to_write()).collect();
         insert_chunked(
             &txn,
-            placed
+            records
                 .iter()
-                .map(|new| order::ActiveModel::from(new.record.order.clone())),
+                .map(|record| order::ActiveModel::from(record.order.clone())),
         )
         .await?;
         insert_chunked(
             &txn,
-            placed
+            records
                 .iter()
-                .flat_map(|new| new.record.items.iter().cloned().map(item::ActiveModel::from)),
+                .flat_map(|record| record.items.iter().cloned().map(item::ActiveModel::from)),
         )
         .await?;
         insert_chunked(
             &txn,
-            placed
+            records
                 .iter()
-                .map(|new| payment::ActiveModel::from(new.record.payment.clone())),
+                .map(|record| payment::ActiveModel::from(record.payment.clone())),
         )
         .await?;
         outbox::enqueue_many(
@@ -155,7 +153,10 @@ impl PlacementWriter {
         )
         .await?;
         txn.commit().await?;
-        self.reject_sold_out(&placed).await;
+        let now = self.clock.now();
+        for new in placed.iter().filter(|new| new.sold_out.is_some()) {
+            crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, new.record.order.placed_at, now);
+        }
         Ok(orders
             .iter()
             .map(|new| {

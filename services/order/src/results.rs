@@ -20,7 +20,7 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
-use sea_orm::{ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
 use shop_platform::{
     outbox::inbox,
     queue::{
@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     context::Context,
-    entity::{OrderStatus, PaymentStatus, order, payment, release},
+    entity::{ItemStatus, OrderStatus, PaymentStatus, order, payment, release},
     settlement,
     stock::{self, ReleaseReason},
     store::{self, OrderRecord},
@@ -223,45 +223,6 @@ async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result
     Ok(())
 }
 
-/// Rejects orders just placed that ask for more than the catalog last said was left (see
-/// `place`), with the changes the catalog's StockRejected would make, in one transaction for
-/// the batch: the orders locked first and each rejected only while still PENDING (their items
-/// and payments are the ones just written, so they are not read again). No reservation was
-/// asked for them, so there is nothing to give back. If this fails, the orders stay PENDING and
-/// the reconciler asks the catalog for them (`reconcile`).
-pub(crate) async fn reject_sold_out(
-    db: &DatabaseConnection,
-    rejections: &[(&OrderRecord, &events::StockRejected)],
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let txn = store::begin_write(db).await?;
-    let mut ids: Vec<Uuid> = rejections.iter().map(|(placed, _)| placed.order.id).collect();
-    ids.sort();
-    let mut locked: HashMap<Uuid, order::Model> = store::lock_orders(&txn, &ids)
-        .await?
-        .into_iter()
-        .map(|order| (order.id, order))
-        .collect();
-    let mut changes = Changes::default();
-    let mut rejected = Vec::with_capacity(rejections.len());
-    for (placed, rejection) in rejections {
-        if let Some(order) = locked.remove(&placed.order.id) {
-            let mut record = OrderRecord {
-                order,
-                items: placed.items.clone(),
-                payment: placed.payment.clone(),
-            };
-            rejected.extend(apply_rejection(&mut record, rejection, now, &mut changes));
-        }
-    }
-    write(&txn, &HashMap::new(), &changes, now).await?;
-    txn.commit().await?;
-    for placed_at in rejected {
-        crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, placed_at, now);
-    }
-    Ok(())
-}
-
 /// Decides what one result does to its order (`record`, locked; `None` for an unknown order or
 /// a release), updating the record in memory so that a later result of the batch sees it. The
 /// rare cases (a release confirmed, a late reservation of a cancelled order) are written at once.
@@ -344,6 +305,21 @@ fn apply_rejection(
         tracing::debug!(%order_id, status = ?record.order.status, "rejection needs nothing more");
         return None;
     }
+    let (reason, shortages) = reject(record, rejected, now);
+    changes.rejected.push((order_id, reason, shortages));
+    Some(record.order.placed_at)
+}
+
+/// Makes `record` what a rejection for want of stock leaves: REJECTED, with the reason (the
+/// machine code, then the short products) and the shortages (JSON), the payment voided and the
+/// unshipped items cancelled, as of `now`. Returns the reason and the shortages. The catalog's
+/// StockRejected comes here, and so does an order found sold out at placement
+/// (`placements`), so both read the same.
+pub(crate) fn reject(
+    record: &mut OrderRecord,
+    rejected: &events::StockRejected,
+    now: DateTime<Utc>,
+) -> (String, String) {
     let shortages: Vec<serde_json::Value> = rejected
         .short
         .iter()
@@ -365,9 +341,13 @@ fn apply_rejection(
     record.order.updated_at = now;
     record.payment.status = PaymentStatus::Voided;
     record.payment.updated_at = now;
-    changes.rejected.push((order_id, reason, shortages));
-    tracing::info!(%order_id, short = ?short_ids, "order rejected: out of stock");
-    Some(record.order.placed_at)
+    for item in &mut record.items {
+        if item.status == ItemStatus::Ordered {
+            item.status = ItemStatus::Cancelled;
+        }
+    }
+    tracing::info!(order_id = %record.order.id, short = ?short_ids, "order rejected: out of stock");
+    (reason, shortages)
 }
 
 /// Writes a batch's `changes`: one UPDATE for the reserved orders and a multi-row insert of

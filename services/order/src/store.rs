@@ -44,23 +44,17 @@ pub async fn lock(txn: &DatabaseTransaction, id: Uuid) -> anyhow::Result<Option<
 /// ends, by id. Locked in id order in one statement, so two transactions locking overlapping
 /// sets queue up instead of deadlocking.
 pub async fn lock_many(txn: &DatabaseTransaction, ids: &[Uuid]) -> anyhow::Result<Vec<OrderRecord>> {
-    let orders = lock_orders(txn, ids).await?;
-    complete(txn, orders).await
-}
-
-/// The orders `ids` that exist, without their items and payments, locked as [`lock_many`]
-/// locks them: for a caller that holds the rest already.
-pub async fn lock_orders(txn: &DatabaseTransaction, ids: &[Uuid]) -> anyhow::Result<Vec<order::Model>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    order::Entity::find()
+    let orders = order::Entity::find()
         .filter(order::Column::Id.is_in(ids.iter().copied()))
         .order_by_asc(order::Column::Id)
         .lock_exclusive()
         .all(txn)
         .await
-        .context("locking the orders")
+        .context("locking the orders")?;
+    complete(txn, orders).await
 }
 
 /// The order `id` with its items and payment.

@@ -19,7 +19,7 @@ async fn the_order_path_runs_on_sqlite_and_the_in_process_queue() {
 
     let kept = mesh.place(&customer, "kept", &[(lamp, 1)]).await.unwrap();
     let cancelled = mesh.place(&customer, "cancelled", &[(lamp, 1)]).await.unwrap();
-    // More than there ever was: rejected whichever order the worker takes them in.
+    // More than there ever was: rejected at placement (the catalog's answer shows 3).
     let rejected = mesh.place(&customer, "rejected", &[(lamp, 4)]).await.unwrap();
     let declined = mesh.place(&customer, "declined", &[(trigger, 1)]).await.unwrap();
     mesh.wait_for(&customer, &kept.id, OrderStatus::Paid).await;
