@@ -131,3 +131,20 @@ impl TestMesh {
         }
     }
 }
+
+#[tokio::test]
+async fn a_sold_out_order_from_the_cart_is_rejected_and_its_lines_still_leave_the_cart() {
+    let mesh = with_users(Options::default()).await;
+    let lamp = mesh.product(12_900, 0).await;
+    let customer = mesh.customer().await;
+    let lamp_line = mesh.add_to_cart(&customer, lamp, 1).await;
+    let placed = mesh.place_from_cart(&customer, "sold-out").await.unwrap();
+    assert_eq!(placed.status(), OrderStatus::Pending, "answered as accepted");
+    let rejected = mesh.wait_for(&customer, &placed.id, OrderStatus::Rejected).await;
+    assert_eq!(rejected.status_reason, Some(format!("out_of_stock: {lamp}")));
+    // Rejected at placement, its OrderPlaced still went out: the line it bought leaves the
+    // cart, as when the catalog rejects an order.
+    mesh.wait_for_cart(&customer, |lines| !ids(lines).contains(&lamp_line.as_str()))
+        .await;
+    mesh.expect_stock(lamp, 0, 0).await;
+}
