@@ -179,7 +179,7 @@ async fn place_new(
         .collect();
     let sold_out_now = sold_out.is_some();
     // A sold-out order from explicit lines writes no message: no relay pass to ask for.
-    let enqueues = !messages.is_empty();
+    let wakes_relay = !messages.is_empty();
     let new = NewOrder {
         record,
         key,
@@ -201,7 +201,7 @@ async fn place_new(
             }),
         };
     }
-    if enqueues {
+    if wakes_relay {
         ctx.relay.wake();
     }
     tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), sold_out = sold_out_now, "order placed");
@@ -211,11 +211,11 @@ async fn place_new(
 
 /// The lines asking for more than the catalog said was left, in its answer up to
 /// `SHOP_ORDER_PRODUCT_TTL` old. An order with any is rejected at once, as the catalog's
-/// reservation would reject it (naming the lines short by that answer), without asking: in a flash sale most orders come after the
-/// last unit is gone, and each asked the catalog over the work queue and waited for its answer
-/// (docs/decisions.md). The answer's age only ever errs towards refusing: a restock reaches
-/// orders within the TTL, as it reaches the product pages; an order the answer does not refuse
-/// is reserved by the catalog, whose reservation decides.
+/// reservation would reject it (naming the lines short by that answer), without asking: in a
+/// flash sale most orders come after the last unit is gone, and each asked the catalog over the
+/// work queue and waited for its answer (docs/decisions.md). The answer's age only ever errs
+/// towards refusing: a restock reaches orders within the TTL, as it reaches the product pages;
+/// an order the answer does not refuse is reserved by the catalog, whose reservation decides.
 fn shortages(lines: &[Line], products: &HashMap<Uuid, Product>) -> Vec<StockShortage> {
     lines
         .iter()

@@ -15,7 +15,7 @@
 
 use crate::{
     clock::SharedClock,
-    entity::{item, order, payment},
+    entity::{OrderStatus, item, order, payment},
     idempotency::{self, NewKey},
     results,
     store::{self, OrderRecord},
@@ -154,8 +154,14 @@ impl PlacementWriter {
         .await?;
         txn.commit().await?;
         let now = self.clock.now();
-        for new in placed.iter().filter(|new| new.sold_out.is_some()) {
-            crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, new.record.order.placed_at, now);
+        // Logged and counted once committed (a batch that fails is written again order by order).
+        for record in records
+            .iter()
+            .filter(|record| record.order.status == OrderStatus::Rejected)
+        {
+            let order_id = record.order.id;
+            tracing::info!(%order_id, reason = ?record.order.status_reason, "order rejected: out of stock");
+            crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, record.order.placed_at, now);
         }
         Ok(orders
             .iter()

@@ -306,6 +306,7 @@ fn apply_rejection(
         return None;
     }
     let (reason, shortages) = reject(record, rejected, now);
+    tracing::info!(%order_id, %reason, "order rejected: out of stock");
     changes.rejected.push((order_id, reason, shortages));
     Some(record.order.placed_at)
 }
@@ -346,7 +347,6 @@ pub(crate) fn reject(
             item.status = ItemStatus::Cancelled;
         }
     }
-    tracing::info!(order_id = %record.order.id, short = ?short_ids, "order rejected: out of stock");
     (reason, shortages)
 }
 

@@ -1,8 +1,8 @@
-//! The services PlaceOrder asks: the catalog for the products' current names, prices and stock (one
-//! batched call per order, for the products it has not answered about within
-//! `SHOP_ORDER_PRODUCT_TTL`: see [`RecentProducts`]), and the user service for the caller's cart lines as stored (no
-//! prices: the catalog call prices them with the rest), called with the caller's identity
-//! forwarded.
+//! The services PlaceOrder asks: the catalog for the products' current names, prices and
+//! stock (one batched call per order, for the products it has not answered about within
+//! `SHOP_ORDER_PRODUCT_TTL`: see [`RecentProducts`]), and the user service for the caller's
+//! cart lines as stored (no prices: the catalog call prices them with the rest), called with
+//! the caller's identity forwarded.
 
 use std::{
     collections::HashMap,
