@@ -1,6 +1,7 @@
 //! What every part of the order service shares: its database, its clock, the payment provider,
 //! its settings, the writer of new orders and the reader of their keys, and the outbox relay and
-//! payment worker to wake after a commit that gave them work.
+//! payment worker to wake after a commit that gave them work, and the catalog's recent answers
+//! about products, which its stock results update.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::{
     clock::SharedClock, config::OrderConfig, idempotency::KeyLookups, payment::PaymentProvider, placements::Placements,
+    upstream::RecentProducts,
 };
 
 /// The order service's shared state; cheap to clone.
@@ -31,4 +33,7 @@ pub struct Context {
     pub(crate) placements: Placements,
     /// Looks up idempotency keys, many to a query.
     pub(crate) keys: KeyLookups,
+    /// The catalog's recent answers about products (PlaceOrder reads them; its stock
+    /// rejections lower their stock).
+    pub(crate) recent_products: Arc<RecentProducts>,
 }

@@ -174,6 +174,7 @@ struct Changes {
 /// flash sale every order gets a result: one statement per change and order was most of what
 /// the database did (docs/benchmarks.md).
 async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result<()> {
+    learn_stock(ctx, batch);
     let txn = store::begin_write(&ctx.db).await?;
     let ids: Vec<&str> = batch.iter().map(|one| one.message_id).collect();
     let mut fresh = inbox::claim(&txn, &ids).await?;
@@ -221,6 +222,27 @@ async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result
         settlement::wake(ctx);
     }
     Ok(())
+}
+
+/// Tells the catalog's recent answers what each rejection says is left of its short products
+/// (`RecentProducts::learn_shortages`), so that the orders placed next are refused at placement
+/// rather than sent to the catalog to be refused. This holds whether or not the batch commits:
+/// it is the catalog's decision, made when it wrote the message (the time its UUIDv7 id carries;
+/// a message without one teaches nothing).
+fn learn_stock(ctx: &Context, batch: &[Received<'_, Decoded>]) {
+    for one in batch {
+        if let StockResult::Rejected(rejected) = &one.item.result
+            && let Some(decided_at) = message_time(one.message_id)
+        {
+            ctx.recent_products.learn_shortages(&rejected.short, decided_at);
+        }
+    }
+}
+
+/// When a message with a UUIDv7 id (as the outbox gives them) was written.
+fn message_time(message_id: &str) -> Option<DateTime<Utc>> {
+    let (seconds, nanos) = Uuid::parse_str(message_id).ok()?.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
 }
 
 /// Decides what one result does to its order (`record`, locked; `None` for an unknown order or

@@ -37,7 +37,7 @@ use crate::{
     results, retention,
     settlement::{self, PaymentWorker},
     shipping::ShipmentScheduler,
-    upstream::Upstream,
+    upstream::{RecentProducts, Upstream},
 };
 
 /// The running order service.
@@ -106,7 +106,8 @@ impl OrderServiceBuilder {
             .collect();
         queue.declare_all(&specs).await.context("declaring the queues")?;
         let outbox_relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
-        let upstream = Upstream::connect(&config, &settings.mesh).await?;
+        let recent_products = Arc::new(RecentProducts::new(config.product_ttl));
+        let upstream = Upstream::connect(&config, &settings.mesh, Arc::clone(&recent_products)).await?;
         let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));
         let ctx = Context {
             placements: placements::start(db.clone(), clock.clone()),
@@ -117,6 +118,7 @@ impl OrderServiceBuilder {
             config: Arc::new(config),
             relay: outbox_relay.clone(),
             payments_due: settlement::new_wake(),
+            recent_products,
         };
         let server = GrpcServerBuilder::for_service(&settings)
             .depends_on(Dependency::database(ctx.db.clone()))

@@ -252,6 +252,29 @@ async fn an_order_for_a_sold_out_product_is_rejected_without_asking_the_catalog(
 }
 
 #[tokio::test]
+async fn the_catalogs_rejection_teaches_placement_that_a_product_sold_out() {
+    let mesh = spawn_with(Options {
+        // The catalog's answers are kept long: only its rejection can tell placement the news.
+        env: &[("SHOP_ORDER_PRODUCT_TTL", "1m")],
+        ..Options::default()
+    })
+    .await;
+    let scarce = mesh.product(2_000, 1).await;
+    let customer = caller(Role::Customer);
+    let paid = mesh.place(&customer, "first", &[(scarce, 1)]).await.unwrap();
+    mesh.wait_for(&customer, &paid.id, OrderStatus::Paid).await;
+    // The answer kept says one unit is left: the catalog is asked, and refuses.
+    let refused = mesh.place(&customer, "second", &[(scarce, 1)]).await.unwrap();
+    expect_out_of_stock(&mesh, &customer, &refused.id, scarce, 1, 0).await;
+    assert_eq!(reservations_asked(&mesh).await, 2);
+
+    // Its rejection said none is left: the next order is refused without asking.
+    let late = mesh.place(&customer, "third", &[(scarce, 1)]).await.unwrap();
+    expect_out_of_stock(&mesh, &customer, &late.id, scarce, 1, 0).await;
+    assert_eq!(reservations_asked(&mesh).await, 2, "the catalog was not asked again");
+}
+
+#[tokio::test]
 async fn sold_out_orders_are_written_rejected_in_their_placements_transaction() {
     const ORDERS: usize = 20;
     let metrics = Scraper::install();
