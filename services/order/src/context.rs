@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use shop_platform::outbox::OutboxRelay;
-use tokio::sync::Notify;
 
 use crate::{
     clock::SharedClock, config::OrderConfig, idempotency::KeyLookups, payment::PaymentProvider, placements::Placements,
-    upstream::RecentProducts,
+    settlement::PaymentsDue, upstream::RecentProducts,
 };
 
 /// The order service's shared state; cheap to clone.
@@ -27,8 +26,8 @@ pub struct Context {
     pub config: Arc<OrderConfig>,
     /// The relay publishing the outbox.
     pub relay: OutboxRelay,
-    /// Wakes the payment worker after a commit that requested a capture or refund.
-    pub payments_due: Arc<Notify>,
+    /// The payment worker's door: captures handed to it, and its wake-up.
+    pub(crate) payments_due: Arc<PaymentsDue>,
     /// Writes new orders, many to a transaction.
     pub(crate) placements: Placements,
     /// Looks up idempotency keys, many to a query.

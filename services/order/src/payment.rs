@@ -3,8 +3,9 @@
 //! order total equal to `SHOP_PAYMENT_DECLINE_AMOUNT` (402 minor units by default), which it
 //! declines; refunds always succeed.
 //!
-//! Captures and refunds run inside the database transaction that records their outcome, so a
-//! crash before the commit repeats them on redelivery: a provider must treat the given key
+//! Captures and refunds are asked after the commit that requested them, outside any
+//! transaction, and their answers recorded in a transaction of their own (`settlement`); an
+//! attempt cut short before its record is asked again: a provider must treat the given key
 //! (the order id for a capture, the refund id for a refund) as an idempotency key.
 
 use async_trait::async_trait;

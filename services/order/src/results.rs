@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     context::Context,
-    entity::{ItemStatus, OrderStatus, PaymentStatus, order, payment, release},
+    entity::{ItemStatus, OrderStatus, PaymentStatus, order, payment, payment_task, release},
     settlement,
     stock::{self, ReleaseReason},
     store::{self, OrderRecord},
@@ -153,8 +153,8 @@ struct AfterCommit {
     rejected: Vec<DateTime<Utc>>,
     /// A message was written to the outbox.
     enqueued: bool,
-    /// A capture was requested.
-    reserved: bool,
+    /// The captures requested, taken for this process's payment worker.
+    captures: Vec<payment_task::Model>,
 }
 
 /// What a batch of results changes, decided against the locked orders and then written with a
@@ -195,22 +195,21 @@ async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result
         .map(|one| one.item.order_id)
         .collect();
     to_lock.dedup();
-    let mut records: HashMap<Uuid, OrderRecord> = store::lock_many(&txn, &to_lock)
+    let mut orders: HashMap<Uuid, order::Model> = store::lock_orders(&txn, &to_lock)
         .await?
         .into_iter()
-        .map(|record| (record.order.id, record))
+        .map(|order| (order.id, order))
         .collect();
     let now = ctx.clock.now();
     let mut after = AfterCommit::default();
     let mut changes = Changes::default();
     for one in ordered {
-        let record = records.get_mut(&one.item.order_id);
-        decide(ctx, &txn, one.item, record, now, &mut changes, &mut after)
+        let order = orders.get_mut(&one.item.order_id);
+        decide(ctx, &txn, one.item, order, now, &mut changes, &mut after)
             .instrument(one.span.clone())
             .await?;
     }
-    after.reserved = !changes.reserved.is_empty();
-    write(&txn, &records, &changes, now).await?;
+    after.captures = write(ctx, &txn, &orders, &changes, now).await?;
     txn.commit().await?;
     for placed_at in after.rejected {
         crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, placed_at, ctx.clock.now());
@@ -218,9 +217,7 @@ async fn apply(ctx: &Context, batch: &[Received<'_, Decoded>]) -> anyhow::Result
     if after.enqueued {
         ctx.relay.wake();
     }
-    if after.reserved {
-        settlement::wake(ctx);
-    }
+    ctx.payments_due.hand(after.captures);
     Ok(())
 }
 
@@ -245,14 +242,14 @@ fn message_time(message_id: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
 }
 
-/// Decides what one result does to its order (`record`, locked; `None` for an unknown order or
-/// a release), updating the record in memory so that a later result of the batch sees it. The
+/// Decides what one result does to its order (`order`, locked; `None` for an unknown order or
+/// a release), updating the row in memory so that a later result of the batch sees it. The
 /// rare cases (a release confirmed, a late reservation of a cancelled order) are written at once.
 async fn decide(
     ctx: &Context,
     txn: &DatabaseTransaction,
     decoded: &Decoded,
-    record: Option<&mut OrderRecord>,
+    order: Option<&mut order::Model>,
     now: DateTime<Utc>,
     changes: &mut Changes,
     after: &mut AfterCommit,
@@ -260,21 +257,21 @@ async fn decide(
     let (order_id, result) = (decoded.order_id, &decoded.result);
     tracing::Span::current().record(
         "shop.outcome",
-        match (result, &record) {
+        match (result, &order) {
             (StockResult::Released(_), _) => "released",
             (_, None) => "unknown_order",
             (StockResult::Reserved(_), Some(_)) => "reserved",
             (StockResult::Rejected(_), Some(_)) => "rejected",
         },
     );
-    match (result, record) {
+    match (result, order) {
         (StockResult::Released(released), _) => after.enqueued |= confirm_release(ctx, txn, order_id, released).await?,
         (_, None) => tracing::error!(%order_id, "stock result for an unknown order; ignored"),
-        (StockResult::Reserved(_), Some(record)) => {
-            after.enqueued |= apply_reservation(ctx, txn, record, now, changes).await?;
+        (StockResult::Reserved(_), Some(order)) => {
+            after.enqueued |= apply_reservation(ctx, txn, order, now, changes).await?;
         }
-        (StockResult::Rejected(rejected), Some(record)) => {
-            after.rejected.extend(apply_rejection(record, rejected, now, changes));
+        (StockResult::Rejected(rejected), Some(order)) => {
+            after.rejected.extend(apply_rejection(order, rejected, now, changes));
         }
     }
     Ok(())
@@ -283,19 +280,21 @@ async fn decide(
 async fn apply_reservation(
     ctx: &Context,
     txn: &DatabaseTransaction,
-    record: &mut OrderRecord,
+    order: &mut order::Model,
     now: DateTime<Utc>,
     changes: &mut Changes,
 ) -> anyhow::Result<bool> {
-    let order_id = record.order.id;
-    match record.order.status {
-        OrderStatus::Pending if record.order.stock_reserved_at.is_none() => {}
+    let order_id = order.id;
+    match order.status {
+        OrderStatus::Pending if order.stock_reserved_at.is_none() => {}
         OrderStatus::Cancelled => {
             // Cancelled while the reservation was in flight. The cancellation released the
             // order's stock already (the catalog gives back what it reserved, or refuses the
             // reservation if the release came first); orders cancelled before releases were
             // sent at cancellation get theirs now. The release is recorded once either way.
-            let released = stock::release_order(txn, &ctx.config.queues, record, ReleaseReason::Cancelled, now).await?;
+            let record = store::complete(txn, vec![order.clone()]).await?.remove(0);
+            let released =
+                stock::release_order(txn, &ctx.config.queues, &record, ReleaseReason::Cancelled, now).await?;
             if released {
                 tracing::info!(%order_id, "late reservation of a cancelled order released");
             }
@@ -307,8 +306,8 @@ async fn apply_reservation(
         }
     }
     // The stock is held: the payment is captured after this commit (see `settlement`).
-    record.order.stock_reserved_at = Some(now);
-    record.order.updated_at = now;
+    order.stock_reserved_at = Some(now);
+    order.updated_at = now;
     changes.reserved.push(order_id);
     tracing::debug!(%order_id, "stock reserved; capture requested");
     Ok(false)
@@ -316,21 +315,22 @@ async fn apply_reservation(
 
 /// Rejects a PENDING order; returns when it was placed (for the reservation-time histogram).
 fn apply_rejection(
-    record: &mut OrderRecord,
+    order: &mut order::Model,
     rejected: &events::StockRejected,
     now: DateTime<Utc>,
     changes: &mut Changes,
 ) -> Option<DateTime<Utc>> {
-    let order_id = record.order.id;
-    if record.order.status != OrderStatus::Pending {
+    let order_id = order.id;
+    if order.status != OrderStatus::Pending {
         // Already applied, or cancelled meanwhile (then there is nothing to give back either).
-        tracing::debug!(%order_id, status = ?record.order.status, "rejection needs nothing more");
+        tracing::debug!(%order_id, status = ?order.status, "rejection needs nothing more");
         return None;
     }
-    let (reason, shortages) = reject(record, rejected, now);
+    // The payment voided and the items cancelled are written for the batch (`write`).
+    let (reason, shortages) = reject_order(order, rejected, now);
     tracing::info!(%order_id, %reason, "order rejected: out of stock");
     changes.rejected.push((order_id, reason, shortages));
-    Some(record.order.placed_at)
+    Some(order.placed_at)
 }
 
 /// Makes `record` what a rejection for want of stock leaves: REJECTED, with the reason (the
@@ -343,6 +343,19 @@ pub(crate) fn reject(
     rejected: &events::StockRejected,
     now: DateTime<Utc>,
 ) -> (String, String) {
+    let (reason, shortages) = reject_order(&mut record.order, rejected, now);
+    record.payment.status = PaymentStatus::Voided;
+    record.payment.updated_at = now;
+    for item in &mut record.items {
+        if item.status == ItemStatus::Ordered {
+            item.status = ItemStatus::Cancelled;
+        }
+    }
+    (reason, shortages)
+}
+
+/// What [`reject`] does to the order's row; returns the reason and the shortages.
+fn reject_order(order: &mut order::Model, rejected: &events::StockRejected, now: DateTime<Utc>) -> (String, String) {
     let shortages: Vec<serde_json::Value> = rejected
         .short
         .iter()
@@ -358,30 +371,25 @@ pub(crate) fn reject(
     let short_ids: Vec<&str> = rejected.short.iter().map(|short| short.product_id.as_str()).collect();
     let reason = format!("out_of_stock: {}", short_ids.join(", "));
     let shortages = serde_json::Value::Array(shortages).to_string();
-    record.order.status = OrderStatus::Rejected;
-    record.order.status_reason = Some(reason.clone());
-    record.order.shortages = Some(shortages.clone());
-    record.order.updated_at = now;
-    record.payment.status = PaymentStatus::Voided;
-    record.payment.updated_at = now;
-    for item in &mut record.items {
-        if item.status == ItemStatus::Ordered {
-            item.status = ItemStatus::Cancelled;
-        }
-    }
+    order.status = OrderStatus::Rejected;
+    order.status_reason = Some(reason.clone());
+    order.shortages = Some(shortages.clone());
+    order.updated_at = now;
     (reason, shortages)
 }
 
 /// Writes a batch's `changes`: one UPDATE for the reserved orders and a multi-row insert of
-/// their capture tasks; for the rejected ones, one UPDATE per distinct reason and shortages
-/// (in a sale of one product, one or a few), their payments voided and unshipped items
-/// cancelled with one statement each.
+/// their capture tasks (returned, to hand to the payment worker once committed); for the
+/// rejected ones, one UPDATE per distinct reason and shortages (in a sale of one product, one
+/// or a few), their payments voided and unshipped items cancelled with one statement each.
 async fn write(
+    ctx: &Context,
     txn: &DatabaseTransaction,
-    records: &HashMap<Uuid, OrderRecord>,
+    orders: &HashMap<Uuid, order::Model>,
     changes: &Changes,
     now: DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<payment_task::Model>> {
+    let mut captures = Vec::new();
     if !changes.reserved.is_empty() {
         order::Entity::update_many()
             .col_expr(order::Column::StockReservedAt, Expr::value(now))
@@ -389,8 +397,8 @@ async fn write(
             .filter(order::Column::Id.is_in(changes.reserved.iter().copied()))
             .exec(txn)
             .await?;
-        let reserved: Vec<&OrderRecord> = changes.reserved.iter().filter_map(|id| records.get(id)).collect();
-        settlement::request_captures(txn, &reserved).await?;
+        let reserved: Vec<&order::Model> = changes.reserved.iter().filter_map(|id| orders.get(id)).collect();
+        captures = settlement::request_captures(txn, &reserved, ctx.config.payment_timeout).await?;
     }
     if !changes.rejected.is_empty() {
         let mut by_reason: BTreeMap<(&str, &str), Vec<Uuid>> = BTreeMap::new();
@@ -416,7 +424,7 @@ async fn write(
             .await?;
         store::cancel_unshipped_items_of(txn, &rejected).await?;
     }
-    Ok(())
+    Ok(captures)
 }
 
 async fn confirm_release(

@@ -35,7 +35,7 @@ use crate::{
     placements,
     reconcile::Reconciler,
     results, retention,
-    settlement::{self, PaymentWorker},
+    settlement::PaymentWorker,
     shipping::ShipmentScheduler,
     upstream::{RecentProducts, Upstream},
 };
@@ -117,7 +117,7 @@ impl OrderServiceBuilder {
             payments,
             config: Arc::new(config),
             relay: outbox_relay.clone(),
-            payments_due: settlement::new_wake(),
+            payments_due: Arc::default(),
             recent_products,
         };
         let server = GrpcServerBuilder::for_service(&settings)

@@ -13,13 +13,17 @@
 //!
 //! A worker takes a task with one conditional UPDATE (`next_attempt_at <= now`, moved past its
 //! attempt), so replicas never carry out the same task at once; outcomes are recorded only
-//! while the task is still `requested`, so a second answer changes nothing. Task times come
+//! while the task is still `requested`, so a second answer changes nothing. The capture every
+//! served order needs is written already taken, by the transaction that applies its stock
+//! result, and handed to the worker of that process after the commit ([`PaymentsDue`]): no
+//! UPDATE to take it, no wait for a pass. If that process dies first, the capture comes due
+//! when its lease runs out, and any replica's worker takes it then. Task times come
 //! from the wall clock (they pace infrastructure), business times from the service's clock.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -29,7 +33,7 @@ use sea_orm::{
     ActiveEnum as _, ActiveModelTrait,
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement, TryIntoModel,
     sea_query::{Expr, ExprTrait as _},
 };
 use shop_platform::{
@@ -81,25 +85,46 @@ pub fn refund_id(order_id: Uuid, item_id: Option<Uuid>) -> Uuid {
     }
 }
 
-/// Records, in the caller's transaction, that each order's total is to be captured (multi-row
-/// inserts; an order whose capture was requested already keeps its task).
-pub(crate) async fn request_captures<C: ConnectionTrait>(conn: &C, records: &[&OrderRecord]) -> Result<(), DbErr> {
+/// Records, in the caller's transaction, that each order's total (its payment's amount, set
+/// from it at placement) is to be captured (multi-row inserts; an order whose capture was
+/// requested already keeps its task). The tasks are written already taken for their first
+/// attempt, as [`take_due`] would take them: once the transaction commits, the caller hands
+/// them to this process's worker ([`PaymentsDue::hand`]), which carries them out without
+/// taking them again; if the process dies first, they come due when the lease runs out.
+pub(crate) async fn request_captures<C: ConnectionTrait>(
+    conn: &C,
+    orders: &[&order::Model],
+    payment_timeout: Duration,
+) -> Result<Vec<payment_task::Model>, DbErr> {
     let now = Utc::now();
-    let tasks: Vec<payment_task::ActiveModel> = records
+    let taken: Vec<payment_task::ActiveModel> = orders
         .iter()
-        .map(|record| {
-            new_task(
-                capture_id(record.order.id),
-                record.order.id,
+        .map(|order| {
+            let mut task = new_task(
+                capture_id(order.id),
+                order.id,
                 TaskKind::Capture,
                 None,
-                record.payment.amount,
-                &record.payment.currency,
+                order.total,
+                &order.currency,
                 now,
-            )
+            );
+            task.next_attempt_at = Set(now + lease(payment_timeout));
+            task.attempts = Set(1);
+            task
         })
         .collect();
-    insert_tasks(conn, tasks).await
+    let handed = taken
+        .iter()
+        .map(|task| task.clone().try_into_model())
+        .collect::<Result<_, _>>()?;
+    insert_tasks(conn, taken).await?;
+    Ok(handed)
+}
+
+/// How long an attempt holds its task: the provider's timeout and the time to record the answer.
+fn lease(payment_timeout: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(payment_timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Records, in the caller's transaction, that `amount` of `payment` is to be refunded (for
@@ -167,17 +192,52 @@ async fn insert_tasks<C: ConnectionTrait>(conn: &C, tasks: Vec<payment_task::Act
     Ok(())
 }
 
-/// Carries out open payment tasks: woken after commits that requested one, and polling for
-/// tasks that are due again (after a failure, or left by a worker that died).
+/// The payment worker's door: the captures this process's commits handed to it, already taken
+/// for their first attempt ([`request_captures`]), and its wake-up for tasks it has to find in
+/// the database (a refund's retry, one left by a worker that died). Shared through the
+/// service's context.
+#[derive(Debug, Default)]
+pub struct PaymentsDue {
+    handed: Mutex<Vec<payment_task::Model>>,
+    wake: Notify,
+}
+
+impl PaymentsDue {
+    /// Gives the worker `tasks` to carry out (call after the commit that wrote them).
+    pub(crate) fn hand(&self, tasks: Vec<payment_task::Model>) {
+        if tasks.is_empty() {
+            return;
+        }
+        self.handed.lock().unwrap_or_else(PoisonError::into_inner).extend(tasks);
+        self.wake.notify_one();
+    }
+
+    /// Wakes the worker (after a commit that requested a task it has to find).
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn take_handed(&self) -> Vec<payment_task::Model> {
+        std::mem::take(&mut *self.handed.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Carries out open payment tasks: those handed to it after commits that requested them, and,
+/// polling, those due in the database (after a failure, or left by a worker that died).
 #[derive(Clone, Debug)]
 pub struct PaymentWorker {
     ctx: Context,
+    /// When a pass last looked for due tasks in the database.
+    scanned_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl PaymentWorker {
     /// A worker for the service's tasks.
     pub(crate) fn new(ctx: Context) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            scanned_at: Arc::default(),
+        }
     }
 
     /// Works until `shutdown`; a task being carried out is finished first.
@@ -198,17 +258,21 @@ impl PaymentWorker {
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.ctx.payments_due.notified() => {}
+                () = self.ctx.payments_due.wake.notified() => {}
                 () = tokio::time::sleep(pause) => {}
             }
         }
     }
 
-    /// One pass: takes every task due now (up to a batch) with one UPDATE, asks the provider
-    /// for each (several at once), and records the answers in one transaction. Returns how many
-    /// were taken.
+    /// One pass: the tasks handed to it, and the tasks due now in the database (up to a batch,
+    /// taken with one UPDATE) when nothing was handed or the last look was [`POLL`] ago; asks
+    /// the provider for each (several at once), and records the answers in one transaction.
+    /// Returns how many it carried out.
     pub async fn run_due(&self) -> anyhow::Result<usize> {
-        let tasks = take_due(&self.ctx).await?;
+        let mut tasks = self.ctx.payments_due.take_handed();
+        if tasks.is_empty() || self.scan_due() {
+            tasks.extend(take_due(&self.ctx).await?);
+        }
         let count = tasks.len();
         let answers: Vec<(payment_task::Model, Outcome)> = futures::stream::iter(tasks)
             .map(|task| async move {
@@ -221,6 +285,19 @@ impl PaymentWorker {
             .await;
         record(&self.ctx, answers).await?;
         Ok(count)
+    }
+}
+
+impl PaymentWorker {
+    /// Whether this pass looks for due tasks in the database besides those handed to it: at
+    /// least every [`POLL`], so that a steady flow of handed tasks never starves the retries.
+    fn scan_due(&self) -> bool {
+        let mut scanned_at = self.scanned_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if scanned_at.is_some_and(|at| at.elapsed() < POLL) {
+            return false;
+        }
+        *scanned_at = Some(Instant::now());
+        true
     }
 }
 
@@ -283,9 +360,11 @@ async fn take_due(ctx: &Context) -> anyhow::Result<Vec<payment_task::Model>> {
 /// past the provider timeout (the lease) and their attempts count up.
 async fn take_where(ctx: &Context, which: sea_orm::sea_query::SimpleExpr) -> Result<Vec<payment_task::Model>, DbErr> {
     let now = Utc::now();
-    let lease = chrono::Duration::from_std(ctx.config.payment_timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
     payment_task::Entity::update_many()
-        .col_expr(payment_task::Column::NextAttemptAt, Expr::value(now + lease))
+        .col_expr(
+            payment_task::Column::NextAttemptAt,
+            Expr::value(now + lease(ctx.config.payment_timeout)),
+        )
         .col_expr(
             payment_task::Column::Attempts,
             Expr::col(payment_task::Column::Attempts).add(1),
@@ -401,18 +480,19 @@ async fn record(ctx: &Context, mut answers: Vec<(payment_task::Model, Outcome)>)
 /// Records `answers` (sorted by order) in one transaction; what each set in motion.
 async fn record_together(ctx: &Context, answers: &[(payment_task::Model, Outcome)]) -> anyhow::Result<Vec<FollowUp>> {
     let txn = store::begin_write(&ctx.db).await?;
-    // Every order of the batch locked and read with one statement each for orders, items and
-    // payments. An order with several answers in the batch (a capture and a refund) is read
-    // again for each, so each answer sees what the one before it changed.
+    // Every order of the batch locked with one statement; a capture for a PENDING order needs
+    // only its row, the other answers read its items and payment too. An order with several
+    // answers in the batch (a capture and a refund) is read again for each, so each answer
+    // sees what the one before it changed.
     let mut answers_per_order: HashMap<Uuid, usize> = HashMap::new();
     for (task, _) in answers {
         *answers_per_order.entry(task.order_id).or_default() += 1;
     }
     let ids: Vec<Uuid> = answers_per_order.keys().copied().collect();
-    let mut locked: HashMap<Uuid, OrderRecord> = store::lock_many(&txn, &ids)
+    let mut locked: HashMap<Uuid, order::Model> = store::lock_orders(&txn, &ids)
         .await?
         .into_iter()
-        .map(|record| (record.order.id, record))
+        .map(|order| (order.id, order))
         .collect();
     let mut follow_ups = Vec::with_capacity(answers.len());
     // Captures for PENDING orders, nearly every answer in a sale, are recorded together below
@@ -420,26 +500,28 @@ async fn record_together(ctx: &Context, answers: &[(payment_task::Model, Outcome
     let together = txn.get_database_backend() == DatabaseBackend::Postgres;
     let mut paid = Vec::new();
     for (task, outcome) in answers {
-        let record = if answers_per_order[&task.order_id] == 1 {
+        let single = answers_per_order[&task.order_id] == 1;
+        let order = if single {
             locked.remove(&task.order_id)
         } else {
-            store::lock(&txn, task.order_id).await?
+            store::lock_orders(&txn, &[task.order_id]).await?.pop()
         };
-        let Some(record) = record else {
+        let Some(order) = order else {
             continue;
         };
         if let Outcome::Captured(reference) = outcome
             && together
-            && answers_per_order[&task.order_id] == 1
-            && record.order.status == OrderStatus::Pending
+            && single
+            && order.status == OrderStatus::Pending
         {
             paid.push(Paid {
                 task_id: task.id,
-                record,
+                order,
                 reference: reference.clone(),
             });
             continue;
         }
+        let record = store::complete(&txn, vec![order]).await?.remove(0);
         let (state, reference) = match outcome {
             Outcome::Captured(reference) | Outcome::Refunded(reference) => (TaskState::Done, Some(reference.clone())),
             Outcome::Declined(_) => (TaskState::Declined, None),
@@ -477,20 +559,24 @@ async fn record_together(ctx: &Context, answers: &[(payment_task::Model, Outcome
 #[derive(Debug)]
 struct Paid {
     task_id: Uuid,
-    record: OrderRecord,
+    order: order::Model,
     reference: String,
 }
 
-/// Records captures for PENDING orders (locked) with three statements whatever their number
+/// Records captures for PENDING orders (locked) with one statement whatever their number
 /// (PostgreSQL): their tasks done, where still requested (another attempt may have recorded
-/// one first: it is left as it is); then, for those, the payments captured with the provider's
-/// references and the orders PAID. One UPDATE per table and order made three round trips an
-/// order paid (docs/benchmarks.md).
+/// one first: it is left as it is), and for those tasks the payments captured with the
+/// provider's references and the orders PAID, in data-modifying `WITH` clauses. One UPDATE per
+/// table and order made three round trips an order paid, one per table three a batch
+/// (docs/benchmarks.md).
 async fn pay_together(txn: &DatabaseTransaction, paid: &[Paid], now: DateTime<Utc>) -> anyhow::Result<Vec<FollowUp>> {
     let mut values: Vec<sea_orm::Value> = vec![
         TaskState::Done.to_value().into(),
         Utc::now().into(),
         TaskState::Requested.to_value().into(),
+        PaymentStatus::Captured.to_value().into(),
+        OrderStatus::Paid.to_value().into(),
+        now.into(),
     ];
     let rows = values_rows(
         &mut values,
@@ -498,55 +584,34 @@ async fn pay_together(txn: &DatabaseTransaction, paid: &[Paid], now: DateTime<Ut
         paid.iter()
             .map(|paid| vec![paid.task_id.into(), paid.reference.clone().into()]),
     );
-    let finish = format!(
-        "UPDATE payment_tasks AS t SET state = $1, provider_reference = v.reference, completed_at = $2 \
-         FROM (VALUES {rows}) AS v (id, reference) WHERE t.id = v.id AND t.state = $3 RETURNING t.id"
+    // The payments and orders are matched on the tasks the first clause finished, so a task
+    // recorded by another attempt changes neither.
+    let sql = format!(
+        "WITH finished AS (\
+           UPDATE payment_tasks AS t SET state = $1, provider_reference = v.reference, completed_at = $2 \
+           FROM (VALUES {rows}) AS v (id, reference) WHERE t.id = v.id AND t.state = $3 \
+           RETURNING t.order_id, v.reference), \
+         captured AS (\
+           UPDATE payments AS p SET status = $4, provider_reference = f.reference, captured_at = $6, updated_at = $6 \
+           FROM finished AS f WHERE p.order_id = f.order_id), \
+         paid AS (\
+           UPDATE orders AS o SET status = $5, paid_at = $6, updated_at = $6 \
+           FROM finished AS f WHERE o.id = f.order_id) \
+         SELECT order_id FROM finished"
     );
     let finished: HashSet<Uuid> = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            finish,
-            values,
-        ))
+        .query_all_raw(Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values))
         .await?
         .iter()
-        .map(|row| row.try_get::<Uuid>("", "id"))
+        .map(|row| row.try_get::<Uuid>("", "order_id"))
         .collect::<Result<_, _>>()?;
-    let paid: Vec<&Paid> = paid.iter().filter(|paid| finished.contains(&paid.task_id)).collect();
-    if paid.is_empty() {
-        return Ok(Vec::new());
-    }
-
-    let mut values: Vec<sea_orm::Value> = vec![PaymentStatus::Captured.to_value().into(), now.into()];
-    let rows = values_rows(
-        &mut values,
-        &["uuid", "text"],
-        paid.iter()
-            .map(|paid| vec![paid.record.order.id.into(), paid.reference.clone().into()]),
-    );
-    let capture = format!(
-        "UPDATE payments AS p SET status = $1, provider_reference = v.reference, captured_at = $2, updated_at = $2 \
-         FROM (VALUES {rows}) AS v (order_id, reference) WHERE p.order_id = v.order_id"
-    );
-    txn.execute_raw(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        capture,
-        values,
-    ))
-    .await?;
-    order::Entity::update_many()
-        .col_expr(order::Column::Status, Expr::value(OrderStatus::Paid))
-        .col_expr(order::Column::PaidAt, Expr::value(now))
-        .col_expr(order::Column::UpdatedAt, Expr::value(now))
-        .filter(order::Column::Id.is_in(paid.iter().map(|paid| paid.record.order.id)))
-        .exec(txn)
-        .await?;
     Ok(paid
         .iter()
+        .filter(|paid| finished.contains(&paid.order.id))
         .map(|paid| {
-            tracing::info!(order_id = %paid.record.order.id, amount = paid.record.payment.amount, "order paid");
+            tracing::info!(order_id = %paid.order.id, amount = paid.order.total, "order paid");
             FollowUp {
-                paid: Some(paid.record.order.placed_at),
+                paid: Some(paid.order.placed_at),
                 ..FollowUp::default()
             }
         })
@@ -670,12 +735,7 @@ async fn refunded(
     Ok(())
 }
 
-/// Wakes the payment worker (after a commit that requested a task).
+/// Wakes the payment worker (after a commit that requested a task it has to find).
 pub(crate) fn wake(ctx: &Context) {
-    ctx.payments_due.notify_one();
-}
-
-/// A wake-up for the payment worker, shared through the service's context.
-pub(crate) fn new_wake() -> Arc<Notify> {
-    Arc::new(Notify::new())
+    ctx.payments_due.wake();
 }

@@ -40,21 +40,23 @@ pub async fn lock(txn: &DatabaseTransaction, id: Uuid) -> anyhow::Result<Option<
     Ok(Some(complete(txn, vec![order]).await?.remove(0)))
 }
 
-/// The orders `ids` that exist, with their items and payments, locked until the transaction
-/// ends, by id. Locked in id order in one statement, so two transactions locking overlapping
-/// sets queue up instead of deadlocking.
-pub async fn lock_many(txn: &DatabaseTransaction, ids: &[Uuid]) -> anyhow::Result<Vec<OrderRecord>> {
+/// The rows of the orders `ids` that exist, locked until the transaction ends, by id. Locked
+/// in id order in one statement, so two transactions locking overlapping sets queue up instead
+/// of deadlocking. The rows alone: the steps every served order takes (its reservation's
+/// result, its capture) need only the row (the total is the payment's amount) and read the
+/// rest ([`complete`]) in the rare case that needs it; reading items and payments again at
+/// each step was two of a served order's statements per step (docs/benchmarks.md).
+pub async fn lock_orders(txn: &DatabaseTransaction, ids: &[Uuid]) -> anyhow::Result<Vec<order::Model>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let orders = order::Entity::find()
+    order::Entity::find()
         .filter(order::Column::Id.is_in(ids.iter().copied()))
         .order_by_asc(order::Column::Id)
         .lock_exclusive()
         .all(txn)
         .await
-        .context("locking the orders")?;
-    complete(txn, orders).await
+        .context("locking the orders")
 }
 
 /// The order `id` with its items and payment.

@@ -316,6 +316,54 @@ async fn sold_out_orders_are_written_rejected_in_their_placements_transaction() 
 }
 
 #[tokio::test]
+async fn a_served_order_is_read_once_after_placement_and_its_capture_is_handed_on() {
+    const ORDERS: usize = 20;
+    let metrics = Scraper::install();
+    let mesh = spawn().await;
+    let product = mesh.product(1_000, ORDERS as i64).await;
+    let customer = caller(Role::Customer);
+    let counts = || async {
+        (
+            order_statements(&metrics, "SELECT").await,
+            order_statements(&metrics, "").await,
+        )
+    };
+    let before = counts().await;
+    let started = tokio::time::Instant::now();
+    for n in 0..ORDERS {
+        // One at a time, each waited for until paid (from the metrics, which read nothing):
+        // each order's steps are batches of their own.
+        mesh.place(&customer, &format!("served-{n}"), &[(product, 1)])
+            .await
+            .unwrap();
+        metrics
+            .wait_for("shop_orders_total", &[r#"shop_order_event="paid""#], |paid| {
+                paid > n as f64
+            })
+            .await;
+    }
+    let serving = counts().await;
+    // The service's timers (the relay's and the payment worker's polls, the gauges) read and
+    // write on their own: as long again without orders tells how many were theirs.
+    tokio::time::sleep(started.elapsed()).await;
+    let idle = counts().await;
+    let per_order = |of: fn((f64, f64)) -> f64| (2.0 * of(serving) - of(before) - of(idle)) / ORDERS as f64;
+    let (selects, statements) = (per_order(|counts| counts.0), per_order(|counts| counts.1));
+    let report = format!("{before:?} before, {serving:?} served, {idle:?} after idling as long");
+    // The placement looks its key up (1), the relay's pass takes its lock and reads (2), the
+    // stock result and the capture's record lock the order (1 each): 4.3 here. Reading the
+    // items and payment again with each lock made 8.3.
+    assert!(selects < 6.0, "{selects} SELECTs an order: {report}");
+    // Besides: the placement's inserts, the relay marking its message sent, the result's inbox,
+    // order and capture task, and the capture's record in one statement: 14.7 in all here.
+    // With the reads above, the UPDATE that took each capture from the database and the
+    // record's three UPDATEs, 21.5.
+    assert!(statements < 18.0, "{statements} statements an order: {report}");
+    assert_eq!(mesh.payments.captures_by_instance().values().sum::<usize>(), ORDERS);
+    mesh.expect_stock(product, ORDERS as i64, 0).await;
+}
+
+#[tokio::test]
 async fn duplicate_stock_results_are_applied_once() {
     let mesh = spawn_with(Options {
         // One consumer takes the results in queue order, so the barrier below comes last; the
