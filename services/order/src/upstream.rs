@@ -114,7 +114,9 @@ impl RecentProducts {
     /// restock may have come between), so the stock an order sees is never older than the
     /// answer it was given, and a restock reaches orders within the TTL as before. The two
     /// times come from the two services' clocks: a skew between them only widens or narrows the
-    /// answers this applies to by that much.
+    /// answers this applies to by that much. A newer answer stored between the read and the
+    /// write below is replaced by the older, lowered one, which keeps its own age: it expires no
+    /// later than it would have, and the order after it asks the catalog again.
     pub(crate) fn learn_shortages(&self, short: &[StockShortage], decided_at: DateTime<Utc>) {
         if self.ttl.is_zero() {
             return;
