@@ -16,9 +16,11 @@
 //! while the task is still `requested`, so a second answer changes nothing. The capture every
 //! served order needs is written already taken, by the transaction that applies its stock
 //! result, and handed to the worker of that process after the commit ([`PaymentsDue`]): no
-//! UPDATE to take it, no wait for a pass. If that process dies first, the capture comes due
-//! when its lease runs out, and any replica's worker takes it then. Task times come
-//! from the wall clock (they pace infrastructure), business times from the service's clock.
+//! UPDATE to take it, no wait for a pass. The worker carries out a handed capture only while
+//! its lease has the provider's timeout left; one whose lease ran short waiting (a slow
+//! provider, a backlog), or whose process died first, comes due when the lease runs out, and
+//! any replica's worker takes it then. Task times come from the wall clock (they pace
+//! infrastructure), business times from the service's clock.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -114,6 +116,9 @@ pub(crate) async fn request_captures<C: ConnectionTrait>(
             task
         })
         .collect();
+    // Handed as written. An order's capture is requested once (with its `stock_reserved_at`,
+    // in the same transaction), so none exists already; if one did, the worker would only ask
+    // the provider again under the same key, and its answer would count only if still open.
     let handed = taken
         .iter()
         .map(|task| task.clone().try_into_model())
@@ -217,8 +222,15 @@ impl PaymentsDue {
         self.wake.notify_one();
     }
 
-    fn take_handed(&self) -> Vec<payment_task::Model> {
-        std::mem::take(&mut *self.handed.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Up to a batch of the handed tasks whose lease still has `payment_timeout` left, oldest
+    /// first; those with less are dropped, to be taken from the database with a fresh lease
+    /// once it runs out, rather than asked while another worker may take them.
+    fn take_handed(&self, payment_timeout: Duration) -> Vec<payment_task::Model> {
+        let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        let ask_before = Utc::now() + chrono::Duration::from_std(payment_timeout).unwrap_or(chrono::Duration::MAX);
+        handed.retain(|task| task.next_attempt_at > ask_before);
+        let count = handed.len().min(usize::try_from(BATCH).unwrap_or(usize::MAX));
+        handed.drain(..count).collect()
     }
 }
 
@@ -269,9 +281,14 @@ impl PaymentWorker {
     /// the provider for each (several at once), and records the answers in one transaction.
     /// Returns how many it carried out.
     pub async fn run_due(&self) -> anyhow::Result<usize> {
-        let mut tasks = self.ctx.payments_due.take_handed();
+        let mut tasks = self.ctx.payments_due.take_handed(self.ctx.config.payment_timeout);
         if tasks.is_empty() || self.scan_due() {
-            tasks.extend(take_due(&self.ctx).await?);
+            match take_due(&self.ctx).await {
+                Ok(due) => tasks.extend(due),
+                Err(error) if tasks.is_empty() => return Err(error),
+                // The handed tasks are ours whether or not the database answers now.
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "looking for due payment tasks failed"),
+            }
         }
         let count = tasks.len();
         let answers: Vec<(payment_task::Model, Outcome)> = futures::stream::iter(tasks)
@@ -481,7 +498,7 @@ async fn record(ctx: &Context, mut answers: Vec<(payment_task::Model, Outcome)>)
 async fn record_together(ctx: &Context, answers: &[(payment_task::Model, Outcome)]) -> anyhow::Result<Vec<FollowUp>> {
     let txn = store::begin_write(&ctx.db).await?;
     // Every order of the batch locked with one statement; a capture for a PENDING order needs
-    // only its row, the other answers read its items and payment too. An order with several
+    // only its row (on PostgreSQL), the other answers read its items and payment too. An order with several
     // answers in the batch (a capture and a refund) is read again for each, so each answer
     // sees what the one before it changed.
     let mut answers_per_order: HashMap<Uuid, usize> = HashMap::new();
@@ -496,7 +513,7 @@ async fn record_together(ctx: &Context, answers: &[(payment_task::Model, Outcome
         .collect();
     let mut follow_ups = Vec::with_capacity(answers.len());
     // Captures for PENDING orders, nearly every answer in a sale, are recorded together below
-    // (on PostgreSQL): one statement for their tasks, payments and orders each.
+    // (on PostgreSQL), with one statement for their tasks, payments and orders.
     let together = txn.get_database_backend() == DatabaseBackend::Postgres;
     let mut paid = Vec::new();
     for (task, outcome) in answers {
@@ -738,4 +755,54 @@ async fn refunded(
 /// Wakes the payment worker (after a commit that requested a task it has to find).
 pub(crate) fn wake(ctx: &Context) {
     ctx.payments_due.wake();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A capture handed with `lease_left` of its lease to run.
+    fn handed(lease_left: chrono::Duration) -> payment_task::Model {
+        let order_id = Uuid::now_v7();
+        let now = Utc::now();
+        payment_task::Model {
+            id: capture_id(order_id),
+            order_id,
+            kind: TaskKind::Capture,
+            item_id: None,
+            amount: 1_000,
+            currency: "KRW".into(),
+            state: TaskState::Requested,
+            attempts: 1,
+            next_attempt_at: now + lease_left,
+            last_error: None,
+            provider_reference: None,
+            created_at: now,
+            completed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_handed_capture_whose_lease_ran_short_is_left_to_the_database() {
+        let due = PaymentsDue::default();
+        let fresh = handed(lease(TIMEOUT));
+        // Waited in memory until less than the provider's timeout is left: another worker may
+        // take it from the database before an answer could be recorded.
+        let waited = handed(chrono::Duration::seconds(3));
+        due.hand(vec![waited, fresh.clone()]);
+        assert_eq!(due.take_handed(TIMEOUT), vec![fresh]);
+        assert!(due.take_handed(TIMEOUT).is_empty(), "the short one is not kept either");
+    }
+
+    #[test]
+    fn a_pass_takes_at_most_a_batch_of_handed_captures_oldest_first() {
+        let due = PaymentsDue::default();
+        let tasks: Vec<_> = (0..BATCH + 5).map(|_| handed(lease(TIMEOUT))).collect();
+        due.hand(tasks.clone());
+        let batch = usize::try_from(BATCH).unwrap_or(usize::MAX);
+        assert_eq!(due.take_handed(TIMEOUT), tasks[..batch]);
+        assert_eq!(due.take_handed(TIMEOUT), tasks[batch..]);
+    }
 }

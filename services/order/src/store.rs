@@ -43,9 +43,10 @@ pub async fn lock(txn: &DatabaseTransaction, id: Uuid) -> anyhow::Result<Option<
 /// The rows of the orders `ids` that exist, locked until the transaction ends, by id. Locked
 /// in id order in one statement, so two transactions locking overlapping sets queue up instead
 /// of deadlocking. The rows alone: the steps every served order takes (its reservation's
-/// result, its capture) need only the row (the total is the payment's amount) and read the
-/// rest ([`complete`]) in the rare case that needs it; reading items and payments again at
-/// each step was two of a served order's statements per step (docs/benchmarks.md).
+/// result, its capture's record on PostgreSQL) need only the row (the total is the payment's
+/// amount) and read the rest ([`complete`]) in the rare case that needs it; reading items
+/// and payments again at each step was two of a served order's statements per step
+/// (docs/benchmarks.md).
 pub async fn lock_orders(txn: &DatabaseTransaction, ids: &[Uuid]) -> anyhow::Result<Vec<order::Model>> {
     if ids.is_empty() {
         return Ok(Vec::new());

@@ -183,6 +183,10 @@ impl OutboxRelay {
         txn: &DatabaseTransaction,
         after: Option<i64>,
     ) -> anyhow::Result<Option<(usize, i64)>> {
+        // The lock is a statement of its own, before the read: under READ COMMITTED a statement
+        // reads as of its start, so a read that also took the lock (in a sub-select) could see
+        // the rows the previous holder marked sent as unsent, if it committed between the
+        // read's start and the lock, and publish them again.
         if txn.get_database_backend() == DatabaseBackend::Postgres {
             let lock = Statement::from_string(
                 DatabaseBackend::Postgres,
