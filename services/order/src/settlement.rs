@@ -24,7 +24,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -129,7 +129,12 @@ pub(crate) async fn request_captures<C: ConnectionTrait>(
 
 /// How long an attempt holds its task: the provider's timeout and the time to record the answer.
 fn lease(payment_timeout: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(payment_timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX)
+    wall(payment_timeout + LEASE_MARGIN)
+}
+
+/// `span` on the wall clock that task times use (saturating).
+fn wall(span: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(span).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Records, in the caller's transaction, that `amount` of `payment` is to be refunded (for
@@ -222,12 +227,17 @@ impl PaymentsDue {
         self.wake.notify_one();
     }
 
+    /// Whether tasks were handed and not yet taken.
+    fn any_handed(&self) -> bool {
+        !self.handed.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
     /// Up to a batch of the handed tasks whose lease still has `payment_timeout` left, oldest
     /// first; those with less are dropped, to be taken from the database with a fresh lease
     /// once it runs out, rather than asked while another worker may take them.
     fn take_handed(&self, payment_timeout: Duration) -> Vec<payment_task::Model> {
         let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
-        let ask_before = Utc::now() + chrono::Duration::from_std(payment_timeout).unwrap_or(chrono::Duration::MAX);
+        let ask_before = Utc::now() + wall(payment_timeout);
         handed.retain(|task| task.next_attempt_at > ask_before);
         let count = handed.len().min(usize::try_from(BATCH).unwrap_or(usize::MAX));
         handed.drain(..count).collect()
@@ -240,20 +250,17 @@ impl PaymentsDue {
 pub struct PaymentWorker {
     ctx: Context,
     /// When a pass last looked for due tasks in the database.
-    scanned_at: Arc<Mutex<Option<Instant>>>,
+    scanned_at: Option<Instant>,
 }
 
 impl PaymentWorker {
     /// A worker for the service's tasks.
     pub(crate) fn new(ctx: Context) -> Self {
-        Self {
-            ctx,
-            scanned_at: Arc::default(),
-        }
+        Self { ctx, scanned_at: None }
     }
 
     /// Works until `shutdown`; a task being carried out is finished first.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(POLL, Duration::from_secs(30));
         loop {
             let pause = match self.run_due().await {
@@ -276,44 +283,41 @@ impl PaymentWorker {
         }
     }
 
-    /// One pass: the tasks handed to it, and the tasks due now in the database (up to a batch,
-    /// taken with one UPDATE) when nothing was handed or the last look was [`POLL`] ago; asks
-    /// the provider for each (several at once), and records the answers in one transaction.
-    /// Returns how many it carried out.
-    pub async fn run_due(&self) -> anyhow::Result<usize> {
+    /// One pass: the tasks due now in the database (up to a batch, taken with one UPDATE) when
+    /// nothing was handed to it or its last look was [`POLL`] ago, then the tasks handed to it
+    /// (a look that fails leaves them queued for the next pass); asks the provider for each
+    /// (several at once), and records the answers in one transaction. Returns how many it
+    /// carried out.
+    pub async fn run_due(&mut self) -> anyhow::Result<usize> {
+        let due = if !self.ctx.payments_due.any_handed() || self.scan_due() {
+            take_due(&self.ctx).await?
+        } else {
+            Vec::new()
+        };
         let mut tasks = self.ctx.payments_due.take_handed(self.ctx.config.payment_timeout);
-        if tasks.is_empty() || self.scan_due() {
-            match take_due(&self.ctx).await {
-                Ok(due) => tasks.extend(due),
-                Err(error) if tasks.is_empty() => return Err(error),
-                // The handed tasks are ours whether or not the database answers now.
-                Err(error) => tracing::warn!(error = format!("{error:#}"), "looking for due payment tasks failed"),
-            }
-        }
+        tasks.extend(due);
         let count = tasks.len();
+        let ctx = &self.ctx;
         let answers: Vec<(payment_task::Model, Outcome)> = futures::stream::iter(tasks)
             .map(|task| async move {
-                let outcome = ask(&self.ctx, &task).await;
+                let outcome = ask(ctx, &task).await;
                 (task, outcome)
             })
             .buffer_unordered(CONCURRENCY)
             .filter_map(|(task, outcome)| async move { outcome.map(|outcome| (task, outcome)) })
             .collect()
             .await;
-        record(&self.ctx, answers).await?;
+        record(ctx, answers).await?;
         Ok(count)
     }
-}
 
-impl PaymentWorker {
     /// Whether this pass looks for due tasks in the database besides those handed to it: at
     /// least every [`POLL`], so that a steady flow of handed tasks never starves the retries.
-    fn scan_due(&self) -> bool {
-        let mut scanned_at = self.scanned_at.lock().unwrap_or_else(PoisonError::into_inner);
-        if scanned_at.is_some_and(|at| at.elapsed() < POLL) {
+    fn scan_due(&mut self) -> bool {
+        if self.scanned_at.is_some_and(|at| at.elapsed() < POLL) {
             return false;
         }
-        *scanned_at = Some(Instant::now());
+        self.scanned_at = Some(Instant::now());
         true
     }
 }
@@ -434,7 +438,7 @@ async fn postpone(ctx: &Context, task: &payment_task::Model, error: &str) -> any
     payment_task::Entity::update_many()
         .col_expr(
             payment_task::Column::NextAttemptAt,
-            Expr::value(Utc::now() + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::MAX)),
+            Expr::value(Utc::now() + wall(pause)),
         )
         .col_expr(
             payment_task::Column::LastError,
@@ -498,9 +502,9 @@ async fn record(ctx: &Context, mut answers: Vec<(payment_task::Model, Outcome)>)
 async fn record_together(ctx: &Context, answers: &[(payment_task::Model, Outcome)]) -> anyhow::Result<Vec<FollowUp>> {
     let txn = store::begin_write(&ctx.db).await?;
     // Every order of the batch locked with one statement; a capture for a PENDING order needs
-    // only its row (on PostgreSQL), the other answers read its items and payment too. An order with several
-    // answers in the batch (a capture and a refund) is read again for each, so each answer
-    // sees what the one before it changed.
+    // only its row (on PostgreSQL), the other answers read its items and payment too. An
+    // order with several answers in the batch (a capture and a refund) is read again for
+    // each, so each answer sees what the one before it changed.
     let mut answers_per_order: HashMap<Uuid, usize> = HashMap::new();
     for (task, _) in answers {
         *answers_per_order.entry(task.order_id).or_default() += 1;

@@ -18,7 +18,7 @@ use shop_proto::pb::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{Options, caller, order_statements, spawn, spawn_with};
+use crate::helpers::{Options, caller, spawn, spawn_with, statements, statements_of};
 
 #[tokio::test]
 async fn an_order_is_paid_shipped_delivered_and_returned_with_stock_and_refunds_at_each_step() {
@@ -285,30 +285,27 @@ async fn sold_out_orders_are_written_rejected_in_their_placements_transaction() 
     .await;
     let sold_out = mesh.product(1_000, 0).await;
     let customer = caller(Role::Customer);
-    let before = order_statements(&metrics, "SELECT").await;
-    let started = tokio::time::Instant::now();
-    let mut placed = Vec::with_capacity(ORDERS);
-    for n in 0..ORDERS {
-        // One at a time: each is a batch of its own, rejected when the answer comes.
-        placed.push(
-            mesh.place(&customer, &format!("late-{n}"), &[(sold_out, 1)])
-                .await
-                .unwrap(),
-        );
-    }
-    let placing = order_statements(&metrics, "SELECT").await - before;
-    // The service's timers (the relay's polls, the gauges) read on their own: as long again
-    // without orders tells how many of those SELECTs were theirs.
-    tokio::time::sleep(started.elapsed()).await;
-    let idle = order_statements(&metrics, "SELECT").await - before - placing;
-    let selects = placing - idle;
+    let (placed, counts) = statements_of(&metrics, ["SELECT"], async {
+        let mut placed = Vec::with_capacity(ORDERS);
+        for n in 0..ORDERS {
+            // One at a time: each is a batch of its own, rejected when the answer comes.
+            placed.push(
+                mesh.place(&customer, &format!("late-{n}"), &[(sold_out, 1)])
+                    .await
+                    .unwrap(),
+            );
+        }
+        placed
+    })
+    .await;
+    let selects = counts.net(0);
     // Each placement looks its key up (1), and that is all it reads. Rejecting in a
     // transaction of its own after the placement's made 1 to 3 more an order (locking the
     // order, reading its items and payments again), and waking the relay for an order that
     // wrote no message 2 more (its pass's lock and read).
     assert!(
         selects < 1.5 * ORDERS as f64,
-        "{selects} SELECTs ({placing} placing, {idle} idle) for {ORDERS} sold-out orders"
+        "{selects} SELECTs for {ORDERS} sold-out orders: {counts:?}"
     );
     for order in &placed {
         expect_out_of_stock(&mesh, &customer, &order.id, sold_out, 1, 0).await;
@@ -322,43 +319,31 @@ async fn a_served_order_is_read_once_after_placement_and_its_capture_is_handed_o
     let mesh = spawn().await;
     let product = mesh.product(1_000, ORDERS as i64).await;
     let customer = caller(Role::Customer);
-    let counts = || async {
-        (
-            order_statements(&metrics, "SELECT").await,
-            order_statements(&metrics, "").await,
-        )
-    };
-    let before = counts().await;
-    let started = tokio::time::Instant::now();
-    for n in 0..ORDERS {
-        // One at a time, each waited for until paid (from the metrics, which read nothing):
-        // each order's steps are batches of their own.
-        mesh.place(&customer, &format!("served-{n}"), &[(product, 1)])
-            .await
-            .unwrap();
-        metrics
-            .wait_for("shop_orders_total", &[r#"shop_order_event="paid""#], |paid| {
-                paid > n as f64
-            })
-            .await;
-    }
-    let serving = counts().await;
-    // The service's timers (the relay's and the payment worker's polls, the gauges) read and
-    // write on their own: as long again without orders tells how many were theirs.
-    tokio::time::sleep(started.elapsed()).await;
-    let idle = counts().await;
-    let per_order = |of: fn((f64, f64)) -> f64| (2.0 * of(serving) - of(before) - of(idle)) / ORDERS as f64;
-    let (selects, statements) = (per_order(|counts| counts.0), per_order(|counts| counts.1));
-    let report = format!("{before:?} before, {serving:?} served, {idle:?} after idling as long");
+    let ((), counts) = statements_of(&metrics, ["SELECT", ""], async {
+        for n in 0..ORDERS {
+            // One at a time, each waited for until paid (from the metrics, which read nothing):
+            // each order's steps are batches of their own.
+            mesh.place(&customer, &format!("served-{n}"), &[(product, 1)])
+                .await
+                .unwrap();
+            metrics
+                .wait_for("shop_orders_total", &[r#"shop_order_event="paid""#], |paid| {
+                    paid > n as f64
+                })
+                .await;
+        }
+    })
+    .await;
+    let (selects, statements) = (counts.net(0) / ORDERS as f64, counts.net(1) / ORDERS as f64);
     // The placement looks its key up (1), the relay's pass takes its lock and reads (2), the
     // stock result and the capture's record lock the order (1 each): 4.3 here. Reading the
     // items and payment again with each lock made 8.3.
-    assert!(selects < 6.0, "{selects} SELECTs an order: {report}");
+    assert!(selects < 6.0, "{selects} SELECTs an order: {counts:?}");
     // Besides: the placement's inserts, the relay marking its message sent, the result's inbox,
     // order and capture task, and the capture's record in one statement: 14.7 in all here.
     // With the reads above, the UPDATE that took each capture from the database and the
     // record's three UPDATEs, 21.5.
-    assert!(statements < 18.0, "{statements} statements an order: {report}");
+    assert!(statements < 18.0, "{statements} statements an order: {counts:?}");
     assert_eq!(mesh.payments.captures_by_instance().values().sum::<usize>(), ORDERS);
     mesh.expect_stock(product, ORDERS as i64, 0).await;
 }
@@ -661,15 +646,6 @@ async fn burst<const N: usize>(
     }
     let after = statements(metrics, operations).await;
     (product, customer, placed, std::array::from_fn(|n| after[n] - before[n]))
-}
-
-/// How many statements of each of `operations` the order service ran so far.
-async fn statements<const N: usize>(metrics: &Scraper, operations: [&str; N]) -> [f64; N] {
-    let mut counts = [0.0; N];
-    for (count, operation) in counts.iter_mut().zip(operations) {
-        *count = order_statements(metrics, operation).await;
-    }
-    counts
 }
 
 #[tokio::test]

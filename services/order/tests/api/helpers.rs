@@ -407,6 +407,52 @@ pub fn code_of(status: &Status) -> (tonic::Code, String) {
     )
 }
 
+/// What `work` cost the order service in statements of each of `operations` (see
+/// [`order_statements`]), from real scrapes, and its output. The service's timers (the relay's
+/// and the payment worker's polls, the gauges) run statements on their own: what ran in as long
+/// again after `work`, without it, is taken as theirs and subtracted.
+pub async fn statements_of<T, const N: usize>(
+    metrics: &shop_platform::testing::metrics::Scraper,
+    operations: [&str; N],
+    work: impl std::future::Future<Output = T>,
+) -> (T, StatementCounts<N>) {
+    let before = statements(metrics, operations).await;
+    let started = tokio::time::Instant::now();
+    let output = work.await;
+    let during = statements(metrics, operations).await;
+    tokio::time::sleep(started.elapsed()).await;
+    let idle = statements(metrics, operations).await;
+    (output, StatementCounts { before, during, idle })
+}
+
+/// The raw counts behind [`statements_of`], by operation: before the work, right after it, and
+/// after idling as long.
+#[derive(Debug)]
+pub struct StatementCounts<const N: usize> {
+    before: [f64; N],
+    during: [f64; N],
+    idle: [f64; N],
+}
+
+impl<const N: usize> StatementCounts<N> {
+    /// The statements of operation `index` the work ran, the timers' own subtracted.
+    pub fn net(&self, index: usize) -> f64 {
+        (self.during[index] - self.before[index]) - (self.idle[index] - self.during[index])
+    }
+}
+
+/// How many statements of each of `operations` the order service ran so far.
+pub async fn statements<const N: usize>(
+    metrics: &shop_platform::testing::metrics::Scraper,
+    operations: [&str; N],
+) -> [f64; N] {
+    let mut counts = [0.0; N];
+    for (count, operation) in counts.iter_mut().zip(operations) {
+        *count = order_statements(metrics, operation).await;
+    }
+    counts
+}
+
 /// Statements the order service's database pool has run so far, of `operation` (`SELECT`, …;
 /// every operation when empty), from a real scrape of `db.client.operation.duration`.
 pub async fn order_statements(metrics: &shop_platform::testing::metrics::Scraper, operation: &str) -> f64 {
