@@ -101,9 +101,9 @@ pub fn decide(row: Option<&idempotency::Model>, now: DateTime<Utc>, hash: &str) 
     }
 }
 
-/// Looks up the keys of placements that arrive together with one query: every new order asks
-/// first whether its key placed one already, and in a flash sale hundreds ask at once (the
-/// group committer's batching, used for a read).
+/// Looks up the keys of placements that arrive together with one query: every new order from
+/// the cart asks first whether its key placed one already (its cart lines are gone after it),
+/// and hundreds may ask at once (the group committer's batching, used for a read).
 pub(crate) type KeyLookups = GroupCommit<KeyReader>;
 
 /// Starts the readers of keys in `db`.

@@ -1,5 +1,6 @@
-//! PlaceOrder: checks the request, answers a retry from its idempotency key, reads the caller's
-//! cart lines (unpriced) for an order from the cart, snapshots names and prices from the
+//! PlaceOrder: checks the request, answers a retry of an order from the cart from its
+//! idempotency key (a retry of explicit lines finds its order when its key is claimed, below),
+//! reads the caller's cart lines (unpriced) for an order from the cart, snapshots names and prices from the
 //! catalog in one call, and has the order (PENDING), its items, its payment record, its key,
 //! the ReserveStock message and, for an order from the cart, the OrderPlaced message written in
 //! ONE transaction, shared with the placements that arrive meanwhile (`placements`). Stock is
@@ -129,18 +130,31 @@ pub async fn place(
     let key = request.idempotency_key;
     let wanted = Wanted::parse(request.source)?;
     let hash = idempotency::fingerprint(&wanted.canonical());
-    // A retry is answered before anything else is asked (its cart lines are gone, or going: its
-    // OrderPlaced was committed with the order).
-    let row = ctx.keys.submit((caller.user_id, key.clone())).await??;
-    if let Existing::Placed(order_id) = idempotency::decide(row.as_ref(), ctx.clock.now(), &hash)? {
-        return existing(ctx, order_id).await;
+    let from_cart = wanted == Wanted::Cart;
+    if from_cart {
+        // A retry of an order from the cart is answered before anything else is asked: its
+        // cart lines are gone, or going (its OrderPlaced was committed with the order).
+        let row = ctx.keys.submit((caller.user_id, key.clone())).await??;
+        if let Existing::Placed(order_id) = idempotency::decide(row.as_ref(), ctx.clock.now(), &hash)? {
+            return existing(ctx, order_id).await;
+        }
     }
+    // An order of explicit lines reads nothing first: its key is claimed in the transaction
+    // that writes it, and a key that placed an order already leaves the new one unwritten and
+    // answers with its own (`Written::KeyTaken`). Only a refusal on the way (the product since
+    // deleted or repriced in another currency, the catalog unreachable) asks whether the key
+    // placed the order before, so a retry gets its order whatever changed meanwhile.
+    let user = caller.user_id;
     match tokio::time::timeout(
         idempotency::PLACEMENT_LIMIT,
-        place_new(ctx, upstream, caller, key, hash, wanted),
+        place_new(ctx, upstream, caller, key.clone(), hash.clone(), wanted),
     )
     .await
     {
+        Ok(Err(refused)) if !from_cart => match idempotency::find(&ctx.db, ctx.clock.now(), user, &key, &hash).await? {
+            Existing::Placed(order_id) => existing(ctx, order_id).await,
+            Existing::Free => Err(refused),
+        },
         Ok(placed) => placed,
         Err(_elapsed) => Err(ServiceError::Unavailable(
             "placing the order took too long; retry with the same Idempotency-Key".into(),

@@ -22,9 +22,40 @@ pub mod smtp;
 
 use std::sync::LazyLock;
 
-/// PostgreSQL admin URL used to create per-test databases.
+/// PostgreSQL admin URL used to create per-test databases (and the URLs of those databases,
+/// which keep its query).
 pub fn postgres_url() -> String {
-    env_or("SHOP_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    without_tls_on_loopback(&env_or(
+        "SHOP_TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    ))
+}
+
+/// `url` with `sslmode=disable` when it names a loopback host and no `sslmode` of its own.
+///
+/// The client libraries' default (`prefer`) encrypts whenever the server offers TLS, as a
+/// stock PostgreSQL package does with its snake-oil certificate. On loopback there is no wire
+/// to protect, and the encryption is not free: under a flash sale it took about an eighth of
+/// the shop's CPU, which the benchmarks would otherwise measure (docs/benchmarks.md). An
+/// explicit `sslmode` is kept, so a run can still measure with TLS.
+fn without_tls_on_loopback(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    // A URL of a scheme the `url` crate does not know keeps its host as text, IPv4 included.
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(name)) => {
+            name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !loopback || parsed.query_pairs().any(|(key, _)| key == "sslmode") {
+        return url.to_owned();
+    }
+    parsed.query_pairs_mut().append_pair("sslmode", "disable");
+    parsed.to_string()
 }
 
 /// Redis URL for tests.
@@ -155,6 +186,47 @@ mod tests {
     use sea_orm::ConnectionTrait as _;
 
     use super::*;
+
+    #[test]
+    fn loopback_urls_go_without_tls_unless_they_say_otherwise() {
+        assert_eq!(
+            without_tls_on_loopback("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+        );
+        assert_eq!(
+            without_tls_on_loopback("postgres://u:p@localhost/db?application_name=t"),
+            "postgres://u:p@localhost/db?application_name=t&sslmode=disable"
+        );
+        assert_eq!(
+            without_tls_on_loopback("postgres://postgres@[::1]/postgres"),
+            "postgres://postgres@[::1]/postgres?sslmode=disable"
+        );
+        for kept in [
+            "postgres://postgres@127.0.0.1/postgres?sslmode=require",
+            "postgres://postgres@db.internal:5432/postgres",
+            "postgres://postgres@10.0.0.5/postgres",
+        ] {
+            assert_eq!(without_tls_on_loopback(kept), kept);
+        }
+    }
+
+    #[tokio::test]
+    async fn test_databases_are_reached_without_tls_on_loopback() {
+        let url = create_postgres_database().await;
+        let db = sea_orm::Database::connect(url.as_str()).await.unwrap();
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let encrypted: bool = row.try_get("", "ssl").unwrap();
+        db.close().await.ok();
+        drop_postgres_database(&url).await.unwrap();
+        assert!(!encrypted, "{url} was reached over TLS");
+    }
 
     async fn exists(name: &str) -> bool {
         let admin = sea_orm::Database::connect(postgres_url().as_str()).await.unwrap();
