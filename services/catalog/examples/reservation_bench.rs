@@ -117,7 +117,9 @@ async fn main() -> anyhow::Result<()> {
         options.runs,
         options.workers,
         options.batch,
-        url.rsplit('/').next().unwrap_or_default()
+        url::Url::parse(&url)
+            .map(|url| url.path().trim_start_matches('/').to_owned())
+            .unwrap_or_default()
     );
 
     let mut hot = Vec::new();

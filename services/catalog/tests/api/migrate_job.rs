@@ -86,9 +86,11 @@ async fn a_migration_job_then_least_privilege_replicas() {
     assert!(job.status.success(), "migration job failed: {}", stderr(&job));
 
     // 3. The runtime role reads and writes rows, and cannot change the schema.
-    let runtime = Database::connect(format!("{runtime_url}?options=-c%20search_path%3Dcatalog").as_str())
-        .await
-        .unwrap();
+    let mut catalog_url = url::Url::parse(&runtime_url).unwrap();
+    catalog_url
+        .query_pairs_mut()
+        .append_pair("options", "-c search_path=catalog");
+    let runtime = Database::connect(catalog_url.as_str()).await.unwrap();
     runtime
         .execute_unprepared("SELECT count(*) FROM seaql_migrations")
         .await

@@ -106,7 +106,11 @@ async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
     // The Secrets the operator creates before `helm install`.
     let sink = SmtpSink::start().await;
     let migration_url = create_postgres_database().await;
-    let database = migration_url.rsplit('/').next().unwrap().to_owned();
+    let database = url::Url::parse(&migration_url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
     psql(&format!("CREATE ROLE {runtime_role} LOGIN PASSWORD 'box-runtime'"));
     let mut runtime_url = url::Url::parse(&migration_url).unwrap();
     runtime_url.set_username(&runtime_role).unwrap();
