@@ -117,9 +117,7 @@ async fn main() -> anyhow::Result<()> {
         options.runs,
         options.workers,
         options.batch,
-        url::Url::parse(&url)
-            .map(|url| url.path().trim_start_matches('/').to_owned())
-            .unwrap_or_default()
+        testing::database_name(&url).unwrap_or_default()
     );
 
     let mut hot = Vec::new();

@@ -139,22 +139,12 @@ pub async fn place(
             return existing(ctx, order_id).await;
         }
     }
-    // An order of explicit lines reads nothing first: its key is claimed in the transaction
-    // that writes it, and a key that placed an order already leaves the new one unwritten and
-    // answers with its own (`Written::KeyTaken`). Only a refusal on the way (the product since
-    // deleted or repriced in another currency, the catalog unreachable) asks whether the key
-    // placed the order before, so a retry gets its order whatever changed meanwhile.
-    let user = caller.user_id;
     match tokio::time::timeout(
         idempotency::PLACEMENT_LIMIT,
-        place_new(ctx, upstream, caller, key.clone(), hash.clone(), wanted),
+        place_new(ctx, upstream, caller, key, hash, wanted),
     )
     .await
     {
-        Ok(Err(refused)) if !from_cart => match idempotency::find(&ctx.db, ctx.clock.now(), user, &key, &hash).await? {
-            Existing::Placed(order_id) => existing(ctx, order_id).await,
-            Existing::Free => Err(refused),
-        },
         Ok(placed) => placed,
         Err(_elapsed) => Err(ServiceError::Unavailable(
             "placing the order took too long; retry with the same Idempotency-Key".into(),
@@ -171,13 +161,21 @@ async fn place_new(
     wanted: Wanted,
 ) -> Result<OrderRecord, ServiceError> {
     let from_cart = wanted == Wanted::Cart;
-    let lines = match wanted {
-        Wanted::Lines(lines) => lines,
-        Wanted::Cart => cart_lines(upstream, caller).await?,
+    // An order of explicit lines reads nothing first: its key is claimed in the transaction
+    // that writes it, and a key that placed an order already leaves the new one unwritten and
+    // answers with its own (`Written::KeyTaken`, below). Only a refusal while pricing it (the
+    // product since deleted or repriced in another currency, the catalog unreachable) asks
+    // whether the key placed the order before, so a retry gets its order whatever changed.
+    let (record, lines, products) = match priced(ctx, upstream, caller, wanted).await {
+        Ok(priced) => priced,
+        Err(refused) if !from_cart => {
+            return match idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await? {
+                Existing::Placed(order_id) => existing(ctx, order_id).await,
+                Existing::Free => Err(refused),
+            };
+        }
+        Err(refused) => return Err(refused),
     };
-    let ids: Vec<Uuid> = lines.iter().map(|line| line.product_id).collect();
-    let products = upstream.products(&ids).await?;
-    let record = snapshot(caller, &lines, &products, ctx.clock.now(), from_cart)?;
     let order_id = record.order.id;
     let short = shortages(&lines, &products);
     let sold_out = (!short.is_empty()).then(|| StockRejected {
@@ -221,6 +219,25 @@ async fn place_new(
     tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), sold_out = sold_out_now, "order placed");
     crate::metrics::count(crate::metrics::OrderEvent::Placed);
     Ok(record)
+}
+
+/// The order `wanted` as the catalog prices it now (PENDING), with its lines and the catalog's
+/// answer about their products.
+async fn priced(
+    ctx: &Context,
+    upstream: &Upstream,
+    caller: &Caller,
+    wanted: Wanted,
+) -> Result<(OrderRecord, Vec<Line>, HashMap<Uuid, Product>), ServiceError> {
+    let from_cart = wanted == Wanted::Cart;
+    let lines = match wanted {
+        Wanted::Lines(lines) => lines,
+        Wanted::Cart => cart_lines(upstream, caller).await?,
+    };
+    let ids: Vec<Uuid> = lines.iter().map(|line| line.product_id).collect();
+    let products = upstream.products(&ids).await?;
+    let record = snapshot(caller, &lines, &products, ctx.clock.now(), from_cart)?;
+    Ok((record, lines, products))
 }
 
 /// The lines asking for more than the catalog said was left, in its answer up to

@@ -111,13 +111,19 @@ pub async fn create_postgres_database() -> String {
     url.to_string()
 }
 
+/// The database a PostgreSQL URL names (its path, without the query).
+pub fn database_name(url: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let parsed = url::Url::parse(url).context("bad PostgreSQL URL")?;
+    Ok(parsed.path().trim_start_matches('/').to_owned())
+}
+
 /// Drops a database [`create_postgres_database`] made (its URL), closing the connections still
 /// open to it; refuses any other database.
 pub async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use sea_orm::ConnectionTrait as _;
-    let parsed = url::Url::parse(url).context("bad PostgreSQL URL")?;
-    let name = parsed.path().trim_start_matches('/');
+    let name = database_name(url)?;
     let ours = name
         .strip_prefix("shop_test_")
         .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric()));

@@ -38,7 +38,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use shop_platform::grpc::mesh::{self, Grants, MeshIdentity, MeshSecret, TrustSet};
 use shop_platform::testing::{
-    amqp_url, create_postgres_database, delete_queues_blocking, postgres_url, redis_url, run_queues, unique_name,
+    amqp_url, create_postgres_database, database_name, delete_queues_blocking, postgres_url, redis_url, run_queues,
+    unique_name,
 };
 use shop_proto::shop::catalog::v1::{GetProductRequest, catalog_service_client::CatalogServiceClient};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -106,11 +107,7 @@ async fn the_rendered_chart_runs_as_a_cluster_in_a_box() {
     // The Secrets the operator creates before `helm install`.
     let sink = SmtpSink::start().await;
     let migration_url = create_postgres_database().await;
-    let database = url::Url::parse(&migration_url)
-        .unwrap()
-        .path()
-        .trim_start_matches('/')
-        .to_owned();
+    let database = database_name(&migration_url).unwrap();
     psql(&format!("CREATE ROLE {runtime_role} LOGIN PASSWORD 'box-runtime'"));
     let mut runtime_url = url::Url::parse(&migration_url).unwrap();
     runtime_url.set_username(&runtime_role).unwrap();
