@@ -44,6 +44,11 @@ pub struct ShopConfig {
     /// How the services probe their backends for their health status (`SHOP_HEALTH_INTERVAL`,
     /// `SHOP_HEALTH_TIMEOUT`).
     pub health: HealthSettings,
+    /// Whether the gateway and the services call each other in process rather than over
+    /// loopback gRPC (`SHOP_IN_PROCESS_CALLS`, default true): the same authentication, limits,
+    /// spans and metrics, without HTTP/2 and sockets. `false` runs every call over the network,
+    /// as the separate binaries do.
+    pub in_process_calls: bool,
     /// The services' gRPC limits (`SHOP_GRPC_*`).
     pub grpc_limits: shop_platform::grpc::server::GrpcLimits,
     /// The mesh: every member gets a key made up at start; `SHOP_MESH_TRUST` adds the keys of
@@ -71,6 +76,7 @@ impl ShopConfig {
             },
             health: HealthSettings::from_env(env)?,
             grpc_limits: shop_platform::grpc::server::GrpcLimits::from_env(env)?,
+            in_process_calls: env.parse_or("SHOP_IN_PROCESS_CALLS", true)?,
             mesh: MeshSettings::from_env(env)?,
             data_dir,
         })

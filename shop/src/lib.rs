@@ -70,6 +70,7 @@ impl Mesh {
                 health: config.health.clone(),
                 mesh: identity(name)?,
                 grpc_limits: config.grpc_limits,
+                in_process: config.in_process_calls,
             })
         };
         let catalog = CatalogService::build(

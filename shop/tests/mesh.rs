@@ -16,15 +16,48 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 fn loopback_config(data_dir: &std::path::Path) -> ShopConfig {
+    loopback_config_with(data_dir, &[])
+}
+
+fn loopback_config_with(data_dir: &std::path::Path, more: &[(&str, &str)]) -> ShopConfig {
     let data_dir = data_dir.display().to_string();
-    let env = MapEnv::from_pairs([
-        ("SHOP_DATA_DIR", data_dir.as_str()),
-        ("SHOP_HTTP_ADDR", "127.0.0.1:0"),
-        ("SHOP_USER_GRPC_ADDR", "127.0.0.1:0"),
-        ("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0"),
-        ("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0"),
-    ]);
+    let env = MapEnv::from_pairs(
+        [
+            ("SHOP_DATA_DIR", data_dir.as_str()),
+            ("SHOP_HTTP_ADDR", "127.0.0.1:0"),
+            ("SHOP_USER_GRPC_ADDR", "127.0.0.1:0"),
+            ("SHOP_CATALOG_GRPC_ADDR", "127.0.0.1:0"),
+            ("SHOP_ORDER_GRPC_ADDR", "127.0.0.1:0"),
+        ]
+        .into_iter()
+        .chain(more.iter().copied()),
+    );
     ShopConfig::from_env(&env).unwrap()
+}
+
+/// How many established TCP connections have `port` as their local port: the connections
+/// a listener on it accepted (IPv4 and IPv6, from the kernel's tables).
+fn accepted_connections(port: u16) -> usize {
+    const ESTABLISHED: &str = "01";
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields
+                        .get(1)
+                        .and_then(|local| local.rsplit(':').next())
+                        .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+                    local_port == Some(port) && fields.get(3) == Some(&ESTABLISHED)
+                })
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .count()
 }
 
 async fn serving(addr: SocketAddr) -> ServingStatus {
@@ -79,6 +112,46 @@ async fn every_service_answers_health_and_the_gateway_is_ready() {
         assert!(data.path().join(format!("shop-{name}.db")).exists(), "{name} database");
     }
 
+    stop(shutdown, running).await;
+}
+
+/// The gateway and the services call each other in process unless `SHOP_IN_PROCESS_CALLS`
+/// is false: a product listing (gateway → catalog) and a health probe of every service through
+/// `/readyz` open no connection to the catalog's port, unlike the network mesh's.
+#[tokio::test]
+async fn the_parts_call_each_other_in_process_unless_told_otherwise() {
+    shop_platform::testing::init_test_logging();
+    for (setting, in_process) in [(None, true), (Some("false"), false)] {
+        let data = tempfile::tempdir().unwrap();
+        let more: Vec<(&str, &str)> = setting
+            .map(|value| ("SHOP_IN_PROCESS_CALLS", value))
+            .into_iter()
+            .collect();
+        let mesh = Mesh::build(&loopback_config_with(data.path(), &more)).await.unwrap();
+        let at = mesh.addresses().clone();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(mesh.run(shutdown.clone()));
+        let http = reqwest::Client::new();
+        let listed = http
+            .get(format!("http://{}/api/v1/products", at.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(listed.status(), 200);
+        let ready = http.get(format!("http://{}/readyz", at.http)).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+        let connections = accepted_connections(at.catalog.port());
+        if in_process {
+            assert_eq!(connections, 0, "calls to the catalog went over TCP");
+        } else {
+            assert!(connections > 0, "the network mesh connects to the catalog");
+        }
+        stop(shutdown, running).await;
+    }
+}
+
+/// Stops a running mesh and waits for it to return cleanly.
+async fn stop(shutdown: CancellationToken, running: tokio::task::JoinHandle<anyhow::Result<()>>) {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), running)
         .await

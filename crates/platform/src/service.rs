@@ -133,6 +133,10 @@ pub struct ServiceSettings {
     pub mesh: MeshIdentity,
     /// How many calls its gRPC server takes on at once.
     pub grpc_limits: GrpcLimits,
+    /// Whether its gRPC server is also offered to the clients of its own process, which then
+    /// call it without the network (the one-process `shop` binary; see
+    /// [`crate::grpc::in_process`]). A service binary alone has no such clients.
+    pub in_process: bool,
 }
 
 impl ServiceSettings {
@@ -147,6 +151,7 @@ impl ServiceSettings {
             health: HealthSettings::from_env(env)?,
             mesh: MeshIdentity::from_env(env, name)?,
             grpc_limits: GrpcLimits::from_env(env)?,
+            in_process: false,
         })
     }
 }

@@ -30,6 +30,7 @@ use super::discovery::{self, Discovery, EndpointSettings, Nudge, Source};
 pub use super::target::{Target, TargetError};
 use super::{
     identity::Caller,
+    in_process,
     mesh::{MeshIdentity, TOKEN_METADATA},
 };
 use crate::{
@@ -126,6 +127,7 @@ pub async fn connect(target: &Target, options: &ClientOptions) -> Result<GrpcCha
     if options.request_timeout.is_zero() {
         return Err(ClientError::Options("request_timeout must be positive"));
     }
+    let mut in_process = None;
     let (source, origin) = match target {
         Target::Dns { host, port } => {
             let resolver = discovery::build_resolver(options.nameserver, options.refresh_interval)
@@ -144,7 +146,10 @@ pub async fn connect(target: &Target, options: &ClientOptions) -> Result<GrpcCha
             };
             (source, origin)
         }
-        Target::Static(uris) => (Source::Fixed(uris.clone()), None),
+        Target::Static(uris) => {
+            in_process = in_process::single_address(uris);
+            (Source::Fixed(uris.clone()), None)
+        }
     };
 
     let (channel, changes) = Channel::balance_channel::<Uri>(CHANGE_QUEUE);
@@ -183,6 +188,7 @@ pub async fn connect(target: &Target, options: &ClientOptions) -> Result<GrpcCha
             retry_backoff: options.retry_backoff,
             retry_buffer_limit: options.retry_buffer_limit,
             nudge,
+            in_process,
         }),
     })
 }
@@ -195,6 +201,8 @@ struct CallPolicy {
     retry_backoff: Duration,
     retry_buffer_limit: usize,
     nudge: Nudge,
+    /// The target's one address, where a server of this process may be offered in process.
+    in_process: Option<SocketAddr>,
 }
 
 /// A load-balanced gRPC channel: cheap to clone, and what tonic-generated clients take
@@ -207,7 +215,9 @@ struct CallPolicy {
 ///   [`ClientOptions::request_timeout`], sent to the server as `grpc-timeout` (reduced to what
 ///   is left on a retry) and enforced locally up to the response headers, failing the call with
 ///   `DeadlineExceeded`;
-/// - balances over the discovered endpoints (tower's power-of-two-choices).
+/// - balances over the discovered endpoints (tower's power-of-two-choices), or, when its target
+///   is the one address of a server of the same process offered in process, hands the call to
+///   that server without the network (see [`super::in_process`]).
 ///
 /// # Resilience guarantee
 ///
@@ -392,10 +402,15 @@ async fn send(
             return Err(Status::internal("request body already sent").into());
         };
         let mut request = http::Request::from_parts(clone_parts(&parts), this_body);
-        set_grpc_timeout(
-            request.headers_mut(),
-            deadline.saturating_duration_since(Instant::now()),
-        );
+        let left = deadline.saturating_duration_since(Instant::now());
+        set_grpc_timeout(request.headers_mut(), left);
+        let request = match policy.in_process {
+            Some(addr) => match in_process::call(addr, request, Some(left)).await {
+                Ok(response) => return Ok(response),
+                Err(for_the_network) => for_the_network,
+            },
+            None => request,
+        };
         let result = match channel.ready().await {
             Ok(ready) => ready.call(request).await,
             Err(error) => Err(error),

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod discovery;
 pub mod error;
 pub mod identity;
+pub mod in_process;
 pub mod mesh;
 pub mod server;
 pub mod target;

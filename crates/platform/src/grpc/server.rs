@@ -33,6 +33,7 @@ use crate::{
     grpc::{
         error::ERROR_CODE_METADATA,
         identity::UNPROVEN_IDENTITY_METADATA,
+        in_process::{self, CallStack},
         mesh::{MeshIdentity, TOKEN_METADATA},
     },
     health::{CallGate, Dependency, DependencyWatcher, HealthSettings, LIVENESS},
@@ -101,6 +102,7 @@ pub struct GrpcServerBuilder {
     dependencies: Vec<Dependency>,
     health_settings: HealthSettings,
     mesh: MeshIdentity,
+    in_process: bool,
 }
 
 /// Metadata a caller may send only when it may assert end users (the gateway): removed from the
@@ -124,6 +126,7 @@ impl GrpcServerBuilder {
             descriptor_sets: Vec::new(),
             dependencies: Vec::new(),
             health_settings: HealthSettings::default(),
+            in_process: false,
         }
     }
 
@@ -132,6 +135,7 @@ impl GrpcServerBuilder {
         Self::new(settings.grpc_addr, settings.mesh.clone())
             .health_settings(settings.health.clone())
             .limits(settings.grpc_limits)
+            .in_process(settings.in_process)
     }
 
     /// A backend the server needs: while it does not answer, the server reports NOT_SERVING
@@ -157,6 +161,14 @@ impl GrpcServerBuilder {
     /// How many calls and streams the server takes on at once.
     pub fn limits(mut self, limits: GrpcLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Whether the server is also offered to the clients of its own process while it serves
+    /// (see [`crate::grpc::in_process`]): their calls to its address skip the network, through
+    /// the same authentication, admission, span, metrics and timeout.
+    pub fn in_process(mut self, offered: bool) -> Self {
+        self.in_process = offered;
         self
     }
 
@@ -233,6 +245,7 @@ impl GrpcServerBuilder {
             dependencies: self.dependencies,
             health_settings: self.health_settings,
             gate,
+            in_process: self.in_process,
         })
     }
 }
@@ -323,6 +336,7 @@ pub struct BoundGrpcServer {
     dependencies: Vec<Dependency>,
     health_settings: HealthSettings,
     gate: CallGate,
+    in_process: bool,
 }
 
 impl BoundGrpcServer {
@@ -357,8 +371,13 @@ impl BoundGrpcServer {
         let names = self.service_names.clone();
         let stop_watching = watch_stop.clone();
         let component = self.component.clone();
+        let offer = self
+            .in_process
+            .then(|| in_process::offer(self.local_addr, call_stack(self.routes.clone()), self.request_timeout));
         let signal = async move {
             shutdown.cancelled().await;
+            // Calls from this process go to the network from now on, and find it draining.
+            drop(offer);
             // The watcher stops first, so it cannot report SERVING again while draining.
             stop_watching.cancel();
             let _ = watching.await;
@@ -368,51 +387,58 @@ impl BoundGrpcServer {
             crate::health::report_serving(&component, false);
         };
 
-        let trace = TraceLayer::new_for_grpc()
-            .make_span_with(rpc::server_span::<Body>)
-            // A trailers-only response (an error status) carries its code in the headers, a
-            // full one in the trailers.
-            .on_response(|response: &http::Response<_>, _: Duration, span: &tracing::Span| {
-                rpc::record_headers(span, response.headers());
-            })
-            .on_eos(
-                |trailers: Option<&http::HeaderMap>, _: Duration, span: &tracing::Span| {
-                    if let Some(trailers) = trailers {
-                        rpc::record_headers(span, trailers);
-                    }
-                },
-            )
-            .on_failure(|failure: GrpcFailureClass, latency: Duration, span: &tracing::Span| {
-                // Logged (at error, which marks the span failed) only when the service failed:
-                // NOT_FOUND and the like are answers, not failures.
-                match failure {
-                    GrpcFailureClass::Code(code) if rpc::is_failure(tonic::Code::from(code.get())) => {
-                        tracing::error!(parent: span, code = code.get(), ?latency, "gRPC call failed");
-                    }
-                    GrpcFailureClass::Code(code) => {
-                        tracing::debug!(parent: span, code = code.get(), ?latency, "gRPC call refused");
-                    }
-                    GrpcFailureClass::Error(error) => {
-                        rpc::record_code(span, tonic::Code::Internal, Some(&error));
-                        tracing::error!(parent: span, %error, ?latency, "gRPC call failed");
-                    }
-                }
-            });
         let served = Server::builder()
             .timeout(self.request_timeout)
             .max_concurrent_streams(self.limits.max_streams_per_connection)
-            // Timed inside the trace layer, on tonic's own response body.
-            .layer(
-                tower::ServiceBuilder::new()
-                    .layer(trace)
-                    .layer(crate::telemetry::metrics::RpcServerMetricsLayer),
-            )
+            .layer(tower::layer::layer_fn(call_stack))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(accepting(self.listener), signal)
             .await;
         watch_stop.cancel();
         served.context("serving gRPC")
     }
+}
+
+/// The layers around every call a server answers, over the network or in process: the call's
+/// span (joined to the caller's trace) with its outcome, and its metrics, timed inside the span
+/// on tonic's own response body.
+fn call_stack(routes: Routes) -> CallStack {
+    let trace = TraceLayer::new_for_grpc()
+        .make_span_with(rpc::server_span::<Body>)
+        // A trailers-only response (an error status) carries its code in the headers, a
+        // full one in the trailers.
+        .on_response(|response: &http::Response<_>, _: Duration, span: &tracing::Span| {
+            rpc::record_headers(span, response.headers());
+        })
+        .on_eos(
+            |trailers: Option<&http::HeaderMap>, _: Duration, span: &tracing::Span| {
+                if let Some(trailers) = trailers {
+                    rpc::record_headers(span, trailers);
+                }
+            },
+        )
+        .on_failure(|failure: GrpcFailureClass, latency: Duration, span: &tracing::Span| {
+            // Logged (at error, which marks the span failed) only when the service failed:
+            // NOT_FOUND and the like are answers, not failures.
+            match failure {
+                GrpcFailureClass::Code(code) if rpc::is_failure(tonic::Code::from(code.get())) => {
+                    tracing::error!(parent: span, code = code.get(), ?latency, "gRPC call failed");
+                }
+                GrpcFailureClass::Code(code) => {
+                    tracing::debug!(parent: span, code = code.get(), ?latency, "gRPC call refused");
+                }
+                GrpcFailureClass::Error(error) => {
+                    rpc::record_code(span, tonic::Code::Internal, Some(&error));
+                    tracing::error!(parent: span, %error, ?latency, "gRPC call failed");
+                }
+            }
+        });
+    let stack = tower::ServiceBuilder::new()
+        .map_response(|response: http::Response<_>| response.map(Body::new))
+        .layer(trace)
+        .layer(crate::telemetry::metrics::RpcServerMetricsLayer)
+        .service(routes);
+    CallStack::new(stack)
 }
 
 /// The connections a gRPC server accepts on `listener`, each with `TCP_NODELAY` set (tonic
