@@ -4,7 +4,8 @@
 //! spans. A message written to the outbox inside a span is published in a PRODUCER span
 //! `send <queue>` (a child of that span) and processed in a CONSUMER span `process <queue>`
 //! (a child of the producer span, linked to it), with the messaging attributes. Spans are
-//! collected in memory by a real OpenTelemetry pipeline. The same calls are counted in the
+//! collected in memory by a real OpenTelemetry pipeline. A call to a server in the same process
+//! (`grpc::in_process`) makes the same spans. The same calls are counted in the
 //! `rpc.server.duration` and `rpc.client.duration` histograms that `GET /metrics` serves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -106,11 +107,21 @@ fn one<'a>(spans: &'a [SpanData], name: &str, kind: SpanKind) -> &'a SpanData {
     found[0]
 }
 
-/// `GetStock` answers by product id: `ok`, `missing` (NOT_FOUND), `broken` (INTERNAL).
+/// `GetStock` answers by product id: `ok`, `missing` (NOT_FOUND), `broken` (INTERNAL);
+/// `ancestry`: the names of the spans above the one the call is served in, as
+/// `tracing` knows them (what the log lines list), `/`-separated, and how the call came.
 async fn stock_by_id(request: Request<catalog::GetStockRequest>) -> Result<catalog::GetStockResponse, Status> {
     match request.get_ref().product_id.as_str() {
         "missing" => Err(Status::not_found("no such product")),
         "broken" => Err(Status::internal("the database is on fire")),
+        "ancestry" => Ok(catalog::GetStockResponse {
+            product_id: format!(
+                "{};{}",
+                ancestry(),
+                request.remote_addr().map_or("in process", |_| "over the network")
+            ),
+            stock: 7,
+        }),
         _ => Ok(catalog::GetStockResponse {
             product_id: request.into_inner().product_id,
             stock: 7,
@@ -118,27 +129,75 @@ async fn stock_by_id(request: Request<catalog::GetStockRequest>) -> Result<catal
     }
 }
 
+/// The names of the current span's ancestors, nearest first.
+fn ancestry() -> String {
+    use tracing_subscriber::registry::{LookupSpan as _, Registry};
+    let Some(id) = tracing::Span::current().id() else {
+        return "no span".to_owned();
+    };
+    tracing::dispatcher::get_default(|dispatch| {
+        let registry = dispatch.downcast_ref::<Registry>().expect("the registry");
+        let span = registry.span(&id).expect("the current span");
+        span.scope()
+            .skip(1)
+            .map(|above| above.name())
+            .collect::<Vec<_>>()
+            .join("/")
+    })
+}
+
 /// Calls `GetStock(product)` inside a fresh `caller` span: (the caller's span, the call's code).
 async fn get_stock(product: &str) -> (tracing::Span, Code) {
+    get_stock_from(product, false).await.0
+}
+
+/// [`get_stock`] from a server offered in process or not; also the answer's product id.
+async fn get_stock_from(product: &str, in_process: bool) -> ((tracing::Span, Code), String) {
     let _ = &*SPANS;
     let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG], &MeshSettings::default()).unwrap();
     let server = serve(mesh[CATALOG].clone(), |builder| {
-        builder.add_service(StockCatalog::server(stock_by_id))
+        builder
+            .in_process(in_process)
+            .add_service(StockCatalog::server(stock_by_id))
     })
     .await;
+    // The offer is made once the server serves: untraced calls wait for it.
+    if in_process {
+        let channel = connect(&server.target(), &Default::default())
+            .await
+            .unwrap()
+            .signed_by(&mesh[GATEWAY], CATALOG);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let reply = CatalogServiceClient::new(channel.clone())
+                .get_stock(catalog::GetStockRequest {
+                    product_id: "ancestry".into(),
+                })
+                .await
+                .unwrap();
+            if reply.into_inner().product_id.ends_with("in process") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never called in process");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let channel = connect(&server.target(), &Default::default())
         .await
         .unwrap()
         .signed_by(&mesh[GATEWAY], CATALOG);
 
     let caller = tracing::info_span!("caller");
-    let code = async {
+    let (code, answer) = async {
         let reply = CatalogServiceClient::new(channel.clone())
             .get_stock(catalog::GetStockRequest {
                 product_id: product.to_owned(),
             })
             .await;
-        reply.map(|_| Code::Ok).unwrap_or_else(|status| status.code())
+        match reply {
+            Ok(reply) => (Code::Ok, reply.into_inner().product_id),
+            Err(status) => (status.code(), String::new()),
+        }
     }
     .instrument(caller.clone())
     .await;
@@ -153,7 +212,7 @@ async fn get_stock(product: &str) -> (tracing::Span, Code) {
     .await;
     server.shutdown.cancel();
     server.served.await.unwrap().unwrap();
-    (caller, code)
+    ((caller, code), answer)
 }
 
 #[tokio::test]
@@ -188,6 +247,28 @@ async fn a_grpc_call_has_a_client_span_and_a_server_span_below_it() {
         !spans.iter().any(|span| span.name.contains("grpc.health")),
         "health checks make no spans: {spans:#?}"
     );
+}
+
+/// A call in process runs in the caller's task, yet it is served in a span of its own, as
+/// over the network: the caller's spans do not become the server span's ancestors (and fill
+/// the callee's log lines), and its trace parent is the client span all the same.
+#[tokio::test]
+async fn a_call_in_process_is_served_in_a_root_span_below_the_client_span_of_its_trace() {
+    for in_process in [false, true] {
+        let ((caller, code), ancestry) = get_stock_from("ancestry", in_process).await;
+        assert_eq!(code, Code::Ok);
+        let how = if in_process { "in process" } else { "over the network" };
+        assert_eq!(ancestry, format!(";{how}"));
+        let spans = finished(trace_of(&caller));
+        let name = "shop.catalog.v1.CatalogService/GetStock";
+        let client = one(&spans, name, SpanKind::Client);
+        let server = one(&spans, name, SpanKind::Server);
+        assert_eq!(
+            server.parent_span_id,
+            client.span_context.span_id(),
+            "in process: {in_process}"
+        );
+    }
 }
 
 #[tokio::test]

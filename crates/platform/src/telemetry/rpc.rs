@@ -55,7 +55,12 @@ pub fn server_span<B>(request: &http::Request<B>) -> Span {
         return Span::none();
     }
     let (service, method) = split_path(path).unwrap_or(("", path));
+    // A root of its own, whatever span is current: over the network the call runs in the
+    // server's connection task, but a call in process (`grpc::in_process`) runs in the caller's
+    // task, whose spans would otherwise become its ancestors in the log lines. Its trace parent
+    // is the caller's span, from the headers, either way.
     let span = tracing::info_span!(
+        parent: None,
         "grpc.server",
         otel.name = %path.trim_start_matches('/'),
         otel.kind = "server",
