@@ -161,27 +161,6 @@ async fn get_stock_from(product: &str, in_process: bool) -> ((tracing::Span, Cod
             .add_service(StockCatalog::server(stock_by_id))
     })
     .await;
-    // The offer is made once the server serves: untraced calls wait for it.
-    if in_process {
-        let channel = connect(&server.target(), &Default::default())
-            .await
-            .unwrap()
-            .signed_by(&mesh[GATEWAY], CATALOG);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        loop {
-            let reply = CatalogServiceClient::new(channel.clone())
-                .get_stock(catalog::GetStockRequest {
-                    product_id: "ancestry".into(),
-                })
-                .await
-                .unwrap();
-            if reply.into_inner().product_id.ends_with("in process") {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never called in process");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
     let channel = connect(&server.target(), &Default::default())
         .await
         .unwrap()

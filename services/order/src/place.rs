@@ -168,12 +168,7 @@ async fn place_new(
     // whether the key placed the order before, so a retry gets its order whatever changed.
     let (record, lines, products) = match priced(ctx, upstream, caller, wanted).await {
         Ok(priced) => priced,
-        Err(refused) if !from_cart => {
-            return match idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await? {
-                Existing::Placed(order_id) => existing(ctx, order_id).await,
-                Existing::Free => Err(refused),
-            };
-        }
+        Err(refused) if !from_cart => return placed_by_key(ctx, caller, &key, &hash, refused).await,
         Err(refused) => return Err(refused),
     };
     let order_id = record.order.id;
@@ -205,13 +200,11 @@ async fn place_new(
     if written == Written::KeyTaken {
         // Another request with the key committed first (or is committing: its transaction
         // held ours until it ended).
-        return match idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, &key, &hash).await? {
-            Existing::Placed(order_id) => existing(ctx, order_id).await,
-            Existing::Free => Err(ServiceError::Aborted {
-                code: "idempotency_key_in_use",
-                message: "another request with this idempotency key is in progress; retry later".into(),
-            }),
+        let in_use = ServiceError::Aborted {
+            code: "idempotency_key_in_use",
+            message: "another request with this idempotency key is in progress; retry later".into(),
         };
+        return placed_by_key(ctx, caller, &key, &hash, in_use).await;
     }
     if wakes_relay {
         ctx.relay.wake();
@@ -219,6 +212,21 @@ async fn place_new(
     tracing::info!(order_id = %order_id, total = record.order.total, lines = record.items.len(), sold_out = sold_out_now, "order placed");
     crate::metrics::count(crate::metrics::OrderEvent::Placed);
     Ok(record)
+}
+
+/// The order the caller's `key` placed, or `otherwise` when it placed none (a key used for
+/// another request is refused as such).
+async fn placed_by_key(
+    ctx: &Context,
+    caller: &Caller,
+    key: &str,
+    hash: &str,
+    otherwise: ServiceError,
+) -> Result<OrderRecord, ServiceError> {
+    match idempotency::find(&ctx.db, ctx.clock.now(), caller.user_id, key, hash).await? {
+        Existing::Placed(order_id) => existing(ctx, order_id).await,
+        Existing::Free => Err(otherwise),
+    }
 }
 
 /// The order `wanted` as the catalog prices it now (PENDING), with its lines and the catalog's

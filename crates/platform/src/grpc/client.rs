@@ -405,7 +405,7 @@ async fn send(
         let left = deadline.saturating_duration_since(Instant::now());
         set_grpc_timeout(request.headers_mut(), left);
         let request = match policy.in_process {
-            Some(addr) => match in_process::call(addr, request, Some(left)).await {
+            Some(addr) => match in_process::call(addr, request, left).await {
                 Ok(response) => return Ok(response),
                 Err(for_the_network) => for_the_network,
             },

@@ -77,12 +77,13 @@ pub(crate) fn single_address(uris: &[Uri]) -> Option<SocketAddr> {
     }
 }
 
-/// Calls the server offered at `addr`, if one is: `None` hands the request back untouched
+/// Calls the server offered at `addr`, if one is, within what is left of the caller's
+/// deadline (or the server's own timeout, if shorter); `Err` hands the request back untouched
 /// for the network.
 pub(crate) async fn call(
     addr: SocketAddr,
     request: http::Request<Body>,
-    caller_timeout: Option<Duration>,
+    caller_timeout: Duration,
 ) -> Result<http::Response<Body>, http::Request<Body>> {
     let offered = SERVERS
         .read()
@@ -96,7 +97,7 @@ pub(crate) async fn call(
     // What a network server sees: no extension of the caller's request.
     parts.extensions = http::Extensions::new();
     let request = http::Request::from_parts(parts, body);
-    let timeout = caller_timeout.map_or(offered.request_timeout, |caller| caller.min(offered.request_timeout));
+    let timeout = caller_timeout.min(offered.request_timeout);
     let answered = tokio::time::timeout(timeout, offered.stack.oneshot(request)).await;
     Ok(match answered {
         Ok(Ok(response)) => response,
