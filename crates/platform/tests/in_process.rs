@@ -1,7 +1,8 @@
 //! A server offered in process is called without the network by the channels of its own
 //! process that target its address, through the same layers as over the network: mesh
 //! authentication, the call slots, the request timeout; the caller's request extensions do not
-//! cross; once it shuts down, calls go to the network again.
+//! cross; a call made before it serves waits for it; once it shuts down, calls go to the
+//! network again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,9 +10,9 @@ use std::time::Duration;
 
 use shop_platform::{
     grpc::{
-        client::{ClientOptions, GrpcChannel, connect},
+        client::{ClientOptions, GrpcChannel, Target, connect},
         mesh::{CATALOG, GATEWAY, MeshIdentity, MeshSettings},
-        server::GrpcLimits,
+        server::{GrpcLimits, GrpcServerBuilder},
     },
     testing::{
         doubles::StockCatalog,
@@ -91,6 +92,33 @@ async fn a_server_offered_in_process_is_called_without_the_network_and_sees_only
     assert_eq!(get_stock(offered.channel().await, 0).await.unwrap(), "no peer");
     let network = start(false, Duration::from_secs(5), GrpcLimits::default()).await;
     assert_eq!(get_stock(network.channel().await, 0).await.unwrap(), "a peer");
+}
+
+/// The parts of one process are built (bound) before any serves: a call made in between waits
+/// for its server, as a connection waits in the listener's backlog, and is then answered in
+/// process, never over the network.
+#[tokio::test]
+async fn a_call_before_the_server_serves_waits_for_it_in_process() {
+    let mesh = MeshIdentity::ephemeral_mesh(&[GATEWAY, CATALOG], &MeshSettings::default()).unwrap();
+    let server = GrpcServerBuilder::new("127.0.0.1:0".parse().unwrap(), mesh[CATALOG].clone())
+        .in_process(true)
+        .add_service(StockCatalog::server(how_called))
+        .bind()
+        .await
+        .unwrap();
+    let target = Target::parse(&format!("http://{}", server.local_addr())).unwrap();
+    let channel = connect(&target, &ClientOptions::default())
+        .await
+        .unwrap()
+        .signed_by(&mesh[GATEWAY], CATALOG);
+    let early = tokio::spawn(get_stock(channel, 0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!early.is_finished(), "answered before the server serves");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(server.serve(shutdown.clone()));
+    assert_eq!(early.await.unwrap().unwrap(), "no peer");
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
 }
 
 #[tokio::test]

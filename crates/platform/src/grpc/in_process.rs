@@ -5,7 +5,9 @@
 //! and wakes each connection's task: about a fifth of the process's time in a flash sale
 //! (docs/benchmarks.md). A server offered in process
 //! ([`GrpcServerBuilder::in_process`](super::server::GrpcServerBuilder::in_process)) registers
-//! its call stack here, under the address it bound, while it serves; a
+//! its call stack here, under the address it bound, from the moment it is bound; a call that
+//! arrives before the server serves waits for it, as a connection waits in the listener's
+//! backlog, so the calls between parts started together never take the network. A
 //! [`GrpcChannel`](super::client::GrpcChannel) whose target is that one address hands each call
 //! to the stack directly. The call passes the same layers as over the network: mesh
 //! authentication and grants, admission (the call slots, the database gate), the server span,
@@ -13,8 +15,9 @@
 //! method, path, headers (the mesh token, the trace context, the deadline) and the encoded
 //! message; never the caller's request extensions.
 //!
-//! When the server stops (its shutdown signal), it is removed before it drains, and the calls
-//! that follow go to the network as they would have, finding the listener closed or draining.
+//! When the server stops (its shutdown signal), or is dropped without serving, it is removed,
+//! and the calls that follow go to the network as they would have, finding the listener closed
+//! or draining.
 
 use std::{
     collections::HashMap,
@@ -25,6 +28,7 @@ use std::{
 };
 
 use http::Uri;
+use tokio::sync::watch;
 use tonic::body::Body;
 use tower::{ServiceExt as _, util::BoxCloneSyncService};
 
@@ -41,12 +45,22 @@ struct Offered {
     /// The longest a call may take (a caller's shorter `grpc-timeout` wins), as the network
     /// server bounds it.
     request_timeout: Duration,
+    /// Becomes true once the server serves; calls wait for it.
+    serving: watch::Receiver<bool>,
 }
 
 /// Keeps a server offered in process; dropping it withdraws the offer.
 #[derive(Debug)]
 pub(crate) struct Offer {
     addr: SocketAddr,
+    serving: watch::Sender<bool>,
+}
+
+impl Offer {
+    /// The server serves: the calls waiting for it go on, and the next ones do not wait.
+    pub(crate) fn serving(&self) {
+        self.serving.send_replace(true);
+    }
 }
 
 impl Drop for Offer {
@@ -59,13 +73,18 @@ impl Drop for Offer {
 }
 
 /// Offers the server bound at `addr` to the clients of this process until the returned
-/// [`Offer`] is dropped.
+/// [`Offer`] is dropped; its calls wait until [`Offer::serving`].
 pub(crate) fn offer(addr: SocketAddr, stack: CallStack, request_timeout: Duration) -> Offer {
-    SERVERS
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(addr, Offered { stack, request_timeout });
-    Offer { addr }
+    let (serving, waiting) = watch::channel(false);
+    SERVERS.write().unwrap_or_else(PoisonError::into_inner).insert(
+        addr,
+        Offered {
+            stack,
+            request_timeout,
+            serving: waiting,
+        },
+    );
+    Offer { addr, serving }
 }
 
 /// The one address a target of one `http://ip:port` endpoint names, the only kind of target
@@ -98,13 +117,20 @@ pub(crate) async fn call(
     parts.extensions = http::Extensions::new();
     let request = http::Request::from_parts(parts, body);
     let timeout = caller_timeout.min(offered.request_timeout);
-    let answered = tokio::time::timeout(timeout, offered.stack.oneshot(request)).await;
-    Ok(match answered {
-        Ok(Ok(response)) => response,
-        Ok(Err(never)) => match never {},
-        // What tonic's server answers when its timeout expires.
-        Err(_elapsed) => tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string()).into_http(),
+    let mut serving = offered.serving;
+    let answered = tokio::time::timeout(timeout, async move {
+        if serving.wait_for(|serving| *serving).await.is_err() {
+            // Withdrawn before it ever served: as a listener closed with the call in its backlog.
+            return tonic::Status::unavailable("the server stopped before serving").into_http();
+        }
+        match offered.stack.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
     })
+    .await;
+    // What tonic's server answers when its timeout expires.
+    Ok(answered.unwrap_or_else(|_elapsed| tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string()).into_http()))
 }
 
 #[cfg(test)]

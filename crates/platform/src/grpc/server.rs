@@ -164,8 +164,9 @@ impl GrpcServerBuilder {
         self
     }
 
-    /// Whether the server is also offered to the clients of its own process while it serves
-    /// (see [`crate::grpc::in_process`]): their calls to its address skip the network, through
+    /// Whether the server is also offered to the clients of its own process from when it is
+    /// bound until it stops (see [`crate::grpc::in_process`]): their calls to its address skip
+    /// the network (waiting until it serves), through
     /// the same authentication, admission, span, metrics and timeout.
     pub fn in_process(mut self, offered: bool) -> Self {
         self.in_process = offered;
@@ -231,7 +232,12 @@ impl GrpcServerBuilder {
                 .layer(axum::middleware::from_fn(move |request, next| {
                     authenticate(mesh.clone(), request, next)
                 }));
-        let routes = RoutesBuilder::from(authenticated);
+        let routes = RoutesBuilder::from(authenticated).routes();
+        // Offered from now, so that the parts of a process built together call each other in
+        // process from their first call; those calls wait until `serve`.
+        let offer = self
+            .in_process
+            .then(|| in_process::offer(local_addr, call_stack(routes.clone()), self.request_timeout));
 
         Ok(BoundGrpcServer {
             component: mesh_name,
@@ -239,13 +245,13 @@ impl GrpcServerBuilder {
             local_addr,
             request_timeout: self.request_timeout,
             limits: self.limits,
-            routes: routes.routes(),
+            routes,
             health,
             service_names: self.service_names,
             dependencies: self.dependencies,
             health_settings: self.health_settings,
             gate,
-            in_process: self.in_process,
+            offer,
         })
     }
 }
@@ -336,7 +342,8 @@ pub struct BoundGrpcServer {
     dependencies: Vec<Dependency>,
     health_settings: HealthSettings,
     gate: CallGate,
-    in_process: bool,
+    /// The server offered in process, if it is: its calls wait until it serves.
+    offer: Option<in_process::Offer>,
 }
 
 impl BoundGrpcServer {
@@ -371,9 +378,10 @@ impl BoundGrpcServer {
         let names = self.service_names.clone();
         let stop_watching = watch_stop.clone();
         let component = self.component.clone();
-        let offer = self
-            .in_process
-            .then(|| in_process::offer(self.local_addr, call_stack(self.routes.clone()), self.request_timeout));
+        let offer = self.offer;
+        if let Some(offer) = &offer {
+            offer.serving();
+        }
         let signal = async move {
             shutdown.cancelled().await;
             // Calls from this process go to the network from now on, and find it draining.
