@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use shop_platform::{
     fault::Unavailable,
     queue::{
-        Message, QueueSpec, WorkQueue,
+        Message, QueueSpec, WorkQueue, bundle,
         runner::{ConsumerRunner, Handler, Poison, Received, RunnerOptions},
     },
     testing::queues::{self, ARRIVES},
@@ -53,6 +53,10 @@ runner_tests!(
     failures_that_are_not_outages_use_the_delivery_limit,
     a_failed_batch_is_split_so_its_good_messages_apply,
     shutdown_returns_a_held_batch_to_the_queue,
+    a_bundle_is_applied_as_its_messages_in_batches_of_the_batch_size,
+    a_bundled_poison_message_is_dead_lettered_alone,
+    a_bundled_message_that_fails_goes_back_alone_and_its_bundle_is_acknowledged,
+    a_bundle_that_cannot_be_read_is_dead_lettered,
 );
 
 // ---- The tests. ----
@@ -154,6 +158,105 @@ async fn shutdown_returns_a_held_batch_to_the_queue(queue: Arc<dyn WorkQueue>) {
     let again = queues::arrives(consumer.as_mut()).await;
     assert_eq!(again.message.id, "held");
     assert!(handler.applied().is_empty());
+}
+
+async fn a_bundle_is_applied_as_its_messages_in_batches_of_the_batch_size(queue: Arc<dyn WorkQueue>) {
+    let spec = declare(&queue, 5).await;
+    let handler = Arc::new(Recorder::new(Script::Succeed));
+    let running = start(&queue, &spec, handler.clone(), 2);
+    let ids = ["b-1", "b-2", "b-3", "b-4", "b-5"];
+    queue
+        .publish(&spec.name, vec![bundle::pack(ids.map(message).into())])
+        .await
+        .unwrap();
+
+    handler.wait_for_applied(5).await;
+    running.stop().await;
+    assert_eq!(
+        handler.applied(),
+        ids.map(|id| (id.to_owned(), 1)),
+        "each message applied once, in order, with its own id"
+    );
+    assert!(
+        handler.batch_sizes().iter().all(|size| *size <= 2),
+        "applied in batches of at most the batch size: {:?}",
+        handler.batch_sizes()
+    );
+    assert_queue_empty(&queue, &spec.name).await;
+    assert_queue_empty(&queue, &spec.dead_letter_queue()).await;
+}
+
+async fn a_bundled_poison_message_is_dead_lettered_alone(queue: Arc<dyn WorkQueue>) {
+    let spec = declare(&queue, 5).await;
+    let handler = Arc::new(Recorder::new(Script::Succeed));
+    let running = start(&queue, &spec, handler.clone(), 10);
+    let mut poison = message("poison");
+    poison.kind = "not.a.Kind".to_owned();
+    let packed = bundle::pack(vec![message("good-1"), poison, message("good-2")]);
+    queue.publish(&spec.name, vec![packed]).await.unwrap();
+
+    handler.wait_for_applied(2).await;
+    let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
+    let letter = queues::arrives(dead.as_mut()).await;
+    running.stop().await;
+    let applied: Vec<String> = handler.applied().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(applied, ["good-1", "good-2"]);
+    assert_eq!(letter.message.id, "poison", "the poison message alone, not its bundle");
+    assert_eq!(letter.message.kind, "not.a.Kind");
+    assert_eq!(
+        letter.message.headers.get("x-first-death-reason").map(String::as_str),
+        Some("rejected"),
+        "dead-lettered by the consumer, not by the delivery limit"
+    );
+    letter.ack().await.unwrap();
+    assert_queue_empty(&queue, &spec.name).await;
+    assert_queue_empty(&queue, &spec.dead_letter_queue()).await;
+}
+
+async fn a_bundled_message_that_fails_goes_back_alone_and_its_bundle_is_acknowledged(queue: Arc<dyn WorkQueue>) {
+    let spec = declare(&queue, 2).await;
+    let handler = Arc::new(Recorder::new(Script::FailFor(vec!["bad"])));
+    let running = start(&queue, &spec, handler.clone(), 10);
+    let packed = bundle::pack(vec![message("a"), message("bad"), message("b")]);
+    queue.publish(&spec.name, vec![packed]).await.unwrap();
+
+    handler.wait_for_applied(2).await;
+    let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
+    let letter = queues::arrives(dead.as_mut()).await;
+    running.stop().await;
+    assert_eq!(letter.message.id, "bad", "the failing message alone, not its bundle");
+    assert_eq!(
+        letter.message.headers.get("x-first-death-reason").map(String::as_str),
+        Some("delivery_limit"),
+        "retried on its own up to the delivery limit"
+    );
+    assert_eq!(
+        handler.applied(),
+        [("a".to_owned(), 1), ("b".to_owned(), 1)],
+        "the others applied once: the bundle did not come again"
+    );
+    // The bundle once (all three), the split (each alone), then `bad` on its own twice.
+    assert_eq!(handler.attempts(), 1 + 3 + 2);
+    letter.ack().await.unwrap();
+    assert_queue_empty(&queue, &spec.name).await;
+    assert_queue_empty(&queue, &spec.dead_letter_queue()).await;
+}
+
+async fn a_bundle_that_cannot_be_read_is_dead_lettered(queue: Arc<dyn WorkQueue>) {
+    let spec = declare(&queue, 5).await;
+    let handler = Arc::new(Recorder::new(Script::Succeed));
+    let running = start(&queue, &spec, handler.clone(), 10);
+    let mut broken = bundle::pack(vec![message("a"), message("b")]);
+    broken.payload = vec![0xff; 8];
+    let id = broken.id.clone();
+    queue.publish(&spec.name, vec![broken, message("after")]).await.unwrap();
+
+    handler.wait_for_applied(1).await;
+    let mut dead = queue.consume(&spec.dead_letter_queue(), 10).await.unwrap();
+    let letter = queues::arrives(dead.as_mut()).await;
+    running.stop().await;
+    assert_eq!(letter.message.id, id);
+    assert_eq!(handler.applied(), [("after".to_owned(), 1)]);
 }
 
 // ---- Helpers. ----

@@ -18,7 +18,7 @@ use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use shop_platform::{
     db::{self, DatabaseConfig},
     outbox::{self, CreateMessagingTables, OutboxRelay, RelayOptions, inbox},
-    queue::{Consumer, MemoryQueue, Message, QueueError, QueueSpec, WorkQueue},
+    queue::{Consumer, MemoryQueue, Message, QueueError, QueueSpec, WorkQueue, bundle},
     testing,
 };
 use tokio_util::sync::CancellationToken;
@@ -69,15 +69,18 @@ async fn enqueue(db: &DatabaseConnection, queue: &str, count: usize) -> Vec<Stri
     ids
 }
 
-/// Receives until `expected` distinct ids arrived (acking each), or fails after `wait`.
+/// Receives until `expected` distinct ids arrived (acking each delivery, opening bundles), or
+/// fails after `wait`.
 async fn receive_ids(consumer: &mut Box<dyn Consumer>, expected: usize, wait: Duration) -> Vec<String> {
     let mut ids = Vec::new();
     let mut distinct = HashSet::new();
     tokio::time::timeout(wait, async {
         while distinct.len() < expected {
             let delivery = consumer.next().await.unwrap();
-            distinct.insert(delivery.message.id.clone());
-            ids.push(delivery.message.id.clone());
+            for message in bundle::unbundle(delivery.message.clone()).unwrap() {
+                distinct.insert(message.id.clone());
+                ids.push(message.id);
+            }
             delivery.ack().await.unwrap();
         }
     })
@@ -158,6 +161,45 @@ async fn a_row_committed_behind_the_relays_cursor_goes_out_at_the_next_rescan() 
 }
 
 #[tokio::test]
+async fn the_rows_of_a_pass_for_one_queue_go_out_in_bundles() {
+    let (_, db) = postgres().await;
+    let name = testing::unique_name("bundles");
+    let queue = memory_queue(&name).await;
+    let ids = enqueue(&db, &name, 5).await;
+    let relay = OutboxRelay::new(
+        db.clone(),
+        Arc::clone(&queue),
+        RelayOptions {
+            bundle_size: 2,
+            ..RelayOptions::default()
+        },
+    );
+    assert_eq!(relay.relay_once().await.unwrap(), 5, "five rows sent");
+
+    // Three broker messages: two bundles of two, then the last row alone, in order.
+    let mut consumer = queue.consume(&name, 10).await.unwrap();
+    let mut carried = Vec::new();
+    for _ in 0..3 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let messages = bundle::unbundle(delivery.message.clone()).unwrap();
+        assert_eq!(bundle::is_bundle(&delivery.message), messages.len() > 1);
+        for message in &messages {
+            assert_eq!(message.kind, "test.Event", "each message keeps its own type");
+            let n = ids.iter().position(|id| *id == message.id).unwrap();
+            assert_eq!(message.payload, format!("event {n}").into_bytes(), "and its own payload");
+        }
+        carried.push(messages.iter().map(|message| message.id.clone()).collect::<Vec<_>>());
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(carried, [&ids[0..2], &ids[2..4], &ids[4..5]]);
+    let last = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+    assert!(last.is_err(), "nothing more: {last:?}");
+}
+
+#[tokio::test]
 async fn a_rolled_back_transaction_publishes_nothing() {
     let (_, db) = postgres().await;
     let name = testing::unique_name("rollback");
@@ -220,21 +262,23 @@ async fn a_republished_message_is_applied_once_by_an_inbox_consumer() {
         .await
         .unwrap();
     let mut consumer = inner.consume(&name, 20).await.unwrap();
-    let mut deliveries = 0;
-    while deliveries < 10 {
+    let mut received = 0;
+    while received < 10 {
         let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
             .await
             .unwrap()
             .unwrap();
-        let txn = db.begin().await.unwrap();
-        if inbox::first_delivery(&txn, &delivery.message.id).await.unwrap() {
-            txn.execute_unprepared(&format!("INSERT INTO effects VALUES ('{}')", delivery.message.id))
-                .await
-                .unwrap();
+        for message in bundle::unbundle(delivery.message.clone()).unwrap() {
+            let txn = db.begin().await.unwrap();
+            if inbox::first_delivery(&txn, &message.id).await.unwrap() {
+                txn.execute_unprepared(&format!("INSERT INTO effects VALUES ('{}')", message.id))
+                    .await
+                    .unwrap();
+            }
+            txn.commit().await.unwrap();
+            received += 1;
         }
-        txn.commit().await.unwrap();
         delivery.ack().await.unwrap();
-        deliveries += 1;
     }
     let rows = db
         .query_all_raw(sea_orm::Statement::from_string(
@@ -295,6 +339,7 @@ async fn broker_connection_loss_under_the_relay_loses_nothing() {
             batch_size: 20,
             poll_interval: Duration::from_millis(20),
             max_backoff: Duration::from_millis(200),
+            ..RelayOptions::default()
         },
     );
     let shutdown = CancellationToken::new();

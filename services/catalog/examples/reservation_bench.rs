@@ -26,7 +26,7 @@ use shop_catalog::{StockConfig, entity::product, migration::Migrator, stock::Sto
 use shop_platform::{
     db::{self, DatabaseConfig},
     outbox::{OutboxRelay, RelayOptions},
-    queue::{self, Message, WorkQueue},
+    queue::{self, Message, WorkQueue, bundle},
     testing,
 };
 use tokio_util::sync::CancellationToken;
@@ -223,8 +223,8 @@ async fn scenario(
     tokio::time::timeout(Duration::from_secs(120), async {
         while answered < orders {
             for delivery in results.next_batch(1_000, Duration::from_millis(20)).await? {
+                answered += bundle::unbundle(delivery.message.clone())?.len();
                 delivery.ack().await?;
-                answered += 1;
             }
         }
         anyhow::Ok(())

@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 
-use prost::Name;
+use prost::{Message as _, Name};
 use shop_proto::{is_message_type, pb::events};
 
 /// Reads a payload when the kind names its message type, else `None`.
@@ -20,7 +20,26 @@ const READERS: [Reader; 6] = [
 ];
 
 /// The payload of a message of `kind`, decoded and printed field by field; or why it cannot be.
+/// A bundle (several messages in one, see `shop.events.v1.Bundle`) lists its messages, each
+/// with its id and kind.
 pub fn describe(kind: &str, payload: &[u8]) -> String {
+    if is_message_type::<events::Bundle>(kind) {
+        return match events::Bundle::decode(payload) {
+            Ok(bundle) => {
+                let mut text = format!("a bundle of {} messages:", bundle.messages.len());
+                for message in bundle.messages {
+                    text.push_str(&format!(
+                        "\n    {} {}: {}",
+                        message.id,
+                        message.r#type,
+                        describe(&message.r#type, &message.payload)
+                    ));
+                }
+                text
+            }
+            Err(error) => format!("undecodable as {kind} ({} bytes): {error}", payload.len()),
+        };
+    }
     READERS
         .iter()
         .find_map(|read| read(kind, payload))
@@ -66,5 +85,32 @@ mod tests {
             "{text}"
         );
         assert_eq!(describe("x.Mystery", b"abc"), "unknown kind \"x.Mystery\": 3 bytes");
+    }
+
+    #[test]
+    fn a_bundle_lists_its_messages() {
+        let reserved = events::StockReserved { order_id: "o-7".into() };
+        let bundle = events::Bundle {
+            messages: vec![
+                events::BundledMessage {
+                    id: "m-1".into(),
+                    r#type: message_type::<events::StockReserved>(),
+                    payload: reserved.encode_to_vec(),
+                    headers: Default::default(),
+                },
+                events::BundledMessage {
+                    id: "m-2".into(),
+                    r#type: "x.Mystery".into(),
+                    payload: b"abc".to_vec(),
+                    headers: Default::default(),
+                },
+            ],
+        };
+        let text = describe(&message_type::<events::Bundle>(), &bundle.encode_to_vec());
+        assert!(text.starts_with("a bundle of 2 messages:"), "{text}");
+        assert!(text.contains("m-1 shop.events.v1.StockReserved: StockReserved { order_id: \"o-7\" }"), "{text}");
+        assert!(text.contains("m-2 x.Mystery: unknown kind"), "{text}");
+        let text = describe(&message_type::<events::Bundle>(), &[0xff]);
+        assert!(text.starts_with("undecodable as shop.events.v1.Bundle"), "{text}");
     }
 }

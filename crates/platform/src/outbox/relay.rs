@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::entity;
 use crate::{
     backoff::Backoff,
-    queue::{Message, WorkQueue},
+    queue::{Message, WorkQueue, bundle},
     telemetry::{
         messaging,
         metrics::{self, BacklogGauges},
@@ -71,6 +71,9 @@ impl Cursor {
 pub struct RelayOptions {
     /// Rows published per transaction.
     pub batch_size: u64,
+    /// The most messages for one queue that go out in one broker message (a bundle, see
+    /// [`crate::queue::bundle`]); 1 sends each on its own.
+    pub bundle_size: usize,
     /// How often to look for rows when nobody calls [`OutboxRelay::wake`].
     pub poll_interval: Duration,
     /// Longest pause after a failed pass (the pause doubles from `poll_interval` up to this).
@@ -81,6 +84,7 @@ impl Default for RelayOptions {
     fn default() -> Self {
         Self {
             batch_size: 200,
+            bundle_size: bundle::DEFAULT_BUNDLE_SIZE,
             poll_interval: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
         }
@@ -208,7 +212,7 @@ impl OutboxRelay {
             .await
             .context("reading unsent outbox rows")?;
 
-        // Consecutive rows for one queue go out as one confirmed batch; order is kept.
+        // Consecutive rows for one queue go out as one confirmed batch, in bundles; order is kept.
         for run in rows.chunk_by(|a, b| a.destination == b.destination) {
             let destination = &run[0].destination;
             // One PRODUCER span per message, in the trace of the work that wrote the row; the
@@ -224,7 +228,8 @@ impl OutboxRelay {
                     (message, span)
                 })
                 .unzip();
-            let published = self.queue.publish(destination, messages).await;
+            let bundles = bundle::pack_all(messages, self.options.bundle_size);
+            let published = self.queue.publish(destination, bundles).await;
             if let Err(error) = &published {
                 for span in &spans {
                     messaging::record_failure(span, error);

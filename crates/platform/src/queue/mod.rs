@@ -5,6 +5,7 @@
 //! (`sqlite://<path>`, the durable queue of the one-process run).
 
 mod amqp;
+pub mod bundle;
 mod dead_letter_gauge;
 mod depth_gauge;
 mod inspect;
@@ -53,7 +54,7 @@ impl ConsumedQueueGauges {
 }
 
 /// One message on a queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Message {
     /// Unique id of the message (the AMQP `message_id`); consumers dedupe on it, and the outbox
     /// uses its row id here so that a republished row keeps its id.

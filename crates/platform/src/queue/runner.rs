@@ -15,6 +15,12 @@
 //!   by message, so one bad message cannot fail its batch-mates; a message that still fails is
 //!   returned to the queue after a pause, and the queue's delivery limit dead-letters it if it
 //!   keeps failing.
+//! - **Bundles are opened.** A delivery may carry several messages (a bundle, see
+//!   [`super::bundle`]); each is decoded, applied and counted as if it had come alone. One that
+//!   can never be applied, or fails when applied alone, is published again to the queue on its
+//!   own (where the rules above retry and dead-letter it), and the bundle is acknowledged once
+//!   all its other messages are applied; if that publish fails, the bundle goes back whole.
+//!   A bundle that cannot be read is dead-lettered.
 //! - **Ack after commit.** Deliveries are acknowledged only after `apply` returned `Ok`, which
 //!   handlers return only after their transaction committed.
 //! - **Shutdown.** Cancelling the token stops the wait for deliveries at once; a batch being
@@ -38,7 +44,7 @@ use opentelemetry::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivery, Message, QueueError, WorkQueue};
+use super::{Delivery, Message, QueueError, WorkQueue, bundle};
 use crate::{backoff::Backoff, fault, telemetry::messaging};
 
 /// Why a message can never be applied.
@@ -61,8 +67,49 @@ impl Poison {
     }
 }
 
-/// A delivery with its decoded message and its span.
-type Decoded<T> = (Delivery, T, tracing::Span);
+/// One message to apply, decoded, with the delivery it came in: alone, or in a bundle.
+struct Unit<T> {
+    message: Message,
+    delivery_count: u32,
+    /// Its delivery's index in [`Batch::deliveries`].
+    delivery: usize,
+    item: T,
+    span: tracing::Span,
+}
+
+/// A delivery held until its messages are settled.
+struct Held {
+    delivery: Delivery,
+    /// Whether it is a bundle (its messages that fail are published again on their own).
+    bundled: bool,
+    fate: Fate,
+}
+
+/// How a held delivery is settled once its messages are.
+enum Fate {
+    /// Acknowledged: its messages are applied, or published again on their own.
+    Ack,
+    /// Returned to the queue whole: publishing its failed messages on their own failed.
+    Retry,
+}
+
+/// The deliveries of one batch, opened into the messages they carry.
+struct Batch<T> {
+    deliveries: Vec<Held>,
+    units: Vec<Unit<T>>,
+    /// Messages of bundles to publish again on their own, with their delivery's index.
+    split: Vec<(usize, Message)>,
+}
+
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Self {
+            deliveries: Vec::new(),
+            units: Vec::new(),
+            split: Vec::new(),
+        }
+    }
+}
 
 /// What a consumer does with its messages.
 #[async_trait]
@@ -224,83 +271,192 @@ impl<H: Handler> ConsumerRunner<H> {
         tracing::debug!(%queue, "consumer stopped");
     }
 
-    /// Decodes, applies and settles one batch.
+    /// Opens, decodes, applies and settles one batch of deliveries.
     async fn handle(&self, deliveries: Vec<Delivery>, shutdown: &CancellationToken) {
         let queue = self.name.as_str();
         let received = Instant::now();
-        let mut decoded = Vec::with_capacity(deliveries.len());
+        let mut batch = Batch::default();
         for delivery in deliveries {
-            let span = messaging::process_span(self.queue.system(), queue, &delivery.message, delivery.delivery_count);
-            match span.in_scope(|| self.handler.decode(&delivery.message)) {
-                Ok(item) => decoded.push((delivery, item, span)),
-                Err(poison) => {
-                    messaging::record_failure(&span, &format_args!("poison ({}): {}", poison.reason, poison.detail));
-                    tracing::warn!(
-                        %queue,
-                        message_id = %delivery.message.id,
-                        kind = %delivery.message.kind,
-                        delivery_count = delivery.delivery_count,
-                        reason = poison.reason,
-                        error = %poison.detail,
-                        "dead-lettering a message that can never be applied"
-                    );
-                    self.metrics.dead_lettered(queue, poison.reason);
-                    settle(delivery.dead_letter().await, queue);
-                    self.metrics.processed(queue, Outcome::DeadLettered, received);
-                }
-            }
+            self.open(delivery, &mut batch, received).await;
         }
-        if decoded.is_empty() {
-            return;
-        }
-        match self.apply_through_outages(&decoded, shutdown).await {
-            Applied::Committed => {
-                // This batch holds every delivery of the consumer not yet settled (the poison
-                // ones were settled above, earlier batches before this one was taken).
-                let deliveries = decoded.into_iter().map(|(delivery, _, _)| delivery).collect();
-                for result in super::ack_all(deliveries).await {
-                    settle(result, queue);
-                    self.metrics.processed(queue, Outcome::Ok, received);
-                }
-            }
-            // Dropped unsettled: the broker returns them to the queue for after the restart.
-            Applied::ShuttingDown => {}
-            Applied::Failed(error) if decoded.len() > 1 => {
-                tracing::warn!(%queue, size = decoded.len(), error = format!("{error:#}"), "a batch failed; applying its messages one by one");
-                for one in decoded {
-                    let single = [one];
-                    match self.apply_through_outages(&single, shutdown).await {
-                        Applied::Committed => {
-                            let [(delivery, _, _)] = single;
-                            settle(delivery.ack().await, queue);
-                            self.metrics.processed(queue, Outcome::Ok, received);
-                        }
-                        Applied::ShuttingDown => return,
-                        Applied::Failed(error) => {
-                            let [(delivery, _, span)] = single;
-                            self.give_back(delivery, &span, &error, shutdown, received).await;
+        // Applied in groups of at most `batch_size` messages (bundles may hold more).
+        let mut failed: Vec<Option<anyhow::Error>> = (0..batch.units.len()).map(|_| None).collect();
+        let size = self.options.batch_size.max(1);
+        for (index, group) in batch.units.chunks(size).enumerate() {
+            match self.apply_through_outages(group, shutdown).await {
+                Applied::Committed => {}
+                // Dropped unsettled: the broker returns them to the queue for after the restart.
+                Applied::ShuttingDown => return,
+                Applied::Failed(error) if group.len() > 1 => {
+                    tracing::warn!(%queue, size = group.len(), error = format!("{error:#}"), "a batch failed; applying its messages one by one");
+                    for (offset, one) in group.iter().enumerate() {
+                        match self.apply_through_outages(std::slice::from_ref(one), shutdown).await {
+                            Applied::Committed => {}
+                            Applied::ShuttingDown => return,
+                            Applied::Failed(error) => failed[index * size + offset] = Some(error),
                         }
                     }
                 }
+                Applied::Failed(error) => failed[index * size] = Some(error),
             }
-            Applied::Failed(error) => {
-                for (delivery, _, span) in decoded {
-                    self.give_back(delivery, &span, &error, shutdown, received).await;
+        }
+        let mut give_back = Vec::new();
+        for (unit, failure) in batch.units.into_iter().zip(failed) {
+            let Some(error) = failure else {
+                self.metrics.processed(queue, Outcome::Ok, received);
+                continue;
+            };
+            if batch.deliveries[unit.delivery].bundled {
+                // Published again on its own below, to be retried (and in the end dead-lettered)
+                // like any message, without holding back the rest of its bundle.
+                messaging::record_failure(&unit.span, &format_args!("{error:#}"));
+                tracing::warn!(%queue, message_id = %unit.message.id, delivery_count = unit.delivery_count, error = format!("{error:#}"), "a bundled message failed; it goes back to the queue on its own");
+                self.metrics.retried(queue, "failed");
+                self.metrics.processed(queue, Outcome::Retried, received);
+                batch.split.push((unit.delivery, unit.message));
+            } else {
+                // Back in its delivery, for the log line and the span of its return.
+                batch.deliveries[unit.delivery].delivery.message = unit.message;
+                give_back.push((unit.delivery, unit.span, error));
+            }
+        }
+        self.publish_split(&mut batch).await;
+        self.settle(batch.deliveries, give_back, shutdown, received).await;
+    }
+
+    /// Opens one delivery into `batch`: a message alone becomes one unit, a bundle one unit per
+    /// message in it. What can never be applied is settled at once: a message alone, or a
+    /// bundle that cannot be read, is dead-lettered; a message of a bundle is kept to be
+    /// published again on its own (its own delivery then dead-letters it).
+    async fn open(&self, mut delivery: Delivery, batch: &mut Batch<H::Item>, received: Instant) {
+        let queue = self.name.as_str();
+        let index = batch.deliveries.len();
+        let delivery_count = delivery.delivery_count;
+        let (messages, bundled) = if bundle::is_bundle(&delivery.message) {
+            match bundle::open(&delivery.message) {
+                Ok(messages) => (messages, true),
+                Err(poison) => return self.dead_letter(delivery, None, &poison, received).await,
+            }
+        } else {
+            (vec![std::mem::take(&mut delivery.message)], false)
+        };
+        for message in messages {
+            let span = messaging::process_span(self.queue.system(), queue, &message, delivery_count);
+            match span.in_scope(|| self.handler.decode(&message)) {
+                Ok(item) => batch.units.push(Unit {
+                    message,
+                    delivery_count,
+                    delivery: index,
+                    item,
+                    span,
+                }),
+                Err(poison) if bundled => {
+                    messaging::record_failure(&span, &format_args!("poison ({}): {}", poison.reason, poison.detail));
+                    tracing::warn!(%queue, message_id = %message.id, kind = %message.kind, reason = poison.reason, error = %poison.detail, "a bundled message can never be applied; it goes back to the queue on its own, to be dead-lettered");
+                    self.metrics.processed(queue, Outcome::Retried, received);
+                    batch.split.push((index, message));
                 }
+                Err(poison) => {
+                    messaging::record_failure(&span, &format_args!("poison ({}): {}", poison.reason, poison.detail));
+                    return self.dead_letter(delivery, Some(message), &poison, received).await;
+                }
+            }
+        }
+        batch.deliveries.push(Held {
+            delivery,
+            bundled,
+            fate: Fate::Ack,
+        });
+    }
+
+    /// Dead-letters a delivery that can never be applied (`message` is what it carried, when it
+    /// was taken out to be decoded).
+    async fn dead_letter(&self, mut delivery: Delivery, message: Option<Message>, poison: &Poison, received: Instant) {
+        let queue = self.name.as_str();
+        if let Some(message) = message {
+            delivery.message = message;
+        }
+        tracing::warn!(
+            %queue,
+            message_id = %delivery.message.id,
+            kind = %delivery.message.kind,
+            delivery_count = delivery.delivery_count,
+            reason = poison.reason,
+            error = %poison.detail,
+            "dead-lettering a message that can never be applied"
+        );
+        self.metrics.dead_lettered(queue, poison.reason);
+        settle(delivery.dead_letter().await, queue);
+        self.metrics.processed(queue, Outcome::DeadLettered, received);
+    }
+
+    /// Publishes the bundled messages that were not applied again on their own. If that fails,
+    /// their bundles go back to the queue whole (what was applied of them is skipped next time,
+    /// by message id).
+    async fn publish_split(&self, batch: &mut Batch<H::Item>) {
+        if batch.split.is_empty() {
+            return;
+        }
+        let queue = self.name.as_str();
+        let (from, messages): (Vec<usize>, Vec<Message>) = std::mem::take(&mut batch.split).into_iter().unzip();
+        if let Err(error) = self.queue.publish(queue, messages).await {
+            tracing::warn!(%queue, %error, "could not publish the messages of a bundle again on their own; the bundle goes back to the queue");
+            for index in from {
+                batch.deliveries[index].fate = Fate::Retry;
             }
         }
     }
 
+    /// Settles the deliveries of a batch: those returned whole first, then the acknowledgements
+    /// (one for all, unless messages are given back after a pause), then those given back.
+    async fn settle(
+        &self,
+        deliveries: Vec<Held>,
+        give_back: Vec<(usize, tracing::Span, anyhow::Error)>,
+        shutdown: &CancellationToken,
+        received: Instant,
+    ) {
+        let queue = self.name.as_str();
+        let mut deliveries: Vec<Option<Held>> = deliveries.into_iter().map(Some).collect();
+        let mut given_back = Vec::with_capacity(give_back.len());
+        for (index, span, error) in give_back {
+            if let Some(held) = deliveries[index].take() {
+                given_back.push((held.delivery, span, error));
+            }
+        }
+        let mut acks = Vec::with_capacity(deliveries.len());
+        for held in deliveries.into_iter().flatten() {
+            match held.fate {
+                Fate::Ack => acks.push(held.delivery),
+                Fate::Retry => settle(held.delivery.retry().await, queue),
+            }
+        }
+        if given_back.is_empty() {
+            // The acknowledged deliveries are every one of the consumer not yet settled (the
+            // others were settled above, earlier batches before this one was taken).
+            for result in super::ack_all(acks).await {
+                settle(result, queue);
+            }
+        } else {
+            for delivery in acks {
+                settle(delivery.ack().await, queue);
+            }
+        }
+        for (delivery, span, error) in given_back {
+            self.give_back(delivery, &span, &error, shutdown, received).await;
+        }
+    }
+
     /// Applies `batch`, waiting out transient failures for as long as they last.
-    async fn apply_through_outages(&self, batch: &[Decoded<H::Item>], shutdown: &CancellationToken) -> Applied {
+    async fn apply_through_outages(&self, batch: &[Unit<H::Item>], shutdown: &CancellationToken) -> Applied {
         let queue = self.name.as_str();
         let received: Vec<Received<'_, H::Item>> = batch
             .iter()
-            .map(|(delivery, item, span)| Received {
-                message_id: &delivery.message.id,
-                delivery_count: delivery.delivery_count,
-                item,
-                span,
+            .map(|unit| Received {
+                message_id: &unit.message.id,
+                delivery_count: unit.delivery_count,
+                item: &unit.item,
+                span: &unit.span,
             })
             .collect();
         let mut backoff = self.backoff();

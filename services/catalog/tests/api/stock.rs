@@ -6,6 +6,7 @@ use std::{collections::HashSet, time::Duration};
 
 use prost::Message as _;
 use shop_catalog::entity::reservation;
+use shop_platform::queue::bundle;
 use shop_proto::{
     message_type,
     pb::events::{StockRejected, StockReserved, StockShortage},
@@ -64,8 +65,8 @@ async fn two_thousand_concurrent_reservations_take_exactly_the_stock() {
     tokio::time::timeout(Duration::from_secs(30), async {
         while received < 2_000 {
             let batch = results.next_batch(500, Duration::from_millis(50)).await.unwrap();
-            received += batch.len();
             for delivery in batch {
+                received += bundle::unbundle(delivery.message.clone()).unwrap().len();
                 delivery.ack().await.unwrap();
             }
         }
