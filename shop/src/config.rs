@@ -51,6 +51,8 @@ pub struct ShopConfig {
     pub in_process_calls: bool,
     /// The services' gRPC limits (`SHOP_GRPC_*`).
     pub grpc_limits: shop_platform::grpc::server::GrpcLimits,
+    /// How the services' outbox relays publish (`SHOP_OUTBOX_BUNDLE_SIZE`).
+    pub outbox: shop_platform::outbox::RelayOptions,
     /// The mesh: every member gets a key made up at start; `SHOP_MESH_TRUST` adds the keys of
     /// internal teams' clients, `SHOP_MESH_GRANTS` their grants.
     pub mesh: MeshSettings,
@@ -76,6 +78,7 @@ impl ShopConfig {
             },
             health: HealthSettings::from_env(env)?,
             grpc_limits: shop_platform::grpc::server::GrpcLimits::from_env(env)?,
+            outbox: shop_platform::outbox::RelayOptions::from_env(env)?,
             in_process_calls: env.parse_or("SHOP_IN_PROCESS_CALLS", true)?,
             mesh: MeshSettings::from_env(env)?,
             data_dir,

@@ -71,6 +71,7 @@ impl Mesh {
                 mesh: identity(name)?,
                 grpc_limits: config.grpc_limits,
                 in_process: config.in_process_calls,
+                outbox: config.outbox.clone(),
             })
         };
         let catalog = CatalogService::build(

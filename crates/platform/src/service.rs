@@ -13,6 +13,7 @@ use crate::{
     db::DatabaseConfig,
     grpc::{mesh::MeshIdentity, server::GrpcLimits},
     health::HealthSettings,
+    outbox::RelayOptions,
     queue::{self, WorkQueue},
 };
 
@@ -137,13 +138,16 @@ pub struct ServiceSettings {
     /// call it without the network (the one-process `shop` binary; see
     /// [`crate::grpc::in_process`]). A service binary alone has no such clients.
     pub in_process: bool,
+    /// How its outbox relay publishes (`SHOP_OUTBOX_BUNDLE_SIZE`, see
+    /// [`RelayOptions::from_env`]).
+    pub outbox: RelayOptions,
 }
 
 impl ServiceSettings {
     /// The settings of service `name` from `SHOP_GRPC_ADDR` (default `0.0.0.0:<default_port>`),
     /// the database URL, `SHOP_HEALTH_INTERVAL`/`SHOP_HEALTH_TIMEOUT`, the `SHOP_MESH_*`
     /// variables (see [`MeshIdentity::from_env`]) and the `SHOP_GRPC_*` limits (see
-    /// [`GrpcLimits::from_env`]).
+    /// [`GrpcLimits::from_env`]) and `SHOP_OUTBOX_BUNDLE_SIZE`.
     pub fn from_env(env: &impl Env, name: &str, default_port: u16, urls: &BackendUrls) -> Result<Self, ConfigError> {
         Ok(Self {
             grpc_addr: env.addr_or("SHOP_GRPC_ADDR", &format!("0.0.0.0:{default_port}"))?,
@@ -152,6 +156,7 @@ impl ServiceSettings {
             mesh: MeshIdentity::from_env(env, name)?,
             grpc_limits: GrpcLimits::from_env(env)?,
             in_process: false,
+            outbox: RelayOptions::from_env(env)?,
         })
     }
 }

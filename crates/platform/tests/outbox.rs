@@ -189,7 +189,11 @@ async fn the_rows_of_a_pass_for_one_queue_go_out_in_bundles() {
         for message in &messages {
             assert_eq!(message.kind, "test.Event", "each message keeps its own type");
             let n = ids.iter().position(|id| *id == message.id).unwrap();
-            assert_eq!(message.payload, format!("event {n}").into_bytes(), "and its own payload");
+            assert_eq!(
+                message.payload,
+                format!("event {n}").into_bytes(),
+                "and its own payload"
+            );
         }
         carried.push(messages.iter().map(|message| message.id.clone()).collect::<Vec<_>>());
         delivery.ack().await.unwrap();

@@ -12,7 +12,7 @@ use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
-    outbox::{OutboxGauge, OutboxRelay, RelayOptions},
+    outbox::{OutboxGauge, OutboxRelay},
     queue::ConsumedQueueGauges,
     retention::Sweeper,
     service::{Backends, MeshService, ServiceSettings, open_database},
@@ -59,7 +59,7 @@ impl MeshService for CatalogService {
 
     async fn build(settings: ServiceSettings, config: CatalogConfig, backends: Backends) -> anyhow::Result<Self> {
         let db = open_database::<migration::Migrator>(&settings).await?;
-        let relay = OutboxRelay::new(db.clone(), backends.queue.clone(), RelayOptions::default());
+        let relay = OutboxRelay::new(db.clone(), backends.queue.clone(), settings.outbox.clone());
         let worker = StockWorker::new(db.clone(), backends.queue.clone(), config.stock)
             .waking(relay.clone())
             .dead_letter_max_length(config.retention.platform.dead_letter_max_length);

@@ -13,7 +13,7 @@ use shop_platform::{
     config::{ConfigError, Env},
     grpc::server::{BoundGrpcServer, GrpcServerBuilder},
     health::Dependency,
-    outbox::{OutboxGauge, OutboxRelay, RelayOptions},
+    outbox::{OutboxGauge, OutboxRelay},
     queue::{ConsumedQueueGauges, QueueSpec, WorkQueue},
     retention::Sweeper,
     service::{Backends, MeshService, ServiceSettings, open_database},
@@ -105,7 +105,7 @@ impl OrderServiceBuilder {
             })
             .collect();
         queue.declare_all(&specs).await.context("declaring the queues")?;
-        let outbox_relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), RelayOptions::default());
+        let outbox_relay = OutboxRelay::new(db.clone(), Arc::clone(&queue), settings.outbox.clone());
         let recent_products = Arc::new(RecentProducts::new(config.product_ttl));
         let upstream = Upstream::connect(&config, &settings.mesh, Arc::clone(&recent_products)).await?;
         let payments = payments.unwrap_or_else(|| Arc::new(TestPaymentProvider::new(config.decline_amount)));

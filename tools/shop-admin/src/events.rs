@@ -108,7 +108,10 @@ mod tests {
         };
         let text = describe(&message_type::<events::Bundle>(), &bundle.encode_to_vec());
         assert!(text.starts_with("a bundle of 2 messages:"), "{text}");
-        assert!(text.contains("m-1 shop.events.v1.StockReserved: StockReserved { order_id: \"o-7\" }"), "{text}");
+        assert!(
+            text.contains("m-1 shop.events.v1.StockReserved: StockReserved { order_id: \"o-7\" }"),
+            "{text}"
+        );
         assert!(text.contains("m-2 x.Mystery: unknown kind"), "{text}");
         let text = describe(&message_type::<events::Bundle>(), &[0xff]);
         assert!(text.starts_with("undecodable as shop.events.v1.Bundle"), "{text}");

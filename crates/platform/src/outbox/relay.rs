@@ -67,7 +67,7 @@ impl Cursor {
 }
 
 /// How the relay paces itself.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayOptions {
     /// Rows published per transaction.
     pub batch_size: u64,
@@ -88,6 +88,25 @@ impl Default for RelayOptions {
             poll_interval: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
         }
+    }
+}
+
+impl RelayOptions {
+    /// The defaults, with the bundle size from `SHOP_OUTBOX_BUNDLE_SIZE` (1 to 1000; 1 sends
+    /// every message on its own, as before bundles: for a rolling upgrade from such a version).
+    pub fn from_env(env: &impl crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let defaults = Self::default();
+        let bundle_size = env.parse_or("SHOP_OUTBOX_BUNDLE_SIZE", defaults.bundle_size)?;
+        if !(1..=1_000).contains(&bundle_size) {
+            return Err(crate::config::ConfigError::new(
+                "SHOP_OUTBOX_BUNDLE_SIZE",
+                "must be 1 to 1000",
+            ));
+        }
+        Ok(Self {
+            bundle_size,
+            ..defaults
+        })
     }
 }
 
@@ -311,5 +330,27 @@ impl OutboxGauge {
     /// Polls every `interval` until `shutdown`, the first time at once.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
         metrics::poll_every("shop.outbox", interval, shutdown, || self.poll()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::config::MapEnv;
+
+    #[test]
+    fn the_bundle_size_is_read_and_checked() {
+        assert_eq!(
+            RelayOptions::from_env(&MapEnv::default()).unwrap(),
+            RelayOptions::default()
+        );
+        let one = RelayOptions::from_env(&MapEnv::from_pairs([("SHOP_OUTBOX_BUNDLE_SIZE", "1")])).unwrap();
+        assert_eq!(one.bundle_size, 1);
+        for bad in ["0", "1001", "-3", "many"] {
+            let error = RelayOptions::from_env(&MapEnv::from_pairs([("SHOP_OUTBOX_BUNDLE_SIZE", bad)])).unwrap_err();
+            assert!(error.to_string().contains("SHOP_OUTBOX_BUNDLE_SIZE"), "{bad}: {error}");
+        }
     }
 }

@@ -301,7 +301,7 @@ impl<H: Handler> ConsumerRunner<H> {
             }
         }
         let mut give_back = Vec::new();
-        for (unit, failure) in batch.units.into_iter().zip(failed) {
+        for (unit, failure) in std::mem::take(&mut batch.units).into_iter().zip(failed) {
             let Some(error) = failure else {
                 self.metrics.processed(queue, Outcome::Ok, received);
                 continue;
