@@ -64,7 +64,8 @@ pub struct FlashSaleFigures {
     pub admission_seconds: f64,
     /// Admitted orders a second over `admission_seconds`.
     pub admitted_per_s: f64,
-    /// From the first order sent to the last settled (by its `updated_at`), seconds.
+    /// From the first order sent to the last settled (by its `updated_at`) or the last answer,
+    /// whichever came later, seconds.
     pub settle_seconds: f64,
     /// Settled orders a second over `settle_seconds`.
     pub settled_per_s: f64,
@@ -247,14 +248,7 @@ pub async fn run(shop: &Shop, http: &reqwest::Client, options: &Options) -> anyh
 
     eprintln!("waiting for {} orders to settle…", placed.len());
     let settled = settle(shop, &buyers, &placed).await?;
-    let observed = waited.elapsed();
-    // By the orders' own timestamps (exact, and the same clock when the shop runs here); the
-    // moment the last was seen settled when those are not usable.
-    let settle_span = settled
-        .last_update
-        .and_then(|last| (last - first_sent).to_std().ok())
-        .filter(|span| *span >= admission.min(observed) && *span <= observed)
-        .unwrap_or(observed);
+    let settle_span = settle_span(first_sent, settled.last_update, admission, waited.elapsed());
     let stock = shop.api.get(&format!("/products/{product}/stock"), None).await?;
     let stock_after = stock.body["stock"]
         .as_i64()
@@ -294,6 +288,25 @@ pub async fn run(shop: &Shop, http: &reqwest::Client, options: &Options) -> anyh
     }
     report.flash_sale = Some(figures);
     Ok(report)
+}
+
+/// From the first order sent to the last one settled, by the orders' own timestamps (exact, and
+/// the same clock when the shop runs here), and never shorter than the admission: an order
+/// settled at its placement (refused there, as most are once the units are gone) commits a
+/// moment before its answer arrives, and the sale is not over before its last answer. The
+/// moment the last was seen settled (`observed`, which adds the polling's own delay) only when
+/// the timestamps are not usable (no order settled, or a clock that puts the last settlement
+/// before the first order or after it was seen).
+fn settle_span(
+    first_sent: DateTime<Utc>,
+    last_update: Option<DateTime<Utc>>,
+    admission: Duration,
+    observed: Duration,
+) -> Duration {
+    last_update
+        .and_then(|last| (last - first_sent).to_std().ok())
+        .filter(|span| *span <= observed)
+        .map_or(observed, |span| span.max(admission.min(observed)))
 }
 
 /// pgbench's one-row conditional update on the shop's database, on a product of its own with
@@ -390,6 +403,27 @@ async fn orders_of(shop: &Shop, buyer: &Account) -> anyhow::Result<Vec<OrderStat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_settle_span_runs_to_the_last_settlement_or_the_last_answer() {
+        let first = DateTime::parse_from_rfc3339("2026-12-02T06:55:03Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |millis: i64| Some(first + chrono::Duration::milliseconds(millis));
+        let (admission, observed) = (Duration::from_millis(4_459), Duration::from_millis(5_074));
+        // Settled after the last answer: up to the last settlement.
+        assert_eq!(
+            settle_span(first, at(4_800), admission, observed),
+            Duration::from_millis(4_800)
+        );
+        // Settled a moment before the last answer (refused at placement): the admission, not
+        // the polling that saw it.
+        assert_eq!(settle_span(first, at(4_452), admission, observed), admission);
+        // Timestamps that cannot be right: what was observed.
+        assert_eq!(settle_span(first, at(-5), admission, observed), observed);
+        assert_eq!(settle_span(first, at(6_000), admission, observed), observed);
+        assert_eq!(settle_span(first, None, admission, observed), observed);
+    }
 
     #[test]
     fn the_invariant_holds_only_when_stock_and_payments_agree() {
