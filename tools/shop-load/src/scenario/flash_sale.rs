@@ -402,6 +402,8 @@ async fn orders_of(shop: &Shop, buyer: &Account) -> anyhow::Result<Vec<OrderStat
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]
