@@ -165,16 +165,25 @@ async fn stop(shutdown: CancellationToken, running: tokio::task::JoinHandle<anyh
 #[tokio::test]
 async fn readiness_reports_down_services_without_failing() {
     shop_platform::testing::init_test_logging();
-    let data = tempfile::tempdir().unwrap();
-    let mesh = Mesh::build(&loopback_config(data.path())).await.unwrap();
-    let at = mesh.addresses().clone();
-    drop(mesh); // every listener closes: nothing answers behind the gateway
-    let target = |addr: SocketAddr| shop_platform::grpc::client::Target::parse(&format!("http://{addr}")).unwrap();
+    // Nothing answers behind the gateway: three sockets bound and never listening refuse every
+    // connection, and hold their ports for the whole test, so that no listener started here
+    // (the gateway's own included) is handed one of them, as could happen to the ports of a
+    // mesh that was started and stopped.
+    let closed: Vec<tokio::net::TcpSocket> = (0..3)
+        .map(|_| {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            socket
+        })
+        .collect();
+    let target = |socket: &tokio::net::TcpSocket| {
+        shop_platform::grpc::client::Target::parse(&format!("http://{}", socket.local_addr().unwrap())).unwrap()
+    };
     let mut gateway_config = shop_gateway::GatewayConfig::with_targets(
         "127.0.0.1:0".parse().unwrap(),
-        target(at.user),
-        target(at.catalog),
-        target(at.order),
+        target(&closed[0]),
+        target(&closed[1]),
+        target(&closed[2]),
     );
     gateway_config.readiness_timeout = Duration::from_millis(500);
     let cache = std::sync::Arc::new(shop_platform::cache::MemoryCache::new("test:"));
@@ -203,6 +212,7 @@ async fn readiness_reports_down_services_without_failing() {
     assert_eq!(problem["code"], "unavailable", "{problem}");
     shutdown.cancel();
     running.await.unwrap().unwrap();
+    drop(closed);
 }
 
 #[tokio::test]
