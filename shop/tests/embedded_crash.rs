@@ -112,7 +112,7 @@ async fn a_killed_run_restarted_on_its_data_loses_no_order_and_no_stock() {
     // for that key, and the listing below proves that no order is unaccounted for.
     let unknown = std::mem::take(&mut *ledger.unknown.lock().unwrap());
     for (key, body) in &unknown {
-        match api.place_order(&token, key, body).await {
+        match api.place_order_retrying_unavailable(&token, key, body).await {
             Ok(order) => ledger.accepted(key.clone(), order),
             Err(error) => assert!(error.contains("idempotency_key_in_use"), "key {key}: {error}"),
         }
@@ -320,6 +320,18 @@ impl Api {
         } else {
             Err(format!("{status}: {body}"))
         }
+    }
+
+    /// [`Self::place_order`] as a client sends it again after a restart: a 503 (the run still
+    /// busy catching up, its answer says to retry) is sent again after a pause, at most 50 times.
+    async fn place_order_retrying_unavailable(&self, token: &str, key: &str, body: &Value) -> Result<Value, String> {
+        for _ in 0..50 {
+            match self.place_order(token, key, body).await {
+                Err(error) if error.starts_with("503") => tokio::time::sleep(Duration::from_millis(200)).await,
+                answered => return answered,
+            }
+        }
+        self.place_order(token, key, body).await
     }
 
     async fn get(&self, token: &str, path: &str) -> (u16, Value) {
