@@ -509,6 +509,37 @@ mod rabbitmq_faults {
         .await;
     }
 
+    /// A subscription given up because the broker answered late leaves no consumer behind at
+    /// the broker holding messages that nobody reads: the next message goes to a consumer that
+    /// reads it, at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_given_up_on_a_late_answer_holds_no_message() {
+        run_rabbitmq(async |direct: Arc<dyn WorkQueue>| {
+            let spec = declare(&direct, 5).await;
+            let (proxy, proxied_url) = FaultProxy::in_front_of(&testing::amqp_url(), 5672).await;
+            let slow = AmqpQueue::connect(&proxied_url).await.unwrap();
+            // Every answer of the broker 0.8 s late: the channel opens at 0.8 s, the prefetch
+            // is set at 1.6 s, and the subscription's answer would come at 2.4 s, after the 2 s
+            // the adapter waits, while the broker has made the subscription.
+            proxy.delay_replies(Duration::from_millis(800));
+            let given_up = slow.consume(&spec.name, 10).await;
+            assert!(given_up.is_err(), "the subscription was not given up");
+            proxy.delay_replies(Duration::ZERO);
+            // The late answers arrive meanwhile.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            direct.publish(&spec.name, vec![message("next")]).await.unwrap();
+            let mut reader = direct.consume(&spec.name, 10).await.unwrap();
+            let delivery = timeout(Duration::from_secs(3), reader.next())
+                .await
+                .expect("the message went to a consumer that nobody reads")
+                .unwrap();
+            assert_eq!(delivery.message.id, "next");
+            delivery.ack().await.unwrap();
+            drop(slow);
+        })
+        .await;
+    }
+
     /// A consumer whose connection is cut re-subscribes by itself: it keeps receiving, and
     /// what it held unacknowledged comes back to it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -594,8 +594,11 @@ async fn subscribe(shared: &Shared, queue: &ShortString, prefetch: u16) -> Resul
 
 async fn subscribe_once(shared: &Shared, queue: &ShortString, prefetch: u16) -> Result<Subscription, QueueError> {
     let connection = shared.connection(RECONNECT_BUDGET).await?;
+    // Kept out of the timed part, so that a subscription given up can close its channel.
+    let mut opened: Option<Channel> = None;
     let subscribed = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
         let channel = connection.create_channel().await?;
+        opened = Some(channel.clone());
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let consumer = channel
             .basic_consume(
@@ -608,20 +611,29 @@ async fn subscribe_once(shared: &Shared, queue: &ShortString, prefetch: u16) -> 
         lapin::Result::Ok((channel, consumer))
     })
     .await;
-    let (channel, consumer) = match subscribed {
-        Ok(result) => result.map_err(|error| classify(&error))?,
-        Err(_elapsed) => {
-            return Err(QueueError::Unavailable(format!(
-                "subscribing to {queue} took over {ATTEMPT_TIMEOUT:?}"
-            )));
+    let failure = match subscribed {
+        Ok(Ok((channel, consumer))) => {
+            tracing::debug!(%queue, prefetch, tag = %consumer.tag(), "subscribed");
+            return Ok(Subscription {
+                _channel: channel,
+                consumer,
+                alive: Arc::new(AtomicBool::new(true)),
+            });
         }
+        Ok(Err(error)) => classify(&error),
+        Err(_elapsed) => QueueError::Unavailable(format!("subscribing to {queue} took over {ATTEMPT_TIMEOUT:?}")),
     };
-    tracing::debug!(%queue, prefetch, tag = %consumer.tag(), "subscribed");
-    Ok(Subscription {
-        _channel: channel,
-        consumer,
-        alive: Arc::new(AtomicBool::new(true)),
-    })
+    // A subscription given up on may still be made at the broker (its answer on the way): its
+    // consumer would take up to `prefetch` deliveries that nobody here reads and hold them
+    // until the connection closes. Closing the channel returns them to the queue.
+    if let Some(channel) = opened {
+        tokio::spawn(async move {
+            if let Err(error) = channel.close(200, "subscription given up".into()).await {
+                tracing::debug!(%error, "closing the channel of a subscription given up failed");
+            }
+        });
+    }
+    Err(failure)
 }
 
 /// A consumer of an [`AmqpQueue`]. Dropping it closes its channel.

@@ -5,7 +5,9 @@
 //! - [`FaultProxy::sever_all`] breaks every open connection once (new ones are accepted);
 //! - [`FaultProxy::cut`] breaks every open connection and closes every new one at once until
 //!   [`FaultProxy::restore`]: the server is unreachable for as long as the cut lasts
-//!   ([`FaultProxy::cut_for`] does both around a pause).
+//!   ([`FaultProxy::cut_for`] does both around a pause);
+//! - [`FaultProxy::delay_replies`] holds back what the server sends by a fixed time, as a slow
+//!   or overloaded server would answer late.
 
 use std::{
     net::SocketAddr,
@@ -17,6 +19,7 @@ use std::{
 };
 
 use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
     task::{JoinHandle, JoinSet},
 };
@@ -34,6 +37,8 @@ pub struct FaultProxy {
 struct Link {
     connections: Mutex<JoinSet<()>>,
     cut: AtomicBool,
+    /// Milliseconds each piece of what the server sends is held back (0: none).
+    reply_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Link {
@@ -101,6 +106,13 @@ impl FaultProxy {
         tracing::debug!(proxy = %self.addr, "link restored");
     }
 
+    /// Holds back everything the server sends on every connection, live or new, by `delay`
+    /// (`Duration::ZERO` for none), in order; what the client sends is not delayed.
+    pub fn delay_replies(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.link.reply_delay_ms.store(millis, Ordering::SeqCst);
+    }
+
     /// Whether the link is cut.
     pub fn is_cut(&self) -> bool {
         self.link.cut.load(Ordering::SeqCst)
@@ -141,12 +153,12 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, link: Arc<Link>) {
             drop(client);
             continue;
         }
-        set.spawn(relay(client, peer, upstream));
+        set.spawn(relay(client, peer, upstream, Arc::clone(&link)));
     }
 }
 
-async fn relay(mut client: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
-    let mut server = match TcpStream::connect(upstream).await {
+async fn relay(client: TcpStream, peer: SocketAddr, upstream: SocketAddr, link: Arc<Link>) {
+    let server = match TcpStream::connect(upstream).await {
         Ok(server) => server,
         Err(error) => {
             tracing::warn!(%error, %upstream, "fault proxy cannot reach its upstream");
@@ -155,7 +167,31 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
     };
     client.set_nodelay(true).ok();
     server.set_nodelay(true).ok();
-    match tokio::io::copy_bidirectional(&mut client, &mut server).await {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let requests = async {
+        let copied = tokio::io::copy(&mut from_client, &mut to_server).await;
+        to_server.shutdown().await.ok();
+        copied
+    };
+    let replies = async {
+        let mut buffer = vec![0; 64 * 1024];
+        let mut copied = 0_u64;
+        loop {
+            let read = from_server.read(&mut buffer).await?;
+            if read == 0 {
+                to_client.shutdown().await.ok();
+                return Ok::<_, std::io::Error>(copied);
+            }
+            let delay = link.reply_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            to_client.write_all(&buffer[..read]).await?;
+            copied += read as u64;
+        }
+    };
+    match tokio::try_join!(requests, replies) {
         Ok((sent, received)) => tracing::trace!(%peer, sent, received, "proxied connection ended"),
         Err(error) => tracing::trace!(%peer, %error, "proxied connection failed"),
     }
