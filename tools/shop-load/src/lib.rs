@@ -1,5 +1,5 @@
 //! `shop-load`: load through the shop's public REST edge (`/api/v1`), measured the way users
-//! compare with Online Boutique's load generator: scenarios (`browse`, `flash-sale`, `read`),
+//! compare with Online Boutique's load generator: scenarios (`browse`, `flash-sale`, `read`, `listing`),
 //! a closed or open loop, latency percentiles and status counts per operation, JSON and an SVG
 //! chart, and the ceilings (pgbench, nginx) measured in the same run.
 
@@ -29,6 +29,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         Scenario::Browse => scenario::browse::run(&shop, &http, options).await,
         Scenario::FlashSale => scenario::flash_sale::run(&shop, &http, options).await,
         Scenario::Read => scenario::read::run(&shop, &http, options).await,
+        Scenario::Listing => scenario::listing::run(&shop, &http, options).await,
     };
     shop.stop().await;
     outcome

@@ -10,7 +10,7 @@ use shop_platform::config::parse_duration;
 pub const HELP: &str = "\
 shop-load: load through the shop's public REST edge (/api/v1), measured per operation.
 
-usage: shop-load <browse|flash-sale|read> (--url URL | --spawn one-process|services) [options]
+usage: shop-load <browse|flash-sale|read|listing> (--url URL | --spawn one-process|services) [options]
 
 Scenarios:
   browse        virtual users, each signed up for real (code by mail, confirm, sign-up,
@@ -20,6 +20,10 @@ Scenarios:
                 --buyers accounts made before the timed part; then waits until every order is
                 paid or rejected and checks: nothing oversold, paid = min(orders, units)
   read          GET /api/v1/products/{id} of one product (--list: GET /api/v1/products?limit=20)
+  listing       the product list as the catalog grows to each of --sizes products (written
+                straight into the shop's database): pages walked by cursor, word searches and
+                price bands, none of them kept by the edge (spawned without its cache); p99
+                per size, and the largest size's p99 over the smallest's
 
 Target (exactly one):
   --url URL             a running shop's REST edge, e.g. http://127.0.0.1:8080; products are
@@ -35,20 +39,21 @@ Target (exactly one):
                         the shop's mail here (the shop's SMTP_URL must point at it, and its
                         rate limits must allow the load), e.g. 127.0.0.1:2525
   --database-url URL    with --url, flash-sale --ceilings: the shop's PostgreSQL database, for
-                        pgbench
+                        pgbench; listing: where its products are written
 
 Load:
   --connections N       connections (closed loop: each sends its next request when answered;
                         open loop: the most requests in flight) [64]
   --rate R              open loop: start R steps a second, each timed from when it was due
                         (no coordinated omission) [closed loop]
-  --duration D          browse, read: how long, e.g. 500ms, 20s, 2m [20s]
+  --duration D          browse, read: how long, e.g. 500ms, 20s, 2m; listing: per size [20s]
   --users N             browse: virtual users signed up before the run [--connections]
   --products N          browse: products on sale [10]
   --orders N            flash-sale: orders placed [8000]
   --units S             flash-sale: the product's stock [2000]
   --buyers N            flash-sale: accounts the orders are spread over [200]
   --list                read: the product list instead of one product
+  --sizes N,N,...       listing: catalog sizes, in products [1000,1000000]
 
 Output:
   --json [PATH]         the figures as JSON into PATH, or standard output without PATH or
@@ -73,6 +78,8 @@ pub enum Scenario {
     FlashSale,
     /// One read again and again.
     Read,
+    /// The product list at growing catalog sizes.
+    Listing,
 }
 
 impl Scenario {
@@ -82,6 +89,7 @@ impl Scenario {
             Self::Browse => "browse",
             Self::FlashSale => "flash-sale",
             Self::Read => "read",
+            Self::Listing => "listing",
         }
     }
 }
@@ -156,6 +164,8 @@ pub struct Options {
     pub buyers: usize,
     /// `--list`.
     pub list: bool,
+    /// `--sizes`, increasing.
+    pub sizes: Vec<u64>,
     /// `--json`.
     pub json: Option<JsonOut>,
     /// `--plot`.
@@ -199,6 +209,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
         units: 2_000,
         buyers: 200,
         list: false,
+        sizes: vec![1_000, 1_000_000],
         json: None,
         plot: None,
         ceilings: false,
@@ -218,10 +229,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
         };
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
-            "browse" | "flash-sale" | "read" if scenario.is_none() => {
+            "browse" | "flash-sale" | "read" | "listing" if scenario.is_none() => {
                 scenario = Some(match name.as_str() {
                     "browse" => Scenario::Browse,
                     "flash-sale" => Scenario::FlashSale,
+                    "listing" => Scenario::Listing,
                     _ => Scenario::Read,
                 });
             }
@@ -257,6 +269,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
             "--units" => options.units = number(&name, &value()?)?,
             "--buyers" => options.buyers = positive(&name, &value()?)?,
             "--list" => options.list = true,
+            "--sizes" => options.sizes = sizes(&value()?)?,
             "--json" => {
                 // The path is optional: taken unless the next word is another option.
                 let path = inline.clone().or_else(|| args.next_if(|next| !next.starts_with("--")));
@@ -272,7 +285,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
             other => bail!("unknown argument {other:?} (see --help)"),
         }
     }
-    options.scenario = scenario.context("name a scenario: browse, flash-sale or read (see --help)")?;
+    options.scenario = scenario.context("name a scenario: browse, flash-sale, read or listing (see --help)")?;
     options.target = match (url, spawn) {
         (Some(url), None) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -284,6 +297,21 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
         _ => bail!("give exactly one of --url and --spawn (see --help)"),
     };
     Ok(Command::Run(Box::new(options)))
+}
+
+/// `--sizes`: catalog sizes, each at least 1 and at most ten million, in increasing order.
+fn sizes(raw: &str) -> anyhow::Result<Vec<u64>> {
+    let sizes = raw
+        .split(',')
+        .map(|size| positive::<u64>("--sizes", size.trim().replace('_', "").as_str()))
+        .collect::<anyhow::Result<Vec<u64>>>()?;
+    if sizes.iter().any(|&size| size > 10_000_000) {
+        bail!("--sizes: at most 10000000 products");
+    }
+    if !sizes.is_sorted_by(|a, b| a < b) {
+        bail!("--sizes must increase, e.g. 1000,1000000");
+    }
+    Ok(sizes)
 }
 
 fn number<T: std::str::FromStr>(name: &str, raw: &str) -> anyhow::Result<T> {
@@ -329,7 +357,7 @@ mod tests {
             "--url http://127.0.0.1:8080/api/v1 flash-sale --orders 200 --units=50 --buyers 20 --connections 8 \
              --rate 500 --duration 2s --json out.json --plot lat.svg --ceilings --pgbench-clients 4 \
              --pgbench-seconds 3 --admin-email a@b.c --admin-password pw --smtp-listen 127.0.0.1:2525 \
-             --database-url postgres://x/y --users 5 --products 3 --list",
+             --database-url postgres://x/y --users 5 --products 3 --list --sizes 10,1_000",
         )
         .unwrap();
         assert_eq!(options.scenario, Scenario::FlashSale);
@@ -345,6 +373,8 @@ mod tests {
         assert_eq!(options.admin_email.as_deref(), Some("a@b.c"));
         assert_eq!(options.smtp_listen, Some("127.0.0.1:2525".parse().unwrap()));
         assert_eq!((options.users, options.products), (Some(5), 3));
+        assert_eq!(options.sizes, [10, 1_000]);
+        assert_eq!(run("listing --spawn services").unwrap().sizes, [1_000, 1_000_000]);
     }
 
     #[test]
@@ -372,6 +402,11 @@ mod tests {
             ("read --spawn services --orders", "needs a value"),
             ("read --spawn services --bogus", "unknown argument"),
             ("read --url 127.0.0.1:8080", "http://host:port"),
+            ("listing --spawn services --sizes 1000,100", "must increase"),
+            ("listing --spawn services --sizes 1000,1000", "must increase"),
+            ("listing --spawn services --sizes 0,10", "at least 1"),
+            ("listing --spawn services --sizes 10,x", "not valid"),
+            ("listing --spawn services --sizes 20000000", "at most"),
         ] {
             let error = run(line).unwrap_err().to_string();
             assert!(error.contains(reason), "{line}: {error}");
@@ -397,6 +432,7 @@ mod tests {
             "--units",
             "--buyers",
             "--list",
+            "--sizes",
             "--json",
             "--plot",
             "--ceilings",

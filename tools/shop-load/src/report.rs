@@ -4,12 +4,18 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{ceiling::Ceiling, options::Options, scenario::flash_sale::FlashSaleFigures, stats::Summary, target::Shop};
+use crate::{
+    ceiling::Ceiling,
+    options::Options,
+    scenario::{flash_sale::FlashSaleFigures, listing::ListingFigures},
+    stats::Summary,
+    target::Shop,
+};
 
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `browse`, `flash-sale` or `read`.
+    /// `browse`, `flash-sale`, `read` or `listing`.
     pub scenario: &'static str,
     /// The shop: its URL, or `spawned one-process|services`.
     pub target: String,
@@ -22,6 +28,9 @@ pub struct Report {
     /// The flash sale's own figures and invariant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flash_sale: Option<FlashSaleFigures>,
+    /// The listing's p99 by catalog size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listing: Option<ListingFigures>,
     /// The ceiling measured in the same run (`--ceilings`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<Ceiling>,
@@ -37,6 +46,7 @@ impl Report {
             rate: options.rate,
             operations,
             flash_sale: None,
+            listing: None,
             ceiling: None,
         }
     }
@@ -59,6 +69,9 @@ impl Report {
         );
         out.push_str(&table(&self.operations));
         if let Some(figures) = &self.flash_sale {
+            out.push_str(&figures.render());
+        }
+        if let Some(figures) = &self.listing {
             out.push_str(&figures.render());
         }
         if let Some(ceiling) = &self.ceiling {
@@ -85,15 +98,21 @@ impl Report {
 
 /// One line per operation.
 fn table(summaries: &[Summary]) -> String {
+    let width = summaries
+        .iter()
+        .map(|s| s.operation.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(26);
     let mut out = format!(
-        "{:<26} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}  status\n",
+        "{:<width$} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}  status\n",
         "operation", "count", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
     for s in summaries {
         let status: Vec<String> = s.status.iter().map(|(code, count)| format!("{code}:{count}")).collect();
         let _ = writeln!(
             out,
-            "{:<26} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
+            "{:<width$} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
             s.operation,
             s.count,
             s.throughput,

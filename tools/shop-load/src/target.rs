@@ -15,7 +15,7 @@ use fault_campaign::{
 use shop_platform::testing;
 
 use crate::{
-    options::{Options, Spawn, Target},
+    options::{Options, Scenario, Spawn, Target},
     smtp::SmtpReceiver,
 };
 
@@ -42,6 +42,15 @@ pub fn load_env(smtp_url: &str) -> Vec<(String, String)> {
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value.to_owned()))
     .collect()
+}
+
+/// What a scenario changes in a spawned shop: `listing` measures the list's way to the database,
+/// so the edge keeps no page.
+fn scenario_env(scenario: Scenario) -> Vec<(String, String)> {
+    match scenario {
+        Scenario::Listing => vec![("SHOP_EDGE_CACHE_TTL".to_owned(), "0s".to_owned())],
+        Scenario::Browse | Scenario::FlashSale | Scenario::Read => Vec::new(),
+    }
 }
 
 /// The shop being measured.
@@ -101,7 +110,7 @@ impl Shop {
                     spawned: None,
                 })
             }
-            Target::Spawn(kind) => spawn(*kind, http).await,
+            Target::Spawn(kind) => spawn(*kind, http, scenario_env(options.scenario)).await,
         }
     }
 
@@ -147,11 +156,13 @@ impl Shop {
     }
 }
 
-/// Starts the shop as `kind` says, with shop-load's own SMTP receiver for its mail.
-async fn spawn(kind: Spawn, http: reqwest::Client) -> anyhow::Result<Shop> {
+/// Starts the shop as `kind` says, with shop-load's own SMTP receiver for its mail and
+/// `extra_env` on top of the load settings.
+async fn spawn(kind: Spawn, http: reqwest::Client, extra_env: Vec<(String, String)>) -> anyhow::Result<Shop> {
     let dir = Binaries::next_to_this_executable()?;
     let mail = Arc::new(SmtpReceiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
-    let env = load_env(&mail.url());
+    let mut env = load_env(&mail.url());
+    env.extend(extra_env);
     let admin = (ADMIN_EMAIL.to_owned(), ADMIN_PASSWORD.to_owned());
     let (origin, database_url, spawned) = match kind {
         Spawn::Services => {

@@ -172,3 +172,39 @@ fn browsing_users_sign_up_by_mail_and_do_the_whole_mix() {
     assert_eq!(sum, all["count"].as_u64().unwrap());
     assert!(report.get("ceiling").is_none());
 }
+
+#[test]
+fn the_list_is_measured_at_each_catalog_size() {
+    let (code, report) = shop_load(&[
+        "listing",
+        "--spawn",
+        "one-process",
+        "--sizes",
+        "300,3000",
+        "--duration",
+        "2s",
+        "--connections",
+        "8",
+    ]);
+    assert_eq!(code, 0, "{report:#}");
+    let listing = &report["listing"];
+    assert_eq!(listing["sizes"], serde_json::json!([300, 3000]), "{listing:#}");
+    // One product in twenty is hidden and one in a hundred deleted; the rest are listed.
+    assert_eq!(listing["listed"], serde_json::json!([282, 2820]), "{listing:#}");
+    let shapes = listing["shapes"].as_array().unwrap();
+    assert_eq!(shapes.len(), 3, "{listing:#}");
+    for shape in shapes {
+        let name = shape["operation"].as_str().unwrap();
+        let p99: Vec<f64> = serde_json::from_value(shape["p99_ms"].clone()).unwrap();
+        assert_eq!(p99.len(), 2, "{shape:#}");
+        for (size, p99) in ["300", "3000"].iter().zip(&p99) {
+            // Every request of every size was answered 200, and each way has its figures.
+            let operation = operation(&report, &format!("{name} @{size}"));
+            assert_counts_add_up(operation);
+            assert_eq!(operation["ok"], operation["count"], "{operation:#}");
+            assert_eq!(operation["p99_ms"].as_f64().unwrap(), *p99);
+        }
+        let ratio = shape["ratio"].as_f64().unwrap();
+        assert!((ratio - p99[1] / p99[0]).abs() < 1e-9, "{shape:#}");
+    }
+}

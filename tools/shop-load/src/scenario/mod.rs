@@ -2,6 +2,7 @@
 
 pub mod browse;
 pub mod flash_sale;
+pub mod listing;
 pub mod read;
 
 use std::{sync::Arc, time::Duration};
