@@ -160,7 +160,8 @@ impl PlacementWriter {
             .filter(|record| record.order.status == OrderStatus::Rejected)
         {
             let order_id = record.order.id;
-            tracing::info!(%order_id, reason = ?record.order.status_reason, "order rejected: out of stock");
+            let reason = record.order.status_reason.as_deref().unwrap_or_default();
+            tracing::info!(%order_id, %reason, "order rejected: out of stock");
             crate::metrics::reservation_ended(crate::metrics::Reservation::Rejected, record.order.placed_at, now);
         }
         Ok(orders

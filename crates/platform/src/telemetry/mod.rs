@@ -13,6 +13,7 @@ pub mod export;
 pub mod http;
 mod log_fields;
 mod log_ids;
+pub mod log_writer;
 pub mod messaging;
 pub mod metrics;
 pub mod propagation;
@@ -112,6 +113,8 @@ pub struct TelemetryGuard {
     meters: Option<SdkMeterProvider>,
     metrics_addr: Option<std::net::SocketAddr>,
     stop_metrics: tokio_util::sync::CancellationToken,
+    /// The batched log output, written out when the guard drops.
+    stdout: Option<log_writer::BatchedStdout>,
 }
 
 impl TelemetryGuard {
@@ -133,6 +136,11 @@ impl Drop for TelemetryGuard {
             && let Err(error) = meters.shutdown()
         {
             eprintln!("flushing metrics failed: {error}");
+        }
+        if let Some(stdout) = &self.stdout
+            && let Err(error) = stdout.flush()
+        {
+            eprintln!("writing the last log lines failed: {error}");
         }
     }
 }
@@ -191,10 +199,12 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .with_threads(false)
         .with_context_activation(false);
 
-    let writer = if config.log_to_stderr {
-        BoxMakeWriter::new(std::io::stderr)
-    } else {
-        BoxMakeWriter::new(std::io::stdout)
+    // Service logs go to standard output in batches ([`log_writer`]); a tool's diagnostics
+    // on standard error are written as they come.
+    let stdout = (!config.log_to_stderr).then(log_writer::BatchedStdout::install);
+    let writer = match &stdout {
+        Some(stdout) => BoxMakeWriter::new(stdout.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
     };
     let fmt_layer = match config.format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
@@ -206,7 +216,9 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
             .event_format(log_ids::WithTraceIds(
                 tracing_subscriber::fmt::format()
                     .json()
-                    .with_current_span(true)
+                    // The span list ends with the current span: writing it a second time on
+                    // its own made every line a third longer.
+                    .with_current_span(false)
                     .with_span_list(true),
             ))
             .fmt_fields(log_fields::JsonSpanFields)
@@ -243,6 +255,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         meters: Some(meters),
         metrics_addr,
         stop_metrics,
+        stdout,
     })
 }
 
