@@ -148,7 +148,9 @@ pub async fn delete_queues(queues: &[String]) {
     let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(10), connect).await else {
         return;
     };
-    if let Ok(channel) = connection.create_channel().await {
+    // Every wait on the broker is bounded: a broker slow to answer a channel or a close (seen
+    // once in CI) must cost a test a few seconds, not its whole time limit.
+    if let Ok(Ok(channel)) = tokio::time::timeout(Duration::from_secs(5), connection.create_channel()).await {
         for queue in queues {
             for name in [queue.clone(), crate::queue::dead_letter_queue_name(queue)] {
                 let delete = channel.queue_delete(name.as_str().into(), Default::default());
@@ -156,7 +158,8 @@ pub async fn delete_queues(queues: &[String]) {
             }
         }
     }
-    let _ = connection.close(200, "test done".into()).await;
+    let close = connection.close(200, "test done".into());
+    let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
 }
 
 /// [`delete_queues`] for a `Drop` implementation, which cannot await: on a thread with a
