@@ -31,6 +31,8 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+mod json_rows;
+
 /// Which database a service uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatabaseConfig {
@@ -396,14 +398,21 @@ mod pool_gauges {
 pub const INSERT_CHUNK: usize = 50;
 
 /// Inserts `rows` with multi-row statements of at most [`INSERT_CHUNK`] rows each, inside the
-/// caller's transaction (pass it as `conn`).
+/// caller's transaction (pass it as `conn`): on PostgreSQL as one JSON array of rows, so that
+/// the statement's text is the same for any number of rows ([`json_rows`]).
 pub async fn insert_chunked<A, C>(conn: &C, rows: impl IntoIterator<Item = A>) -> Result<(), DbErr>
 where
     A: sea_orm::ActiveModelTrait,
     C: sea_orm::ConnectionTrait,
 {
     let rows: Vec<A> = rows.into_iter().collect();
+    let postgres = conn.get_database_backend() == DatabaseBackend::Postgres;
     for chunk in rows.chunks(INSERT_CHUNK) {
+        // On PostgreSQL, one statement text whatever the number of rows (`json_rows`).
+        if postgres && let Some(statement) = json_rows::rows_statement(chunk) {
+            conn.execute_raw(statement).await?;
+            continue;
+        }
         <A::Entity as sea_orm::EntityTrait>::insert_many(chunk.to_vec())
             .exec_without_returning(conn)
             .await?;

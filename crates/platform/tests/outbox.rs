@@ -374,3 +374,64 @@ async fn broker_connection_loss_under_the_relay_loses_nothing() {
     running.await.unwrap();
     testing::delete_queues(&[name]).await;
 }
+
+/// Batches of any size are one statement text on PostgreSQL, so a connection prepares it once
+/// (a `VALUES` list has one text per row count: three here), and the rows read back exactly.
+#[tokio::test]
+async fn rows_of_any_batch_size_share_one_prepared_insert_and_read_back_exactly() {
+    use sea_orm::{QueryOrder as _, Statement};
+    let (config, db) = postgres().await;
+    let txn = db.begin().await.unwrap();
+    let mut sent = Vec::new();
+    for (batch, size) in [1_usize, 7, 23].into_iter().enumerate() {
+        let messages: Vec<outbox::OutboxMessage> = (0..size)
+            .map(|n| {
+                let mut message = outbox::OutboxMessage::new(
+                    "q.rows",
+                    "test.Rows",
+                    vec![0, 255, 10, 92, 120, u8::try_from(n).unwrap()],
+                );
+                message
+                    .headers
+                    .insert("note".into(), format!("batch {batch} «{n}» \"quoted\" \\ back"));
+                message
+            })
+            .collect();
+        let ids = outbox::enqueue_many(&txn, messages.clone()).await.unwrap();
+        sent.extend(ids.into_iter().zip(messages));
+    }
+    let prepared = txn
+        .query_one_raw(Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO \"outbox\"%'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(prepared, 1, "one INSERT text for batches of 1, 7 and 23 rows");
+    let rows = outbox::entity::Entity::find()
+        .order_by_asc(outbox::entity::Column::Seq)
+        .all(&txn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), sent.len());
+    for (row, (id, message)) in rows.iter().zip(&sent) {
+        assert_eq!(row.id, *id);
+        assert_eq!((row.destination.as_str(), row.kind.as_str()), ("q.rows", "test.Rows"));
+        assert_eq!(row.payload, message.payload);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&row.headers).unwrap(),
+            serde_json::to_value(&message.headers).unwrap()
+        );
+        assert_eq!(row.published_at, None);
+        assert_eq!(
+            row.created_at.timestamp_subsec_nanos() % 1_000,
+            0,
+            "microseconds, as PostgreSQL keeps them"
+        );
+    }
+    txn.rollback().await.unwrap();
+    testing::drop_postgres_database(&config.url).await.unwrap();
+}
