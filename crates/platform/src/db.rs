@@ -32,6 +32,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 
 mod json_rows;
+pub use json_rows::fill_insert;
 
 /// Which database a service uses.
 #[derive(Clone, Debug, PartialEq, Eq)]

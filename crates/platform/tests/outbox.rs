@@ -435,3 +435,36 @@ async fn rows_of_any_batch_size_share_one_prepared_insert_and_read_back_exactly(
     txn.rollback().await.unwrap();
     testing::drop_postgres_database(&config.url).await.unwrap();
 }
+
+/// The inbox's claims too are one statement text whatever their number of ids, and still claim
+/// each id once.
+#[tokio::test]
+async fn inbox_claims_of_any_size_share_one_prepared_insert() {
+    use sea_orm::Statement;
+    let (config, db) = postgres().await;
+    let txn = db.begin().await.unwrap();
+    let batches: Vec<Vec<String>> = [1_usize, 5, 17]
+        .into_iter()
+        .enumerate()
+        .map(|(batch, size)| (0..size).map(|n| format!("message-{batch}-{n}")).collect())
+        .collect();
+    for ids in &batches {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let claimed = inbox::claim(&txn, &ids).await.unwrap();
+        assert_eq!(claimed.len(), ids.len(), "every id is new");
+        assert!(inbox::claim(&txn, &ids).await.unwrap().is_empty(), "claimed once");
+    }
+    let prepared = txn
+        .query_one_raw(Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO \"inbox\"%'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(prepared, 1, "one INSERT text for claims of 1, 5 and 17 ids");
+    txn.rollback().await.unwrap();
+    testing::drop_postgres_database(&config.url).await.unwrap();
+}

@@ -22,7 +22,7 @@ use sea_orm::{
 };
 use sha2::{Digest as _, Sha256};
 use shop_platform::{
-    db::INSERT_CHUNK,
+    db::{INSERT_CHUNK, fill_insert},
     group_commit::{GroupCommit, GroupOptions, GroupWriter},
     grpc::error::ServiceError,
 };
@@ -181,16 +181,33 @@ pub async fn claim_keys<C: ConnectionTrait>(
             Column::ClaimedUntil,
             Column::CreatedAt,
         ]);
-        for key in chunk {
-            insert.values_panic([
-                key.user.into(),
-                key.key.into(),
-                key.hash.into(),
-                Some(key.order_id).into(),
-                now.into(),
-                now.into(),
-            ]);
-        }
+        let rows = chunk
+            .iter()
+            .map(|key| {
+                vec![
+                    key.user.into(),
+                    key.key.into(),
+                    key.hash.into(),
+                    Some(key.order_id).into(),
+                    now.into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        fill_insert(
+            &mut insert,
+            conn.get_database_backend(),
+            "idempotency_keys",
+            &[
+                "user_id",
+                "key",
+                "request_hash",
+                "order_id",
+                "claimed_until",
+                "created_at",
+            ],
+            rows,
+        );
         // Only an earlier version's claim whose lease ran out is taken over.
         let stale = Expr::col((idempotency::Entity, Column::OrderId))
             .is_null()

@@ -16,6 +16,7 @@
 use sea_orm::{
     ActiveModelTrait, ActiveValue, DatabaseBackend, EntityName as _, EntityTrait, Iden as _, Iterable as _, Statement,
     Value,
+    sea_query::{Alias, Expr, Func, InsertStatement, Query},
 };
 use serde_json::Value as Json;
 
@@ -30,37 +31,84 @@ pub fn rows_statement<A: ActiveModelTrait>(rows: &[A]) -> Option<Statement> {
     if columns.is_empty() {
         return None;
     }
-    let mut array = Vec::with_capacity(rows.len());
+    let mut values = Vec::with_capacity(rows.len());
     for row in rows {
-        let mut object = serde_json::Map::with_capacity(columns.len());
-        for column in &columns {
-            let value = row.get(*column).into_value()?;
-            object.insert(column.to_string(), to_json(value)?);
-        }
         let set = <A::Entity as EntityTrait>::Column::iter()
             .filter(|column| present(row, *column))
             .count();
         if set != columns.len() {
             return None;
         }
-        array.push(Json::Object(object));
+        values.push(
+            columns
+                .iter()
+                .map(|column| row.get(*column).into_value())
+                .collect::<Option<Vec<Value>>>()?,
+        );
     }
+    let names: Vec<String> = columns.iter().map(|column| column.to_string()).collect();
+    let array = json_array(&names, values)?;
     let entity = A::Entity::default();
     let table = match entity.schema_name() {
         Some(schema) => format!("\"{schema}\".\"{}\"", entity.table_name()),
         None => format!("\"{}\"", entity.table_name()),
     };
-    let names: Vec<String> = columns
-        .iter()
-        .map(|column| format!("\"{}\"", column.to_string()))
-        .collect();
+    let names: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();
     let names = names.join(", ");
     let sql = format!("INSERT INTO {table} ({names}) SELECT {names} FROM jsonb_populate_recordset(NULL::{table}, $1)");
     Some(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         sql,
-        [Value::Json(Some(Box::new(Json::Array(array))))],
+        [Value::Json(Some(Box::new(array)))],
     ))
+}
+
+/// Gives `insert` (into `table`, its `columns` already named in this order) its `rows`: on
+/// PostgreSQL as one JSON array, so that the statement's text is the same for any number of
+/// rows; on SQLite, or for values not sent that way, as a `VALUES` list. What follows the rows
+/// (`ON CONFLICT`, `RETURNING`) is the caller's, as with `VALUES`.
+pub fn fill_insert(
+    insert: &mut InsertStatement,
+    backend: DatabaseBackend,
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<Value>>,
+) {
+    if backend == DatabaseBackend::Postgres
+        && let Some(array) = json_array(columns, rows.iter().cloned())
+    {
+        let source = Func::cust(Alias::new("jsonb_populate_recordset"))
+            .arg(Expr::cust(format!("NULL::\"{table}\"")))
+            .arg(Expr::val(Value::Json(Some(Box::new(array)))));
+        let mut select = Query::select();
+        for column in columns {
+            select.column(Alias::new(*column));
+        }
+        select.from_function(source, Alias::new("row"));
+        if insert.select_from(select).is_ok() {
+            return;
+        }
+    }
+    for row in rows {
+        insert.values_panic(row.into_iter().map(Expr::val));
+    }
+}
+
+/// `rows` (values in the order of `columns`) as a JSON array of objects, or `None` when a value
+/// is of a kind not sent that way.
+fn json_array<S: AsRef<str>>(columns: &[S], rows: impl IntoIterator<Item = Vec<Value>>) -> Option<Json> {
+    let mut array = Vec::new();
+    for row in rows {
+        if row.len() != columns.len() {
+            return None;
+        }
+        let mut object = serde_json::Map::with_capacity(columns.len());
+        for (column, value) in columns.iter().zip(row) {
+            object.insert(column.as_ref().to_owned(), to_json(value)?);
+        }
+        array.push(Json::Object(object));
+    }
+    Some(Json::Array(array))
 }
 
 /// Whether `row` gives `column` a value (set, or unchanged from a model), as an INSERT writes it.

@@ -9,7 +9,7 @@ use sea_orm::{
     sea_query::{OnConflict, Query},
 };
 
-use crate::db::INSERT_CHUNK;
+use crate::db::{INSERT_CHUNK, fill_insert};
 
 /// Records `message_id` as applied, inside the caller's transaction. `true` the first time;
 /// `false` if it was applied before (then the caller skips its effects and just acks).
@@ -29,9 +29,14 @@ pub async fn claim<C: ConnectionTrait>(conn: &C, message_ids: &[&str]) -> Result
     for chunk in ids.chunks(INSERT_CHUNK) {
         let mut insert = Query::insert();
         insert.into_table("inbox").columns(["message_id", "processed_at"]);
-        for id in chunk {
-            insert.values_panic([(*id).into(), now.into()]);
-        }
+        let rows = chunk.iter().map(|id| vec![(*id).into(), now.into()]).collect();
+        fill_insert(
+            &mut insert,
+            conn.get_database_backend(),
+            "inbox",
+            &["message_id", "processed_at"],
+            rows,
+        );
         insert
             .on_conflict(OnConflict::column("message_id").do_nothing().to_owned())
             .returning_col("message_id");

@@ -76,6 +76,8 @@ pub struct Options {
     pub relay: bool,
     /// Variables of the order service, over the mesh's.
     pub env: &'static [(&'static str, &'static str)],
+    /// Variables of the catalog service.
+    pub catalog_env: &'static [(&'static str, &'static str)],
     /// SQLite files and the in-process queue (the one-process run's defaults) instead of
     /// PostgreSQL and RabbitMQ.
     pub embedded: bool,
@@ -90,6 +92,7 @@ impl Default for Options {
             instances: 1,
             relay: true,
             env: &[],
+            catalog_env: &[],
             embedded: false,
             users: false,
         }
@@ -110,6 +113,7 @@ pub async fn spawn_with(options: Options) -> TestMesh {
         setup.rabbitmq()
     };
     let catalog = setup
+        .envs(options.catalog_env.iter().copied())
         .unique_queues(&[StockQueues::VARIABLES.as_slice(), &OrderQueues::VARIABLES].concat())
         .start()
         .await;

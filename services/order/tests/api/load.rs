@@ -23,6 +23,9 @@ const CONCURRENCY: usize = 64;
 async fn flash_sale(instances: usize) {
     let mesh = spawn_with(Options {
         instances,
+        // Small bundles of results, so that two instances competing for them each get some:
+        // a hundred results fit in two bundles of the default size, which one instance may take.
+        catalog_env: &[("SHOP_OUTBOX_BUNDLE_SIZE", "4")],
         ..Options::default()
     })
     .await;
