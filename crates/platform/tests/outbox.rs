@@ -375,11 +375,24 @@ async fn broker_connection_loss_under_the_relay_loses_nothing() {
     testing::delete_queues(&[name]).await;
 }
 
+/// How many INSERTs into `table` the connection of `txn` has prepared.
+async fn prepared_inserts(txn: &sea_orm::DatabaseTransaction, table: &str) -> i64 {
+    txn.query_one_raw(sea_orm::Statement::from_string(
+        sea_orm::DatabaseBackend::Postgres,
+        format!("SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO \"{table}\"%'"),
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get::<i64>("", "n")
+    .unwrap()
+}
+
 /// Batches of any size are one statement text on PostgreSQL, so a connection prepares it once
 /// (a `VALUES` list has one text per row count: three here), and the rows read back exactly.
 #[tokio::test]
 async fn rows_of_any_batch_size_share_one_prepared_insert_and_read_back_exactly() {
-    use sea_orm::{QueryOrder as _, Statement};
+    use sea_orm::QueryOrder as _;
     let (config, db) = postgres().await;
     let txn = db.begin().await.unwrap();
     let mut sent = Vec::new();
@@ -400,16 +413,7 @@ async fn rows_of_any_batch_size_share_one_prepared_insert_and_read_back_exactly(
         let ids = outbox::enqueue_many(&txn, messages.clone()).await.unwrap();
         sent.extend(ids.into_iter().zip(messages));
     }
-    let prepared = txn
-        .query_one_raw(Statement::from_string(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO \"outbox\"%'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap();
+    let prepared = prepared_inserts(&txn, "outbox").await;
     assert_eq!(prepared, 1, "one INSERT text for batches of 1, 7 and 23 rows");
     let rows = outbox::entity::Entity::find()
         .order_by_asc(outbox::entity::Column::Seq)
@@ -440,7 +444,6 @@ async fn rows_of_any_batch_size_share_one_prepared_insert_and_read_back_exactly(
 /// each id once.
 #[tokio::test]
 async fn inbox_claims_of_any_size_share_one_prepared_insert() {
-    use sea_orm::Statement;
     let (config, db) = postgres().await;
     let txn = db.begin().await.unwrap();
     let batches: Vec<Vec<String>> = [1_usize, 5, 17]
@@ -454,16 +457,7 @@ async fn inbox_claims_of_any_size_share_one_prepared_insert() {
         assert_eq!(claimed.len(), ids.len(), "every id is new");
         assert!(inbox::claim(&txn, &ids).await.unwrap().is_empty(), "claimed once");
     }
-    let prepared = txn
-        .query_one_raw(Statement::from_string(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO \"inbox\"%'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap();
+    let prepared = prepared_inserts(&txn, "inbox").await;
     assert_eq!(prepared, 1, "one INSERT text for claims of 1, 5 and 17 ids");
     txn.rollback().await.unwrap();
     testing::drop_postgres_database(&config.url).await.unwrap();

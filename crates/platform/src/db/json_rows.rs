@@ -18,6 +18,8 @@ use sea_orm::{
     Value,
     sea_query::{Alias, Expr, Func, InsertStatement, Query},
 };
+use std::fmt::Write as _;
+
 use serde_json::Value as Json;
 
 /// The INSERT of `rows` as one JSON parameter, or `None` when they cannot all go that way.
@@ -136,7 +138,8 @@ fn to_json(value: Value) -> Option<Json> {
             let mut hex = String::with_capacity(2 + 2 * bytes.len());
             hex.push_str("\\x");
             for byte in bytes {
-                hex.push_str(&format!("{byte:02x}"));
+                // Writing to a String cannot fail.
+                let _ = write!(hex, "{byte:02x}");
             }
             Json::String(hex)
         }),
