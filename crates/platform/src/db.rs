@@ -400,52 +400,92 @@ pub const INSERT_CHUNK: usize = 50;
 
 /// Inserts `rows` with multi-row statements of at most [`INSERT_CHUNK`] rows each, inside the
 /// caller's transaction (pass it as `conn`): on PostgreSQL as one JSON array of rows, so that
-/// the statement's text is the same for any number of rows ([`json_rows`]).
+/// the statement's text is the same for any number of rows ([`fill_insert`]).
 pub async fn insert_chunked<A, C>(conn: &C, rows: impl IntoIterator<Item = A>) -> Result<(), DbErr>
 where
     A: sea_orm::ActiveModelTrait,
     C: sea_orm::ConnectionTrait,
 {
+    insert_rows(conn, rows, None).await
+}
+
+/// [`insert_chunked`], leaving out the rows that `on_conflict` says (`DO NOTHING` on a key: a
+/// row whose id exists already is skipped).
+pub async fn insert_chunked_or_skip<A, C>(
+    conn: &C,
+    rows: impl IntoIterator<Item = A>,
+    on_conflict: sea_orm::sea_query::OnConflict,
+) -> Result<(), DbErr>
+where
+    A: sea_orm::ActiveModelTrait,
+    C: sea_orm::ConnectionTrait,
+{
+    insert_rows(conn, rows, Some(on_conflict)).await
+}
+
+async fn insert_rows<A, C>(
+    conn: &C,
+    rows: impl IntoIterator<Item = A>,
+    on_conflict: Option<sea_orm::sea_query::OnConflict>,
+) -> Result<(), DbErr>
+where
+    A: sea_orm::ActiveModelTrait,
+    C: sea_orm::ConnectionTrait,
+{
+    use sea_orm::{EntityName as _, EntityTrait as _, Iden as _};
     let rows: Vec<A> = rows.into_iter().collect();
-    let postgres = conn.get_database_backend() == DatabaseBackend::Postgres;
+    let entity = A::Entity::default();
     for chunk in rows.chunks(INSERT_CHUNK) {
-        // On PostgreSQL, one statement text whatever the number of rows (`json_rows`).
-        if postgres && let Some(statement) = json_rows::rows_statement(chunk) {
-            conn.execute_raw(statement).await?;
+        let Some((columns, values)) = json_rows::model_rows(chunk) else {
+            // Rows that set different columns: sea-orm fills each one's gaps with `DEFAULT`.
+            let mut insert = A::Entity::insert_many(chunk.to_vec());
+            if let Some(on_conflict) = &on_conflict {
+                insert = insert.on_conflict(on_conflict.clone());
+            }
+            insert.exec_without_returning(conn).await?;
             continue;
+        };
+        let names: Vec<String> = columns.iter().map(|column| column.to_string()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut insert = sea_orm::sea_query::Query::insert();
+        insert.into_table(entity.table_ref()).columns(columns);
+        fill_insert(
+            &mut insert,
+            conn.get_database_backend(),
+            entity.table_name(),
+            &names,
+            values,
+        );
+        if let Some(on_conflict) = &on_conflict {
+            insert.on_conflict(on_conflict.clone());
         }
-        <A::Entity as sea_orm::EntityTrait>::insert_many(chunk.to_vec())
-            .exec_without_returning(conn)
-            .await?;
+        conn.execute(&insert).await?;
     }
     Ok(())
 }
 
-/// The rows of a PostgreSQL `VALUES` list, for `UPDATE … FROM (VALUES …) AS v (…)`: one
-/// statement that changes many rows each its own way (a stock change per product, a provider's
-/// reference per payment), where an UPDATE per row costs a round trip each. Each row's values
-/// are appended to `values` as parameters, numbered on from those already there, each cast to
-/// its column's type in `casts` (`uuid`, `text`, `bigint`: a `VALUES` list has no column types
-/// of its own). Returns `($2::uuid, $3::text), …`.
-pub fn values_rows(
-    values: &mut Vec<sea_orm::Value>,
-    casts: &[&str],
-    rows: impl IntoIterator<Item = Vec<sea_orm::Value>>,
-) -> String {
-    let mut sql = Vec::new();
-    for row in rows {
-        debug_assert_eq!(row.len(), casts.len(), "one value per column");
-        let columns: Vec<String> = row
-            .into_iter()
-            .zip(casts)
-            .map(|(value, cast)| {
-                values.push(value);
-                format!("${}::{cast}", values.len())
-            })
-            .collect();
-        sql.push(format!("({})", columns.join(", ")));
+/// `column` is one of `values`: on PostgreSQL `"column" = ANY($1)` with the values as one array
+/// parameter, elsewhere a plain `IN` list.
+///
+/// Why: an `IN` list has one statement text per length, and the services' batches come in
+/// every size from 1 to 50 (the orders a reservation result settles, the outbox rows a relay
+/// pass marks). Each connection keeps 100 prepared statements, so under a flash sale such lists
+/// were most of what PostgreSQL prepared: each preparation a round trip and a parse, each
+/// evicting another cached statement. One text is prepared once per connection. SQLite
+/// prepares in the process, without a round trip, and keeps the list.
+pub fn one_of<C, V>(
+    backend: DatabaseBackend,
+    column: C,
+    values: impl IntoIterator<Item = V>,
+) -> sea_orm::sea_query::Expr
+where
+    C: sea_orm::ColumnTrait,
+    V: Into<sea_orm::Value> + sea_orm::sea_query::postgres_array::NotU8,
+{
+    match backend {
+        DatabaseBackend::Postgres => column.eq_any(values),
+        _ => column.is_in(values),
     }
-    sql.join(", ")
 }
 
 /// The names of `M`'s migrations, oldest first: what databases record in `seaql_migrations`.

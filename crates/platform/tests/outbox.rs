@@ -376,16 +376,24 @@ async fn broker_connection_loss_under_the_relay_loses_nothing() {
 }
 
 /// How many INSERTs into `table` the connection of `txn` has prepared.
-async fn prepared_inserts(txn: &sea_orm::DatabaseTransaction, table: &str) -> i64 {
-    txn.query_one_raw(sea_orm::Statement::from_string(
+async fn prepared_inserts(txn: &sea_orm::DatabaseTransaction, table: &str) -> usize {
+    prepared_statements(txn, &format!("INSERT INTO \"{table}\"%"))
+        .await
+        .len()
+}
+
+/// The statements this connection has prepared whose text is `LIKE` `pattern`.
+async fn prepared_statements(txn: &sea_orm::DatabaseTransaction, pattern: &str) -> Vec<String> {
+    txn.query_all_raw(sea_orm::Statement::from_sql_and_values(
         sea_orm::DatabaseBackend::Postgres,
-        format!("SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO \"{table}\"%'"),
+        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE $1",
+        [pattern.into()],
     ))
     .await
     .unwrap()
-    .unwrap()
-    .try_get::<i64>("", "n")
-    .unwrap()
+    .iter()
+    .map(|row| row.try_get::<String>("", "statement").unwrap())
+    .collect()
 }
 
 /// Batches of any size are one statement text on PostgreSQL, so a connection prepares it once
@@ -460,5 +468,105 @@ async fn inbox_claims_of_any_size_share_one_prepared_insert() {
     let prepared = prepared_inserts(&txn, "inbox").await;
     assert_eq!(prepared, 1, "one INSERT text for claims of 1, 5 and 17 ids");
     txn.rollback().await.unwrap();
+    testing::drop_postgres_database(&config.url).await.unwrap();
+}
+
+/// A membership test (`db::one_of`, as the relay marks the rows of a pass sent) is one statement
+/// text whatever the number of values on PostgreSQL, so a connection prepares it once (an `IN`
+/// list has one text per length: three here), and both databases find the same rows.
+#[tokio::test]
+async fn membership_of_any_size_shares_one_prepared_statement() {
+    use sea_orm::{QueryFilter as _, QueryOrder as _};
+    let (config, postgres) = postgres().await;
+    let (_, sqlite, _dir) = sqlite().await;
+    for db in [&postgres, &sqlite] {
+        enqueue(db, "q.members", 30).await;
+        let txn = db.begin().await.unwrap();
+        let all: Vec<i64> = outbox::entity::Entity::find()
+            .order_by_asc(outbox::entity::Column::Seq)
+            .all(&txn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.seq)
+            .collect();
+        for size in [1, 7, 13] {
+            let wanted: Vec<i64> = all.iter().copied().step_by(2).take(size).collect();
+            let found: Vec<i64> = outbox::entity::Entity::find()
+                .filter(db::one_of(
+                    txn.get_database_backend(),
+                    outbox::entity::Column::Seq,
+                    wanted.clone(),
+                ))
+                .order_by_asc(outbox::entity::Column::Seq)
+                .all(&txn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.seq)
+                .collect();
+            assert_eq!(found, wanted, "{:?}", txn.get_database_backend());
+        }
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            let prepared = prepared_statements(&txn, r#"SELECT "outbox".% WHERE "outbox"."seq"%"#).await;
+            assert_eq!(prepared.len(), 1, "one text for 1, 7 and 13 values: {prepared:#?}");
+        }
+        txn.rollback().await.unwrap();
+    }
+    testing::drop_postgres_database(&config.url).await.unwrap();
+}
+
+/// Rows inserted with an `ON CONFLICT … DO NOTHING` (`db::insert_chunked_or_skip`, as the
+/// order service records payment tasks) skip those whose key exists and keep the others, on
+/// both databases, in one statement text whatever their number on PostgreSQL.
+#[tokio::test]
+async fn rows_inserted_or_skipped_keep_the_first_and_share_one_prepared_insert() {
+    use sea_orm::{ActiveValue::Set, QueryOrder as _};
+    let (config, postgres) = postgres().await;
+    let (_, sqlite, _dir) = sqlite().await;
+    let row = |seq: i64, batch: &str| outbox::entity::ActiveModel {
+        seq: Set(seq),
+        id: Set(uuid::Uuid::new_v4()),
+        destination: Set("q.skip".into()),
+        kind: Set(batch.into()),
+        payload: Set(vec![u8::try_from(seq).unwrap()]),
+        headers: Set("{}".into()),
+        created_at: Set(chrono::Utc::now()),
+        published_at: Set(None),
+    };
+    for db in [&postgres, &sqlite] {
+        let txn = db.begin().await.unwrap();
+        let conflict = || {
+            sea_orm::sea_query::OnConflict::column(outbox::entity::Column::Seq)
+                .do_nothing()
+                .to_owned()
+        };
+        db::insert_chunked_or_skip(&txn, (1..=4).map(|seq| row(seq, "first")), conflict())
+            .await
+            .unwrap();
+        db::insert_chunked_or_skip(&txn, (3..=10).map(|seq| row(seq, "second")), conflict())
+            .await
+            .unwrap();
+        let rows: Vec<(i64, String)> = outbox::entity::Entity::find()
+            .order_by_asc(outbox::entity::Column::Seq)
+            .all(&txn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.seq, row.kind))
+            .collect();
+        let expected: Vec<(i64, String)> = (1..=10)
+            .map(|seq| (seq, if seq <= 4 { "first" } else { "second" }.to_owned()))
+            .collect();
+        assert_eq!(rows, expected, "{:?}", txn.get_database_backend());
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            assert_eq!(
+                prepared_inserts(&txn, "outbox").await,
+                1,
+                "one INSERT text for 4 and 8 rows"
+            );
+        }
+        txn.rollback().await.unwrap();
+    }
     testing::drop_postgres_database(&config.url).await.unwrap();
 }

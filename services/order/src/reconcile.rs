@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait as _;
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
@@ -30,6 +31,7 @@ use sea_orm::{
     sea_query::{Expr, LockBehavior, LockType},
 };
 use shop_platform::backoff::Backoff;
+use shop_platform::db::one_of;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -188,7 +190,11 @@ pub async fn repair(
 ) -> anyhow::Result<Vec<Uuid>> {
     let txn = store::begin_write(db).await?;
     let orders = order::Entity::find()
-        .filter(order::Column::Id.is_in(ids.iter().copied()))
+        .filter(one_of(
+            txn.get_database_backend(),
+            order::Column::Id,
+            ids.iter().copied(),
+        ))
         .filter(order::Column::Status.eq(OrderStatus::Pending))
         .filter(order::Column::StockReservedAt.is_null())
         .order_by_asc(order::Column::PlacedAt)
@@ -250,7 +256,7 @@ async fn ask_again_for(
     let ids: Vec<Uuid> = records.iter().map(|record| record.order.id).collect();
     order::Entity::update_many()
         .col_expr(order::Column::ReserveAskedAt, Expr::value(now))
-        .filter(order::Column::Id.is_in(ids))
+        .filter(one_of(txn.get_database_backend(), order::Column::Id, ids))
         .exec(txn)
         .await?;
     Ok(())

@@ -20,7 +20,9 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
+use sea_orm::ConnectionTrait as _;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
+use shop_platform::db::one_of;
 use shop_platform::{
     outbox::inbox,
     queue::{
@@ -394,7 +396,11 @@ async fn write(
         order::Entity::update_many()
             .col_expr(order::Column::StockReservedAt, Expr::value(now))
             .col_expr(order::Column::UpdatedAt, Expr::value(now))
-            .filter(order::Column::Id.is_in(changes.reserved.iter().copied()))
+            .filter(one_of(
+                txn.get_database_backend(),
+                order::Column::Id,
+                changes.reserved.iter().copied(),
+            ))
             .exec(txn)
             .await?;
         let reserved: Vec<&order::Model> = changes.reserved.iter().filter_map(|id| orders.get(id)).collect();
@@ -411,7 +417,7 @@ async fn write(
                 .col_expr(order::Column::StatusReason, Expr::value(reason))
                 .col_expr(order::Column::Shortages, Expr::value(shortages))
                 .col_expr(order::Column::UpdatedAt, Expr::value(now))
-                .filter(order::Column::Id.is_in(order_ids))
+                .filter(one_of(txn.get_database_backend(), order::Column::Id, order_ids))
                 .exec(txn)
                 .await?;
         }
@@ -419,7 +425,11 @@ async fn write(
         payment::Entity::update_many()
             .col_expr(payment::Column::Status, Expr::value(PaymentStatus::Voided))
             .col_expr(payment::Column::UpdatedAt, Expr::value(now))
-            .filter(payment::Column::OrderId.is_in(rejected.iter().copied()))
+            .filter(one_of(
+                txn.get_database_backend(),
+                payment::Column::OrderId,
+                rejected.iter().copied(),
+            ))
             .exec(txn)
             .await?;
         store::cancel_unshipped_items_of(txn, &rejected).await?;

@@ -40,7 +40,7 @@ use sea_orm::{
 };
 use shop_platform::{
     backoff::Backoff,
-    db::{INSERT_CHUNK, values_rows},
+    db::{INSERT_CHUNK, insert_chunked_or_skip},
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -189,17 +189,14 @@ fn new_task(
 /// Inserts `tasks`, leaving out those whose id exists (a task is requested once: its id is
 /// derived from what it pays or refunds), in statements of at most [`INSERT_CHUNK`] rows.
 async fn insert_tasks<C: ConnectionTrait>(conn: &C, tasks: Vec<payment_task::ActiveModel>) -> Result<(), DbErr> {
-    for chunk in tasks.chunks(INSERT_CHUNK) {
-        payment_task::Entity::insert_many(chunk.to_vec())
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::column(payment_task::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(conn)
-            .await?;
-    }
-    Ok(())
+    insert_chunked_or_skip(
+        conn,
+        tasks,
+        sea_orm::sea_query::OnConflict::column(payment_task::Column::Id)
+            .do_nothing()
+            .to_owned(),
+    )
+    .await
 }
 
 /// The payment worker's door: the captures this process's commits handed to it, already taken
@@ -599,18 +596,17 @@ async fn pay_together(txn: &DatabaseTransaction, paid: &[Paid], now: DateTime<Ut
         OrderStatus::Paid.to_value().into(),
         now.into(),
     ];
-    let rows = values_rows(
-        &mut values,
-        &["uuid", "text"],
-        paid.iter()
-            .map(|paid| vec![paid.task_id.into(), paid.reference.clone().into()]),
-    );
+    // The captures as two arrays, unnested into rows: one statement text whatever their
+    // number, prepared once per connection (a `VALUES` list has one text per length).
+    let (tasks, references): (Vec<Uuid>, Vec<String>) =
+        paid.iter().map(|paid| (paid.task_id, paid.reference.clone())).unzip();
+    values.push(tasks.into());
+    values.push(references.into());
     // The payments and orders are matched on the tasks the first clause finished, so a task
     // recorded by another attempt changes neither.
-    let sql = format!(
-        "WITH finished AS (\
+    let sql = "WITH finished AS (\
            UPDATE payment_tasks AS t SET state = $1, provider_reference = v.reference, completed_at = $2 \
-           FROM (VALUES {rows}) AS v (id, reference) WHERE t.id = v.id AND t.state = $3 \
+           FROM unnest($7::uuid[], $8::text[]) AS v (id, reference) WHERE t.id = v.id AND t.state = $3 \
            RETURNING t.order_id, v.reference), \
          captured AS (\
            UPDATE payments AS p SET status = $4, provider_reference = f.reference, captured_at = $6, updated_at = $6 \
@@ -618,8 +614,7 @@ async fn pay_together(txn: &DatabaseTransaction, paid: &[Paid], now: DateTime<Ut
          paid AS (\
            UPDATE orders AS o SET status = $5, paid_at = $6, updated_at = $6 \
            FROM finished AS f WHERE o.id = f.order_id) \
-         SELECT order_id FROM finished"
-    );
+         SELECT order_id FROM finished";
     let finished: HashSet<Uuid> = txn
         .query_all_raw(Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values))
         .await?

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait as _;
 use sea_orm::{
     ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, LockBehavior, LockType},
 };
+use shop_platform::db::one_of;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -153,14 +155,22 @@ async fn move_orders(txn: &DatabaseTransaction, step: &Step, ids: &[Uuid], now: 
         .col_expr(order::Column::Status, Expr::value(step.to))
         .col_expr(step.stamp, Expr::value(now))
         .col_expr(order::Column::UpdatedAt, Expr::value(now))
-        .filter(order::Column::Id.is_in(ids.iter().copied()))
+        .filter(one_of(
+            txn.get_database_backend(),
+            order::Column::Id,
+            ids.iter().copied(),
+        ))
         .filter(order::Column::Status.eq(step.from))
         .exec(txn)
         .await?;
     item::Entity::update_many()
         .col_expr(item::Column::Status, Expr::value(step.items_to))
         .col_expr(step.item_stamp, Expr::value(now))
-        .filter(item::Column::OrderId.is_in(ids.iter().copied()))
+        .filter(one_of(
+            txn.get_database_backend(),
+            item::Column::OrderId,
+            ids.iter().copied(),
+        ))
         .filter(item::Column::Status.eq(step.items_from))
         .exec(txn)
         .await?;

@@ -10,6 +10,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::Expr,
 };
+use shop_platform::db::one_of;
 use uuid::Uuid;
 
 use crate::entity::{ItemStatus, item, order, payment};
@@ -52,7 +53,11 @@ pub async fn lock_orders(txn: &DatabaseTransaction, ids: &[Uuid]) -> anyhow::Res
         return Ok(Vec::new());
     }
     order::Entity::find()
-        .filter(order::Column::Id.is_in(ids.iter().copied()))
+        .filter(one_of(
+            txn.get_database_backend(),
+            order::Column::Id,
+            ids.iter().copied(),
+        ))
         .order_by_asc(order::Column::Id)
         .lock_exclusive()
         .all(txn)
@@ -81,7 +86,7 @@ pub async fn complete<C: ConnectionTrait>(conn: &C, orders: Vec<order::Model>) -
     let ids: Vec<Uuid> = orders.iter().map(|order| order.id).collect();
     let mut items: HashMap<Uuid, Vec<item::Model>> = HashMap::new();
     for item in item::Entity::find()
-        .filter(item::Column::OrderId.is_in(ids.clone()))
+        .filter(one_of(conn.get_database_backend(), item::Column::OrderId, ids.clone()))
         .order_by_asc(item::Column::OrderId)
         .order_by_asc(item::Column::Position)
         .all(conn)
@@ -91,7 +96,7 @@ pub async fn complete<C: ConnectionTrait>(conn: &C, orders: Vec<order::Model>) -
         items.entry(item.order_id).or_default().push(item);
     }
     let mut payments: HashMap<Uuid, payment::Model> = payment::Entity::find()
-        .filter(payment::Column::OrderId.is_in(ids))
+        .filter(one_of(conn.get_database_backend(), payment::Column::OrderId, ids))
         .all(conn)
         .await
         .context("reading payments")?
@@ -125,7 +130,11 @@ pub async fn cancel_unshipped_items_of(txn: &DatabaseTransaction, order_ids: &[U
     }
     item::Entity::update_many()
         .col_expr(item::Column::Status, Expr::value(ItemStatus::Cancelled))
-        .filter(item::Column::OrderId.is_in(order_ids.iter().copied()))
+        .filter(one_of(
+            txn.get_database_backend(),
+            item::Column::OrderId,
+            order_ids.iter().copied(),
+        ))
         .filter(item::Column::Status.eq(ItemStatus::Ordered))
         .exec(txn)
         .await?;

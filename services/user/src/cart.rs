@@ -10,6 +10,7 @@ use sea_orm::{
     QueryOrder as _,
     sea_query::{Expr, ExprTrait as _},
 };
+use shop_platform::db::one_of;
 use shop_platform::grpc::convert::parse_uuid;
 use shop_platform::grpc::{error::ServiceError, identity::Caller};
 use shop_proto::pb::catalog::Product;
@@ -60,7 +61,11 @@ pub async fn remove_bought<C: ConnectionTrait>(conn: &C, user: Uuid, item_ids: &
     }
     let removed = cart_item::Entity::delete_many()
         .filter(cart_item::Column::UserId.eq(user))
-        .filter(cart_item::Column::Id.is_in(item_ids.iter().copied()))
+        .filter(one_of(
+            conn.get_database_backend(),
+            cart_item::Column::Id,
+            item_ids.iter().copied(),
+        ))
         .exec(conn)
         .await?;
     Ok(removed.rows_affected)
@@ -248,8 +253,12 @@ impl Context {
             .filter(cart_item::Column::UserId.eq(caller.user_id))
             .filter(
                 Condition::any()
-                    .add(cart_item::Column::ProductId.is_in(products))
-                    .add(cart_item::Column::Id.is_in(items)),
+                    .add(one_of(
+                        self.db.get_database_backend(),
+                        cart_item::Column::ProductId,
+                        products,
+                    ))
+                    .add(one_of(self.db.get_database_backend(), cart_item::Column::Id, items)),
             )
             .exec(&self.db)
             .await?;

@@ -19,6 +19,7 @@ use sea_orm::{
     ActiveModelTrait as _, ActiveValue::Set, ColumnTrait as _, DatabaseConnection, EntityTrait as _, QueryFilter as _,
     QuerySelect as _, TransactionTrait as _, sea_query::Query,
 };
+use shop_platform::db::one_of;
 use shop_platform::grpc::{error::ServiceError, identity::Role};
 use uuid::Uuid;
 
@@ -211,7 +212,11 @@ impl Sessions {
         }
         session::Entity::update_many()
             .col_expr(session::Column::EndedAt, sea_orm::sea_query::Expr::value(now()))
-            .filter(session::Column::Id.is_in(sessions.iter().copied()))
+            .filter(one_of(
+                self.db.get_database_backend(),
+                session::Column::Id,
+                sessions.iter().copied(),
+            ))
             .filter(session::Column::EndedAt.is_null())
             .exec(&self.db)
             .await?;

@@ -11,58 +11,46 @@
 //! Only values whose JSON form PostgreSQL reads back exactly are sent this way (booleans,
 //! integers, text, UUIDs, byte strings, JSON, dates and timestamps to the microsecond); a row
 //! set holding anything else, or rows that set different columns, is left to the `VALUES`
-//! form ([`rows_statement`] returns `None`).
+//! form.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, DatabaseBackend, EntityName as _, EntityTrait, Iden as _, Iterable as _, Statement,
-    Value,
+    ActiveModelTrait, DatabaseBackend, EntityTrait, Iterable as _, Value,
     sea_query::{Alias, Expr, Func, InsertStatement, Query},
 };
 use std::fmt::Write as _;
 
 use serde_json::Value as Json;
 
-/// The INSERT of `rows` as one JSON parameter, or `None` when they cannot all go that way.
-pub fn rows_statement<A: ActiveModelTrait>(rows: &[A]) -> Option<Statement> {
-    let first = rows.first()?;
-    // The columns the rows set, which must be the same for every row (the others take their
-    // defaults, as in a `VALUES` list that leaves them out).
-    let columns: Vec<<A::Entity as EntityTrait>::Column> = <A::Entity as EntityTrait>::Column::iter()
-        .filter(|column| present(first, *column))
-        .collect();
-    if columns.is_empty() {
-        return None;
-    }
+/// The columns `rows` set and each row's values for them, in one pass, or `None` when the rows
+/// set different columns (then sea-orm's own multi-row insert, which fills the gaps with
+/// `DEFAULT`, is the one to use). The others take their column defaults, as in a `VALUES` list
+/// that leaves them out.
+#[allow(clippy::type_complexity)]
+pub fn model_rows<A: ActiveModelTrait>(
+    rows: &[A],
+) -> Option<(Vec<<A::Entity as EntityTrait>::Column>, Vec<Vec<Value>>)> {
+    let all: Vec<<A::Entity as EntityTrait>::Column> = <A::Entity as EntityTrait>::Column::iter().collect();
+    // The positions (in `all`) of the columns the first row sets; every row must set the same.
+    let mut set: Option<Vec<usize>> = None;
     let mut values = Vec::with_capacity(rows.len());
     for row in rows {
-        let set = <A::Entity as EntityTrait>::Column::iter()
-            .filter(|column| present(row, *column))
-            .count();
-        if set != columns.len() {
-            return None;
+        let mut positions = Vec::with_capacity(all.len());
+        let mut row_values = Vec::with_capacity(all.len());
+        for (position, column) in all.iter().enumerate() {
+            if let Some(value) = row.get(*column).into_value() {
+                positions.push(position);
+                row_values.push(value);
+            }
         }
-        values.push(
-            columns
-                .iter()
-                .map(|column| row.get(*column).into_value())
-                .collect::<Option<Vec<Value>>>()?,
-        );
+        match &set {
+            None => set = Some(positions),
+            Some(first) if *first == positions => {}
+            Some(_) => return None,
+        }
+        values.push(row_values);
     }
-    let names: Vec<String> = columns.iter().map(|column| column.to_string()).collect();
-    let array = json_array(&names, values)?;
-    let entity = A::Entity::default();
-    let table = match entity.schema_name() {
-        Some(schema) => format!("\"{schema}\".\"{}\"", entity.table_name()),
-        None => format!("\"{}\"", entity.table_name()),
-    };
-    let names: Vec<String> = names.iter().map(|name| format!("\"{name}\"")).collect();
-    let names = names.join(", ");
-    let sql = format!("INSERT INTO {table} ({names}) SELECT {names} FROM jsonb_populate_recordset(NULL::{table}, $1)");
-    Some(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        sql,
-        [Value::Json(Some(Box::new(array)))],
-    ))
+    let columns: Vec<_> = set?.into_iter().map(|position| all[position]).collect();
+    (!columns.is_empty()).then_some((columns, values))
 }
 
 /// Gives `insert` (into `table`, its `columns` already named in this order) its `rows`: on
@@ -111,11 +99,6 @@ fn json_array<S: AsRef<str>>(columns: &[S], rows: impl IntoIterator<Item = Vec<V
         array.push(Json::Object(object));
     }
     Some(Json::Array(array))
-}
-
-/// Whether `row` gives `column` a value (set, or unchanged from a model), as an INSERT writes it.
-fn present<A: ActiveModelTrait>(row: &A, column: <A::Entity as EntityTrait>::Column) -> bool {
-    !matches!(row.get(column), ActiveValue::NotSet)
 }
 
 /// `value` as PostgreSQL will read it back from JSON into a column of its type, or `None` for a

@@ -263,7 +263,11 @@ impl OutboxRelay {
         let sequences: Vec<i64> = rows.iter().map(|row| row.seq).collect();
         entity::Entity::update_many()
             .col_expr(entity::Column::PublishedAt, Expr::value(chrono::Utc::now()))
-            .filter(entity::Column::Seq.is_in(sequences))
+            .filter(crate::db::one_of(
+                txn.get_database_backend(),
+                entity::Column::Seq,
+                sequences,
+            ))
             .exec(txn)
             .await
             .context("marking outbox rows sent")?;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, sea_query::Expr,
 };
+use shop_platform::db::one_of;
 use shop_platform::grpc::{
     error::ServiceError,
     identity::{Caller, Role},
@@ -83,7 +84,7 @@ impl Products {
             return Ok(Vec::new());
         }
         Ok(product::Entity::find()
-            .filter(product::Column::Id.is_in(ids))
+            .filter(one_of(self.db.get_database_backend(), product::Column::Id, ids))
             .all(&self.db)
             .await?)
     }

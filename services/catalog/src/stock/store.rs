@@ -22,7 +22,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 use shop_platform::{
-    db::{INSERT_CHUNK, insert_chunked, values_rows},
+    db::{INSERT_CHUNK, insert_chunked, one_of},
     outbox::{self, OutboxMessage, inbox},
 };
 use uuid::Uuid;
@@ -133,7 +133,7 @@ async fn lock_products(txn: &DatabaseTransaction, commands: &[&Command]) -> Resu
     let rows: Vec<(Uuid, i64, Option<chrono::DateTime<chrono::Utc>>)> = product::Entity::find()
         .select_only()
         .columns([product::Column::Id, product::Column::Stock, product::Column::DeletedAt])
-        .filter(product::Column::Id.is_in(ids))
+        .filter(one_of(txn.get_database_backend(), product::Column::Id, ids))
         .order_by_asc(product::Column::Id)
         .lock_exclusive()
         .into_tuple()
@@ -164,7 +164,7 @@ async fn load_reservations(
         return Ok(reservations);
     }
     let rows = reservation::Entity::find()
-        .filter(reservation::Column::OrderId.is_in(orders))
+        .filter(one_of(txn.get_database_backend(), reservation::Column::OrderId, orders))
         .all(txn)
         .await?;
     let mut reserved = Vec::new();
@@ -185,7 +185,11 @@ async fn load_reservations(
         return Ok(reservations);
     }
     let lines = reservation_line::Entity::find()
-        .filter(reservation_line::Column::OrderId.is_in(reserved))
+        .filter(one_of(
+            txn.get_database_backend(),
+            reservation_line::Column::OrderId,
+            reserved,
+        ))
         .all(txn)
         .await?;
     for line in lines {
@@ -243,18 +247,12 @@ async fn change_stock_together(
     changes: &[(Uuid, i64)],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DbErr> {
-    let mut values: Vec<sea_orm::Value> = vec![now.into()];
-    let rows = values_rows(
-        &mut values,
-        &["uuid", "bigint"],
-        changes
-            .iter()
-            .map(|(product_id, delta)| vec![(*product_id).into(), (*delta).into()]),
-    );
-    let sql = format!(
-        "UPDATE products AS p SET stock = p.stock + v.delta, updated_at = $1 \
-         FROM (VALUES {rows}) AS v (id, delta) WHERE p.id = v.id AND p.stock + v.delta >= 0"
-    );
+    // The changes as two arrays, unnested into rows: one statement text whatever their number,
+    // prepared once per connection (a `VALUES` list has one text per length).
+    let (ids, deltas): (Vec<Uuid>, Vec<i64>) = changes.iter().copied().unzip();
+    let values: Vec<sea_orm::Value> = vec![now.into(), ids.into(), deltas.into()];
+    let sql = "UPDATE products AS p SET stock = p.stock + v.delta, updated_at = $1 \
+               FROM unnest($2::uuid[], $3::bigint[]) AS v (id, delta) WHERE p.id = v.id AND p.stock + v.delta >= 0";
     let updated = txn
         .execute_raw(Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values))
         .await?;
