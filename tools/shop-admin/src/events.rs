@@ -3,7 +3,8 @@
 
 use std::fmt::Debug;
 
-use prost::{Message as _, Name};
+use prost::Name;
+use shop_platform::queue::bundle;
 use shop_proto::{is_message_type, pb::events};
 
 /// Reads a payload when the kind names its message type, else `None`.
@@ -24,20 +25,21 @@ const READERS: [Reader; 6] = [
 /// with its id and kind.
 pub fn describe(kind: &str, payload: &[u8]) -> String {
     if is_message_type::<events::Bundle>(kind) {
-        return match events::Bundle::decode(payload) {
-            Ok(bundle) => {
-                let mut text = format!("a bundle of {} messages:", bundle.messages.len());
-                for message in bundle.messages {
+        // Opened as the consumers open it, so a bundle they would refuse reads as refused.
+        return match bundle::open_payload(payload) {
+            Ok(messages) => {
+                let mut text = format!("a bundle of {} messages:", messages.len());
+                for message in messages {
                     text.push_str(&format!(
                         "\n    {} {}: {}",
                         message.id,
-                        message.r#type,
-                        describe(&message.r#type, &message.payload)
+                        message.kind,
+                        describe(&message.kind, &message.payload)
                     ));
                 }
                 text
             }
-            Err(error) => format!("undecodable as {kind} ({} bytes): {error}", payload.len()),
+            Err(poison) => format!("undecodable as {kind} ({} bytes): {}", payload.len(), poison.detail),
         };
     }
     READERS
@@ -115,5 +117,11 @@ mod tests {
         assert!(text.contains("m-2 x.Mystery: unknown kind"), "{text}");
         let text = describe(&message_type::<events::Bundle>(), &[0xff]);
         assert!(text.starts_with("undecodable as shop.events.v1.Bundle"), "{text}");
+        // An empty bundle is refused by the consumers, so it reads as refused here too.
+        let text = describe(
+            &message_type::<events::Bundle>(),
+            &events::Bundle::default().encode_to_vec(),
+        );
+        assert!(text.contains("a bundle without messages"), "{text}");
     }
 }

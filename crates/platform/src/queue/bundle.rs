@@ -66,7 +66,12 @@ pub fn is_bundle(message: &Message) -> bool {
 
 /// The messages of a bundle, in order; poison when it cannot be read or holds none.
 pub fn open(message: &Message) -> Result<Vec<Message>, Poison> {
-    let bundle = events::Bundle::decode(message.payload.as_slice())
+    open_payload(&message.payload)
+}
+
+/// [`open`] for a bundle's payload alone (what a tool reading a dead-letter queue holds).
+pub fn open_payload(payload: &[u8]) -> Result<Vec<Message>, Poison> {
+    let bundle = events::Bundle::decode(payload)
         .map_err(|error| Poison::new("undecodable_bundle", format!("a bundle that cannot be read: {error}")))?;
     if bundle.messages.is_empty() {
         return Err(Poison::new("undecodable_bundle", "a bundle without messages"));

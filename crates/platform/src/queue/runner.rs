@@ -282,7 +282,8 @@ impl<H: Handler> ConsumerRunner<H> {
         // Applied in groups of at most `batch_size` messages (bundles may hold more).
         let mut failed: Vec<Option<anyhow::Error>> = (0..batch.units.len()).map(|_| None).collect();
         let size = self.options.batch_size.max(1);
-        for (index, group) in batch.units.chunks(size).enumerate() {
+        // Each group with its own slots of `failed`, so a failure lands on its message.
+        for (group, failures) in batch.units.chunks(size).zip(failed.chunks_mut(size)) {
             match self.apply_through_outages(group, shutdown).await {
                 Applied::Committed => {}
                 // Dropped unsettled: the broker returns them to the queue for after the restart.
@@ -293,11 +294,11 @@ impl<H: Handler> ConsumerRunner<H> {
                         match self.apply_through_outages(std::slice::from_ref(one), shutdown).await {
                             Applied::Committed => {}
                             Applied::ShuttingDown => return,
-                            Applied::Failed(error) => failed[index * size + offset] = Some(error),
+                            Applied::Failed(error) => failures[offset] = Some(error),
                         }
                     }
                 }
-                Applied::Failed(error) => failed[index * size] = Some(error),
+                Applied::Failed(error) => failures[0] = Some(error),
             }
         }
         let mut give_back = Vec::new();
