@@ -11,8 +11,14 @@ use tracing_subscriber::fmt::MakeWriter as _;
 /// Set in the child: which case it plays.
 const CHILD: &str = "SHOP_LOG_WRITER_CHILD";
 
-/// Runs this test binary's test `name` in a child with `CHILD` set; returns its standard output.
-fn child(name: &str) -> String {
+/// Plays `play` in a child process (this test binary running only the test `name`, with `CHILD`
+/// set), which must end the process itself; returns the child's standard output. In the
+/// child, never returns.
+fn in_child(name: &str, play: impl FnOnce()) -> String {
+    if std::env::var(CHILD).is_ok_and(|case| case == name) {
+        play();
+        unreachable!("the child ends its process itself");
+    }
     let output = Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, name)
@@ -21,22 +27,16 @@ fn child(name: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn playing(name: &str) -> bool {
-    std::env::var(CHILD).is_ok_and(|case| case == name)
-}
-
 /// A line logged just before a panic is written by the panic hook, even when the process
 /// exits at once after it (here well inside the flusher's 25 ms).
 #[test]
 fn a_line_logged_just_before_a_panic_is_written() {
-    const NAME: &str = "a_line_logged_just_before_a_panic_is_written";
-    if playing(NAME) {
+    let out = in_child("a_line_logged_just_before_a_panic_is_written", || {
         let stdout = BatchedStdout::install();
         writeln!(stdout.make_writer(), "the last line before the panic").unwrap();
         let _ = std::panic::catch_unwind(|| panic!("on purpose"));
         std::process::exit(3);
-    }
-    let out = child(NAME);
+    });
     assert!(out.contains("the last line before the panic"), "{out}");
 }
 
@@ -44,14 +44,12 @@ fn a_line_logged_just_before_a_panic_is_written() {
 /// [`FLUSH_AFTER`]: a line older than that was written by the flusher.
 #[test]
 fn an_abrupt_exit_loses_only_the_last_lines() {
-    const NAME: &str = "an_abrupt_exit_loses_only_the_last_lines";
-    if playing(NAME) {
+    let out = in_child("an_abrupt_exit_loses_only_the_last_lines", || {
         let stdout = BatchedStdout::install();
         writeln!(stdout.make_writer(), "a line from well before the exit").unwrap();
         std::thread::sleep(FLUSH_AFTER * 8);
         writeln!(stdout.make_writer(), "a line just before the exit").unwrap();
         std::process::exit(3);
-    }
-    let out = child(NAME);
+    });
     assert!(out.contains("a line from well before the exit"), "{out}");
 }

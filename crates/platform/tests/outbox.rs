@@ -471,40 +471,39 @@ async fn inbox_claims_of_any_size_share_one_prepared_insert() {
     testing::drop_postgres_database(&config.url).await.unwrap();
 }
 
+/// The sequences of the outbox rows that `filter` keeps, in order.
+async fn sequences(txn: &sea_orm::DatabaseTransaction, filter: sea_orm::Condition) -> Vec<i64> {
+    use sea_orm::{QueryFilter as _, QueryOrder as _};
+    outbox::entity::Entity::find()
+        .filter(filter)
+        .order_by_asc(outbox::entity::Column::Seq)
+        .all(txn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.seq)
+        .collect()
+}
+
 /// A membership test (`db::one_of`, as the relay marks the rows of a pass sent) is one statement
 /// text whatever the number of values on PostgreSQL, so a connection prepares it once (an `IN`
 /// list has one text per length: three here), and both databases find the same rows.
 #[tokio::test]
 async fn membership_of_any_size_shares_one_prepared_statement() {
-    use sea_orm::{QueryFilter as _, QueryOrder as _};
     let (config, postgres) = postgres().await;
     let (_, sqlite, _dir) = sqlite().await;
     for db in [&postgres, &sqlite] {
         enqueue(db, "q.members", 30).await;
         let txn = db.begin().await.unwrap();
-        let all: Vec<i64> = outbox::entity::Entity::find()
-            .order_by_asc(outbox::entity::Column::Seq)
-            .all(&txn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.seq)
-            .collect();
+        let all = sequences(&txn, sea_orm::Condition::all()).await;
         for size in [1, 7, 13] {
             let wanted: Vec<i64> = all.iter().copied().step_by(2).take(size).collect();
-            let found: Vec<i64> = outbox::entity::Entity::find()
-                .filter(db::one_of(
-                    txn.get_database_backend(),
-                    outbox::entity::Column::Seq,
-                    wanted.clone(),
-                ))
-                .order_by_asc(outbox::entity::Column::Seq)
-                .all(&txn)
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.seq)
-                .collect();
+            let backend = txn.get_database_backend();
+            let found = sequences(
+                &txn,
+                sea_orm::Condition::all().add(db::one_of(backend, outbox::entity::Column::Seq, wanted.clone())),
+            )
+            .await;
             assert_eq!(found, wanted, "{:?}", txn.get_database_backend());
         }
         if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
